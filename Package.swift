@@ -1,0 +1,33 @@
+// swift-tools-version:5.9
+import PackageDescription
+
+// One target per layer; each depends only on the layers beneath it.
+let optimize: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+
+let package = Package(
+    name: "dginstyle",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "dginstyle", targets: ["dginstyle"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
+        .systemLibrary(name: "CZstd", path: "Sources/CZstd"),
+        .target(name: "DGTensor", dependencies: ["CBLAS"], swiftSettings: optimize),
+        .target(name: "DGLayers", dependencies: ["DGTensor"], swiftSettings: optimize),
+        .target(name: "DGCheckpoint", dependencies: ["DGTensor", "CZstd"], swiftSettings: optimize),
+        .target(name: "DGModels", dependencies: ["DGTensor", "DGLayers", "DGCheckpoint"], swiftSettings: optimize),
+        .executableTarget(name: "dginstyle", dependencies: [
+            "DGTensor", "DGCheckpoint", "DGLayers", "DGModels",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: optimize),
+        .testTarget(name: "DGTensorTests", dependencies: ["DGTensor"]),
+        .testTarget(name: "DGCheckpointTests", dependencies: ["DGCheckpoint", "DGModels"]),
+        .testTarget(name: "DGModelsTests", dependencies: ["DGModels", "DGCheckpoint"]),
+        .testTarget(name: "CommandTests", dependencies: ["dginstyle"]),
+    ]
+)
