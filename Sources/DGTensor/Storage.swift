@@ -49,7 +49,9 @@ public final class MappedFile: @unchecked Sendable {
             base = UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 64)
             return
         }
-        guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
+        // Private and writable: a caller that writes into a loaded tensor gets its own copy of
+        // that page (copy-on-write); the file itself is never changed.
+        guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
             throw TensorError.io("cannot map \(path): \(String(cString: strerror(errno)))")
         }
         base = p

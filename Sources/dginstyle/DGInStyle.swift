@@ -6,5 +6,14 @@ struct DGInStyle: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dginstyle",
         abstract: "Convert, fine-tune and sample Stable Diffusion 1.5 + ControlNet for DGInStyle data generation.",
-        subcommands: [])
+        subcommands: [Inspect.self, Convert.self])
+}
+
+/// Prints to standard output in one write (progress bars share the terminal on stderr).
+func emit(_ text: String) {
+    FileHandle.standardOutput.write(Data((text.hasSuffix("\n") ? text : text + "\n").utf8))
+}
+
+func warn(_ text: String) {
+    FileHandle.standardError.write(Data("warning: \(text)\n".utf8))
 }

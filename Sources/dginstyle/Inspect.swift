@@ -1,0 +1,111 @@
+import ArgumentParser
+import DGCheckpoint
+import DGModels
+import DGTensor
+import Foundation
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Describe a checkpoint (tensors, parameter counts, layout, model kind), or the parameters a config defines.",
+        discussion: """
+        PATH may be a diffusers pipeline or model folder, a safetensors file (diffusers names, the original \
+        LDM single-file layout or the original ControlNet layout), a sharded *.safetensors.index.json, or a \
+        dginstyle native file. With --config, describes the model a diffusers config.json builds, without \
+        allocating it.
+        """)
+
+    @Argument(help: "The checkpoint to describe.")
+    var path: String?
+
+    @Option(help: "A diffusers/transformers config.json: list the parameter names and shapes of the model it describes.")
+    var config: String?
+
+    @Flag(help: "Print JSON instead of text.")
+    var json = false
+
+    @Flag(help: "Print the EMA weights of an LDM file instead of its live weights.")
+    var ema = false
+
+    @Option(help: "Weight variant of a diffusers folder (fp16, bf16).")
+    var variant: String?
+
+    @Flag(help: "List every tensor (text output lists only the per-component summary otherwise).")
+    var tensors = false
+
+    func validate() throws {
+        if (path == nil) == (config == nil) { throw ValidationError("give either PATH or --config CONFIG.json") }
+    }
+
+    func run() throws {
+        if let config { return try inspectConfig(config) }
+        let ck = try Checkpoint.open(path!, options: .init(ema: ema, variant: variant))
+        if json { emit(describeJSON(ck).pretty) } else { emit(describeText(ck)) }
+    }
+
+    private func inspectConfig(_ path: String) throws {
+        guard let data = FileManager.default.contents(atPath: path) else { throw CheckpointError(path, "cannot read") }
+        let config: JSON
+        do { config = try JSON.parse(bytes: Array(data)) } catch { throw CheckpointError(path, "\(error)") }
+        let (kind, model) = try buildModel(config: config)
+        let params = model.namedParameters()
+        if json {
+            emit(JSON.object(params.map { ($0.name, .array($0.parameter.shape.map { .int($0) })) }).pretty)
+        } else {
+            var lines = ["\(path): \(kind.rawValue), \(params.count) tensors, \(formatCount(params.reduce(0) { $0 + $1.parameter.count })) parameters"]
+            for (name, p) in params { lines.append("  \(name) \(p.shape)") }
+            emit(lines.joined(separator: "\n"))
+        }
+    }
+
+    private func describeText(_ ck: Checkpoint) -> String {
+        var lines = ["\(ck.path)", "  layout: \(ck.layout.rawValue)"]
+        for c in ck.components {
+            let entries = c.source.entries
+            let params = entries.reduce(0) { $0 + $1.count }
+            let bytes = entries.reduce(0) { $0 + $1.byteCount }
+            let dtypes = Set(entries.map(\.dtype.name)).sorted().joined(separator: "+")
+            lines.append("  \(c.name): \(c.className), \(entries.count) tensors, \(formatCount(params)) parameters, \(dtypes), \(ProgressBar.bytes(Double(bytes)))")
+            if tensors {
+                for e in entries { lines.append("    \(e.name) \(e.dtype.name) \(e.shape)") }
+            }
+        }
+        if !ck.files.isEmpty { lines.append("  files: " + ck.files.map(\.path).joined(separator: ", ")) }
+        if !ck.ignoredKeys.isEmpty {
+            lines.append("  ignored non-parameter keys: \(ck.ignoredKeys.count) (\(ck.ignoredKeys.prefix(5).joined(separator: ", "))\(ck.ignoredKeys.count > 5 ? ", ..." : ""))")
+        }
+        if !ck.unexpectedKeys.isEmpty {
+            lines.append("  unexpected keys: \(ck.unexpectedKeys.count) (\(ck.unexpectedKeys.prefix(10).joined(separator: ", ")))")
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    private func describeJSON(_ ck: Checkpoint) -> JSON {
+        var components: [(String, JSON)] = []
+        for c in ck.components {
+            let tensors = c.source.entries.map { e -> (String, JSON) in
+                (e.name, ["dtype": .string(e.dtype.name), "shape": .array(e.shape.map { .int($0) })])
+            }
+            components.append((c.name, [
+                "class": .string(c.className),
+                "parameters": .int(c.source.entries.reduce(0) { $0 + $1.count }),
+                "tensors": .object(tensors),
+            ]))
+        }
+        return [
+            "path": .string(ck.path), "layout": .string(ck.layout.rawValue), "components": .object(components),
+            "files": .array(ck.files.map { .string($0.path) }),
+            "ignored_keys": .array(ck.ignoredKeys.map { .string($0) }),
+            "unexpected_keys": .array(ck.unexpectedKeys.map { .string($0) }),
+        ]
+    }
+}
+
+func formatCount(_ n: Int) -> String {
+    let s = String(n)
+    var out = ""
+    for (i, c) in s.enumerated() {
+        if i > 0 && (s.count - i) % 3 == 0 { out.append(",") }
+        out.append(c)
+    }
+    return out
+}
