@@ -1,0 +1,86 @@
+import Foundation
+import XCTest
+@testable import DGTensor
+
+final class TensorTests: XCTestCase {
+    func testViewsShareStorageAndContiguousCopies() {
+        let t = Tensor(shape: [2, 3], floats: [1, 2, 3, 4, 5, 6])
+        let tt = t.transposed(0, 1)
+        XCTAssertEqual(tt.shape, [3, 2])
+        XCTAssertFalse(tt.isContiguous)
+        XCTAssertTrue(tt.storage === t.storage)
+        XCTAssertEqual(tt.floats, [1, 4, 2, 5, 3, 6])
+        XCTAssertEqual(t.slice(axis: 1, 1..<3).floats, [2, 3, 5, 6])
+        XCTAssertEqual(t.reshaped([3, -1]).shape, [3, 2])
+        XCTAssertTrue(t.reshaped([6]).storage === t.storage)
+        let p = Tensor(shape: [2, 2, 2], floats: (0..<8).map(Float.init)).permuted([2, 0, 1])
+        XCTAssertEqual(p.floats, [0, 2, 4, 6, 1, 3, 5, 7])
+    }
+
+    func testConversionsRoundTrip() {
+        let values: [Float] = [0, -0.0, 1, -2.5, 65504, 1e-8, 3.14159, -1e30, .infinity]
+        let t = Tensor(shape: [values.count], floats: values)
+        let h = t.converted(to: .f16)
+        XCTAssertEqual(h.dtype, .f16)
+        XCTAssertEqual(h.floats, values.map { Float(Float16($0)) })
+        let b = t.converted(to: .bf16)
+        XCTAssertEqual(b.floats, values.map { floatFromBFloat16Bits(bfloat16Bits($0)) })
+        let ints = Tensor(shape: [3], floats: [1.9, -7.2, 300]).converted(to: .i64)
+        XCTAssertEqual(ints.converted(to: .f32).floats, [1, -7, 300])
+        XCTAssertEqual(Tensor(shape: [2], floats: [255, 256]).converted(to: .u8).converted(to: .i32).converted(to: .f32).floats, [255, 0])
+        // A strided f16 view converts through its own strides.
+        let m = Tensor(shape: [2, 2], floats: [1, 2, 3, 4]).converted(to: .f16).transposed(0, 1)
+        XCTAssertEqual(m.converted(to: .f32).floats, [1, 3, 2, 4])
+    }
+
+    func testMatmulMatchesNaive() {
+        var rng = SystemRandomNumberGenerator()
+        for (m, k, n) in [(1, 1, 1), (3, 5, 7), (17, 33, 9), (64, 40, 80)] {
+            let a = (0..<(m * k)).map { _ in Float.random(in: -1...1, using: &rng) }
+            let b = (0..<(k * n)).map { _ in Float.random(in: -1...1, using: &rng) }
+            let c = Tensor(shape: [m, k], floats: a).matmul(Tensor(shape: [k, n], floats: b)).floats
+            for i in 0..<m {
+                for j in 0..<n {
+                    var s: Double = 0
+                    for p in 0..<k { s += Double(a[i * k + p]) * Double(b[p * n + j]) }
+                    XCTAssertEqual(Double(c[i * n + j]), s, accuracy: 1e-4)
+                }
+            }
+            let ct = Tensor(shape: [k, m], floats: a).matmul(Tensor(shape: [n, k], floats: b), transposeA: true, transposeB: true)
+            XCTAssertEqual(ct.shape, [m, n])
+        }
+        // Batched: each batch entry is its own product; a 2-D right operand is shared.
+        let a = Tensor(shape: [2, 2, 2], floats: [1, 0, 0, 1, 2, 0, 0, 2])
+        let b = Tensor(shape: [2, 2], floats: [1, 2, 3, 4])
+        XCTAssertEqual(a.matmul(b).floats, [1, 2, 3, 4, 2, 4, 6, 8])
+    }
+
+    func testParallelChunksAreDeterministic() {
+        let n = 1_000_003
+        let values = (0..<n).map { Float(sin(Double($0))) }
+        let once = Parallel.sum(n, minimumChunk: 1000) { r in r.reduce(0.0) { $0 + Double(values[$1]) } }
+        for _ in 0..<5 {
+            let again = Parallel.sum(n, minimumChunk: 1000) { r in r.reduce(0.0) { $0 + Double(values[$1]) } }
+            XCTAssertEqual(once.bitPattern, again.bitPattern)
+        }
+        let chunks = Parallel.chunks(n, minimumChunk: 1000)
+        XCTAssertEqual(chunks.first?.lowerBound, 0)
+        XCTAssertEqual(chunks.last?.upperBound, n)
+        XCTAssertEqual(Parallel.chunks(10, minimumChunk: 1000), [0..<10])
+    }
+
+    func testMappedFileIsZeroCopyAndPrivate() throws {
+        let path = NSTemporaryDirectory() + "dg-map-\(getpid()).bin"
+        let floats: [Float] = [1, 2, 3, 4]
+        FileManager.default.createFile(atPath: path, contents: floats.withUnsafeBytes { Data($0) })
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let map = try MappedFile(path: path)
+        let t = Tensor(storage: TensorStorage(borrowing: map.base, byteCount: map.size, owner: map), dtype: .f32, shape: [2, 2])
+        XCTAssertEqual(t.floats, floats)
+        t.withMutableFloats { $0[0] = 42 }  // copy-on-write: the file keeps its bytes
+        XCTAssertEqual(t.floats[0], 42)
+        let onDisk = try Data(contentsOf: URL(fileURLWithPath: path)).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        XCTAssertEqual(onDisk, floats)
+        XCTAssertThrowsError(try MappedFile(path: path + ".missing"))
+    }
+}
