@@ -43,9 +43,9 @@ public final class Checkpoint {
     public private(set) var components: [Component]
     public private(set) var files: [(path: String, bytes: [UInt8])]
     /// Keys of the source that hold no parameter (LDM buffers such as `alphas_cumprod`).
-    public private(set) var ignoredKeys: [String] = []
+    public internal(set) var ignoredKeys: [String] = []
     /// Keys nobody knows: reported, never silently dropped.
-    public private(set) var unexpectedKeys: [String] = []
+    public internal(set) var unexpectedKeys: [String] = []
 
     init(path: String, layout: Layout, components: [Component], files: [(String, [UInt8])]) {
         self.path = path

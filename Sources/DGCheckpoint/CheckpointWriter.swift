@@ -44,6 +44,12 @@ extension Checkpoint {
             throw CheckpointError(destination, "already exists (pass --overwrite to replace it)")
         }
         let selected = try componentsToWrite(format: format, options: options)
+        let parent = URL(fileURLWithPath: destination).deletingLastPathComponent().path
+        do {
+            try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+        } catch {
+            throw CheckpointError(destination, "cannot create the directory \(parent): \(error.localizedDescription)")
+        }
         let total = selected.reduce(0) { $0 + $1.source.entries.reduce(0) { $0 + outputEntry($1, options).byteCount } }
         let progress = ProgressBar("convert", total: Double(total), unit: "B", enabled: options.progress)
         defer { progress.finish() }
@@ -81,9 +87,9 @@ extension Checkpoint {
     }
 
     /// Reads each tensor of `component` in storage order, converts it, hands it to `body`, lets go.
-    func stream(_ component: Component, _ options: WriteOptions, _ progress: ProgressBar,
+    func stream(_ component: Component, only names: Set<String>? = nil, _ options: WriteOptions, _ progress: ProgressBar,
                 _ body: (TensorEntry, UnsafeRawBufferPointer) throws -> Void) throws {
-        for e in component.source.entries {
+        for e in component.source.entries where names?.contains(e.name) ?? true {
             let out = outputEntry(e, options)
             var t = try component.source.tensor(e.name)
             if out.dtype != t.dtype { t = t.converted(to: out.dtype) } else { t = t.contiguous() }
@@ -120,23 +126,27 @@ extension Checkpoint {
     }
 
     private func writeLDM(_ dst: String, _ selected: [Component], _ options: WriteOptions, _ progress: ProgressBar) throws {
+        // Text-encoder keys follow the source's spelling: transformers 4 names (`text_model.`)
+        // become the published SD 1.5 form `cond_stage_model.transformer.text_model.*`.
+        let prefixed = component("text_encoder")?.source.entries.first?.name.hasPrefix("text_model.") ?? false
         let map = try LDMKeyMap(unetConfig: component("unet")?.config, vaeConfig: component("vae")?.config,
-                                controlnetConfig: component("controlnet")?.config)
+                                textEncoderConfig: component("text_encoder")?.config,
+                                controlnetConfig: component("controlnet")?.config, clipTextModelPrefix: prefixed)
         var entries: [TensorEntry] = []
+        var kept: [String: Set<String>] = [:]
         for c in selected {
             guard let kind = LDMComponent(rawValue: c.name) else { continue }
-            for e in c.source.entries {
-                guard let name = map.ldm(component: kind, name: e.name) else {
-                    throw CheckpointError(path, "\(c.name) tensor \(e.name) has no name in the original layout")
+            for e in c.source.entries where !LDMKeyMap.isIgnoredDiffusersName(e.name, component: kind) {
+                kept[c.name, default: []].insert(e.name)
+                guard let m = map.mapping(component: kind, diffusersName: e.name), let shape = m.ldmShape(fromDiffusers: e.shape) else {
+                    throw CheckpointError(path, "\(c.name) tensor \(e.name) \(e.shape) has no place in the original layout")
                 }
-                var shape = e.shape
-                if map.needsAttentionReshape(component: kind, diffusersName: e.name), shape.count == 2 { shape += [1, 1] }
-                entries.append(outputEntry(TensorEntry(name: name, dtype: e.dtype, shape: shape), options))
+                entries.append(outputEntry(TensorEntry(name: m.ldm, dtype: e.dtype, shape: shape), options))
             }
         }
         let w = try SafeTensorsWriter(path: dst, entries: entries, metadata: nil)
         for c in selected where LDMComponent(rawValue: c.name) != nil {
-            try stream(c, options, progress) { _, bytes in try w.write(bytes) }
+            try stream(c, only: kept[c.name] ?? [], options, progress) { _, bytes in try w.write(bytes) }
         }
         try w.finish()
     }

@@ -28,13 +28,6 @@ final class RenamedSource: TensorSource {
 }
 
 extension Checkpoint {
-    /// Older transformers nest the CLIP text model under `text_model.`; the reference layout this
-    /// project follows (and the SD 1.5 manifest) does not. Both are read.
-    static func canonicalLDMKey(_ key: String) -> String {
-        let nested = "cond_stage_model.transformer.text_model."
-        return key.hasPrefix(nested) ? "cond_stage_model.transformer." + key.dropFirst(nested.count) : key
-    }
-
     static func openLDM(_ source: TensorSource, layout: Layout, options: Options) throws -> Checkpoint {
         let wanted = layout == .ldm ? ["unet", "vae", "text_encoder"] : ["controlnet"]
         var configs: [String: JSON] = [:]
@@ -48,7 +41,8 @@ extension Checkpoint {
             adaptControlNetConfig(&cn, to: source)
             configs["controlnet"] = cn
         }
-        let map = try LDMKeyMap(unetConfig: configs["unet"], vaeConfig: configs["vae"], controlnetConfig: configs["controlnet"])
+        let map = try LDMKeyMap(unetConfig: configs["unet"], vaeConfig: configs["vae"],
+                                textEncoderConfig: configs["text_encoder"], controlnetConfig: configs["controlnet"])
         let present = Set(source.entries.map(\.name))
         if options.ema && layout == .ldm && !present.contains(where: { $0.hasPrefix("model_ema.") }) {
             throw CheckpointError(source.path, "holds no EMA weights (model_ema.*), but --ema asked for them")
@@ -57,21 +51,21 @@ extension Checkpoint {
         var mapped: [String: [(entry: TensorEntry, baseName: String)]] = [:]
         var ignored: [String] = [], unexpected: [String] = []
         for e in source.entries {
-            let key = canonicalLDMKey(e.name)
-            if key.hasPrefix("model_ema.") || LDMKeyMap.isIgnoredLDMKey(key) { ignored.append(e.name); continue }
-            guard let (component, name) = map.diffusers(fromLDM: key) else { unexpected.append(e.name); continue }
-            var shape = e.shape
-            if map.needsAttentionReshape(component: component, diffusersName: name), shape.count == 4 {
-                shape = Array(shape.prefix(2))
+            guard case .parameter(let m) = map.classify(e.name) else {
+                if map.classify(e.name) == .unknown { unexpected.append(e.name) } else { ignored.append(e.name) }
+                continue
+            }
+            guard let shape = m.diffusersShape(fromLDM: e.shape) else {
+                throw CheckpointError(source.path, "\(e.name) has shape \(e.shape), which \(m.diffusers) cannot take")
             }
             var baseName = e.name
-            if options.ema && component == .unet {
-                guard let ema = LDMKeyMap.emaKey(forLDM: key), present.contains(ema) else {
+            if options.ema && m.component == .unet {
+                guard let ema = LDMKeyMap.emaKey(forLDM: m.ldm), present.contains(ema) else {
                     throw CheckpointError(source.path, "has no EMA weight for \(e.name)")
                 }
                 baseName = ema
             }
-            mapped[component.rawValue, default: []].append((TensorEntry(name: name, dtype: e.dtype, shape: shape), baseName))
+            mapped[m.component.rawValue, default: []].append((TensorEntry(name: m.diffusers, dtype: e.dtype, shape: shape), baseName))
         }
         let components = wanted.compactMap { name -> Component? in
             guard let mapping = mapped[name] else { return nil }

@@ -1,0 +1,125 @@
+import Foundation
+import XCTest
+
+/// Runs the built `dginstyle` binary as a user would and checks its output and exit status.
+final class CommandTests: XCTestCase {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures").path
+
+    struct Result {
+        let status: Int32
+        let stdout: String
+        let stderr: String
+    }
+
+    func run(_ arguments: [String]) throws -> Result {
+        let binary = Bundle.main.bundleURL.appendingPathComponent("dginstyle")
+        guard FileManager.default.isExecutableFile(atPath: binary.path) else {
+            throw XCTSkip("dginstyle binary not found beside the test bundle at \(binary.path)")
+        }
+        let p = Process()
+        p.executableURL = binary
+        p.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env["DGINSTYLE_NO_PROGRESS"] = "1"
+        p.environment = env
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    func scratch() -> String {
+        let dir = NSTemporaryDirectory() + "dginstyle-cmd-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    /// `inspect --config --json` lists exactly the manifest's names and shapes for all four SD 1.5 models.
+    func testInspectConfigListsTheManifest() throws {
+        let dir = scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Self.fixtures + "/sd15-manifest.json"))) as! [String: Any]
+        let configs = manifest["configs"] as! [String: [String: Any]]
+        let classes = ["unet": "UNet2DConditionModel", "vae": "AutoencoderKL", "controlnet": "ControlNetModel"]
+        for (name, var config) in configs {
+            if let cls = classes[name] { config["_class_name"] = cls }
+            let path = dir + "/\(name).json"
+            try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: path))
+            let r = try run(["inspect", "--config", path, "--json"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let listed = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: [Int]]
+            let expected = manifest[name] as! [String: [Int]]
+            XCTAssertEqual(Set(listed.keys), Set(expected.keys), name)
+            for (k, shape) in expected { XCTAssertEqual(listed[k], shape, "\(name) \(k)") }
+        }
+    }
+
+    func testInspectDescribesEveryLayout() throws {
+        let tiny = Self.fixtures + "/sd-tiny"
+        let cases: [(String, String)] = [
+            (tiny + "/tiny-sd", "diffusers pipeline folder"),
+            (tiny + "/tiny-sd/unet", "diffusers model folder"),
+            (tiny + "/tiny-sd/vae/diffusion_pytorch_model.fp16.safetensors", "safetensors file"),
+            (tiny + "/tiny-sd-ldm.safetensors", "original LDM single file"),
+            (tiny + "/tiny-controlnet-ldm.safetensors", "original ControlNet file"),
+        ]
+        for (path, layout) in cases {
+            let r = try run(["inspect", path])
+            XCTAssertEqual(r.status, 0, "\(path): \(r.stderr)")
+            XCTAssertTrue(r.stdout.contains(layout), r.stdout)
+        }
+        let r = try run(["inspect", tiny + "/tiny-sd", "--json"])
+        let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        let components = json["components"] as! [String: [String: Any]]
+        XCTAssertEqual(Set(components.keys), ["unet", "vae", "text_encoder"])
+        XCTAssertEqual(components["unet"]?["class"] as? String, "UNet2DConditionModel")
+    }
+
+    func testConvertRoundTripThroughTheCommandLine() throws {
+        let dir = scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tiny = Self.fixtures + "/sd-tiny"
+        var r = try run(["convert", tiny + "/tiny-sd-ldm.safetensors", dir + "/pipe", "--format", "diffusers", "--config", tiny + "/tiny-sd"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        r = try run(["convert", dir + "/pipe", dir + "/pipe.dginstyle", "--format", "native", "--dtype", "bf16", "--compress"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        r = try run(["inspect", dir + "/pipe.dginstyle"])
+        XCTAssertTrue(r.stdout.contains("dginstyle native file"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("BF16"), r.stdout)
+        // An LDM file whose shapes are not SD 1.5's is refused without --config, before writing.
+        r = try run(["convert", tiny + "/tiny-sd-ldm.safetensors", dir + "/bad", "--format", "diffusers"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.contains("--config"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/bad"))
+    }
+
+    /// Bad input: one line naming the file and the problem, exit status 1, no output left behind.
+    func testBadInputGivesOneLineAndStatusOne() throws {
+        let dir = scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let bad = dir + "/bad.safetensors"
+        var header = Data()
+        withUnsafeBytes(of: UInt64(150_000_000).littleEndian) { header.append(contentsOf: $0) }
+        header.append(Data("{}".utf8))
+        try header.write(to: URL(fileURLWithPath: bad))
+        let truncated = dir + "/truncated.safetensors"
+        let unet = try Data(contentsOf: URL(fileURLWithPath: Self.fixtures + "/sd-tiny/tiny-sd/unet/diffusion_pytorch_model.safetensors"))
+        try unet.prefix(unet.count - 100).write(to: URL(fileURLWithPath: truncated))
+        let pickle = dir + "/model.ckpt"
+        try Data("not really".utf8).write(to: URL(fileURLWithPath: pickle))
+        for (path, args) in [(bad, ["inspect", bad]), (truncated, ["convert", truncated, dir + "/out.dginstyle", "--format", "native"]),
+                             (pickle, ["inspect", pickle]), (dir + "/missing", ["inspect", dir + "/missing"])] {
+            let r = try run(args)
+            XCTAssertEqual(r.status, 1, "\(args): \(r.stderr)")
+            let lines = r.stderr.split(separator: "\n").filter { !$0.isEmpty }
+            XCTAssertEqual(lines.count, 1, r.stderr)
+            XCTAssertTrue(r.stderr.contains(path), r.stderr)
+        }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).sorted(), ["bad.safetensors", "model.ckpt", "truncated.safetensors"])
+    }
+}
