@@ -112,14 +112,23 @@ public enum JSON: Equatable, Sendable {
             case UInt8(ascii: "{"):
                 i += 1
                 var pairs: [(String, JSON)] = []
-                var seen = Set<String>()
+                // Headers hold hundreds of thousands of small objects: a linear scan beats a
+                // Set for those, which appear only once an object grows.
+                var seen: Set<String>?
                 skipSpace()
                 if i < b.count, b[i] == UInt8(ascii: "}") { i += 1; return .object(pairs) }
                 while true {
                     skipSpace()
                     guard i < b.count, b[i] == UInt8(ascii: "\"") else { throw error("expected a string key") }
                     let key = try string()
-                    guard seen.insert(key).inserted else { throw error("duplicate key \"\(key)\"") }
+                    let duplicate: Bool
+                    if pairs.count < 16 {
+                        duplicate = pairs.contains { $0.0 == key }
+                    } else {
+                        if seen == nil { seen = Set(pairs.map(\.0)) }
+                        duplicate = !seen!.insert(key).inserted
+                    }
+                    guard !duplicate else { throw error("duplicate key \"\(key)\"") }
                     skipSpace()
                     try expect(":")
                     skipSpace()
@@ -178,11 +187,21 @@ public enum JSON: Equatable, Sendable {
                 guard i < b.count, b[i] >= 0x30, b[i] <= 0x39 else { throw error("digit expected in exponent") }
                 while i < b.count, b[i] >= 0x30, b[i] <= 0x39 { i += 1 }
             }
-            let text = String(decoding: b[start..<i], as: UTF8.self)
             if integral {
-                guard let v = Int(text) else { throw ParseError(message: "integer \(text) is out of range", offset: start) }
+                // Accumulated negatively so that Int.min fits; any overflow is out of range.
+                var v = 0, overflow = false
+                for k in (b[start] == UInt8(ascii: "-") ? start + 1 : start)..<i where !overflow {
+                    let (m, o1) = v.multipliedReportingOverflow(by: 10)
+                    let (d, o2) = m.subtractingReportingOverflow(Int(b[k] - 0x30))
+                    (v, overflow) = (d, o1 || o2)
+                }
+                if b[start] != UInt8(ascii: "-") && !overflow { (v, overflow) = (0 as Int).subtractingReportingOverflow(v) }
+                guard !overflow else {
+                    throw ParseError(message: "integer \(String(decoding: b[start..<i], as: UTF8.self)) is out of range", offset: start)
+                }
                 return .int(v)
             }
+            let text = String(decoding: b[start..<i], as: UTF8.self)
             guard let d = Double(text) else { throw ParseError(message: "bad number \(text)", offset: start) }
             return .double(d)
         }
@@ -213,6 +232,13 @@ public enum JSON: Equatable, Sendable {
                 guard i < b.count else { throw error("unterminated string") }
                 let c = b[i]
                 if c == UInt8(ascii: "\"") {
+                    // No escape seen (each adds a byte): validate the run in place, no copy.
+                    if out.isEmpty {
+                        let run = b[runStart..<i]
+                        i += 1
+                        guard let s = String(validating: run, as: UTF8.self) else { throw error("string is not valid UTF-8") }
+                        return s
+                    }
                     out.append(contentsOf: b[runStart..<i])
                     i += 1
                     break
@@ -246,7 +272,8 @@ public enum JSON: Equatable, Sendable {
                         } else if scalar >= 0xDC00, scalar < 0xE000 {
                             throw error("unpaired surrogate")
                         }
-                        out.append(contentsOf: Array(String(Character(Unicode.Scalar(scalar)!)).utf8))
+                        guard let unicode = Unicode.Scalar(scalar) else { throw error("bad \\u escape") }
+                        UTF8.encode(unicode) { out.append($0) }
                     default: throw error("bad escape")
                     }
                     runStart = i
@@ -261,14 +288,16 @@ public enum JSON: Equatable, Sendable {
 
     // MARK: write
 
-    /// Compact JSON (`{"a":1}`), keys in stored order.
+    /// Compact JSON (`{"a":1}`), keys in stored order, non-ASCII text as UTF-8 (as the
+    /// reference safetensors writer does).
     public var compact: String {
         var out = ""
         write(into: &out, indent: nil, level: 0)
         return out
     }
 
-    /// Indented JSON as Python's `json.dumps(indent=2)` writes it, as diffusers configs look.
+    /// Indented JSON as Python's `json.dumps(indent=2)` writes it, as diffusers configs look,
+    /// non-ASCII text escaped as Python does by default.
     public var pretty: String {
         var out = ""
         write(into: &out, indent: 2, level: 0)
@@ -284,15 +313,19 @@ public enum JSON: Equatable, Sendable {
         case .bool(let v): out += v ? "true" : "false"
         case .int(let v): out += String(v)
         case .double(let v):
-            if v.isNaN { out += "NaN" } else if v.isInfinite { out += v < 0 ? "-Infinity" : "Infinity" } else if v.rounded() == v && abs(v) < 1e16 {
+            // Python's repr: integral values below 1e16 as `12.0` (sign kept for -0.0), others
+            // in the shortest round-trip form, which Swift's description shares.
+            if v.isNaN { out += "NaN" } else if v.isInfinite { out += v < 0 ? "-Infinity" : "Infinity" } else if v == 0 {
+                out += v.sign == .minus ? "-0.0" : "0.0"
+            } else if v.rounded() == v && abs(v) < 1e16 {
                 out += String(Int(v)) + ".0"
             } else { out += "\(v)" }
-        case .string(let s): JSON.quote(s, into: &out)
+        case .string(let s): JSON.quote(s, asciiOnly: indent != nil, into: &out)
         case .array(let items):
             if items.isEmpty { out += "[]"; return }
             out += "["
             for (k, item) in items.enumerated() {
-                if k > 0 { out += indent == nil ? "," : "," }
+                if k > 0 { out += "," }
                 newline(level + 1)
                 item.write(into: &out, indent: indent, level: level + 1)
             }
@@ -304,7 +337,7 @@ public enum JSON: Equatable, Sendable {
             for (k, (key, value)) in pairs.enumerated() {
                 if k > 0 { out += "," }
                 newline(level + 1)
-                JSON.quote(key, into: &out)
+                JSON.quote(key, asciiOnly: indent != nil, into: &out)
                 out += indent == nil ? ":" : ": "
                 value.write(into: &out, indent: indent, level: level + 1)
             }
@@ -313,7 +346,14 @@ public enum JSON: Equatable, Sendable {
         }
     }
 
-    private static func quote(_ s: String, into out: inout String) {
+    /// Escapes as Python's json does: `\b` and `\f` by name, other control characters as
+    /// `\u00XX`; with `asciiOnly` (Python's default `ensure_ascii`) also everything past `~`,
+    /// astral characters as surrogate pairs.
+    private static func quote(_ s: String, asciiOnly: Bool, into out: inout String) {
+        func hex(_ v: UInt32) {
+            let digits = String(v, radix: 16)
+            out += "\\u" + String(repeating: "0", count: 4 - digits.count) + digits
+        }
         out += "\""
         for scalar in s.unicodeScalars {
             switch scalar {
@@ -322,10 +362,15 @@ public enum JSON: Equatable, Sendable {
             case "\n": out += "\\n"
             case "\r": out += "\\r"
             case "\t": out += "\\t"
+            case "\u{08}": out += "\\b"
+            case "\u{0C}": out += "\\f"
             default:
-                if scalar.value < 0x20 {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                let v = scalar.value
+                if v < 0x20 || (asciiOnly && v >= 0x7F && v < 0x10000) {
+                    hex(v)
+                } else if asciiOnly && v >= 0x10000 {
+                    hex(0xD800 + ((v - 0x10000) >> 10))
+                    hex(0xDC00 + ((v - 0x10000) & 0x3FF))
                 } else {
                     out.unicodeScalars.append(scalar)
                 }
