@@ -93,7 +93,7 @@ extension Checkpoint {
             let out = outputEntry(e, options)
             var t = try component.source.tensor(e.name)
             if out.dtype != t.dtype { t = t.converted(to: out.dtype) } else { t = t.contiguous() }
-            try body(out, t.rawBytes)
+            try t.withRawBytes { try body(out, $0) }
             component.source.release(e.name)
             progress.advance(by: Double(out.byteCount))
         }

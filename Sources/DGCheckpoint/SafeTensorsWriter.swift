@@ -10,20 +10,15 @@ public final class SafeTensorsWriter {
     /// Header padding makes the data start a multiple of this, so every tensor of a file
     /// written in descending dtype-size order maps aligned (the reference pads to 8).
     public static let dataAlignment = 64
-    private static let bufferSize = 8 << 20
 
     public let path: String
     public let entries: [TensorEntry]
     /// Where the data section starts: 8 + header length.
     public let dataOffset: Int
-    private let temporaryPath: String
-    private var fd: Int32 = -1
-    private let buffer: UnsafeMutableRawPointer
-    private var buffered = 0
+    private let out: AtomicFileWriter
     private var current = 0          // the entry the next bytes belong to
     private var written = 0          // bytes of `current` written so far
     private var done = false
-    private var created = false      // only a file this writer created may be removed
 
     public init(path: String, entries: [TensorEntry], metadata: [(String, String)]? = nil) throws {
         self.path = path
@@ -38,23 +33,12 @@ public final class SafeTensorsWriter {
         }
         dataOffset = 8 + padded.count
 
-        let slash = path.lastIndex(of: "/")
-        let folder = slash.map { String(path[...$0]) } ?? ""
-        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
-        guard !name.isEmpty else { throw fail("is a folder name, not a file name") }
-        // Beside the destination so the final rename stays within one file system (atomic);
-        // the random part keeps two writers of the same file apart.
-        temporaryPath = folder + ".\(name).tmp-\(getpid())-\(String(UInt32.random(in: .min ... .max), radix: 16))"
-        buffer = UnsafeMutableRawPointer.allocate(byteCount: Self.bufferSize, alignment: 4096)
-        fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o666)
-        created = fd >= 0
-        guard fd >= 0 else {
-            throw fail("cannot create the temporary file \(temporaryPath): \(String(cString: strerror(errno)))")
-        }
+        guard !path.hasSuffix("/") else { throw fail("is a folder name, not a file name") }
+        out = try AtomicFileWriter(path: path)
         do {
             var length = UInt64(padded.count).littleEndian
-            try withUnsafeBytes(of: &length) { try append($0) }
-            try padded.withUnsafeBytes { try append($0) }
+            try withUnsafeBytes(of: &length) { try out.write($0) }
+            try out.write(padded)
             skipEmptyEntries()
         } catch {
             abort()
@@ -100,7 +84,7 @@ public final class SafeTensorsWriter {
     /// The next bytes of the current entry. An entry may come in several pieces, but a piece
     /// may not run into the next entry: that would mean the caller's idea of the layout differs.
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
-        guard !done, fd >= 0 else { throw CheckpointError(path, "write after the writer finished or failed") }
+        guard !done else { throw CheckpointError(path, "write after the writer finished or failed") }
         guard !bytes.isEmpty else { return }
         guard current < entries.count else {
             throw CheckpointError(path, "\(bytes.count) bytes written after all \(entries.count) tensors are complete")
@@ -110,7 +94,7 @@ public final class SafeTensorsWriter {
             throw CheckpointError(path, "tensor \(SafeTensorsHeader.quoted(entry.name)) is \(entry.byteCount) bytes but \(written + bytes.count) were written for it")
         }
         do {
-            try append(bytes)
+            try out.write(bytes)
         } catch {
             abort()
             throw error
@@ -143,91 +127,30 @@ public final class SafeTensorsWriter {
         while current < entries.count, entries[current].byteCount == 0 { current += 1 }
     }
 
-    private func append(_ bytes: UnsafeRawBufferPointer) throws {
-        guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
-        if buffered + bytes.count <= Self.bufferSize {
-            (buffer + buffered).copyMemory(from: base, byteCount: bytes.count)
-            buffered += bytes.count
-            return
-        }
-        try flush()
-        // A piece at least as big as the buffer gains nothing from copying through it.
-        if bytes.count >= Self.bufferSize {
-            try writeAll(bytes)
-        } else {
-            buffer.copyMemory(from: base, byteCount: bytes.count)
-            buffered = bytes.count
-        }
-    }
-
-    private func flush() throws {
-        guard buffered > 0 else { return }
-        try writeAll(UnsafeRawBufferPointer(start: buffer, count: buffered))
-        buffered = 0
-    }
-
-    private func writeAll(_ bytes: UnsafeRawBufferPointer) throws {
-        guard var p = bytes.baseAddress else { return }
-        var left = bytes.count
-        while left > 0 {
-            let n = posixWrite(fd, p, min(left, 1 << 30))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw CheckpointError(path, "cannot write \(temporaryPath): \(String(cString: strerror(errno)))")
-            }
-            p += n
-            left -= n
-        }
-    }
-
     /// Checks every byte arrived, makes the file durable, and puts it in place atomically.
     public func finish() throws {
-        guard !done, fd >= 0 else { throw CheckpointError(path, "finish after the writer finished or failed") }
+        guard !done else { throw CheckpointError(path, "finish after the writer finished or failed") }
         guard current == entries.count else {
             let entry = entries[current]
             abort()
             throw CheckpointError(path, "incomplete: tensor \(SafeTensorsHeader.quoted(entry.name)) got \(written) of its \(entry.byteCount) bytes")
         }
         do {
-            try flush()
-            guard fsync(fd) == 0 else { throw CheckpointError(path, "cannot sync \(temporaryPath): \(String(cString: strerror(errno)))") }
-            guard close(fd) == 0 else {
-                fd = -1
-                throw CheckpointError(path, "cannot close \(temporaryPath): \(String(cString: strerror(errno)))")
-            }
-            fd = -1
-            guard rename(temporaryPath, path) == 0 else {
-                throw CheckpointError(path, "cannot rename \(temporaryPath) into place: \(String(cString: strerror(errno)))")
-            }
+            try out.commit()
         } catch {
             abort()
             throw error
         }
         done = true
-        // The rename is only durable once the folder's entry is; a failure here leaves a
-        // complete file, so it is not worth reporting.
-        let folder = path.lastIndex(of: "/").map { String(path[...$0]) } ?? "."
-        let dirfd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dirfd >= 0 {
-            _ = fsync(dirfd)
-            close(dirfd)
-        }
     }
 
     /// Gives up: the temporary file is removed and nothing appears at `path`.
     public func abort() {
-        if fd >= 0 {
-            close(fd)
-            fd = -1
-        }
-        if !done, created { unlink(temporaryPath) }
+        if !done { out.abort() }
         done = true
     }
 
-    deinit {
-        abort()
-        buffer.deallocate()
-    }
+    deinit { abort() }
 
     /// Writes `tensors` (made contiguous as needed) in the given order.
     public static func save(path: String, tensors: [(String, Tensor)], metadata: [(String, String)]? = nil) throws {
@@ -238,5 +161,3 @@ public final class SafeTensorsWriter {
     }
 }
 
-/// The system call, which the writer's own `write` methods hide.
-private func posixWrite(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int) -> Int { write(fd, p, n) }

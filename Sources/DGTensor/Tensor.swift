@@ -66,20 +66,32 @@ public struct Tensor: @unchecked Sendable {
     /// The first element's address.
     public var rawPointer: UnsafeMutableRawPointer { storage.base + offset * dtype.byteSize }
 
-    /// The bytes of a contiguous tensor.
+    /// The bytes of a contiguous tensor. The pointer is valid only while the storage lives:
+    /// prefer `withRawBytes`, which guarantees that.
     public var rawBytes: UnsafeRawBufferPointer {
         precondition(isContiguous, "rawBytes needs a contiguous tensor")
         return UnsafeRawBufferPointer(start: rawPointer, count: byteCount)
     }
 
+    // The optimiser may free a tensor's storage right after its last use, which can be before
+    // a pointer taken from it is done with: these keep the storage alive for the whole body.
+
+    public func withRawBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withExtendedLifetime(storage) { try body(rawBytes) }
+    }
+
     public func withFloats<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
         precondition(dtype == .f32 && isContiguous, "withFloats needs a contiguous f32 tensor")
-        return try body(UnsafeBufferPointer(start: rawPointer.assumingMemoryBound(to: Float.self), count: count))
+        return try withExtendedLifetime(storage) {
+            try body(UnsafeBufferPointer(start: rawPointer.assumingMemoryBound(to: Float.self), count: count))
+        }
     }
 
     public func withMutableFloats<R>(_ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
         precondition(dtype == .f32 && isContiguous, "withMutableFloats needs a contiguous f32 tensor")
-        return try body(UnsafeMutableBufferPointer(start: rawPointer.assumingMemoryBound(to: Float.self), count: count))
+        return try withExtendedLifetime(storage) {
+            try body(UnsafeMutableBufferPointer(start: rawPointer.assumingMemoryBound(to: Float.self), count: count))
+        }
     }
 
     /// The values as float32, in row-major order.

@@ -45,7 +45,7 @@ extension Bench {
             let writer = try SafeTensorsWriter(path: output, entries: entries, metadata: [("format", "pt")])
             for (i, e) in entries.enumerated() {
                 let t = randomWeights(e.shape, seed: seed &+ UInt64(i)).converted(to: dtype)
-                try writer.write(t.rawBytes)
+                try t.withRawBytes { try writer.write($0) }
                 progress.advance(by: Double(e.byteCount))
             }
             try writer.finish()
@@ -89,10 +89,10 @@ extension Bench {
                     var sink: UInt8 = 0
                     for c in back.components {
                         for e in c.source.entries {
-                            let t = try c.source.tensor(e.name)
-                            let bytes = t.rawBytes
-                            var i = 0
-                            while i < bytes.count { sink ^= bytes[i]; i += 4096 }
+                            try c.source.tensor(e.name).withRawBytes { bytes in
+                                var i = 0
+                                while i < bytes.count { sink ^= bytes[i]; i += 4096 }
+                            }
                         }
                     }
                     let load = Date().timeIntervalSince(t1)

@@ -12,7 +12,7 @@ final class ConversionTests: XCTestCase {
         for c in ck.components {
             for e in c.source.entries {
                 let t = try c.source.tensor(e.name).contiguous()
-                out[c.name, default: [:]][e.name] = (t.dtype, t.shape, Array(t.rawBytes))
+                out[c.name, default: [:]][e.name] = (t.dtype, t.shape, t.withRawBytes { Array($0) })
             }
         }
         return out
