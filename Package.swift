@@ -18,7 +18,8 @@ let package = Package(
         .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
         .systemLibrary(name: "CZstd", path: "Sources/CZstd"),
         .target(name: "DGTensor", dependencies: ["CBLAS"], swiftSettings: optimize),
-        .target(name: "DGLayers", dependencies: ["DGTensor"], swiftSettings: optimize),
+        .target(name: "DGAutograd", dependencies: ["DGTensor"], swiftSettings: optimize),
+        .target(name: "DGLayers", dependencies: ["DGTensor", "DGAutograd"], swiftSettings: optimize),
         .target(name: "DGCheckpoint", dependencies: ["DGTensor", "CZstd"], swiftSettings: optimize),
         .target(name: "DGModels", dependencies: ["DGTensor", "DGLayers", "DGCheckpoint"], swiftSettings: optimize),
         .executableTarget(name: "dginstyle", dependencies: [
@@ -26,6 +27,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: optimize),
         .testTarget(name: "DGTensorTests", dependencies: ["DGTensor"]),
+        .testTarget(name: "DGAutogradTests", dependencies: ["DGAutograd"]),
         .testTarget(name: "DGCheckpointTests", dependencies: ["DGCheckpoint", "DGModels"]),
         .testTarget(name: "DGModelsTests", dependencies: ["DGModels", "DGCheckpoint"]),
         .testTarget(name: "CommandTests", dependencies: ["dginstyle"]),

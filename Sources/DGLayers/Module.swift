@@ -1,17 +1,5 @@
-import DGTensor
-
-/// A learnable tensor. Its shape is known when the model is built; its value arrives when a
-/// checkpoint is loaded or the parameter is initialised, so a model can be described (names
-/// and shapes) without allocating anything.
-public final class Parameter: @unchecked Sendable {
-    public let shape: [Int]
-    public var value: Tensor?
-    public var grad: Tensor?
-
-    public init(_ shape: [Int]) { self.shape = shape }
-
-    public var count: Int { shape.reduce(1, *) }
-}
+@_exported import DGAutograd
+@_exported import DGTensor
 
 /// A node of a model. Children and parameters are discovered from stored properties by
 /// reflection, so a property's name *is* its state-dict key: `let conv_in: Conv2d` yields

@@ -1,0 +1,247 @@
+import DGTensor
+
+// The differentiable ops Stable Diffusion needs. Each computes its value with a kernel and
+// records the kernel's backward.
+
+// MARK: element-wise
+
+public func + (a: Var, b: Var) -> Var {
+    let (sa, sb) = (a.shape, b.shape)
+    return record(Kernels.add(a.value, b.value), [a, b]) { g, need in
+        [need[0] ? Kernels.sumToShape(g, sa) : nil, need[1] ? Kernels.sumToShape(g, sb) : nil]
+    }
+}
+
+public func - (a: Var, b: Var) -> Var {
+    let (sa, sb) = (a.shape, b.shape)
+    return record(Kernels.sub(a.value, b.value), [a, b]) { g, need in
+        [need[0] ? Kernels.sumToShape(g, sa) : nil, need[1] ? Kernels.sumToShape(Kernels.scale(g, -1), sb) : nil]
+    }
+}
+
+public func * (a: Var, b: Var) -> Var {
+    let (va, vb) = (a.value, b.value)
+    return record(Kernels.mul(va, vb), [a, b]) { g, need in
+        [need[0] ? Kernels.sumToShape(Kernels.mul(g, vb), va.shape) : nil,
+         need[1] ? Kernels.sumToShape(Kernels.mul(g, va), vb.shape) : nil]
+    }
+}
+
+public func / (a: Var, b: Var) -> Var {
+    let (va, vb) = (a.value, b.value)
+    let out = Kernels.div(va, vb)
+    return record(out, [a, b]) { g, need in
+        [need[0] ? Kernels.sumToShape(Kernels.div(g, vb), va.shape) : nil,
+         need[1] ? Kernels.sumToShape(Kernels.scale(Kernels.div(Kernels.mul(g, out), vb), -1), vb.shape) : nil]
+    }
+}
+
+public func * (a: Var, s: Float) -> Var {
+    record(Kernels.scale(a.value, s), [a]) { g, _ in [Kernels.scale(g, s)] }
+}
+
+public prefix func - (a: Var) -> Var { a * -1 }
+
+public enum Activation: Sendable {
+    case silu, geluTanh, geluErf, quickGELU
+
+    var kernel: Kernels.Activation {
+        switch self {
+        case .silu: return .silu
+        case .geluTanh: return .geluTanh
+        case .geluErf: return .geluErf
+        case .quickGELU: return .quickGELU
+        }
+    }
+}
+
+public func activate(_ x: Var, _ a: Activation) -> Var {
+    let v = x.value
+    return record(Kernels.activate(v, a.kernel), [x]) { g, _ in [Kernels.activateBackward(g, x: v, a.kernel)] }
+}
+
+public func silu(_ x: Var) -> Var { activate(x, .silu) }
+
+// MARK: linear algebra
+
+/// y = x Wᵀ + b over the last dimension of x (PyTorch's Linear): x [..., in], w [out, in].
+public func linear(_ x: Var, _ w: Var, _ b: Var?) -> Var {
+    let inF = w.shape[1], outF = w.shape[0]
+    precondition(x.shape.last == inF, "linear: input \(x.shape) does not end in \(inF)")
+    let lead = Array(x.shape.dropLast())
+    let x2 = x.value.contiguous().reshaped([-1, inF])
+    let wv = w.value
+    var y = x2.matmul(wv, transposeB: true)
+    if let b { y = Kernels.add(y, b.value) }
+    let out = y.reshaped(lead + [outF])
+    var inputs = [x, w]
+    if let b { inputs.append(b) }
+    return record(out, inputs) { g, need in
+        let g2 = g.contiguous().reshaped([-1, outF])
+        var grads: [Tensor?] = [
+            need[0] ? g2.matmul(wv).reshaped(lead + [inF]) : nil,
+            need[1] ? g2.matmul(x2, transposeA: true) : nil,
+        ]
+        if inputs.count == 3 { grads.append(need[2] ? Kernels.sumToShape(g2, [outF]) : nil) }
+        return grads
+    }
+}
+
+/// Batched matrix product [.., m, k] x [.., k, n].
+public func matmul(_ a: Var, _ b: Var, transposeB: Bool = false) -> Var {
+    let (va, vb) = (a.value, b.value)
+    return record(va.matmul(vb, transposeB: transposeB), [a, b]) { g, need in
+        [need[0] ? g.matmul(vb, transposeB: !transposeB) : nil,
+         need[1] ? (transposeB ? g.matmul(va, transposeA: true) : va.matmul(g, transposeA: true)) : nil]
+    }
+}
+
+// MARK: convolution and normalisation
+
+public func conv2d(_ x: Var, _ w: Var, _ b: Var?, stride: Int = 1, padding: Int = 0) -> Var {
+    let (vx, vw) = (x.value, w.value)
+    var inputs = [x, w]
+    if let b { inputs.append(b) }
+    return record(Kernels.conv2d(vx, vw, b?.value, stride: stride, padding: padding), inputs) { g, need in
+        let r = Kernels.conv2dBackward(g, x: vx, w: vw, stride: stride, padding: padding,
+                                       needInput: need[0], needWeight: need[1], needBias: need.count > 2 && need[2])
+        return need.count > 2 ? [r.x, r.w, r.bias] : [r.x, r.w]
+    }
+}
+
+public func groupNorm(_ x: Var, groups: Int, weight: Var?, bias: Var?, eps: Float) -> Var {
+    let vx = x.value, vw = weight?.value
+    let r = Kernels.groupNorm(vx, groups: groups, weight: vw, bias: bias?.value, eps: eps)
+    var inputs = [x]
+    if let weight { inputs.append(weight) }
+    if let bias { inputs.append(bias) }
+    return record(r.y, inputs) { g, _ in
+        let b = Kernels.groupNormBackward(g, x: vx, mean: r.mean, rstd: r.rstd, groups: groups, weight: vw)
+        var grads: [Tensor?] = [b.x]
+        if weight != nil { grads.append(b.weight) }
+        if bias != nil { grads.append(b.bias) }
+        return grads
+    }
+}
+
+public func layerNorm(_ x: Var, weight: Var?, bias: Var?, eps: Float) -> Var {
+    let vx = x.value, vw = weight?.value
+    let r = Kernels.layerNorm(vx, weight: vw, bias: bias?.value, eps: eps)
+    var inputs = [x]
+    if let weight { inputs.append(weight) }
+    if let bias { inputs.append(bias) }
+    return record(r.y, inputs) { g, _ in
+        let b = Kernels.layerNormBackward(g, x: vx, mean: r.mean, rstd: r.rstd, weight: vw)
+        var grads: [Tensor?] = [b.x]
+        if weight != nil { grads.append(b.weight) }
+        if bias != nil { grads.append(b.bias) }
+        return grads
+    }
+}
+
+public func softmax(_ x: Var) -> Var {
+    let y = Kernels.softmax(x.value)
+    return record(y, [x]) { g, _ in [Kernels.softmaxBackward(g, y: y)] }
+}
+
+/// Scaled dot-product attention over [B, L, D] tensors (B = batch x heads).
+public func attention(_ q: Var, _ k: Var, _ v: Var, scale: Float, causal: Bool = false) -> Var {
+    let (vq, vk, vv) = (q.value, k.value, v.value)
+    let r = Kernels.attention(q: vq, k: vk, v: vv, scale: scale, causal: causal)
+    return record(r.out, [q, k, v]) { g, _ in
+        let b = Kernels.attentionBackward(g, q: vq, k: vk, v: vv, out: r.out, logsumexp: r.logsumexp, scale: scale, causal: causal)
+        return [b.q, b.k, b.v]
+    }
+}
+
+public func upsampleNearest2x(_ x: Var) -> Var {
+    record(Kernels.upsampleNearest2x(x.value), [x]) { g, _ in [Kernels.upsampleNearest2xBackward(g)] }
+}
+
+public func embedding(_ table: Var, ids: Tensor) -> Var {
+    let vocabulary = table.shape[0]
+    return record(Kernels.embedding(table.value, ids: ids), [table]) { g, _ in
+        [Kernels.embeddingBackward(g, ids: ids, vocabulary: vocabulary)]
+    }
+}
+
+// MARK: shape
+
+extension Var {
+    public func reshaped(_ shape: [Int]) -> Var {
+        let original = self.shape
+        return record(value.contiguous().reshaped(shape), [self]) { g, _ in [g.contiguous().reshaped(original)] }
+    }
+
+    /// A permuted copy (contiguous), so that kernels downstream read it sequentially.
+    public func permuted(_ order: [Int]) -> Var {
+        var inverse = [Int](repeating: 0, count: order.count)
+        for (i, o) in order.enumerated() { inverse[o] = i }
+        return record(value.permuted(order).contiguous(), [self]) { g, _ in [g.permuted(inverse).contiguous()] }
+    }
+
+    public func transposed(_ a: Int, _ b: Int) -> Var {
+        var order = Array(0..<shape.count)
+        order.swapAt(a, b)
+        return permuted(order)
+    }
+
+    /// Elements `range` along `axis`, copied.
+    public func slice(axis: Int, _ range: Range<Int>) -> Var {
+        let original = shape
+        return record(value.slice(axis: axis, range).contiguous(), [self]) { g, _ in
+            // The gradient of a slice is zero outside it.
+            var parts: [Tensor] = []
+            if range.lowerBound > 0 {
+                var s = original; s[axis] = range.lowerBound
+                parts.append(Tensor(zeros: s))
+            }
+            parts.append(g)
+            if range.upperBound < original[axis] {
+                var s = original; s[axis] = original[axis] - range.upperBound
+                parts.append(Tensor(zeros: s))
+            }
+            return [parts.count == 1 ? g : Kernels.concat(parts, axis: axis)]
+        }
+    }
+
+    /// Splits into `count` equal chunks along `axis` (PyTorch's chunk).
+    public func chunked(_ count: Int, axis: Int) -> [Var] {
+        let size = shape[axis] / count
+        return (0..<count).map { slice(axis: axis, ($0 * size)..<(($0 + 1) * size)) }
+    }
+}
+
+public func concat(_ xs: [Var], axis: Int) -> Var {
+    let sizes = xs.map { $0.shape[axis] }
+    return record(Kernels.concat(xs.map(\.value), axis: axis), xs) { g, need in
+        var start = 0
+        return sizes.enumerated().map { i, n in
+            defer { start += n }
+            return need[i] ? g.slice(axis: axis, start..<(start + n)).contiguous() : nil
+        }
+    }
+}
+
+// MARK: reductions and losses
+
+public func mean(_ x: Var) -> Var {
+    let shape = x.shape, n = Float(x.value.count)
+    return record(Tensor(shape: [], floats: [Float(Kernels.mean(x.value))]), [x]) { g, _ in
+        let s = g.floats[0] / n
+        return [Kernels.add(Tensor(zeros: shape), Tensor(shape: [], floats: [s]))]
+    }
+}
+
+public func sum(_ x: Var) -> Var {
+    let shape = x.shape
+    return record(Tensor(shape: [], floats: [Float(Kernels.sum(x.value))]), [x]) { g, _ in
+        [Kernels.add(Tensor(zeros: shape), g)]
+    }
+}
+
+/// Mean squared error, averaged over all elements (PyTorch's default reduction).
+public func mseLoss(_ prediction: Var, _ target: Var) -> Var {
+    let d = prediction - target
+    return mean(d * d)
+}
