@@ -22,8 +22,9 @@ let package = Package(
         .target(name: "DGLayers", dependencies: ["DGTensor", "DGAutograd"], swiftSettings: optimize),
         .target(name: "DGCheckpoint", dependencies: ["DGTensor", "CZstd"], swiftSettings: optimize),
         .target(name: "DGModels", dependencies: ["DGTensor", "DGLayers", "DGCheckpoint"], swiftSettings: optimize),
+        .target(name: "DGDiffusion", dependencies: ["DGTensor", "DGCheckpoint", "DGModels"], swiftSettings: optimize),
         .executableTarget(name: "dginstyle", dependencies: [
-            "DGTensor", "DGCheckpoint", "DGLayers", "DGModels",
+            "DGTensor", "DGCheckpoint", "DGLayers", "DGModels", "DGDiffusion",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: optimize),
         .testTarget(name: "DGTensorTests", dependencies: ["DGTensor"]),

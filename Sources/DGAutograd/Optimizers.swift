@@ -55,7 +55,13 @@ public final class AdamW: Optimizer {
         let (b1, b2, eps) = (beta1, beta2, eps)
         for (i, p) in parameters.enumerated() {
             guard let g = p.grad?.contiguous(), var value = p.value else { continue }
-            if value.storage.isBorrowed || !value.isContiguous { value = value.contiguous().copied() }
+            // In place only when nobody else can see the memory: a loaded (mapped) tensor, a view
+            // or a tensor shared with another model (a ControlNet copied from its UNet) is copied.
+            p.value = nil
+            if !isKnownUniquelyReferenced(&value.storage) || value.storage.isBorrowed || !value.isContiguous
+                || value.byteCount != value.storage.byteCount {
+                value = value.copied()
+            }
             let m = firstMoments[i] ?? Tensor(zeros: p.shape)
             let v = secondMoments[i] ?? Tensor(zeros: p.shape)
             let n = value.count
@@ -104,8 +110,7 @@ public final class SGD: Optimizer {
     public func update() {
         step += 1
         for (i, p) in parameters.enumerated() {
-            guard var g = p.grad?.contiguous(), var value = p.value else { continue }
-            if value.storage.isBorrowed || !value.isContiguous { value = value.contiguous().copied() }
+            guard var g = p.grad?.contiguous(), let value = p.value else { continue }
             if weightDecay != 0 { g = Kernels.addScaled(g, value, weightDecay) }
             if momentum != 0 {
                 let buf: Tensor
@@ -139,14 +144,4 @@ public func clipGradientNorm(_ parameters: [Parameter], maxNorm: Float) -> Float
         for p in parameters { if let g = p.grad { p.grad = Kernels.scale(g, coefficient) } }
     }
     return norm
-}
-
-extension Tensor {
-    /// A fresh copy that owns its memory.
-    public func copied() -> Tensor {
-        let src = contiguous()
-        let out = Tensor(zeros: shape, dtype: dtype)
-        src.withRawBytes { out.rawPointer.copyMemory(from: $0.baseAddress ?? UnsafeRawPointer(out.rawPointer), byteCount: $0.count) }
-        return out
-    }
 }

@@ -74,3 +74,30 @@ public final class Dropout: Module {
     public let probability: Float
     public init(_ probability: Float = 0) { self.probability = probability }
 }
+
+// MARK: forward passes
+
+extension Linear {
+    public func callAsFunction(_ x: Var) -> Var { linear(x, weight.v, bias?.v) }
+}
+
+extension Conv2d {
+    public func callAsFunction(_ x: Var) -> Var { conv2d(x, weight.v, bias?.v, stride: stride, padding: padding) }
+}
+
+extension GroupNorm {
+    public func callAsFunction(_ x: Var) -> Var { groupNorm(x, groups: groups, weight: weight.v, bias: bias.v, eps: eps) }
+}
+
+extension LayerNorm {
+    public func callAsFunction(_ x: Var) -> Var { layerNorm(x, weight: weight.v, bias: bias.v, eps: eps) }
+}
+
+extension Embedding {
+    public func callAsFunction(_ ids: Tensor) -> Var { embedding(weight.v, ids: ids) }
+}
+
+extension Dropout {
+    /// Dropout is the identity here: Stable Diffusion trains with probability 0.
+    public func callAsFunction(_ x: Var) -> Var { x }
+}

@@ -1,0 +1,148 @@
+import XCTest
+@testable import DGAutograd
+import DGTensor
+
+/// Gradients through the recorded graph, checked against central finite differences of the
+/// same float32 forward. With inputs of magnitude ~1, eps = 1e-2 keeps the truncation error
+/// (O(eps^2) times third derivatives of order 1) and the float32 rounding of the loss
+/// (~1e-7 x |loss| / eps) both near 1e-4 relative, so 2e-3 relative to the gradient's norm
+/// separates a correct backward from a wrong one by orders of magnitude.
+final class AutogradTests: XCTestCase {
+    var rng = SeededGenerator(seed: 42)
+
+    func random(_ shape: [Int], scale: Float = 1) -> Tensor {
+        Tensor(shape: shape, floats: (0..<shape.reduce(1, *)).map { _ in Float.random(in: -scale...scale, using: &rng) })
+    }
+
+    /// Checks d(sum(f(x) * r))/dx for every input against finite differences.
+    func gradcheck(_ inputs: [Tensor], tolerance: Double = 2e-3, file: StaticString = #filePath, line: UInt = #line,
+                   _ f: ([Var]) -> Var) {
+        var grads = [Tensor?](repeating: nil, count: inputs.count)
+        let leaves = inputs.enumerated().map { i, t in Var.leaf(t) { g in grads[i] = g } }
+        let y = f(leaves)
+        let r = random(y.shape)
+        Autograd.backward(sum(y * Var(r)))
+        func loss(_ xs: [Tensor]) -> Double {
+            Autograd.noGrad {
+                let out = f(xs.map { Var($0) }).value.floats
+                return zip(out, r.floats).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+            }
+        }
+        for (i, x) in inputs.enumerated() {
+            guard let g = grads[i]?.floats else { XCTFail("input \(i) got no gradient", file: file, line: line); continue }
+            XCTAssertEqual(g.count, x.count, file: file, line: line)
+            var numeric = [Double](repeating: 0, count: x.count)
+            let eps: Float = 1e-2
+            for j in 0..<x.count {
+                var plus = inputs, minus = inputs
+                var p = x.floats, m = x.floats
+                p[j] += eps
+                m[j] -= eps
+                plus[i] = Tensor(shape: x.shape, floats: p)
+                minus[i] = Tensor(shape: x.shape, floats: m)
+                numeric[j] = (loss(plus) - loss(minus)) / Double(2 * eps)
+            }
+            let diff = zip(g, numeric).reduce(0.0) { $0 + pow(Double($1.0) - $1.1, 2) }.squareRoot()
+            let norm = numeric.reduce(0.0) { $0 + $1 * $1 }.squareRoot()
+            XCTAssertLessThan(diff / max(norm, 1e-6), tolerance, "input \(i): |analytic - numeric| / |numeric|", file: file, line: line)
+        }
+    }
+
+    func testElementwiseAndBroadcasting() {
+        gradcheck([random([2, 3, 4]), random([1, 3, 1])]) { $0[0] + $0[1] }
+        gradcheck([random([2, 3, 4]), random([4])]) { $0[0] * $0[1] - $0[1] }
+        gradcheck([random([2, 3]), random([2, 3], scale: 0.5).map { $0 + 2 }]) { $0[0] / $0[1] }
+        gradcheck([random([5, 6])]) { -($0[0] * 0.5) }
+    }
+
+    func testActivations() {
+        for a in [Activation.silu, .geluTanh, .geluErf, .quickGELU] {
+            gradcheck([random([3, 7], scale: 3)]) { activate($0[0], a) }
+        }
+        gradcheck([random([2, 9], scale: 3)]) { softmax($0[0]) }
+    }
+
+    func testLinearAndMatmul() {
+        gradcheck([random([2, 3, 5]), random([4, 5]), random([4])]) { linear($0[0], $0[1], $0[2]) }
+        gradcheck([random([2, 3, 5]), random([4, 5])]) { linear($0[0], $0[1], nil) }
+        gradcheck([random([2, 3, 5]), random([2, 5, 4])]) { matmul($0[0], $0[1]) }
+        gradcheck([random([2, 3, 5]), random([2, 4, 5])]) { matmul($0[0], $0[1], transposeB: true) }
+    }
+
+    func testConvolutionNormalisationAndUpsampling() {
+        gradcheck([random([2, 3, 5, 5]), random([4, 3, 3, 3], scale: 0.5), random([4])]) { conv2d($0[0], $0[1], $0[2], stride: 1, padding: 1) }
+        gradcheck([random([1, 2, 6, 6]), random([3, 2, 3, 3], scale: 0.5)]) { conv2d($0[0], $0[1], nil, stride: 2, padding: 1) }
+        gradcheck([random([2, 4, 3, 3]), random([4]), random([4])]) { groupNorm($0[0], groups: 2, weight: $0[1], bias: $0[2], eps: 1e-5) }
+        gradcheck([random([2, 3, 6]), random([6]), random([6])]) { layerNorm($0[0], weight: $0[1], bias: $0[2], eps: 1e-5) }
+        gradcheck([random([1, 2, 3, 3])]) { upsampleNearest2x($0[0]) }
+    }
+
+    func testAttentionEmbeddingAndShapes() {
+        gradcheck([random([2, 5, 4]), random([2, 7, 4]), random([2, 7, 3])]) { attention($0[0], $0[1], $0[2], scale: 0.5) }
+        gradcheck([random([2, 5, 4]), random([2, 5, 4]), random([2, 5, 4])]) { attention($0[0], $0[1], $0[2], scale: 0.5, causal: true) }
+        let ids = Tensor(shape: [2, 3], floats: [0, 2, 2, 4, 1, 0]).converted(to: .i64)
+        gradcheck([random([5, 3])]) { embedding($0[0], ids: ids) }
+        gradcheck([random([2, 3, 4])]) { $0[0].permuted([2, 0, 1]).reshaped([4, 6]) }
+        gradcheck([random([2, 6, 2])]) { x in
+            let parts = x[0].chunked(2, axis: 1)
+            return parts[0] * activate(parts[1], .geluErf)  // GEGLU
+        }
+        gradcheck([random([2, 3]), random([2, 5])]) { concat([$0[0], $0[1]], axis: 1) }
+        gradcheck([random([4, 3]), random([4, 3])]) { mseLoss($0[0], $0[1]) }
+        gradcheck([random([4, 3])]) { mean($0[0]) * 3 }
+    }
+
+    func testGradientsAccumulateIntoParametersAndNoGradRecordsNothing() {
+        let p = Parameter([3])
+        p.value = Tensor(shape: [3], floats: [1, 2, 3])
+        let x = Var(Tensor(shape: [3], floats: [4, 5, 6]))
+        Autograd.backward(sum(p.v * x))
+        Autograd.backward(sum(p.v * x + p.v))
+        XCTAssertEqual(p.grad?.floats, [9, 11, 13])
+        let y = Autograd.noGrad { p.v * x }
+        XCTAssertFalse(y.requiresGrad)
+        p.requiresGrad = false
+        XCTAssertFalse((p.v * x).requiresGrad)
+    }
+
+    /// A checkpointed block must give the same gradients as the same block recorded normally.
+    func testCheckpointingGivesTheSameGradients() {
+        let w = Parameter([4, 4]), b = Parameter([4])
+        w.value = random([4, 4])
+        b.value = random([4])
+        let input = random([2, 3, 4])
+        func block(_ xs: [Var]) -> [Var] {
+            let h = silu(linear(xs[0], w.v, b.v))
+            return [h, h * xs[0]]
+        }
+        var plainInput: Tensor?
+        let out1 = block([Var.leaf(input) { plainInput = $0 }])
+        Autograd.backward(sum(out1[0] * out1[1]))
+        let (gw, gb) = (w.grad!.floats, b.grad!.floats)
+        w.grad = nil
+        b.grad = nil
+        var ckInput: Tensor?
+        let out2 = checkpointed([Var.leaf(input) { ckInput = $0 }], block)
+        Autograd.backward(sum(out2[0] * out2[1]))
+        XCTAssertEqual(w.grad!.floats, gw)
+        XCTAssertEqual(b.grad!.floats, gb)
+        XCTAssertEqual(ckInput!.floats, plainInput!.floats)
+    }
+}
+
+/// SplitMix64: reproducible test data.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+extension Tensor {
+    func map(_ f: (Float) -> Float) -> Tensor { Tensor(shape: shape, floats: floats.map(f)) }
+}
