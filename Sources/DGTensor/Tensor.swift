@@ -132,6 +132,14 @@ public struct Tensor: @unchecked Sendable {
         return Tensor(storage: storage, dtype: dtype, shape: s, strides: strides, offset: offset + range.lowerBound * strides[axis])
     }
 
+    /// A fresh copy that owns its memory (never a view, never the memory map).
+    public func copied() -> Tensor {
+        let src = contiguous()
+        let out = Tensor(zeros: shape, dtype: dtype)
+        if byteCount > 0 { src.withRawBytes { out.rawPointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
+        return out
+    }
+
     /// A contiguous copy (or self when already contiguous).
     public func contiguous() -> Tensor {
         if isContiguous { return self }
