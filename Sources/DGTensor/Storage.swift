@@ -8,8 +8,19 @@ public final class TensorStorage: @unchecked Sendable {
     private let owner: AnyObject?
     private let owned: Bool
 
+    /// glibc raises its mmap threshold each time a large block is freed, after which tensor-sized
+    /// blocks come from the heap and stay resident once freed. A fixed threshold keeps every
+    /// large tensor in its own mapping, returned to the system when the tensor goes away.
+    private static let allocatorConfigured: Bool = {
+        #if os(Linux)
+        _ = glibcMallopt(-3 /* M_MMAP_THRESHOLD */, 1 << 20)
+        #endif
+        return true
+    }()
+
     /// Fresh zeroed memory, 64-byte aligned for the vector kernels.
     public init(byteCount: Int) {
+        _ = TensorStorage.allocatorConfigured
         self.byteCount = byteCount
         base = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
         base.initializeMemory(as: UInt8.self, repeating: 0, count: max(byteCount, 1))
@@ -81,6 +92,12 @@ public final class MappedFile: @unchecked Sendable {
         if size == 0 { base.deallocate() } else { munmap(base, size) }
     }
 }
+
+#if os(Linux)
+// glibc's mallopt(3); <malloc.h> is not part of the Glibc module Swift imports.
+@_silgen_name("mallopt")
+private func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
+#endif
 
 public enum TensorError: Error, CustomStringConvertible, Equatable {
     case io(String)

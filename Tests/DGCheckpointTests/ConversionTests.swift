@@ -136,3 +136,56 @@ final class ConversionTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).sorted(), ["u.safetensors"])
     }
 }
+
+/// What published single files carry besides the parameters: EMA weights (selectable) and buffers (ignored).
+final class LDMExtrasTests: XCTestCase {
+    func testEMAWeightsAreSelectableAndBuffersIgnored() throws {
+        let dir = Fixtures.scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let base = try SafeTensorsFile(path: Fixtures.tinyLDM)
+        var tensors: [(String, Tensor)] = []
+        for e in base.entries { tensors.append((e.name, try base.tensor(e.name).copied())) }
+        // An EMA copy of every UNet weight, distinguishable from the live one (x2), plus buffers.
+        for e in base.entries where e.name.hasPrefix("model.diffusion_model.") {
+            let t = try base.tensor(e.name).converted(to: .f32)
+            let doubled = Tensor(shape: t.shape, floats: t.floats.map { $0 * 2 })
+            tensors.append((LDMKeyMap.emaKey(forLDM: e.name)!, doubled))
+        }
+        tensors.append(("betas", Tensor(zeros: [1000])))
+        tensors.append(("alphas_cumprod", Tensor(zeros: [1000])))
+        tensors.append(("model_ema.decay", Tensor(shape: [], floats: [0.9999])))
+        tensors.append(("model_ema.num_updates", Tensor(shape: [], floats: [1]).converted(to: .i32)))
+        tensors.append(("cond_stage_model.transformer.text_model.embeddings.position_ids",
+                        Tensor(shape: [1, 77], floats: (0..<77).map(Float.init)).converted(to: .i64)))
+        let path = dir + "/with-ema.safetensors"
+        try SafeTensorsWriter.save(path: path, tensors: tensors)
+
+        let live = try Checkpoint.open(path, options: .init(configDirectory: Fixtures.tinySD))
+        XCTAssertTrue(live.unexpectedKeys.isEmpty, "\(live.unexpectedKeys)")
+        XCTAssertTrue(live.ignoredKeys.contains("betas") && live.ignoredKeys.contains("model_ema.decay"))
+        XCTAssertTrue(live.ignoredKeys.contains("cond_stage_model.transformer.text_model.embeddings.position_ids"))
+        let ema = try Checkpoint.open(path, options: .init(configDirectory: Fixtures.tinySD, ema: true))
+        let name = "conv_in.weight"
+        let a = try live.component("unet")!.source.tensor(name).floats
+        let b = try ema.component("unet")!.source.tensor(name).floats
+        XCTAssertEqual(b, a.map { $0 * 2 })
+        // The VAE and text encoder have no EMA copy: the same either way.
+        XCTAssertEqual(try live.component("vae")!.source.tensor("encoder.conv_in.weight").floats,
+                       try ema.component("vae")!.source.tensor("encoder.conv_in.weight").floats)
+        // Asking for EMA weights a file does not have is an error, not a silent fallback.
+        XCTAssertThrowsError(try Checkpoint.open(Fixtures.tinyLDM, options: .init(configDirectory: Fixtures.tinySD, ema: true))) {
+            XCTAssertTrue("\($0)".contains("EMA"), "\($0)")
+        }
+    }
+
+    func testUnknownKeysAreReportedByName() throws {
+        let dir = Fixtures.scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let base = try SafeTensorsFile(path: Fixtures.tinyLDM)
+        var tensors: [(String, Tensor)] = try base.entries.map { ($0.name, try base.tensor($0.name).copied()) }
+        tensors.append(("model.diffusion_model.lora_up.weight", Tensor(zeros: [2])))
+        try SafeTensorsWriter.save(path: dir + "/x.safetensors", tensors: tensors)
+        let ck = try Checkpoint.open(dir + "/x.safetensors", options: .init(configDirectory: Fixtures.tinySD))
+        XCTAssertEqual(ck.unexpectedKeys, ["model.diffusion_model.lora_up.weight"])
+    }
+}
