@@ -10,6 +10,14 @@ public struct Component {
     public var config: JSON?
     public var source: TensorSource
     public var metadata: [(String, String)]?
+
+    public init(name: String, className: String, config: JSON?, source: TensorSource, metadata: [(String, String)]? = nil) {
+        self.name = name
+        self.className = className
+        self.config = config
+        self.source = source
+        self.metadata = metadata
+    }
 }
 
 /// Any supported checkpoint, opened: the components it holds and its loose files (configs,
@@ -22,6 +30,7 @@ public final class Checkpoint {
         case ldm = "original LDM single file"
         case controlnetLDM = "original ControlNet file"
         case native = "dginstyle native file"
+        case memory = "models in memory"
     }
 
     public struct Options {
@@ -46,6 +55,11 @@ public final class Checkpoint {
     public internal(set) var ignoredKeys: [String] = []
     /// Keys nobody knows: reported, never silently dropped.
     public internal(set) var unexpectedKeys: [String] = []
+
+    /// Models built in this process (for saving): each component's source reads its parameters.
+    public convenience init(inMemory components: [Component], files: [(String, [UInt8])] = []) {
+        self.init(path: "(in memory)", layout: .memory, components: components, files: files)
+    }
 
     init(path: String, layout: Layout, components: [Component], files: [(String, [UInt8])]) {
         self.path = path

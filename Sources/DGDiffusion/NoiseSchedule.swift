@@ -84,8 +84,9 @@ public struct DDIMScheduler: Sendable {
         let n = schedule.trainTimesteps
         switch schedule.timestepSpacing {
         case "leading":
-            stepRatio = n / steps
-            timesteps = (0..<steps).reversed().map { $0 * stepRatio + schedule.stepsOffset }
+            let ratio = n / steps
+            stepRatio = ratio
+            timesteps = (0..<steps).reversed().map { $0 * ratio + schedule.stepsOffset }
         case "trailing":
             stepRatio = n / steps
             let r = Double(n) / Double(steps)

@@ -130,3 +130,31 @@ public final class ControlNetModel: Module {
         return .object(pairs)
     }
 }
+
+extension ControlNetModel {
+    /// A ControlNet made from a UNet as diffusers' `ControlNetModel.from_unet` makes it: the
+    /// UNet's input convolution, time embedding, down blocks and middle block copied (into
+    /// memory of its own, so training one never moves the other), the conditioning embedding
+    /// freshly initialised with its last convolution zero, and every output 1x1 convolution
+    /// zero, so that the untrained ControlNet leaves the UNet's prediction unchanged.
+    public static func initialized(from unet: UNet2DConditionModel, conditioningChannels: Int = 20,
+                                   conditioningEmbeddingOutChannels: [Int] = [16, 32, 96, 256],
+                                   seed: UInt64 = 0) throws -> ControlNetModel {
+        let config = try ControlNetModel.config(fromUNetConfig: unet.config, conditioningChannels: conditioningChannels,
+                                                conditioningEmbeddingOutChannels: conditioningEmbeddingOutChannels)
+        let controlnet = try ControlNetModel(config: config)
+        controlnet.initializeParameters(seed: seed)
+        let source = Dictionary(unet.namedParameters().map { ($0.name, $0.parameter) }, uniquingKeysWith: { a, _ in a })
+        for (name, p) in controlnet.namedParameters() {
+            guard ["conv_in.", "time_embedding.", "down_blocks.", "mid_block."].contains(where: name.hasPrefix) else { continue }
+            guard let from = source[name]?.value else {
+                throw ModelConfigError(model: "ControlNetModel", key: name, problem: "has no loaded counterpart in the UNet")
+            }
+            p.value = from.copied()
+        }
+        controlnet.controlnet_cond_embedding.conv_out.zeroParameters()
+        for block in controlnet.controlnet_down_blocks { block.zeroParameters() }
+        controlnet.controlnet_mid_block.zeroParameters()
+        return controlnet
+    }
+}

@@ -54,3 +54,40 @@ public struct LoadedPipeline {
         }
     }
 }
+
+/// A model's parameters as a checkpoint source, so that a trained model is saved by the same
+/// writers that convert checkpoints (any format, any precision).
+public final class ModuleSource: TensorSource {
+    public let path: String
+    public let entries: [TensorEntry]
+    private let parameters: [String: Parameter]
+
+    public init(_ model: Module, name: String) {
+        path = "(\(name) in memory)"
+        let named = model.namedParameters()
+        entries = named.map { TensorEntry(name: $0.name, dtype: $0.parameter.value?.dtype ?? .f32, shape: $0.parameter.shape) }
+        parameters = Dictionary(named.map { ($0.name, $0.parameter) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    public func tensor(_ name: String) throws -> Tensor {
+        guard let p = parameters[name] else { throw CheckpointError(path, "has no parameter \(name)") }
+        guard let value = p.value else { throw CheckpointError(path, "parameter \(name) has no value (never loaded or initialised)") }
+        return value
+    }
+}
+
+extension Component {
+    /// A model of this process as a checkpoint component, named as in a diffusers pipeline.
+    public init(model: Module, config: JSON) throws {
+        let (kind, _) = try buildModel(config: config)
+        let className: String
+        switch kind {
+        case .unet: className = "UNet2DConditionModel"
+        case .controlnet: className = "ControlNetModel"
+        case .vae: className = "AutoencoderKL"
+        case .textEncoder: className = "CLIPTextModel"
+        }
+        self.init(name: kind.rawValue, className: className, config: config, source: ModuleSource(model, name: kind.rawValue),
+                  metadata: [("format", "pt")])
+    }
+}

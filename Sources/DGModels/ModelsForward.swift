@@ -1,3 +1,4 @@
+import Foundation
 import DGLayers
 
 // The four models' forward passes, top to bottom as diffusers / transformers run them.
@@ -134,8 +135,9 @@ public struct DiagonalGaussian {
 
     /// mean + exp(logvar / 2) * noise.
     public func sample(noise: Tensor) -> Tensor {
-        let std = logvar.floats.map { Float(exp(Double($0) * 0.5)) }
-        return Tensor(shape: mean.shape, floats: zip(zip(mean.floats, std), noise.floats).map { $0.0 + $0.1 * $1 })
+        let m = mean.floats, lv = logvar.floats, e = noise.floats
+        let values = (0..<m.count).map { i in m[i] + Float(exp(Double(lv[i]) * 0.5)) * e[i] }
+        return Tensor(shape: mean.shape, floats: values)
     }
 }
 
@@ -143,7 +145,7 @@ extension CLIPTextModel {
     /// The last hidden state [N, L, hidden] for token ids [N, L] (causal self-attention, no
     /// padding mask: Stable Diffusion pads to 77 with the end token and attends to all of it).
     public func callAsFunction(_ ids: Tensor) -> Var {
-        let (n, l) = (ids.shape[0], ids.shape[1])
+        let l = ids.shape[1]
         let positions = Tensor(shape: [1, l], floats: (0..<l).map(Float.init)).converted(to: .i64)
         var h = embeddings.token_embedding(ids) + embeddings.position_embedding(positions)
         for layer in encoder.layers {
@@ -155,7 +157,6 @@ extension CLIPTextModel {
             let m = layer.mlp
             h = h + m.fc2(activate(m.fc1(layer.layer_norm2(h)), m.hidden_act == .quickGELU ? .quickGELU : .geluErf))
         }
-        _ = n
         return final_layer_norm(h)
     }
 }

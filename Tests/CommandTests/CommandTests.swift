@@ -98,6 +98,53 @@ final class CommandTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/bad"))
     }
 
+    /// `parity` on the fixtures, from the diffusers folders and from the LDM single files: every
+    /// check of the fixture README passes.
+    func testParityPassesOnTheFixtures() throws {
+        let r = try run(["parity", Self.fixtures + "/sd-tiny"])
+        XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
+        for layout in ["diffusers", "ldm"] {
+            for check in ["tokenizer clip.input_ids", "text_encoder clip.last_hidden_state", "unet unet.out",
+                          "controlnet controlnet.down.11", "controlnet controlnet.mid", "unet+controlnet unet_with_control.out",
+                          "vae vae.moments", "vae vae.decoded", "unet_step_grads loss", "unet_step_grads all 684 gradients",
+                          "controlnet_step_grads all 338 gradients", "pipeline pipe.latents_final", "pipeline pipe.image"] {
+                XCTAssertTrue(r.stdout.contains("[\(layout)] \(check)"), "missing [\(layout)] \(check)")
+            }
+        }
+        for check in ["sched.alphas_cumprod", "ddpm.noisy", "ddim20.timesteps", "ddim50.timesteps", "ddim20.step.t951"] {
+            XCTAssertTrue(r.stdout.contains(check), "missing \(check)")
+        }
+        XCTAssertFalse(r.stdout.contains("FAIL"))
+        XCTAssertTrue(r.stdout.contains(" passed, 0 failed"))
+    }
+
+    /// A wrong weight anywhere must make parity fail: the checks can fail.
+    func testParityFailsOnAPerturbedModel() throws {
+        let dir = scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tiny = Self.fixtures + "/sd-tiny"
+        for name in ["io.safetensors", "prompts.json", "tiny-controlnet"] {
+            try FileManager.default.copyItem(atPath: tiny + "/" + name, toPath: dir + "/" + name)
+        }
+        try FileManager.default.copyItem(atPath: tiny + "/tiny-sd", toPath: dir + "/tiny-sd")
+        // Nudge the first value of one UNet bias in place.
+        let unetFile = dir + "/tiny-sd/unet/diffusion_pytorch_model.safetensors"
+        let data = try Data(contentsOf: URL(fileURLWithPath: unetFile))
+        var bytes = [UInt8](data)
+        let headerLength = Int(bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        let header = try JSONSerialization.jsonObject(with: Data(bytes[8..<(8 + headerLength)])) as! [String: Any]
+        let entry = header["conv_out.bias"] as! [String: Any]
+        let start = 8 + headerLength + (entry["data_offsets"] as! [Int])[0]
+        bytes.withUnsafeMutableBytes { p in
+            let v = p.loadUnaligned(fromByteOffset: start, as: Float.self)
+            p.storeBytes(of: v * 1.01 + 1e-3, toByteOffset: start, as: Float.self)
+        }
+        try Data(bytes).write(to: URL(fileURLWithPath: unetFile))
+        let r = try run(["parity", dir])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stdout.contains("[diffusers] unet unet.out") && r.stdout.contains("FAIL"), r.stdout)
+    }
+
     /// Bad input: one line naming the file and the problem, exit status 1, no output left behind.
     func testBadInputGivesOneLineAndStatusOne() throws {
         let dir = scratch()

@@ -43,14 +43,3 @@ extension Kernels {
         }
     }
 }
-
-extension Tensor {
-    /// A fresh contiguous copy that shares no storage with self.
-    func copied() -> Tensor {
-        let c = contiguous()
-        if c.storage !== storage { return c }
-        let out = Tensor(zeros: shape, dtype: dtype)
-        withExtendedLifetime(c) { out.rawPointer.copyMemory(from: c.rawPointer, byteCount: byteCount) }
-        return out
-    }
-}

@@ -1,0 +1,75 @@
+import DGTensor
+import Foundation
+
+extension Module {
+    /// Every module below this one (itself included), depth first, in declaration order.
+    public func allModules() -> [Module] {
+        [self] + namedChildren().flatMap { $0.module.allModules() }
+    }
+
+    /// PyTorch's default initialisation, reproducibly from `seed`: Linear and Conv2d weights and
+    /// biases uniform in ±1/sqrt(fan_in) (kaiming_uniform with a = sqrt(5)), norms weight 1 and
+    /// bias 0, embeddings standard normal. Each parameter draws from its own stream, so the
+    /// values do not depend on the order parameters are visited in.
+    public func initializeParameters(seed: UInt64) {
+        var index: UInt64 = 0
+        func next() -> UInt64 { index += 1; return index }
+        for m in allModules() {
+            switch m {
+            case let l as Linear:
+                let bound = 1 / Float(l.inFeatures).squareRoot()
+                l.weight.value = uniform(l.weight.shape, bound, seed, next())
+                if let b = l.bias { b.value = uniform(b.shape, bound, seed, next()) }
+            case let c as Conv2d:
+                let bound = 1 / Float(c.inChannels * c.kernel * c.kernel).squareRoot()
+                c.weight.value = uniform(c.weight.shape, bound, seed, next())
+                if let b = c.bias { b.value = uniform(b.shape, bound, seed, next()) }
+            case let n as GroupNorm:
+                n.weight.value = Tensor(shape: n.weight.shape, floats: [Float](repeating: 1, count: n.channels))
+                n.bias.value = Tensor(zeros: n.bias.shape)
+            case let n as LayerNorm:
+                n.weight.value = Tensor(shape: n.weight.shape, floats: [Float](repeating: 1, count: n.dim))
+                n.bias.value = Tensor(zeros: n.bias.shape)
+            case let e as Embedding:
+                e.weight.value = normal(e.weight.shape, seed, next())
+            default:
+                break
+            }
+        }
+    }
+
+    /// Sets every parameter below this module to zero (diffusers' zero_module).
+    public func zeroParameters() {
+        for (_, p) in namedParameters() { p.value = Tensor(zeros: p.shape) }
+    }
+}
+
+/// A small counter-based generator (SplitMix64): value i of stream (seed, stream) is a pure
+/// function of the three, so initialisation is the same on any thread count.
+@inline(__always)
+func splitmix(_ x: UInt64) -> UInt64 {
+    var z = x &+ 0x9E37_79B9_7F4A_7C15
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return z ^ (z >> 31)
+}
+
+func uniform(_ shape: [Int], _ bound: Float, _ seed: UInt64, _ stream: UInt64) -> Tensor {
+    let base = splitmix(seed ^ splitmix(stream))
+    let n = shape.reduce(1, *)
+    return Tensor(shape: shape, floats: (0..<n).map { i in
+        let u = Float(splitmix(base &+ UInt64(i)) >> 40) / Float(1 << 24)
+        return (2 * u - 1) * bound
+    })
+}
+
+func normal(_ shape: [Int], _ seed: UInt64, _ stream: UInt64) -> Tensor {
+    let base = splitmix(seed ^ splitmix(stream))
+    let n = shape.reduce(1, *)
+    return Tensor(shape: shape, floats: (0..<n).map { i in
+        // Box-Muller on two independent uniforms in (0, 1].
+        let u1 = (Double(splitmix(base &+ UInt64(2 * i)) >> 11) + 1) / 9_007_199_254_740_992
+        let u2 = Double(splitmix(base &+ UInt64(2 * i + 1)) >> 11) / 9_007_199_254_740_992
+        return Float((-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2))
+    })
+}
