@@ -116,6 +116,8 @@ final class KernelTests: XCTestCase {
             (2, 4, 6, 5, 3, 1, 2, 0, true),    // 1x1 strided: im2col path
             (2, 2, 5, 5, 3, 1, 1, 1, true),    // 1x1 padded
             (1, 2, 4, 4, 2, 3, 1, 2, true),    // padding larger than k/2: whole zero rows
+            (3, 3, 5, 6, 4, 3, 1, 1, true),    // batch 3: uneven sample packing
+            (3, 4, 5, 6, 3, 1, 1, 0, false),   // 1x1, batch 3
         ]
         let saved = Kernels.columnBudget
         defer { Kernels.columnBudget = saved }
@@ -124,7 +126,10 @@ final class KernelTests: XCTestCase {
             let x = random([n, cin, h, wd]), w = random([cout, cin, k, k]), b = random([cout])
             let bias = hasBias ? b : nil
             let ref = Self.convRef(x.d, x.shape, w.d, w.shape, bias?.d, stride: stride, padding: padding)
-            for budget in [saved, 1] {   // 1 byte: one output row per im2col band
+            // Default: all samples in one pass (small planes); 1 byte: one output row per pass;
+            // room for 2 samples: passes of 2 then 1 with a batch of 3.
+            let ho = (h + 2 * padding - k) / stride + 1, wo = (wd + 2 * padding - k) / stride + 1
+            for budget in [saved, 1, 2 * cin * k * k * ho * wo * 4] {
                 Kernels.columnBudget = budget
                 let y = Kernels.conv2d(x.t, w.t, bias?.t, stride: stride, padding: padding)
                 assertClose(y, ref, "conv case \(ci) budget \(budget)")
@@ -356,8 +361,8 @@ final class KernelTests: XCTestCase {
     }
 
     func testAttention() {
-        let savedBlock = Kernels.attentionBlock, savedThreads = Parallel.threads
-        defer { Kernels.attentionBlock = savedBlock; Parallel.setThreads(savedThreads) }
+        let savedThreads = Parallel.threads
+        defer { Kernels.attentionBlock = nil; Parallel.setThreads(savedThreads) }
         // (B, Lq, Lk, D, Dv, causal, block, threads)
         let cases: [(Int, Int, Int, Int, Int, Bool, Int, Int)] = [
             (3, 70, 45, 8, 6, false, 16, savedThreads),   // Lq != Lk, several blocks, last one partial
@@ -367,10 +372,12 @@ final class KernelTests: XCTestCase {
             (1, 100, 20, 4, 4, false, 32, 2),
             (2, 20, 77, 8, 8, false, 64, savedThreads),   // a single block
             (1, 1, 9, 3, 2, false, 64, savedThreads),
+            (2, 300, 200, 8, 8, true, 0, savedThreads),   // automatic block size (0: nil)
+            (1, 40, 20000, 2, 3, false, 0, savedThreads), // automatic: the minimum of 16 rows
         ]
         for (ci, c) in cases.enumerated() {
             let (b, lq, lk, d, dv, causal, block, threads) = c
-            Kernels.attentionBlock = block
+            Kernels.attentionBlock = block == 0 ? nil : block
             Parallel.setThreads(threads)
             let q = random([b, lq, d]), k = random([b, lk, d]), v = random([b, lk, dv])
             let scale = 1 / Double(d).squareRoot() * 2
@@ -383,9 +390,10 @@ final class KernelTests: XCTestCase {
             func loss(_ q2: [Double], _ k2: [Double], _ v2: [Double]) -> Double {
                 dot(Self.attentionRef(q2, k2, v2, b: b, lq: lq, lk: lk, d: d, dv: dv, scale: scale, causal: causal).out, r.d)
             }
-            checkGradient(g.q, at: q.d, samples: 20, "attention \(ci) dq") { loss($0, k.d, v.d) }
-            checkGradient(g.k, at: k.d, samples: 20, "attention \(ci) dk") { loss(q.d, $0, v.d) }
-            checkGradient(g.v, at: v.d, samples: 20, "attention \(ci) dv") { loss(q.d, k.d, $0) }
+            let samples = lk > 1000 ? 4 : 20
+            checkGradient(g.q, at: q.d, samples: samples, "attention \(ci) dq") { loss($0, k.d, v.d) }
+            checkGradient(g.k, at: k.d, samples: samples, "attention \(ci) dk") { loss(q.d, $0, v.d) }
+            checkGradient(g.v, at: v.d, samples: samples, "attention \(ci) dv") { loss(q.d, k.d, $0) }
         }
     }
 

@@ -7,8 +7,15 @@ import Foundation
 /// Threads take whole (head, query block) items and call single-threaded sgemm, so that the
 /// products, the exponentials and the reuse of the block buffer all stay in one core's cache.
 extension Kernels {
-    /// Query rows per block.
-    nonisolated(unsafe) static var attentionBlock = 64
+    /// Query rows per block; nil: automatic (`attentionRows`).
+    nonisolated(unsafe) static var attentionBlock: Int? = nil
+
+    /// About 2^18 scores per block (1 MB, one core's L2), 16 to 1024 rows: 64 rows for
+    /// self-attention at L = 4096, 1024 for cross-attention over 77 text tokens (where small
+    /// blocks would make the sgemm calls too small to be efficient).
+    static func attentionRows(_ lk: Int) -> Int {
+        attentionBlock ?? Swift.max(16, Swift.min(1024, (1 << 18) / Swift.max(1, lk)))
+    }
 
     struct AttentionShape {
         let b, lq, lk, d, dv: Int
@@ -32,25 +39,35 @@ extension Kernels {
         let qp = qc.floatPointer, kp = kc.floatPointer, vp = vc.floatPointer
         let op = out.floatPointer, lp = lse.floatPointer
         if s.lk == 0 { return (out, lse) }
-        let block = Swift.max(1, attentionBlock)
+        let block = Swift.max(1, attentionRows(s.lk))
         let nb = (s.lq + block - 1) / block
         withSingleThreadedBLAS {
             forEachChunk(s.b * nb, minimumChunk: 1) { _, items in
                 let buffer = UnsafeMutablePointer<Float>.allocate(capacity: block * s.lk)
-                defer { buffer.deallocate() }
+                let inverse = UnsafeMutablePointer<Float>.allocate(capacity: block)
+                defer { buffer.deallocate(); inverse.deallocate() }
                 for item in items {
                     let h = item / nb, i0 = (item % nb) * block
                     let rows = Swift.min(block, s.lq - i0), keys = s.keys(i0, rows, causal: causal)
                     let qb = qp + (h * s.lq + i0) * s.d, kb = kp + h * s.lk * s.d, vb = vp + h * s.lk * s.dv
                     BLAS.sgemm(transB: true, m: rows, n: keys, k: s.d, alpha: scale, a: qb, lda: s.d,
                                b: kb, ldb: s.d, c: buffer, ldc: keys)
+                    // Unnormalised probabilities exp(s - max); the 1/sum goes on the output rows.
                     for r in 0..<rows {
                         let row = buffer + r * keys, n = s.visible(i0 + r, keys, causal: causal)
-                        lp[h * s.lq + i0 + r] = softmaxRow(row, row, n)
+                        let m = maximum(row, n)
+                        for j in 0..<n { row[j] = exp(row[j] - m) }
                         if n < keys { (row + n).update(repeating: 0, count: keys - n) }
+                        let total = sum(row, n)
+                        lp[h * s.lq + i0 + r] = m + Float(Foundation.log(total))
+                        inverse[r] = Float(1 / total)
                     }
-                    BLAS.sgemm(m: rows, n: s.dv, k: keys, a: buffer, lda: keys, b: vb, ldb: s.dv,
-                               c: op + (h * s.lq + i0) * s.dv, ldc: s.dv)
+                    let ob = op + (h * s.lq + i0) * s.dv
+                    BLAS.sgemm(m: rows, n: s.dv, k: keys, a: buffer, lda: keys, b: vb, ldb: s.dv, c: ob, ldc: s.dv)
+                    for r in 0..<rows {
+                        let o = ob + r * s.dv, f = inverse[r]
+                        for t in 0..<s.dv { o[t] *= f }
+                    }
                 }
             }
         }
@@ -78,7 +95,7 @@ extension Kernels {
             for i in r { delta[i] = Float(dot(gp + i * s.dv, op + i * s.dv, s.dv)) }
         }
 
-        let block = Swift.max(1, attentionBlock)
+        let block = Swift.max(1, attentionRows(s.lk))
         let nb = (s.lq + block - 1) / block
         // Query blocks `blocks` of head h: writes their rows of dq, and adds their share of dk, dv of
         // head h into dkh [Lk, D] and dvh [Lk, Dv].

@@ -3,10 +3,16 @@ import Foundation
 /// 2-D convolution (cross-correlation, as PyTorch's Conv2d) by im2col + sgemm.
 ///
 /// x [N, Cin, H, W], w [Cout, Cin, kh, kw], bias [Cout]; output [N, Cout, Hout, Wout] with
-/// Hout = (H + 2 padding - kh) / stride + 1. A 1x1, stride-1, unpadded convolution is one sgemm per
-/// sample. Otherwise each sample's columns [Cin kh kw, rows x Wout] are built for a band of output
-/// rows at a time (so the buffer stays within `columnBudget` bytes, e.g. the VAE decoder at 512x512
-/// would otherwise need a 1.2 GB column matrix), and one sgemm per band writes that band.
+/// Hout = (H + 2 padding - kh) / stride + 1.
+///
+/// The work is cut into passes, each one im2col into a reused buffer and one sgemm
+/// W [Cout, Cin kh kw] x cols [Cin kh kw, columns]:
+/// - large planes: a band of output rows of one sample, as many rows as fit `columnBudget` (the
+///   VAE decoder at 512x512 would otherwise need a 1.2 GB column matrix); the sgemm writes the band
+///   in place (ldc = Hout Wout). A 1x1, stride-1, unpadded convolution skips im2col (x is its own
+///   column matrix).
+/// - small planes (the UNet's 8x8 and 16x16 levels): several whole samples side by side, so that the
+///   sgemm is wide enough to run at full speed; results go through a small packed buffer.
 extension Kernels {
     /// Upper bound, in bytes, for one im2col buffer (at least one output row is always used).
     nonisolated(unsafe) static var columnBudget = 24 << 20
@@ -18,28 +24,47 @@ extension Kernels {
         var isPointwise: Bool { kh == 1 && kw == 1 && stride == 1 && padding == 0 }
 
         init(x: [Int], w wshape: [Int], stride: Int, padding: Int) {
-            precondition(x.count == 4 && wshape.count == 4, "conv2d: x must be [N, Cin, H, W] and w [Cout, Cin, kh, kw]")
+            if x.count != 4 || wshape.count != 4 { fatalError("conv2d: x must be [N, Cin, H, W] and w [Cout, Cin, kh, kw], got \(x) and \(wshape)") }
             if x[1] != wshape[1] { fatalError("conv2d: input has \(x[1]) channels, weight expects \(wshape[1])") }
             if stride < 1 || padding < 0 { fatalError("conv2d: bad stride \(stride) / padding \(padding)") }
             n = x[0]; cin = x[1]; h = x[2]; w = x[3]
             cout = wshape[0]; kh = wshape[2]; kw = wshape[3]
             self.stride = stride; self.padding = padding
+            if h + 2 * padding < kh || w + 2 * padding < kw { fatalError("conv2d: kernel \(kh)x\(kw) larger than padded input \(h)x\(w)") }
             hout = (h + 2 * padding - kh) / stride + 1
             wout = (w + 2 * padding - kw) / stride + 1
-            if h + 2 * padding < kh || w + 2 * padding < kw { fatalError("conv2d: kernel larger than padded input") }
         }
 
-        /// Output rows per band so that the column buffer fits the budget.
-        var bandRows: Int {
-            let perRow = kdim * wout * 4
-            return Swift.max(1, Swift.min(hout, Kernels.columnBudget / Swift.max(1, perRow)))
+        /// One pass: samples s0..<s0+count (count > 1 only with whole planes), output rows oy0..<oy1.
+        struct Pass { let s0, count, oy0, oy1: Int }
+
+        /// Samples packed per pass (> 1 when several whole column matrices fit the budget).
+        var samplesPerPass: Int {
+            let perSample = Swift.max(1, kdim * plane * 4)
+            return n > 1 && 2 * perSample <= Kernels.columnBudget ? Swift.min(n, Kernels.columnBudget / perSample) : 1
         }
+
+        var passes: [Pass] {
+            let per = samplesPerPass
+            if per > 1 {
+                return Swift.stride(from: 0, to: n, by: per).map { Pass(s0: $0, count: Swift.min(per, n - $0), oy0: 0, oy1: hout) }
+            }
+            let band = Swift.max(1, Swift.min(hout, Kernels.columnBudget / Swift.max(1, kdim * wout * 4)))
+            var out: [Pass] = []
+            for s in 0..<n {
+                for oy0 in Swift.stride(from: 0, to: hout, by: band) { out.append(Pass(s0: s, count: 1, oy0: oy0, oy1: Swift.min(hout, oy0 + band))) }
+            }
+            return out
+        }
+
+        /// The largest number of columns a pass uses.
+        var maxColumns: Int { passes.map { $0.count * ($0.oy1 - $0.oy0) * wout }.max() ?? 0 }
 
         /// Valid output columns [lo, hi) for kernel column kj: those reading inside the image.
         func columnRange(_ kj: Int) -> (Int, Int) {
-            // ox*stride - padding + kj in [0, w)
-            let lo = Swift.max(0, ceilDiv(padding - kj, stride))
-            let hi = Swift.min(wout, floorDiv(w - 1 + padding - kj, stride) + 1)
+            // ox stride - padding + kj in [0, w)
+            let lo = Swift.max(0, Kernels.ceilDiv(padding - kj, stride))
+            let hi = Swift.min(wout, Kernels.floorDiv(w - 1 + padding - kj, stride) + 1)
             return (lo, Swift.max(lo, hi))
         }
     }
@@ -47,14 +72,15 @@ extension Kernels {
     @inline(__always) static func ceilDiv(_ a: Int, _ b: Int) -> Int { a >= 0 ? (a + b - 1) / b : -((-a) / b) }
     @inline(__always) static func floorDiv(_ a: Int, _ b: Int) -> Int { a >= 0 ? a / b : -((-a + b - 1) / b) }
 
-    /// cols[(c kh + ki) kw + kj, (oy - oy0) wout + ox] = x[c, oy s - p + ki, ox s - p + kj] (0 outside),
-    /// for output rows oy0..<oy1 of one sample `x` [Cin, H, W].
-    static func im2col(_ g: ConvGeometry, _ x: UnsafePointer<Float>, _ oy0: Int, _ oy1: Int, _ cols: UnsafeMutablePointer<Float>) {
-        let ld = (oy1 - oy0) * g.wout
+    /// For output rows oy0..<oy1 of one sample `x` [Cin, H, W]:
+    /// cols[((c kh + ki) kw + kj) ld + (oy - oy0) wout + ox] = x[c, oy s - p + ki, ox s - p + kj] (0 outside).
+    /// Padding is handled by precomputed column ranges and whole-row tests, no per-element checks.
+    static func im2col(_ g: ConvGeometry, _ x: UnsafePointer<Float>, _ oy0: Int, _ oy1: Int,
+                       _ cols: UnsafeMutablePointer<Float>, ld: Int) {
         let ranges = (0..<g.kw).map { g.columnRange($0) }
         ranges.withUnsafeBufferPointer { ranges in
             let ranges = ranges
-            Parallel.forEach(g.cin, minimumChunk: grain(g.kh * g.kw * ld)) { cr in
+            Parallel.forEach(g.cin, minimumChunk: grain(g.kh * g.kw * (oy1 - oy0) * g.wout)) { cr in
                 for c in cr {
                     let xc = x + c * g.h * g.w
                     for ki in 0..<g.kh {
@@ -86,13 +112,14 @@ extension Kernels {
         }
     }
 
-    /// The adjoint of `im2col`: dx[c, iy, ix] += cols[...] over the same positions.
-    static func col2im(_ g: ConvGeometry, _ cols: UnsafePointer<Float>, _ oy0: Int, _ oy1: Int, _ dx: UnsafeMutablePointer<Float>) {
-        let ld = (oy1 - oy0) * g.wout
+    /// The adjoint of `im2col`: dx[c, iy, ix] += cols[...] over the same positions (threads own
+    /// channels, so there are no races and the order of additions is fixed).
+    static func col2im(_ g: ConvGeometry, _ cols: UnsafePointer<Float>, _ oy0: Int, _ oy1: Int,
+                       _ dx: UnsafeMutablePointer<Float>, ld: Int) {
         let ranges = (0..<g.kw).map { g.columnRange($0) }
         ranges.withUnsafeBufferPointer { ranges in
             let ranges = ranges
-            Parallel.forEach(g.cin, minimumChunk: grain(g.kh * g.kw * ld)) { cr in
+            Parallel.forEach(g.cin, minimumChunk: grain(g.kh * g.kw * (oy1 - oy0) * g.wout)) { cr in
                 for c in cr {
                     let xc = dx + c * g.h * g.w
                     for ki in 0..<g.kh {
@@ -120,14 +147,34 @@ extension Kernels {
         }
     }
 
+    /// Copies `count` samples' [rows, plane] blocks (sample stride `stride`) into / out of a packed
+    /// [rows, count plane] matrix.
+    static func pack(_ src: UnsafePointer<Float>, stride: Int, rows: Int, plane: Int, count: Int, into dst: UnsafeMutablePointer<Float>) {
+        Parallel.forEach(rows, minimumChunk: grain(count * plane)) { r in
+            for c in r { for j in 0..<count { (dst + (c * count + j) * plane).update(from: src + j * stride + c * plane, count: plane) } }
+        }
+    }
+
+    static func unpack(_ src: UnsafePointer<Float>, rows: Int, plane: Int, count: Int, into dst: UnsafeMutablePointer<Float>, stride: Int, add: Bool) {
+        Parallel.forEach(rows, minimumChunk: grain(count * plane)) { r in
+            for c in r {
+                for j in 0..<count {
+                    let s = src + (c * count + j) * plane, d = dst + j * stride + c * plane
+                    if add { for t in 0..<plane { d[t] += s[t] } } else { d.update(from: s, count: plane) }
+                }
+            }
+        }
+    }
+
     public static func conv2d(_ x: Tensor, _ w: Tensor, _ bias: Tensor?, stride: Int, padding: Int) -> Tensor {
         let g = ConvGeometry(x: x.shape, w: w.shape, stride: stride, padding: padding)
         let xc = x.f32Contiguous, wc = w.f32Contiguous, bc = bias?.f32Contiguous
         if let bc, bc.count != g.cout { fatalError("conv2d: bias has \(bc.count) values for \(g.cout) channels") }
         let out = Tensor(zeros: [g.n, g.cout, g.hout, g.wout])
         defer { withExtendedLifetime((xc, wc, bc, out)) {} }
+        if out.count == 0 { return out }
         let xp = xc.floatPointer, wp = wc.floatPointer, op = out.floatPointer
-        let plane = g.plane
+        let plane = g.plane, inPlane = g.cin * g.h * g.w, outSample = g.cout * plane
         if let bc {
             let bp = bc.floatPointer
             Parallel.forEach(g.n * g.cout, minimumChunk: grain(plane)) { r in
@@ -135,28 +182,38 @@ extension Kernels {
             }
         }
         let beta: Float = bc == nil ? 0 : 1
-        if g.isPointwise {
+        let passes = g.passes
+        if g.isPointwise && g.samplesPerPass == 1 {
             for s in 0..<g.n {
                 BLAS.sgemm(m: g.cout, n: plane, k: g.cin, a: wp, lda: g.cin,
-                           b: xp + s * g.cin * plane, ldb: plane, beta: beta, c: op + s * g.cout * plane, ldc: plane)
+                           b: xp + s * inPlane, ldb: plane, beta: beta, c: op + s * outSample, ldc: plane)
             }
             return out
         }
-        let band = g.bandRows
-        let cols = UnsafeMutablePointer<Float>.allocate(capacity: g.kdim * band * g.wout)
+        let maxColumns = g.maxColumns
+        let cols = UnsafeMutablePointer<Float>.allocate(capacity: g.kdim * maxColumns)
         defer { cols.deallocate() }
-        for s in 0..<g.n {
-            let xs = xp + s * g.cin * g.h * g.w, os = op + s * g.cout * plane
-            for oy0 in Swift.stride(from: 0, to: g.hout, by: band) {
-                let oy1 = Swift.min(g.hout, oy0 + band), ncols = (oy1 - oy0) * g.wout
-                im2col(g, xs, oy0, oy1, cols)
+        let packed = g.samplesPerPass > 1 ? UnsafeMutablePointer<Float>.allocate(capacity: g.cout * maxColumns) : nil
+        defer { packed?.deallocate() }
+        for p in passes {
+            let ncols = p.count * (p.oy1 - p.oy0) * g.wout
+            for j in 0..<p.count {
+                im2col(g, xp + (p.s0 + j) * inPlane, p.oy0, p.oy1, cols + j * plane, ld: ncols)
+            }
+            if let packed {
+                BLAS.sgemm(m: g.cout, n: ncols, k: g.kdim, a: wp, lda: g.kdim, b: cols, ldb: ncols, c: packed, ldc: ncols)
+                unpack(packed, rows: g.cout, plane: plane, count: p.count, into: op + p.s0 * outSample, stride: outSample, add: bc != nil)
+            } else {
                 BLAS.sgemm(m: g.cout, n: ncols, k: g.kdim, a: wp, lda: g.kdim, b: cols, ldb: ncols,
-                           beta: beta, c: os + oy0 * g.wout, ldc: plane)
+                           beta: beta, c: op + p.s0 * outSample + p.oy0 * g.wout, ldc: plane)
             }
         }
         return out
     }
 
+    /// Gradients of `conv2d` for the upstream gradient gy [N, Cout, Hout, Wout]:
+    /// dW = sum over samples of gy cols^T (sgemm accumulating with beta = 1), dx = col2im(W^T gy),
+    /// dbias = sum of gy over samples and positions. Only the requested ones are computed.
     public static func conv2dBackward(_ gy: Tensor, x: Tensor, w: Tensor, stride: Int, padding: Int,
                                       needInput: Bool, needWeight: Bool, needBias: Bool) -> (x: Tensor?, w: Tensor?, bias: Tensor?) {
         let g = ConvGeometry(x: x.shape, w: w.shape, stride: stride, padding: padding)
@@ -170,7 +227,8 @@ extension Kernels {
         let dw = needWeight ? Tensor(zeros: w.shape) : nil
         let db = needBias ? Tensor(zeros: [g.cout]) : nil
         defer { withExtendedLifetime((gc, xc, wc, dx, dw, db)) {} }
-        let gp = gc.floatPointer, plane = g.plane
+        if gy.count == 0 { return (dx, dw, db) }
+        let gp = gc.floatPointer, plane = g.plane, inPlane = g.cin * g.h * g.w, outSample = g.cout * plane
 
         if let db {
             let dbp = db.floatPointer
@@ -187,38 +245,49 @@ extension Kernels {
         let xp = needWeight ? xc.floatPointer : nil
         let wp = needInput ? wc.floatPointer : nil
         let dxp = dx?.floatPointer, dwp = dw?.floatPointer
-        if g.isPointwise {
+        if g.isPointwise && g.samplesPerPass == 1 {
             for s in 0..<g.n {
-                let gs = gp + s * g.cout * plane
-                if let dwp, let xp {   // dW[Cout, Cin] += gy_s [Cout, HW] x_s^T
+                let gs = gp + s * outSample
+                if let dwp, let xp {   // dW [Cout, Cin] += gy_s [Cout, HW] x_s^T
                     BLAS.sgemm(transB: true, m: g.cout, n: g.cin, k: plane, a: gs, lda: plane,
-                               b: xp + s * g.cin * plane, ldb: plane, beta: s == 0 ? 0 : 1, c: dwp, ldc: g.cin)
+                               b: xp + s * inPlane, ldb: plane, beta: s == 0 ? 0 : 1, c: dwp, ldc: g.cin)
                 }
                 if let dxp, let wp {   // dx_s [Cin, HW] = W^T gy_s
                     BLAS.sgemm(transA: true, m: g.cin, n: plane, k: g.cout, a: wp, lda: g.cin,
-                               b: gs, ldb: plane, c: dxp + s * g.cin * plane, ldc: plane)
+                               b: gs, ldb: plane, c: dxp + s * inPlane, ldc: plane)
                 }
             }
             return (dx, dw, db)
         }
-        let band = g.bandRows
-        let cols = UnsafeMutablePointer<Float>.allocate(capacity: g.kdim * band * g.wout)
+        let maxColumns = g.maxColumns
+        let cols = UnsafeMutablePointer<Float>.allocate(capacity: g.kdim * maxColumns)
         defer { cols.deallocate() }
+        let packed = g.samplesPerPass > 1 ? UnsafeMutablePointer<Float>.allocate(capacity: g.cout * maxColumns) : nil
+        defer { packed?.deallocate() }
         var first = true
-        for s in 0..<g.n {
-            let gs = gp + s * g.cout * plane
-            for oy0 in Swift.stride(from: 0, to: g.hout, by: band) {
-                let oy1 = Swift.min(g.hout, oy0 + band), ncols = (oy1 - oy0) * g.wout
-                if let dwp, let xp {   // dW[Cout, K] += gy_band [Cout, ncols] cols^T
-                    im2col(g, xp + s * g.cin * g.h * g.w, oy0, oy1, cols)
-                    BLAS.sgemm(transB: true, m: g.cout, n: g.kdim, k: ncols, a: gs + oy0 * g.wout, lda: plane,
-                               b: cols, ldb: ncols, beta: first ? 0 : 1, c: dwp, ldc: g.kdim)
-                    first = false
+        for p in g.passes {
+            let ncols = p.count * (p.oy1 - p.oy0) * g.wout
+            // The gradient block as a [Cout, ncols] matrix (row stride ldg).
+            let gb: UnsafePointer<Float>, ldg: Int
+            if let packed {
+                pack(gp + p.s0 * outSample, stride: outSample, rows: g.cout, plane: plane, count: p.count, into: packed)
+                (gb, ldg) = (UnsafePointer(packed), ncols)
+            } else {
+                (gb, ldg) = (UnsafePointer(gp + p.s0 * outSample + p.oy0 * g.wout), plane)
+            }
+            if let dwp, let xp {   // dW [Cout, K] += gy_block cols^T
+                for j in 0..<p.count {
+                    im2col(g, xp + (p.s0 + j) * inPlane, p.oy0, p.oy1, cols + j * plane, ld: ncols)
                 }
-                if let dxp, let wp {   // dcols [K, ncols] = W^T gy_band, scattered back
-                    BLAS.sgemm(transA: true, m: g.kdim, n: ncols, k: g.cout, a: wp, lda: g.kdim,
-                               b: gs + oy0 * g.wout, ldb: plane, c: cols, ldc: ncols)
-                    col2im(g, cols, oy0, oy1, dxp + s * g.cin * g.h * g.w)
+                BLAS.sgemm(transB: true, m: g.cout, n: g.kdim, k: ncols, a: gb, lda: ldg,
+                           b: cols, ldb: ncols, beta: first ? 0 : 1, c: dwp, ldc: g.kdim)
+                first = false
+            }
+            if let dxp, let wp {   // dcols [K, ncols] = W^T gy_block, scattered back
+                BLAS.sgemm(transA: true, m: g.kdim, n: ncols, k: g.cout, a: wp, lda: g.kdim,
+                           b: gb, ldb: ldg, c: cols, ldc: ncols)
+                for j in 0..<p.count {
+                    col2im(g, cols + j * plane, p.oy0, p.oy1, dxp + (p.s0 + j) * inPlane, ld: ncols)
                 }
             }
         }

@@ -165,8 +165,9 @@ extension Kernels {
         let vn = n & ~15
         if vn > 0 {
             var a = SIMD16<Float>(repeating: -.infinity)
-            while i < vn {
-                a = pointwiseMax(a, UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<Float>.self))
+            while i < vn {   // (`pointwiseMax` is scalarised; this select is not)
+                let v = UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<Float>.self)
+                a = a.replacing(with: v, where: v .> a)
                 i += 16
             }
             m = a.max()

@@ -23,7 +23,12 @@ extension Kernels {
             y.update(repeating: 0, count: d)
             return -.infinity
         }
-        for k in 0..<d { y[k] = exp(x[k] - m) }
+        if UnsafePointer(y) == x {
+            // One pointer: a two-pointer loop on aliased memory fails the vectoriser's overlap check.
+            for k in 0..<d { y[k] = exp(y[k] - m) }
+        } else {
+            for k in 0..<d { y[k] = exp(x[k] - m) }
+        }
         let s = sum(y, d)
         let inv = Float(1 / s)
         for k in 0..<d { y[k] *= inv }
