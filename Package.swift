@@ -23,14 +23,16 @@ let package = Package(
         .target(name: "DGCheckpoint", dependencies: ["DGTensor", "CZstd"], swiftSettings: optimize),
         .target(name: "DGModels", dependencies: ["DGTensor", "DGLayers", "DGCheckpoint"], swiftSettings: optimize),
         .target(name: "DGDiffusion", dependencies: ["DGTensor", "DGCheckpoint", "DGModels"], swiftSettings: optimize),
+        .target(name: "DGTraining", dependencies: ["DGTensor", "DGLayers", "DGCheckpoint", "DGModels", "DGDiffusion"], swiftSettings: optimize),
         .executableTarget(name: "dginstyle", dependencies: [
-            "DGTensor", "DGCheckpoint", "DGLayers", "DGModels", "DGDiffusion",
+            "DGTensor", "DGCheckpoint", "DGLayers", "DGModels", "DGDiffusion", "DGTraining",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: optimize),
         .testTarget(name: "DGTensorTests", dependencies: ["DGTensor"]),
         .testTarget(name: "DGAutogradTests", dependencies: ["DGAutograd"]),
         .testTarget(name: "DGCheckpointTests", dependencies: ["DGCheckpoint", "DGModels"]),
         .testTarget(name: "DGModelsTests", dependencies: ["DGModels", "DGCheckpoint"]),
+        .testTarget(name: "DGTrainingTests", dependencies: ["DGTraining", "DGLayers", "DGModels", "DGDiffusion", "DGCheckpoint"]),
         .testTarget(name: "CommandTests", dependencies: ["dginstyle"]),
     ]
 )

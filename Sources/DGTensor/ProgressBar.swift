@@ -12,12 +12,16 @@ public final class ProgressBar {
     private let isTTY = isatty(2) == 1
     private let enabled: Bool
     public private(set) var done: Double = 0
+    /// Where this process started counting (a resumed job): the rate counts only what follows.
+    private let initial: Double
 
     /// `unit` "B" formats amounts as bytes; anything else as counts of that unit.
-    public init(_ label: String, total: Double, unit: String = "", enabled: Bool = true) {
+    public init(_ label: String, total: Double, unit: String = "", enabled: Bool = true, initial: Double = 0) {
         self.label = label
         self.total = max(total, 1)
         self.unit = unit
+        self.initial = initial
+        done = initial
         self.enabled = enabled && ProcessInfo.processInfo.environment["DGINSTYLE_NO_PROGRESS"] == nil
     }
 
@@ -50,7 +54,7 @@ public final class ProgressBar {
 
     private func status(_ now: Date) -> String {
         let elapsed = now.timeIntervalSince(start)
-        let rate = elapsed > 0 ? done / elapsed : 0
+        let rate = elapsed > 0 ? (done - initial) / elapsed : 0
         let eta = rate > 0 ? (total - done) / rate : 0
         return "\(Int(min(1, done / total) * 100))% \(amount(done))/\(amount(total)) \(amount(rate))/s ETA \(ProgressBar.clock(eta))"
     }

@@ -1,0 +1,74 @@
+import Foundation
+
+/// SplitMix64's output function: a good 64-bit mix of a counter.
+@inline(__always)
+func mix64(_ x: UInt64) -> UInt64 {
+    var z = x &+ 0x9E37_79B9_7F4A_7C15
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return z ^ (z >> 31)
+}
+
+/// Counter-based random numbers: value i of the stream (seed, keys...) is a pure function of
+/// them. Training draws its noise and timesteps from streams keyed by the micro-step, so a
+/// resumed run needs no generator state at all to draw exactly what an uninterrupted run draws.
+public struct RandomStream: Sendable {
+    let base: UInt64
+
+    public init(seed: UInt64, _ keys: UInt64...) {
+        var b = mix64(seed)
+        for k in keys { b = mix64(b ^ mix64(k &+ 0x632B_E59B_D9B4_E019)) }
+        base = b
+    }
+
+    @inline(__always)
+    public func bits(_ i: Int) -> UInt64 { mix64(base &+ UInt64(truncatingIfNeeded: i) &* 0xD1B5_4A32_D192_ED03) }
+
+    /// Uniform in [0, 1) with 53 random bits.
+    @inline(__always)
+    public func uniform(_ i: Int) -> Double { Double(bits(i) >> 11) / 9_007_199_254_740_992 }
+
+    /// `count` standard normal values (Box-Muller on pairs of uniforms, in double precision).
+    public func normals(_ count: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: count)
+        var i = 0
+        while i < count {
+            let u1 = (Double(bits(i) >> 11) + 1) / 9_007_199_254_740_992   // (0, 1]: log is finite
+            let u2 = uniform(i + 1)
+            let r = (-2 * log(u1)).squareRoot(), a = 2 * Double.pi * u2
+            out[i] = Float(r * cos(a))
+            if i + 1 < count { out[i + 1] = Float(r * sin(a)) }
+            i += 2
+        }
+        return out
+    }
+
+    /// `count` integers uniform in 0..<bound (bias below 2^-40 for any bound we use).
+    public func integers(_ count: Int, below bound: Int) -> [Int] {
+        (0..<count).map { Int((bits($0) >> 11) % UInt64(bound)) }
+    }
+}
+
+/// A small seeded generator whose whole state is one integer, for samplers that must save and
+/// restore their position (SplitMix64).
+struct SplitMix64: RandomNumberGenerator, Sendable, Equatable {
+    public var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// The state as text (JSON numbers cannot hold every UInt64 exactly).
+    public var stateString: String { String(state, radix: 16) }
+
+    public init?(stateString: String) {
+        guard let s = UInt64(stateString, radix: 16) else { return nil }
+        state = s
+    }
+}

@@ -1,0 +1,189 @@
+import DGCheckpoint
+import DGLayers
+import DGModels
+import DGTensor
+import Foundation
+
+/// Renders validation images during a run; returns what it wrote and numbers to log.
+public protocol TrainingValidator: AnyObject {
+    func validate(step: Int, trainer: DiffusionTrainer, directory: String) throws -> (path: String, metrics: JSON)
+}
+
+public struct RunSettings {
+    /// The run's folder: checkpoints/, metrics.jsonl, loss.svg, validation/, the final model.
+    public var output: String
+    /// Save a checkpoint every this many updates (and always after the last); 0: only at the end.
+    public var checkpointEvery = 500
+    /// Checkpoints kept (the newest).
+    public var keep = 3
+    /// Render validation images every this many updates (and after the last); 0: never.
+    public var validateEvery = 0
+    /// Continue from the newest checkpoint in `output`.
+    public var resume = false
+    public var progress = true
+    /// Shown on the progress bar and the plot.
+    public var label = "train"
+    /// How the final model is written: a diffusers model folder, or one native file.
+    public var exportFormat: OutputFormat = .diffusers
+    /// Stop after this many updates in this process without exporting, as if killed right
+    /// after a checkpoint (tests of resuming).
+    public var stopAfter: Int?
+
+    public init(output: String) { self.output = output }
+}
+
+public struct RunSummary {
+    public var startStep: Int
+    public var endStep: Int
+    public var finished: Bool
+    /// Mean loss of the last (up to) 10% of the updates this process made.
+    public var recentLoss: Double?
+    /// The exported model (diffusers folder or native file), once finished.
+    public var model: String?
+    public var seconds: Double
+}
+
+/// Drives a trainer through a whole run: resuming, checkpoints (atomic, rotated), metrics,
+/// the loss plot, validation images, the final export. Every file it writes appears whole or
+/// not at all, so the process may be killed at any moment and resumed with `resume`.
+public final class TrainingRun {
+    public let trainer: DiffusionTrainer
+    public let settings: RunSettings
+    public let validator: TrainingValidator?
+    public let store: CheckpointStore
+    public let metrics: MetricsLog
+    /// Lines for the user (resumed from, checkpoints written); the command prints them.
+    public var log: (String) -> Void = { _ in }
+
+    public init(trainer: DiffusionTrainer, settings: RunSettings, validator: TrainingValidator? = nil) {
+        self.trainer = trainer
+        self.settings = settings
+        self.validator = validator
+        store = CheckpointStore(directory: settings.output + "/checkpoints")
+        metrics = MetricsLog(path: settings.output + "/metrics.jsonl")
+    }
+
+    public var modelPath: String {
+        settings.output + "/" + trainer.target.rawValue + (settings.exportFormat == .native ? ".dginstyle" : "")
+    }
+
+    public func run() throws -> RunSummary {
+        let fm = FileManager.default
+        do {
+            try fm.createDirectory(atPath: store.directory, withIntermediateDirectories: true)
+        } catch {
+            throw CheckpointError(settings.output, "cannot create the run folder: \(error.localizedDescription)")
+        }
+        store.removeAbandonedWrites()
+        var elapsedBefore = 0.0
+        if settings.resume {
+            if let state = try restoreNewest() {
+                elapsedBefore = state["elapsed_s"]?.double ?? 0
+                log("resumed from step \(trainer.step) of \(trainer.options.totalSteps)")
+            } else {
+                log("no checkpoint in \(store.directory): starting from step 0")
+            }
+            try metrics.truncate(afterStep: trainer.step)
+        } else {
+            if let last = store.list().last {
+                throw TrainingError.resume("\(settings.output) already holds checkpoints (the newest: step \(last.step)); pass --resume to continue that run, or choose another output folder")
+            }
+            try metrics.truncate(afterStep: 0)
+        }
+        defer { metrics.close() }
+
+        let total = trainer.options.totalSteps
+        let startStep = trainer.step
+        let started = Date()
+        let bar = ProgressBar(settings.label, total: Double(total), unit: "it", enabled: settings.progress, initial: Double(startStep))
+        var losses: [Double] = []
+        var lastStepTime = Date()
+        var lastGood: String? = store.list().last?.path
+        while trainer.step < total {
+            if let stop = settings.stopAfter, trainer.step - startStep >= stop { break }
+            let result: StepResult
+            do {
+                result = try trainer.trainStep()
+            } catch let TrainingError.nonFinite(step, what) {
+                let record: JSON = ["step": .int(step + 1), "error": .string("non-finite: \(what)")]
+                try? metrics.append(record)
+                writePlot()
+                let advice = lastGood.map { "the last good checkpoint is \($0) (weights of step \(checkpointStep($0))); lower the learning rate or check the data, then --resume" }
+                    ?? "no checkpoint was written yet"
+                throw TrainingError.nonFinite(step: step, what: "stopped: \(what); \(advice)")
+            }
+            let now = Date()
+            let stepSeconds = now.timeIntervalSince(lastStepTime)
+            lastStepTime = now
+            losses.append(result.loss)
+            let elapsed = elapsedBefore + now.timeIntervalSince(started)
+            try metrics.append([
+                "step": .int(result.step), "loss": .double(result.loss), "lr": .double(result.learningRate),
+                "grad_norm": .double(Double(result.gradientNorm)), "step_s": .double(round(stepSeconds * 1e4) / 1e4),
+                "it_per_s": .double(round(1 / max(stepSeconds, 1e-9) * 1e4) / 1e4), "elapsed_s": .double(round(elapsed * 1e3) / 1e3),
+            ])
+            bar.update(Double(result.step), note: String(format: "loss %.4f lr %.2e", result.loss, result.learningRate))
+            let step = result.step
+            let last = step == total
+            if settings.validateEvery > 0, let validator, step % settings.validateEvery == 0 || last {
+                let dir = settings.output + "/validation"
+                try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+                let (path, numbers) = try validator.validate(step: step, trainer: trainer, directory: dir)
+                var record: JSON = ["step": .int(step), "validation": .string(path)]
+                for (k, v) in numbers.objectPairs ?? [] { record.set(k, v) }
+                try metrics.append(record)
+            }
+            if (settings.checkpointEvery > 0 && step % settings.checkpointEvery == 0) || last {
+                let path = store.path(step: step)
+                try trainer.saveCheckpoint(to: path, extra: ["elapsed_s": .double(elapsed)])
+                lastGood = path
+                store.rotate(keep: max(settings.keep, 1))
+                writePlot()
+            }
+        }
+        let finished = trainer.step >= total
+        if finished {
+            bar.finish()
+            try export()
+            writePlot()
+        }
+        let tail = losses.suffix(max(1, losses.count / 10))
+        return RunSummary(startStep: startStep, endStep: trainer.step, finished: finished,
+                          recentLoss: tail.isEmpty ? nil : tail.reduce(0, +) / Double(tail.count),
+                          model: finished ? modelPath : nil, seconds: Date().timeIntervalSince(started))
+    }
+
+    func checkpointStep(_ path: String) -> Int {
+        store.list().first { $0.path == path }?.step ?? -1
+    }
+
+    /// The newest checkpoint that reads back intact (an older one if the newest is damaged).
+    func restoreNewest() throws -> JSON? {
+        for (_, path) in store.list().reversed() {
+            do {
+                return try trainer.restore(from: path)
+            } catch let e as CheckpointError {
+                log("warning: skipping \(path): \(e)")
+            }
+        }
+        return nil
+    }
+
+    func writePlot() {
+        let points = metrics.records().compactMap { r -> (Int, Double)? in
+            guard let s = r["step"]?.int, let l = r["loss"]?.double else { return nil }
+            return (s, l)
+        }
+        let svg = LossPlot.svg(points, title: "\(settings.label): training loss")
+        try? writeFileAtomically(settings.output + "/loss.svg", Array(svg.utf8))
+    }
+
+    /// The trained network, as a diffusers model folder or a native file.
+    public func export() throws {
+        let config = trainer.target == .controlnet ? trainer.controlnet!.config : trainer.unet.config
+        let ck = Checkpoint(inMemory: [try Component(model: trainer.trainable, config: config)])
+        try ck.write(to: modelPath, format: settings.exportFormat,
+                     options: WriteOptions(dtype: .f32, overwrite: true, progress: false))
+        log("wrote \(modelPath)")
+    }
+}

@@ -1,0 +1,397 @@
+import DGCheckpoint
+import DGDiffusion
+import DGLayers
+import DGModels
+import DGTensor
+import Foundation
+
+/// Which network learns. The other networks are frozen.
+public enum TrainingTarget: String, Sendable {
+    /// DreamBooth-style fine-tuning of the UNet (U^P -> U^S).
+    case unet
+    /// A ControlNet on top of a frozen UNet.
+    case controlnet
+}
+
+public enum TrainingError: Error, CustomStringConvertible {
+    /// A loss or gradient that is NaN or infinite.
+    case nonFinite(step: Int, what: String)
+    case badInput(String)
+    case resume(String)
+
+    public var description: String {
+        switch self {
+        case .nonFinite(let step, let what): return "\(what) at step \(step + 1)"
+        case .badInput(let m), .resume(let m): return m
+        }
+    }
+}
+
+/// Everything that decides the numbers a run produces. Stored in every checkpoint; a resumed
+/// run must agree with it (except where noted), or it would not continue the same trajectory.
+public struct TrainingOptions: Sendable {
+    public var learningRate: Double
+    public var schedule: LRSchedule
+    public var batchSize = 1
+    public var gradientAccumulation = 1
+    /// Global gradient-norm clipping (diffusers' max_grad_norm, 1.0 by default); nil: none.
+    public var maxGradNorm: Float? = 1
+    /// Recompute each UNet/ControlNet block in backward (less memory, ~1.3x the time). Does
+    /// not change the trajectory, so a resumed run may switch it.
+    public var gradientCheckpointing = false
+    public var seed: UInt64 = 0
+    public var adamBeta1: Float = 0.9
+    public var adamBeta2: Float = 0.999
+    public var adamEpsilon: Float = 1e-8
+    public var weightDecay: Float = 1e-2
+    /// Storage type of the frozen networks' weights (f32, or bf16 / f16 to halve them).
+    public var frozenDType: DType = .f32
+
+    public init(learningRate: Double, schedule: LRSchedule) {
+        self.learningRate = learningRate
+        self.schedule = schedule
+    }
+
+    public var totalSteps: Int { schedule.totalSteps }
+
+    public func validate() throws {
+        func bad(_ m: String) -> TrainingError { .badInput(m) }
+        guard learningRate > 0, learningRate.isFinite else { throw bad("the learning rate must be positive, not \(learningRate)") }
+        guard schedule.totalSteps > 0 else { throw bad("the number of steps must be positive, not \(schedule.totalSteps)") }
+        guard schedule.warmupSteps >= 0 else { throw bad("warm-up steps must not be negative") }
+        guard batchSize > 0 else { throw bad("the batch size must be positive, not \(batchSize)") }
+        guard gradientAccumulation > 0 else { throw bad("gradient accumulation must be positive, not \(gradientAccumulation)") }
+        if let m = maxGradNorm, !(m > 0) { throw bad("the clipping norm must be positive, not \(m)") }
+        guard [.f32, .bf16, .f16].contains(frozenDType) else { throw bad("frozen weights can be stored as f32, bf16 or f16, not \(frozenDType.name)") }
+        if schedule.kind == .polynomial && schedule.endLearningRate > learningRate {
+            throw bad("the polynomial schedule's end rate \(schedule.endLearningRate) exceeds the learning rate \(learningRate)")
+        }
+    }
+
+    /// The options as stored in checkpoints (and compared on resume).
+    public var json: JSON {
+        [
+            "learning_rate": .double(learningRate), "lr_scheduler": .string(schedule.kind.rawValue),
+            "lr_warmup_steps": .int(schedule.warmupSteps), "max_train_steps": .int(schedule.totalSteps),
+            "lr_num_cycles": .double(schedule.cycles), "lr_end": .double(schedule.endLearningRate), "lr_power": .double(schedule.power),
+            "train_batch_size": .int(batchSize), "gradient_accumulation_steps": .int(gradientAccumulation),
+            "max_grad_norm": maxGradNorm.map { .double(Double($0)) } ?? .null,
+            "gradient_checkpointing": .bool(gradientCheckpointing), "seed": .string(String(seed)),
+            "adam_beta1": .double(Double(adamBeta1)), "adam_beta2": .double(Double(adamBeta2)),
+            "adam_epsilon": .double(Double(adamEpsilon)), "adam_weight_decay": .double(Double(weightDecay)),
+            "frozen_dtype": .string(frozenDType.name),
+        ]
+    }
+
+    /// The differences with a checkpoint's options that would change the trajectory.
+    public func conflicts(with stored: JSON) -> [String] {
+        var free: Set<String> = ["gradient_checkpointing"]
+        if !schedule.dependsOnTotal { free.insert("max_train_steps") }
+        var out: [String] = []
+        for (key, value) in json.objectPairs ?? [] where !free.contains(key) {
+            let old = stored[key] ?? .null
+            if old != value { out.append("\(key) \(old.compact) -> \(value.compact)") }
+        }
+        return out
+    }
+}
+
+/// One optimizer update's numbers.
+public struct StepResult: Sendable {
+    /// Optimizer updates done after this one (1-based step number).
+    public var step: Int
+    /// Mean loss over the accumulated micro-batches.
+    public var loss: Double
+    public var learningRate: Double
+    /// Global gradient norm before clipping.
+    public var gradientNorm: Float
+}
+
+/// The training loop of diffusers' train_controlnet.py / train_dreambooth.py, one optimizer
+/// update at a time: latents from the frozen VAE's sampled posterior x scaling_factor,
+/// Gaussian noise, timesteps uniform in [0, T), noisy latents by the forward process, the
+/// (ControlNet-steered) UNet's noise prediction, MSE against the noise (epsilon objective),
+/// backward (divided by the accumulation count), clipping, AdamW, the learning-rate schedule.
+///
+/// Randomness is counter-based: the noise, posterior sample and timestep of the run's sample
+/// s are pure functions of (seed, s). Together with a deterministic batch source and
+/// deterministic kernels, the weights after step k depend only on the options and the data,
+/// not on how many times the run was stopped and resumed.
+public final class DiffusionTrainer {
+    public let target: TrainingTarget
+    public let options: TrainingOptions
+    public let unet: UNet2DConditionModel
+    public let controlnet: ControlNetModel?
+    public let vae: AutoencoderKL
+    public let textEncoder: CLIPTextModel
+    public let tokenizer: CLIPTokenizer
+    public let noiseSchedule: NoiseSchedule
+    public let source: TrainingBatchSource
+    public let optimizer: AdamW
+    /// Optimizer updates done.
+    public private(set) var step = 0
+    /// The network that learns (the ControlNet, or the UNet).
+    public var trainable: Module { controlnet ?? unet }
+    let trainableParameters: [(name: String, parameter: Parameter)]
+    private var textCache: [String: Tensor] = [:]
+
+    /// Builds the trainer: freezes the other networks (no gradients, optionally 16-bit
+    /// storage), and prepares AdamW over the trainable network's parameters.
+    public init(target: TrainingTarget, unet: UNet2DConditionModel, controlnet: ControlNetModel?, vae: AutoencoderKL,
+                textEncoder: CLIPTextModel, tokenizer: CLIPTokenizer, noiseSchedule: NoiseSchedule,
+                source: TrainingBatchSource, options: TrainingOptions) throws {
+        try options.validate()
+        if target == .controlnet && controlnet == nil { throw TrainingError.badInput("ControlNet training needs a ControlNet") }
+        self.target = target
+        self.options = options
+        self.unet = unet
+        self.controlnet = target == .controlnet ? controlnet : nil
+        self.vae = vae
+        self.textEncoder = textEncoder
+        self.tokenizer = tokenizer
+        self.noiseSchedule = noiseSchedule
+        self.source = source
+        var frozen: [Module] = [vae, textEncoder]
+        if target == .controlnet { frozen.append(unet) }
+        for m in frozen { freeze(m, storage: options.frozenDType) }
+        let trainable: Module = target == .controlnet ? controlnet! : unet
+        trainableParameters = trainable.namedParameters()
+        for (name, p) in trainableParameters {
+            guard let v = p.value else { throw TrainingError.badInput("trainable parameter \(name) has no value") }
+            // Trainable weights are updated in place in float32.
+            if v.dtype != .f32 { p.value = v.converted(to: .f32) }
+            p.requiresGrad = true
+            p.grad = nil
+        }
+        optimizer = AdamW(trainableParameters.map(\.parameter), learningRate: Float(options.learningRate),
+                          beta1: options.adamBeta1, beta2: options.adamBeta2, eps: options.adamEpsilon,
+                          weightDecay: options.weightDecay)
+    }
+
+    /// The rate the next update uses.
+    public var currentLearningRate: Double { options.schedule.learningRate(step: step, base: options.learningRate) }
+
+    /// One optimizer update over `gradientAccumulation` micro-batches. On a non-finite loss or
+    /// gradient it throws before touching the weights; the trainer should then be discarded
+    /// (its data source has moved on) and the run resumed from a checkpoint if at all.
+    @discardableResult
+    public func trainStep() throws -> StepResult {
+        let lr = currentLearningRate
+        let (loss, norm) = try accumulateGradients()
+        optimizer.learningRate = Float(lr)
+        optimizer.update()
+        optimizer.zeroGrad()
+        step += 1
+        return StepResult(step: step, loss: loss, learningRate: lr, gradientNorm: norm)
+    }
+
+    /// The gradient phase of an update: forward and backward of every micro-batch, then
+    /// clipping. Returns the mean loss and the norm before clipping.
+    func accumulateGradients() throws -> (loss: Double, norm: Float) {
+        let accumulation = options.gradientAccumulation
+        var lossSum = 0.0
+        for a in 0..<accumulation {
+            let batch = try source.next(options.batchSize)
+            let firstSample = (step * accumulation + a) * options.batchSize
+            let loss = try microStep(batch, firstSample: firstSample, scale: 1 / Float(accumulation))
+            guard loss.isFinite else {
+                optimizer.zeroGrad()
+                throw TrainingError.nonFinite(step: step, what: "the loss is \(loss)")
+            }
+            lossSum += Double(loss)
+        }
+        let norm = clipGradientNorm(optimizer.parameters, maxNorm: options.maxGradNorm ?? .infinity)
+        guard norm.isFinite else {
+            optimizer.zeroGrad()
+            throw TrainingError.nonFinite(step: step, what: "the gradient norm is \(norm)")
+        }
+        return (lossSum / Double(accumulation), norm)
+    }
+
+    /// The diffusion inputs of a batch: noisy latents, the noise, the timesteps. Sample s of the
+    /// run (counting every sample of every micro-batch) draws its posterior sample, noise and
+    /// timestep from streams keyed by s, so they do not depend on how samples are grouped
+    /// into batches or on where a run was resumed.
+    public func diffusionInputs(_ pixels: Tensor, firstSample: Int) -> (noisy: Tensor, noise: Tensor, timesteps: [Int]) {
+        Autograd.noGrad {
+            let posterior = DiagonalGaussian(moments: vae.encodeMoments(Var(pixels)).value)
+            let shape = posterior.mean.shape
+            let per = posterior.mean.count / shape[0]
+            let seed = options.seed
+            var sampleNoise: [Float] = [], noise: [Float] = [], timesteps: [Int] = []
+            for b in 0..<shape[0] {
+                let s = UInt64(firstSample + b)
+                sampleNoise += RandomStream(seed: seed, 1, s).normals(per)
+                noise += RandomStream(seed: seed, 2, s).normals(per)
+                timesteps += RandomStream(seed: seed, 3, s).integers(1, below: noiseSchedule.trainTimesteps)
+            }
+            let latents = Kernels.scale(posterior.sample(noise: Tensor(shape: shape, floats: sampleNoise)), vae.scaling_factor)
+            let eps = Tensor(shape: shape, floats: noise)
+            return (noiseSchedule.addNoise(latents, noise: eps, timesteps: timesteps), eps, timesteps)
+        }
+    }
+
+    /// Forward and backward of one micro-batch (gradients accumulate into the trainable
+    /// parameters, scaled by `scale`); returns the unscaled loss.
+    func microStep(_ batch: TrainingBatch, firstSample: Int, scale: Float) throws -> Float {
+        try check(batch)
+        let loss = lossGraph(batch, firstSample: firstSample)
+        let value = loss.value.floats[0]
+        // A non-finite loss would only spread NaN through every gradient: stop before backward.
+        guard value.isFinite else { return value }
+        Autograd.backward(scale == 1 ? loss : loss * scale)
+        return value
+    }
+
+    func lossGraph(_ batch: TrainingBatch, firstSample: Int) -> Var {
+        let gc = options.gradientCheckpointing
+        let text = Var(encode(batch.captions))
+        let (noisy, noise, t) = diffusionInputs(batch.pixels, firstSample: firstSample)
+        let timesteps = t.map(Float.init)
+        let sample = Var(noisy)
+        var control: ControlResiduals?
+        if let controlnet, let condition = batch.condition {
+            control = controlnet(sample, timesteps: timesteps, text: text, condition: Var(condition), checkpoint: gc)
+        }
+        let prediction = unet(sample, timesteps: timesteps, text: text, control: control, checkpoint: gc)
+        return mseLoss(prediction, Var(noise))
+    }
+
+    /// The loss on `batch` with the noise of samples `firstSample...`, without training:
+    /// a fixed yardstick (held-out batch, fixed noise) for comparing weights.
+    public func evaluateLoss(_ batch: TrainingBatch, firstSample: Int) throws -> Double {
+        try check(batch)
+        return Double(Autograd.noGrad { lossGraph(batch, firstSample: firstSample) }.value.floats[0])
+    }
+
+    func check(_ batch: TrainingBatch) throws {
+        let s = batch.pixels.shape
+        guard s.count == 4, s[0] > 0, s[1] == vae.in_channels else {
+            throw TrainingError.badInput("the data gives pixel batches of shape \(s), expected [B, \(vae.in_channels), H, W]")
+        }
+        let multiple = 8 << unet.num_upsamplers
+        guard s[2] % multiple == 0, s[3] % multiple == 0 else {
+            throw TrainingError.badInput("images of \(s[3])x\(s[2]) pixels: both sides must be multiples of \(multiple) for this UNet")
+        }
+        guard batch.captions.count == s[0] else { throw TrainingError.badInput("the data gives \(batch.captions.count) captions for \(s[0]) images") }
+        if let controlnet {
+            guard let c = batch.condition else { throw TrainingError.badInput("ControlNet training needs label maps, the data gives none") }
+            guard c.shape == [s[0], controlnet.conditioning_channels, s[2], s[3]] else {
+                throw TrainingError.badInput("the condition has shape \(c.shape), expected [\(s[0]), \(controlnet.conditioning_channels), \(s[2]), \(s[3])]")
+            }
+        }
+    }
+
+    /// Text features of the captions; a caption's features are computed once (the encoder is frozen).
+    func encode(_ captions: [String]) -> Tensor {
+        let rows = captions.map { caption -> Tensor in
+            if let hit = textCache[caption] { return hit }
+            let t = encodePrompts([caption], tokenizer: tokenizer, textEncoder: textEncoder)
+            if textCache.count >= 4096 { textCache.removeAll() }
+            textCache[caption] = t
+            return t
+        }
+        return rows.count == 1 ? rows[0] : Kernels.concat(rows, axis: 0)
+    }
+
+    // MARK: checkpoints
+
+    /// Writes everything needed to continue exactly from here into one native file,
+    /// atomically: the trainable weights (a component loadable as a model), the AdamW moments,
+    /// and `training_state.json` (step, options, data-source state, `extra`).
+    public func saveCheckpoint(to path: String, extra: JSON = .object([])) throws {
+        let name = target.rawValue
+        let model = trainable
+        let config = target == .controlnet ? controlnet!.config : unet.config
+        let w = try NativeWriter(path: path, kind: "training-checkpoint")
+        do {
+            var state: JSON = [
+                "format": "dginstyle-training-checkpoint", "version": 1, "target": .string(name),
+                "step": .int(step), "optimizer_step": .int(optimizer.step), "options": options.json,
+                "data": source.identity, "data_state": source.saveState(),
+            ]
+            for (k, v) in extra.objectPairs ?? [] { state.set(k, v) }
+            try w.addFile("training_state.json", Array((state.pretty + "\n").utf8))
+            try w.addFile(name + "/config.json", Array((config.pretty + "\n").utf8))
+            w.addComponent(name, className: target == .controlnet ? "ControlNetModel" : "UNet2DConditionModel")
+            for (pname, p) in model.namedParameters() {
+                let t = p.value!.contiguous()
+                try t.withRawBytes { try w.addTensor(component: name, entry: TensorEntry(name: pname, dtype: t.dtype, shape: t.shape), bytes: $0) }
+            }
+            w.addComponent("optimizer", className: "AdamW")
+            for (i, (pname, _)) in trainableParameters.enumerated() {
+                for (label, moment) in [("exp_avg", optimizer.firstMoments[i]), ("exp_avg_sq", optimizer.secondMoments[i])] {
+                    guard let m = moment?.contiguous() else { continue }
+                    try m.withRawBytes {
+                        try w.addTensor(component: "optimizer", entry: TensorEntry(name: label + "." + pname, dtype: m.dtype, shape: m.shape), bytes: $0)
+                    }
+                }
+            }
+            try w.finish()
+        } catch {
+            w.abort()
+            throw error
+        }
+    }
+
+    /// Restores a checkpoint written by `saveCheckpoint`; returns its training state. Checks
+    /// that the options and the data agree with it first, and changes nothing unless all of
+    /// the checkpoint reads back intact.
+    @discardableResult
+    public func restore(from path: String) throws -> JSON {
+        let file = try NativeFile(path: path)
+        let state: JSON
+        do { state = try JSON.parse(bytes: try file.file("training_state.json")) } catch let e as CheckpointError { throw e } catch {
+            throw CheckpointError(path, "training_state.json: \(error)")
+        }
+        guard state["format"]?.string == "dginstyle-training-checkpoint" else { throw CheckpointError(path, "is not a training checkpoint") }
+        guard state["target"]?.string == target.rawValue else {
+            throw TrainingError.resume("\(path) is a checkpoint of \(state["target"]?.string ?? "?") training, not \(target.rawValue)")
+        }
+        let conflicts = options.conflicts(with: state["options"] ?? .null)
+        if !conflicts.isEmpty {
+            throw TrainingError.resume("\(path) was made with other settings (\(conflicts.joined(separator: ", "))); resume with the same ones or start a new run")
+        }
+        if let data = state["data"], data != source.identity {
+            throw TrainingError.resume("\(path) was made on other data (\(data.compact)); this run reads \(source.identity.compact)")
+        }
+        guard let savedStep = state["step"]?.int, let optimizerStep = state["optimizer_step"]?.int else {
+            throw CheckpointError(path, "training_state.json has no step")
+        }
+        let weights = file.source(target.rawValue)
+        let problems = compareToModel(weights.entries, trainable)
+        guard problems.isEmpty else { throw CheckpointError(path, "does not fit the model: \(problems.prefix(4).joined(separator: "; "))") }
+        let moments = file.source("optimizer")
+        let byName = Dictionary(uniqueKeysWithValues: moments.entries.map { ($0.name, $0) })
+        var values: [Tensor] = [], first: [Tensor?] = [], second: [Tensor?] = []
+        for (name, p) in trainableParameters {
+            values.append(try weights.tensor(name).converted(to: .f32).copied())
+            for (label, list) in [("exp_avg", 0), ("exp_avg_sq", 1)] {
+                var m: Tensor?
+                if let e = byName[label + "." + name] {
+                    guard e.shape == p.shape, e.dtype == .f32 else { throw CheckpointError(path, "optimizer state \(e.name) has shape \(e.shape) \(e.dtype.name)") }
+                    m = try moments.tensor(e.name).copied()
+                }
+                if list == 0 { first.append(m) } else { second.append(m) }
+            }
+        }
+        try source.restoreState(state["data_state"] ?? .null)
+        for ((_, p), v) in zip(trainableParameters, values) {
+            p.value = v
+            p.grad = nil
+        }
+        optimizer.restore(step: optimizerStep, first: first, second: second)
+        step = savedStep
+        return state
+    }
+}
+
+/// Freezes a network: no gradients, and weights stored as `storage` (16-bit types are widened
+/// to float32 at each use; see `Parameter.v`).
+public func freeze(_ model: Module, storage: DType = .f32) {
+    for (_, p) in model.namedParameters() {
+        p.requiresGrad = false
+        p.grad = nil
+        if let v = p.value, v.dtype != storage, v.dtype.isFloatingPoint { p.value = v.converted(to: storage) }
+    }
+}
