@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import DGTensor
+import CBLAS
 
 /// Rough timings of the kernels at Stable Diffusion 1.5 sizes (512x512 image, 64x64 latent).
 /// Skipped unless DGINSTYLE_BENCH is set: `DGINSTYLE_BENCH=1 swift test -c release -Xswiftc -enable-testing --filter KernelBenchmarks`.
@@ -38,7 +39,12 @@ final class KernelBenchmarks: XCTestCase {
 
     func testBenchmarks() throws {
         try XCTSkipIf(ProcessInfo.processInfo.environment["DGINSTYLE_BENCH"] == nil, "set DGINSTYLE_BENCH=1 to run")
-        print("threads: \(Parallel.threads)")
+        let savedBudget = Kernels.columnBudget
+        defer { Kernels.columnBudget = savedBudget }
+        if let budget = ProcessInfo.processInfo.environment["DGINSTYLE_COLUMN_BUDGET"].flatMap(Int.init) {
+            Kernels.columnBudget = budget
+        }
+        print("threads: \(Parallel.threads), OpenBLAS threads \(openblas_get_num_threads()), column budget \(Kernels.columnBudget)")
         for (c, hw, k, n) in [(320, 64, 3, 1), (640, 32, 3, 1), (1280, 16, 3, 1), (1280, 8, 3, 1), (1280, 8, 3, 2),
                               (320, 64, 1, 1), (128, 256, 3, 1)] {
             let x = randomTensor([n, c, hw, hw]), w = randomTensor([c, c, k, k]), b = randomTensor([c])

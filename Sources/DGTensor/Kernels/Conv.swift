@@ -15,7 +15,7 @@ import Foundation
 ///   sgemm is wide enough to run at full speed; results go through a small packed buffer.
 extension Kernels {
     /// Upper bound, in bytes, for one im2col buffer (at least one output row is always used).
-    nonisolated(unsafe) static var columnBudget = 24 << 20
+    nonisolated(unsafe) static var columnBudget = 16 << 20
 
     struct ConvGeometry {
         let n, cin, h, w, cout, kh, kw, stride, padding, hout, wout: Int
