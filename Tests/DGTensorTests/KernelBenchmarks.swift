@@ -32,7 +32,7 @@ final class KernelBenchmarks: XCTestCase {
     let benchmarkFilter = ProcessInfo.processInfo.environment["DGINSTYLE_BENCH_FILTER"]
 
     func randomTensor(_ shape: [Int]) -> Tensor {
-        var rng = SplitMix64(state: 7)
+        var rng = KernelRNG(state: 7)
         let n = shape.reduce(1, *)
         return Tensor(shape: shape, floats: (0..<n).map { _ in Float.random(in: -1...1, using: &rng) })
     }
@@ -53,6 +53,12 @@ final class KernelBenchmarks: XCTestCase {
             time("conv \(c)->\(c) \(k)x\(k) at \(n)x\(hw)x\(hw) fwd", flops: flops) { y = Kernels.conv2d(x, w, b, stride: 1, padding: k / 2) }
             time("conv \(c)->\(c) \(k)x\(k) at \(n)x\(hw)x\(hw) bwd (dx, dw, db)", flops: 2 * flops) {
                 _ = Kernels.conv2dBackward(y, x: x, w: w, stride: 1, padding: k / 2, needInput: true, needWeight: true, needBias: true)
+            }
+            time("conv \(c)->\(c) \(k)x\(k) at \(n)x\(hw)x\(hw) bwd dx only", flops: flops) {
+                _ = Kernels.conv2dBackward(y, x: x, w: w, stride: 1, padding: k / 2, needInput: true, needWeight: false, needBias: false)
+            }
+            time("conv \(c)->\(c) \(k)x\(k) at \(n)x\(hw)x\(hw) bwd dw only", flops: flops) {
+                _ = Kernels.conv2dBackward(y, x: x, w: w, stride: 1, padding: k / 2, needInput: false, needWeight: true, needBias: false)
             }
         }
         do {

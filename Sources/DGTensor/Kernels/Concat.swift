@@ -15,13 +15,13 @@ extension Kernels {
         let out = Tensor(zeros: shape)
         let outer = shape[..<ax].reduce(1, *), inner = shape[(ax + 1)...].reduce(1, *)
         let rowOut = shape[ax] * inner
-        let op = out.floatPointer
+        let op = pointer(out)
         var start = 0
         for t in xs {
-            let tc = t.f32Contiguous
+            let tc = f32(t)
             let rowIn = t.shape[ax] * inner
             withExtendedLifetime(tc) {
-                let tp = tc.floatPointer, s = start
+                let tp = pointer(tc), s = start
                 Parallel.forEach(outer, minimumChunk: grain(rowIn, work: 65536)) { r in
                     for o in r { (op + o * rowOut + s).update(from: tp + o * rowIn, count: rowIn) }
                 }
@@ -39,18 +39,18 @@ extension Kernels {
         var start = 0
         return sizes.map { n in
             defer { start += n }
-            return x.slice(axis: ax, start..<(start + n)).f32Contiguous.copied()
+            return freshCopy(f32(x.slice(axis: ax, start..<(start + n))))
         }
     }
 }
 
-extension Tensor {
-    /// A fresh contiguous copy that shares no storage with self.
-    func copied() -> Tensor {
-        let c = contiguous()
-        if c.storage !== storage { return c }
-        let out = Tensor(zeros: shape, dtype: dtype)
-        withExtendedLifetime(c) { out.rawPointer.copyMemory(from: c.rawPointer, byteCount: byteCount) }
+extension Kernels {
+    /// A contiguous copy of `t` that shares no storage with it.
+    static func freshCopy(_ t: Tensor) -> Tensor {
+        let c = t.contiguous()
+        if c.storage !== t.storage { return c }
+        let out = Tensor(zeros: t.shape, dtype: t.dtype)
+        withExtendedLifetime(c) { out.rawPointer.copyMemory(from: c.rawPointer, byteCount: c.byteCount) }
         return out
     }
 }
