@@ -211,8 +211,8 @@ extension Bench {
     }
 }
 
-/// Normal-ish values (sum of four uniforms) with the spread of initialised weights; chunks are
-/// seeded by position, so the result does not depend on the thread count.
+/// Normal-ish values (sum of four uniforms) with the spread of initialised weights, from
+/// counter-based SplitMix64 streams (one per 64 Ki block): independent of the thread count.
 func randomWeights(_ shape: [Int], seed: UInt64, std: Float = 0.02) -> Tensor {
     let t = Tensor(zeros: shape)
     let n = t.count
@@ -221,13 +221,10 @@ func randomWeights(_ shape: [Int], seed: UInt64, std: Float = 0.02) -> Tensor {
         let base = out.baseAddress!
         Parallel.forEach((n + chunk - 1) / chunk, minimumChunk: 4) { blocks in
             for b in blocks {
-                var s = (seed &* 0x9E37_79B9_7F4A_7C15) ^ (UInt64(b) &+ 1) &* 0xBF58_476D_1CE4_E5B9
+                var rng = SplitMix64(seed: SplitMix64.mix(seed) ^ UInt64(b))
                 for i in (b * chunk)..<min(n, (b + 1) * chunk) {
                     var acc: Float = 0
-                    for _ in 0..<4 {
-                        s ^= s << 13; s ^= s >> 7; s ^= s << 17
-                        acc += Float(s >> 40) * (1.0 / Float(1 << 24))
-                    }
+                    for _ in 0..<4 { acc += Float(rng.next() >> 40) * (1.0 / Float(1 << 24)) }
                     base[i] = (acc - 2) * std * 1.7320508
                 }
             }

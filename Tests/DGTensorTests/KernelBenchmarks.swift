@@ -32,7 +32,7 @@ final class KernelBenchmarks: XCTestCase {
     let benchmarkFilter = ProcessInfo.processInfo.environment["DGINSTYLE_BENCH_FILTER"]
 
     func randomTensor(_ shape: [Int]) -> Tensor {
-        var rng = KernelRNG(state: 7)
+        var rng = SplitMix64(seed: 7)
         let n = shape.reduce(1, *)
         return Tensor(shape: shape, floats: (0..<n).map { _ in Float.random(in: -1...1, using: &rng) })
     }

@@ -16,16 +16,6 @@ import XCTest
 
 // MARK: - Helpers
 
-struct KernelRNG: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// A random tensor and the same values (exactly) in Double.
 struct KernelSample {
@@ -35,7 +25,7 @@ struct KernelSample {
 }
 
 final class KernelTests: XCTestCase {
-    var rng = KernelRNG(state: 12345)
+    var rng = SplitMix64(seed: 12345)
 
     func random(_ shape: [Int], scale: Double = 1, offset: Double = 0) -> KernelSample {
         let n = shape.reduce(1, *)
