@@ -53,6 +53,11 @@ extension Checkpoint {
         let total = selected.reduce(0) { $0 + $1.source.entries.reduce(0) { $0 + outputEntry($1, options).byteCount } }
         let progress = ProgressBar("convert", total: Double(total), unit: "B", enabled: options.progress)
         defer { progress.finish() }
+        // Streaming: each buffer is used once, so none is kept for reuse (peak memory stays
+        // near the largest tensor).
+        let pooled = BlockPool.shared.capacity
+        BlockPool.shared.capacity = 0
+        defer { BlockPool.shared.capacity = pooled }
         switch format {
         case .native: try writeNative(destination, selected, options, progress)
         case .safetensors: try writeSafeTensors(destination, selected[0], options, progress)

@@ -44,15 +44,9 @@ extension Module {
     }
 }
 
-/// A small counter-based generator (SplitMix64): value i of stream (seed, stream) is a pure
-/// function of the three, so initialisation is the same on any thread count.
-@inline(__always)
-func splitmix(_ x: UInt64) -> UInt64 {
-    var z = x &+ 0x9E37_79B9_7F4A_7C15
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-}
+// Each parameter draws from its own counter-based SplitMix64 stream: value i of stream
+// (seed, stream) does not depend on thread count or visiting order.
+private func splitmix(_ x: UInt64) -> UInt64 { SplitMix64.mix(x) }
 
 func uniform(_ shape: [Int], _ bound: Float, _ seed: UInt64, _ stream: UInt64) -> Tensor {
     let base = splitmix(seed ^ splitmix(stream))

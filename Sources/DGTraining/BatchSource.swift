@@ -78,13 +78,14 @@ public final class InMemoryBatchSource: TrainingBatchSource {
         return TrainingBatch(pixels: pixels, condition: condition, captions: picked.map(\.caption))
     }
 
-    public func saveState() -> JSON { ["rng": .string(rng.stateString)] }
+    // As text: JSON numbers cannot hold every UInt64 exactly.
+    public func saveState() -> JSON { ["rng": .string(String(rng.state, radix: 16))] }
 
     public func restoreState(_ state: JSON) throws {
-        guard let s = state["rng"]?.string, let r = SplitMix64(stateString: s) else {
+        guard let s = state["rng"]?.string, let r = UInt64(s, radix: 16) else {
             throw TrainingError.resume("the checkpoint's data-source state is not an in-memory source's")
         }
-        rng = r
+        rng = SplitMix64(seed: r)
     }
 
     public var identity: JSON {

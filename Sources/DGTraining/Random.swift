@@ -1,13 +1,8 @@
+import DGTensor
 import Foundation
 
-/// SplitMix64's output function: a good 64-bit mix of a counter.
 @inline(__always)
-func mix64(_ x: UInt64) -> UInt64 {
-    var z = x &+ 0x9E37_79B9_7F4A_7C15
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-}
+func mix64(_ x: UInt64) -> UInt64 { SplitMix64.mix(x) }
 
 /// Counter-based random numbers: value i of the stream (seed, keys...) is a pure function of
 /// them. Training draws its noise and timesteps from streams keyed by the micro-step, so a
@@ -46,29 +41,5 @@ public struct RandomStream: Sendable {
     /// `count` integers uniform in 0..<bound (bias below 2^-40 for any bound we use).
     public func integers(_ count: Int, below bound: Int) -> [Int] {
         (0..<count).map { Int((bits($0) >> 11) % UInt64(bound)) }
-    }
-}
-
-/// A small seeded generator whose whole state is one integer, for samplers that must save and
-/// restore their position (SplitMix64).
-struct SplitMix64: RandomNumberGenerator, Sendable, Equatable {
-    public var state: UInt64
-
-    public init(seed: UInt64) { state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// The state as text (JSON numbers cannot hold every UInt64 exactly).
-    public var stateString: String { String(state, radix: 16) }
-
-    public init?(stateString: String) {
-        guard let s = UInt64(stateString, radix: 16) else { return nil }
-        state = s
     }
 }

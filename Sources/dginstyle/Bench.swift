@@ -1,15 +1,122 @@
 import ArgumentParser
 import DGCheckpoint
+import DGAutograd
 import DGTensor
+import DGModels
 import Foundation
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks and the inputs they need (see docs/PERFORMANCE.md).",
-        subcommands: [MakeCheckpoint.self, Compression.self, TrainStep.self])
+        subcommands: [Model.self, MakeCheckpoint.self, Compression.self, TrainStep.self])
 }
 
 extension Bench {
+    /// One model workload at SD 1.5 size with random weights: time per run (median) and the
+    /// process's peak memory. Run one workload per process so peak memory is its own.
+    struct Model: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Time an SD 1.5 workload (random weights): unet, controlnet (+unet), vae-encode, vae-decode, controlnet-train-step.")
+
+        enum Workload: String, ExpressibleByArgument, CaseIterable {
+            case unet, controlnet, vaeEncode = "vae-encode", vaeDecode = "vae-decode", controlnetTrainStep = "controlnet-train-step"
+        }
+
+        @Argument(help: "The workload.")
+        var workload: Workload
+
+        @Option(help: "Image resolution in pixels (latents are 1/8).")
+        var resolution = 512
+
+        @Option(help: "Batch size (2 = classifier-free guidance's [uncond, cond]).")
+        var batch = 1
+
+        @Option(help: "Timed runs (after one warm-up run).")
+        var runs = 3
+
+        @Flag(help: "Gradient checkpointing in the training step.")
+        var checkpointing = false
+
+        @Flag(help: "Print one JSON object.")
+        var json = false
+
+        func run() throws {
+            let t0 = Date()
+            let unetConfig = try JSON.parse(DefaultConfigs.unetText)
+            var setup: () -> Void = {}
+            let latent = resolution / 8
+            let sample = Var(randomWeights([batch, 4, latent, latent], seed: 1, std: 1))
+            let text = Var(randomWeights([batch, 77, 768], seed: 2, std: 1))
+            let timesteps = [Float](repeating: 500, count: batch)
+            var body: () -> Void
+            switch workload {
+            case .unet, .controlnet, .controlnetTrainStep:
+                let unet = try UNet2DConditionModel(config: unetConfig)
+                unet.initializeParameters(seed: 0)
+                if workload == .unet {
+                    body = { _ = Autograd.noGrad { unet(sample, timesteps: timesteps, text: text) } }
+                } else {
+                    let controlnet = try ControlNetModel.initialized(from: unet, conditioningChannels: 20)
+                    let cond = Var(randomWeights([batch, 20, resolution, resolution], seed: 3, std: 1))
+                    if workload == .controlnet {
+                        body = {
+                            _ = Autograd.noGrad {
+                                unet(sample, timesteps: timesteps, text: text,
+                                     control: controlnet(sample, timesteps: timesteps, text: text, condition: cond))
+                            }
+                        }
+                    } else {
+                        for (_, p) in unet.namedParameters() { p.requiresGrad = false }
+                        let trainable = controlnet.namedParameters().map(\.parameter)
+                        let optimizer = AdamW(trainable, learningRate: 1e-5)
+                        let noise = Var(randomWeights(sample.shape, seed: 4, std: 1))
+                        let checkpoint = checkpointing
+                        body = {
+                            let control = controlnet(sample, timesteps: timesteps, text: text, condition: cond, checkpoint: checkpoint)
+                            let loss = mseLoss(unet(sample, timesteps: timesteps, text: text, control: control, checkpoint: checkpoint), noise)
+                            Autograd.backward(loss)
+                            optimizer.update()
+                            optimizer.zeroGrad()
+                        }
+                    }
+                }
+            case .vaeEncode, .vaeDecode:
+                let vae = try AutoencoderKL(config: try JSON.parse(DefaultConfigs.vaeText))
+                vae.initializeParameters(seed: 0)
+                if workload == .vaeEncode {
+                    let image = Var(randomWeights([batch, 3, resolution, resolution], seed: 5, std: 0.5))
+                    body = { _ = Autograd.noGrad { vae.encodeMoments(image) } }
+                } else {
+                    body = { _ = Autograd.noGrad { vae.decode(sample) } }
+                }
+            }
+            setup()
+            let ready = Date().timeIntervalSince(t0)
+            body()  // warm-up: first-touch of weights and buffers
+            var times: [Double] = []
+            for _ in 0..<runs {
+                let t = Date()
+                body()
+                times.append(Date().timeIntervalSince(t))
+            }
+            times.sort()
+            let median = times[times.count / 2]
+            var usage = rusage()
+            getrusage(RUSAGE_SELF.rawValue, &usage)
+            let peakMB = Double(usage.ru_maxrss) / 1024
+            if json {
+                emit(JSON.object([
+                    ("workload", .string(workload.rawValue)), ("resolution", .int(resolution)), ("batch", .int(batch)),
+                    ("checkpointing", .bool(checkpointing)), ("seconds", .double(median)),
+                    ("runs", .array(times.map { .double($0) })), ("peak_rss_mb", .double(peakMB)),
+                    ("threads", .int(Parallel.threads)), ("setup_seconds", .double(ready)),
+                ]).compact)
+            } else {
+                emit("\(workload.rawValue) \(resolution)px batch \(batch)\(checkpointing ? " checkpointed" : ""): median \(String(format: "%.3f", median)) s of \(runs) runs, peak RSS \(Int(peakMB)) MB, \(Parallel.threads) threads (setup \(String(format: "%.1f", ready)) s)")
+            }
+        }
+    }
+
     /// A checkpoint of the right names and shapes with random values: the full SD 1.5 sizes
     /// without downloading SD 1.5.
     struct MakeCheckpoint: ParsableCommand {
@@ -104,8 +211,8 @@ extension Bench {
     }
 }
 
-/// Normal-ish values (sum of four uniforms) with the spread of initialised weights; chunks are
-/// seeded by position, so the result does not depend on the thread count.
+/// Normal-ish values (sum of four uniforms) with the spread of initialised weights, from
+/// counter-based SplitMix64 streams (one per 64 Ki block): independent of the thread count.
 func randomWeights(_ shape: [Int], seed: UInt64, std: Float = 0.02) -> Tensor {
     let t = Tensor(zeros: shape)
     let n = t.count
@@ -114,13 +221,10 @@ func randomWeights(_ shape: [Int], seed: UInt64, std: Float = 0.02) -> Tensor {
         let base = out.baseAddress!
         Parallel.forEach((n + chunk - 1) / chunk, minimumChunk: 4) { blocks in
             for b in blocks {
-                var s = (seed &* 0x9E37_79B9_7F4A_7C15) ^ (UInt64(b) &+ 1) &* 0xBF58_476D_1CE4_E5B9
+                var rng = SplitMix64(seed: SplitMix64.mix(seed) ^ UInt64(b))
                 for i in (b * chunk)..<min(n, (b + 1) * chunk) {
                     var acc: Float = 0
-                    for _ in 0..<4 {
-                        s ^= s << 13; s ^= s >> 7; s ^= s << 17
-                        acc += Float(s >> 40) * (1.0 / Float(1 << 24))
-                    }
+                    for _ in 0..<4 { acc += Float(rng.next() >> 40) * (1.0 / Float(1 << 24)) }
                     base[i] = (acc - 2) * std * 1.7320508
                 }
             }

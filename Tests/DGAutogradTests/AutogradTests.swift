@@ -8,7 +8,7 @@ import DGTensor
 /// (~1e-7 x |loss| / eps) both near 1e-4 relative, so 2e-3 relative to the gradient's norm
 /// separates a correct backward from a wrong one by orders of magnitude.
 final class AutogradTests: XCTestCase {
-    var rng = SeededGenerator(seed: 42)
+    var rng = SplitMix64(seed: 42)
 
     func random(_ shape: [Int], scale: Float = 1) -> Tensor {
         Tensor(shape: shape, floats: (0..<shape.reduce(1, *)).map { _ in Float.random(in: -scale...scale, using: &rng) })
@@ -127,19 +127,6 @@ final class AutogradTests: XCTestCase {
         XCTAssertEqual(w.grad!.floats, gw)
         XCTAssertEqual(b.grad!.floats, gb)
         XCTAssertEqual(ckInput!.floats, plainInput!.floats)
-    }
-}
-
-/// SplitMix64: reproducible test data.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import DGTensor
+import CBLAS
 
 /// Rough timings of the kernels at Stable Diffusion 1.5 sizes (512x512 image, 64x64 latent).
 /// Skipped unless DGINSTYLE_BENCH is set: `DGINSTYLE_BENCH=1 swift test -c release -Xswiftc -enable-testing --filter KernelBenchmarks`.
@@ -31,14 +32,19 @@ final class KernelBenchmarks: XCTestCase {
     let benchmarkFilter = ProcessInfo.processInfo.environment["DGINSTYLE_BENCH_FILTER"]
 
     func randomTensor(_ shape: [Int]) -> Tensor {
-        var rng = SplitMix64(state: 7)
+        var rng = SplitMix64(seed: 7)
         let n = shape.reduce(1, *)
         return Tensor(shape: shape, floats: (0..<n).map { _ in Float.random(in: -1...1, using: &rng) })
     }
 
     func testBenchmarks() throws {
         try XCTSkipIf(ProcessInfo.processInfo.environment["DGINSTYLE_BENCH"] == nil, "set DGINSTYLE_BENCH=1 to run")
-        print("threads: \(Parallel.threads)")
+        let savedBudget = Kernels.columnBudget
+        defer { Kernels.columnBudget = savedBudget }
+        if let budget = ProcessInfo.processInfo.environment["DGINSTYLE_COLUMN_BUDGET"].flatMap(Int.init) {
+            Kernels.columnBudget = budget
+        }
+        print("threads: \(Parallel.threads), OpenBLAS threads \(openblas_get_num_threads()), column budget \(Kernels.columnBudget)")
         for (c, hw, k, n) in [(320, 64, 3, 1), (640, 32, 3, 1), (1280, 16, 3, 1), (1280, 8, 3, 1), (1280, 8, 3, 2),
                               (320, 64, 1, 1), (128, 256, 3, 1)] {
             let x = randomTensor([n, c, hw, hw]), w = randomTensor([c, c, k, k]), b = randomTensor([c])
@@ -47,6 +53,12 @@ final class KernelBenchmarks: XCTestCase {
             time("conv \(c)->\(c) \(k)x\(k) at \(n)x\(hw)x\(hw) fwd", flops: flops) { y = Kernels.conv2d(x, w, b, stride: 1, padding: k / 2) }
             time("conv \(c)->\(c) \(k)x\(k) at \(n)x\(hw)x\(hw) bwd (dx, dw, db)", flops: 2 * flops) {
                 _ = Kernels.conv2dBackward(y, x: x, w: w, stride: 1, padding: k / 2, needInput: true, needWeight: true, needBias: true)
+            }
+            time("conv \(c)->\(c) \(k)x\(k) at \(n)x\(hw)x\(hw) bwd dx only", flops: flops) {
+                _ = Kernels.conv2dBackward(y, x: x, w: w, stride: 1, padding: k / 2, needInput: true, needWeight: false, needBias: false)
+            }
+            time("conv \(c)->\(c) \(k)x\(k) at \(n)x\(hw)x\(hw) bwd dw only", flops: flops) {
+                _ = Kernels.conv2dBackward(y, x: x, w: w, stride: 1, padding: k / 2, needInput: false, needWeight: true, needBias: false)
             }
         }
         do {

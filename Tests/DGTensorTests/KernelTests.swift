@@ -16,31 +16,21 @@ import XCTest
 
 // MARK: - Helpers
 
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// A random tensor and the same values (exactly) in Double.
-struct Sample {
+struct KernelSample {
     let t: Tensor
     let d: [Double]
     var shape: [Int] { t.shape }
 }
 
 final class KernelTests: XCTestCase {
-    var rng = SplitMix64(state: 12345)
+    var rng = SplitMix64(seed: 12345)
 
-    func random(_ shape: [Int], scale: Double = 1, offset: Double = 0) -> Sample {
+    func random(_ shape: [Int], scale: Double = 1, offset: Double = 0) -> KernelSample {
         let n = shape.reduce(1, *)
         let f = (0..<n).map { _ in Float(Double.random(in: -1...1, using: &rng) * scale + offset) }
-        return Sample(t: Tensor(shape: shape, floats: f), d: f.map(Double.init))
+        return KernelSample(t: Tensor(shape: shape, floats: f), d: f.map(Double.init))
     }
 
     func assertClose(_ actual: Tensor, _ expected: [Double], rtol: Double = 1e-5, atol: Double = 1e-6,
@@ -193,7 +183,7 @@ final class KernelTests: XCTestCase {
         for (shape, groups, affine) in cases {
             let x = random(shape, scale: 2, offset: 3)   // a mean well away from 0
             let c = shape[1], w = random([c]), b = random([c])
-            let (wt, bt) = affine ? (w, b) as (Sample?, Sample?) : (nil, nil)
+            let (wt, bt) = affine ? (w, b) as (KernelSample?, KernelSample?) : (nil, nil)
             let eps = 1e-5
             let out = Kernels.groupNorm(x.t, groups: groups, weight: wt?.t, bias: bt?.t, eps: Float(eps))
             let ref = Self.groupNormRef(x.d, shape, groups: groups, wt?.d, bt?.d, eps: eps)
@@ -238,7 +228,7 @@ final class KernelTests: XCTestCase {
         for (shape, affine) in [([3, 4, 10], true), ([5, 33], false), ([2, 1, 7], true)] {
             let d = shape.last!
             let x = random(shape, scale: 3, offset: -2), w = random([d]), b = random([d])
-            let (wt, bt) = affine ? (w, b) as (Sample?, Sample?) : (nil, nil)
+            let (wt, bt) = affine ? (w, b) as (KernelSample?, KernelSample?) : (nil, nil)
             let out = Kernels.layerNorm(x.t, weight: wt?.t, bias: bt?.t, eps: 1e-5)
             assertClose(out.y, Self.layerNormRef(x.d, d, wt?.d, bt?.d, eps: 1e-5), "layerNorm \(shape)")
             XCTAssertEqual(out.mean.count, x.t.count / d)
@@ -307,7 +297,7 @@ final class KernelTests: XCTestCase {
             // Include the far tails and exact zero.
             var values = x.t.floats
             values[0] = 0; values[1] = -30; values[2] = 30; values[3] = -100; values[4] = 100; values[5] = -9
-            x = Sample(t: Tensor(shape: [3, 100], floats: values), d: values.map(Double.init))
+            x = KernelSample(t: Tensor(shape: [3, 100], floats: values), d: values.map(Double.init))
             let y = Kernels.activate(x.t, a)
             let ref = x.d.map { Self.activationRef($0, a) }
             assertClose(y, ref, "\(a)")

@@ -84,3 +84,35 @@ final class TensorTests: XCTestCase {
         XCTAssertThrowsError(try MappedFile(path: path + ".missing"))
     }
 }
+
+final class BlockPoolTests: XCTestCase {
+    func testFreedBlocksAreReusedZeroedAndCapped() {
+        let pool = BlockPool.shared
+        let saved = pool.capacity
+        defer { pool.capacity = saved }
+        pool.drain()
+        pool.capacity = 64 << 20
+        var first: UnsafeMutableRawPointer?
+        do {
+            let t = Tensor(zeros: [1 << 20])  // 4 MB: pooled
+            first = t.storage.base
+            t.withMutableFloats { $0[0] = 42 }
+        }
+        XCTAssertGreaterThan(pool.retainedBytes, 0)
+        let again = Tensor(zeros: [1 << 20])
+        XCTAssertEqual(again.storage.base, first, "a freed block of the same size class is reused")
+        XCTAssertEqual(again.floats[0], 0, "reused memory is zeroed")
+        // Near-equal sizes share a size class (at most 1/8 waste).
+        XCTAssertEqual(BlockPool.sizeClass(4_000_000), BlockPool.sizeClass(4_150_000))
+        XCTAssertLessThanOrEqual(Double(BlockPool.sizeClass(4_000_000)), 4_000_000 * 1.125)
+        // Capacity 0 keeps nothing.
+        pool.capacity = 0
+        XCTAssertEqual(pool.retainedBytes, 0)
+        _ = Tensor(zeros: [1 << 20])
+        XCTAssertEqual(pool.retainedBytes, 0)
+        // Over capacity, the oldest blocks go first.
+        pool.capacity = 10 << 20
+        for _ in 0..<5 { _ = Tensor(zeros: [1 << 20 + Int.random(in: 0..<(1 << 18))]) }
+        XCTAssertLessThanOrEqual(pool.retainedBytes, 10 << 20)
+    }
+}

@@ -46,9 +46,9 @@ extension Kernels {
     }
 
     public static func activate(_ x: Tensor, _ a: Activation) -> Tensor {
-        let xc = x.f32Contiguous, y = Tensor(zeros: x.shape)
+        let xc = f32(x), y = Tensor(zeros: x.shape)
         defer { withExtendedLifetime((xc, y)) {} }
-        let xp = xc.floatPointer, yp = y.floatPointer
+        let xp = pointer(xc), yp = pointer(y)
         Parallel.forEach(x.count, minimumChunk: 8192) { r in
             let (lo, n) = (r.lowerBound, r.count)
             let s = xp + lo, o = yp + lo
@@ -72,9 +72,9 @@ extension Kernels {
 
     public static func activateBackward(_ gy: Tensor, x: Tensor, _ a: Activation) -> Tensor {
         precondition(gy.shape == x.shape, "activateBackward: shapes \(gy.shape) and \(x.shape) differ")
-        let gc = gy.f32Contiguous, xc = x.f32Contiguous, dx = Tensor(zeros: x.shape)
+        let gc = f32(gy), xc = f32(x), dx = Tensor(zeros: x.shape)
         defer { withExtendedLifetime((gc, xc, dx)) {} }
-        let gp = gc.floatPointer, xp = xc.floatPointer, dp = dx.floatPointer
+        let gp = pointer(gc), xp = pointer(xc), dp = pointer(dx)
         Parallel.forEach(x.count, minimumChunk: 8192) { r in
             let (lo, n) = (r.lowerBound, r.count)
             let s = xp + lo, g = gp + lo, o = dp + lo

@@ -33,11 +33,11 @@ extension Kernels {
 
     public static func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, causal: Bool) -> (out: Tensor, logsumexp: Tensor) {
         let s = AttentionShape(q, k, v)
-        let qc = q.f32Contiguous, kc = k.f32Contiguous, vc = v.f32Contiguous
+        let qc = f32(q), kc = f32(k), vc = f32(v)
         let out = Tensor(zeros: [s.b, s.lq, s.dv]), lse = Tensor(zeros: [s.b, s.lq])
         defer { withExtendedLifetime((qc, kc, vc, out, lse)) {} }
-        let qp = qc.floatPointer, kp = kc.floatPointer, vp = vc.floatPointer
-        let op = out.floatPointer, lp = lse.floatPointer
+        let qp = pointer(qc), kp = pointer(kc), vp = pointer(vc)
+        let op = pointer(out), lp = pointer(lse)
         if s.lk == 0 { return (out, lse) }
         let block = Swift.max(1, attentionRows(s.lk))
         let nb = (s.lq + block - 1) / block
@@ -79,18 +79,18 @@ extension Kernels {
         let s = AttentionShape(q, k, v)
         precondition(gOut.shape == [s.b, s.lq, s.dv] && out.shape == gOut.shape && logsumexp.count == s.b * s.lq,
                      "attentionBackward: shapes")
-        let gc = gOut.f32Contiguous, qc = q.f32Contiguous, kc = k.f32Contiguous, vc = v.f32Contiguous
-        let oc = out.f32Contiguous, lc = logsumexp.f32Contiguous
+        let gc = f32(gOut), qc = f32(q), kc = f32(k), vc = f32(v)
+        let oc = f32(out), lc = f32(logsumexp)
         let dq = Tensor(zeros: q.shape), dk = Tensor(zeros: k.shape), dv = Tensor(zeros: v.shape)
         defer { withExtendedLifetime((gc, qc, kc, vc, oc, lc, dq, dk, dv)) {} }
-        let gp = gc.floatPointer, qp = qc.floatPointer, kp = kc.floatPointer, vp = vc.floatPointer
-        let lp = lc.floatPointer, dqp = dq.floatPointer, dkp = dk.floatPointer, dvp = dv.floatPointer
+        let gp = pointer(gc), qp = pointer(qc), kp = pointer(kc), vp = pointer(vc)
+        let lp = pointer(lc), dqp = pointer(dq), dkp = pointer(dk), dvp = pointer(dv)
         if s.lk == 0 || s.lq == 0 { return (dq, dk, dv) }
 
         // delta_i = sum_j dO_ij O_ij: the row term of the softmax backward.
         let delta = UnsafeMutablePointer<Float>.allocate(capacity: s.b * s.lq)
         defer { delta.deallocate() }
-        let op = oc.floatPointer
+        let op = pointer(oc)
         Parallel.forEach(s.b * s.lq, minimumChunk: grain(s.dv)) { r in
             for i in r { delta[i] = Float(dot(gp + i * s.dv, op + i * s.dv, s.dv)) }
         }

@@ -15,13 +15,13 @@ extension Kernels {
         let out = Tensor(zeros: shape)
         let outer = shape[..<ax].reduce(1, *), inner = shape[(ax + 1)...].reduce(1, *)
         let rowOut = shape[ax] * inner
-        let op = out.floatPointer
+        let op = pointer(out)
         var start = 0
         for t in xs {
-            let tc = t.f32Contiguous
+            let tc = f32(t)
             let rowIn = t.shape[ax] * inner
             withExtendedLifetime(tc) {
-                let tp = tc.floatPointer, s = start
+                let tp = pointer(tc), s = start
                 Parallel.forEach(outer, minimumChunk: grain(rowIn, work: 65536)) { r in
                     for o in r { (op + o * rowOut + s).update(from: tp + o * rowIn, count: rowIn) }
                 }
@@ -39,7 +39,8 @@ extension Kernels {
         var start = 0
         return sizes.map { n in
             defer { start += n }
-            return x.slice(axis: ax, start..<(start + n)).f32Contiguous.copied()
+            return f32(x.slice(axis: ax, start..<(start + n))).copied()
         }
     }
 }
+

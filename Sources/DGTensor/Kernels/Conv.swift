@@ -15,7 +15,7 @@ import Foundation
 ///   sgemm is wide enough to run at full speed; results go through a small packed buffer.
 extension Kernels {
     /// Upper bound, in bytes, for one im2col buffer (at least one output row is always used).
-    nonisolated(unsafe) static var columnBudget = 24 << 20
+    nonisolated(unsafe) static var columnBudget = 16 << 20
 
     struct ConvGeometry {
         let n, cin, h, w, cout, kh, kw, stride, padding, hout, wout: Int
@@ -168,15 +168,15 @@ extension Kernels {
 
     public static func conv2d(_ x: Tensor, _ w: Tensor, _ bias: Tensor?, stride: Int, padding: Int) -> Tensor {
         let g = ConvGeometry(x: x.shape, w: w.shape, stride: stride, padding: padding)
-        let xc = x.f32Contiguous, wc = w.f32Contiguous, bc = bias?.f32Contiguous
+        let xc = f32(x), wc = f32(w), bc = bias.map(f32)
         if let bc, bc.count != g.cout { fatalError("conv2d: bias has \(bc.count) values for \(g.cout) channels") }
         let out = Tensor(zeros: [g.n, g.cout, g.hout, g.wout])
         defer { withExtendedLifetime((xc, wc, bc, out)) {} }
         if out.count == 0 { return out }
-        let xp = xc.floatPointer, wp = wc.floatPointer, op = out.floatPointer
+        let xp = pointer(xc), wp = pointer(wc), op = pointer(out)
         let plane = g.plane, inPlane = g.cin * g.h * g.w, outSample = g.cout * plane
         if let bc {
-            let bp = bc.floatPointer
+            let bp = pointer(bc)
             Parallel.forEach(g.n * g.cout, minimumChunk: grain(plane)) { r in
                 for i in r { (op + i * plane).update(repeating: bp[i % g.cout], count: plane) }
             }
@@ -220,18 +220,18 @@ extension Kernels {
         if gy.shape != [g.n, g.cout, g.hout, g.wout] {
             fatalError("conv2dBackward: gradient shape \(gy.shape), expected \([g.n, g.cout, g.hout, g.wout])")
         }
-        let gc = gy.f32Contiguous
-        let xc = needWeight ? x.f32Contiguous : x
-        let wc = needInput ? w.f32Contiguous : w
+        let gc = f32(gy)
+        let xc = needWeight ? f32(x) : x
+        let wc = needInput ? f32(w) : w
         let dx = needInput ? Tensor(zeros: x.shape) : nil
         let dw = needWeight ? Tensor(zeros: w.shape) : nil
         let db = needBias ? Tensor(zeros: [g.cout]) : nil
         defer { withExtendedLifetime((gc, xc, wc, dx, dw, db)) {} }
         if gy.count == 0 { return (dx, dw, db) }
-        let gp = gc.floatPointer, plane = g.plane, inPlane = g.cin * g.h * g.w, outSample = g.cout * plane
+        let gp = pointer(gc), plane = g.plane, inPlane = g.cin * g.h * g.w, outSample = g.cout * plane
 
         if let db {
-            let dbp = db.floatPointer
+            let dbp = pointer(db)
             Parallel.forEach(g.cout, minimumChunk: grain(g.n * plane)) { r in
                 for c in r {
                     var s = 0.0
@@ -242,9 +242,9 @@ extension Kernels {
         }
         if !needInput && !needWeight { return (nil, nil, db) }
 
-        let xp = needWeight ? xc.floatPointer : nil
-        let wp = needInput ? wc.floatPointer : nil
-        let dxp = dx?.floatPointer, dwp = dw?.floatPointer
+        let xp = needWeight ? pointer(xc) : nil
+        let wp = needInput ? pointer(wc) : nil
+        let dxp = dx.map(pointer), dwp = dw.map(pointer)
         if g.isPointwise && g.samplesPerPass == 1 {
             for s in 0..<g.n {
                 let gs = gp + s * outSample

@@ -41,7 +41,7 @@ extension Kernels {
         defer { withExtendedLifetime((ac, bc, out)) {} }
         let count = out.count
         if count == 0 { return out }
-        let ap = ac.floatPointer, bp = bc.floatPointer, op = out.floatPointer
+        let ap = pointer(ac), bp = pointer(bc), op = pointer(out)
 
         // Broadcast strides in the output's rank, then drop size-1 dims and merge contiguous runs.
         let r = shape.count
@@ -110,10 +110,10 @@ extension Kernels {
         for i in 0..<r where target[i] != 1 && target[i] != x.shape[i] {
             fatalError("sumToShape: cannot sum \(x.shape) to \(shape)")
         }
-        let xc = x.f32Contiguous
+        let xc = f32(x)
         let out = Tensor(zeros: shape)
         defer { withExtendedLifetime((xc, out)) {} }
-        let xp = xc.floatPointer, op = out.floatPointer
+        let xp = pointer(xc), op = pointer(out)
         let outCount = out.count
         if x.count == 0 { return out }
 
@@ -195,9 +195,9 @@ extension Kernels {
     }
 
     public static func scale(_ x: Tensor, _ s: Float) -> Tensor {
-        let xc = x.f32Contiguous, out = Tensor(zeros: x.shape)
+        let xc = f32(x), out = Tensor(zeros: x.shape)
         defer { withExtendedLifetime((xc, out)) {} }
-        let xp = xc.floatPointer, op = out.floatPointer
+        let xp = pointer(xc), op = pointer(out)
         Parallel.forEach(x.count, minimumChunk: 65536) { r in
             for i in r { op[i] = xp[i] * s }
         }
@@ -207,9 +207,9 @@ extension Kernels {
     /// a + s b, for tensors of the same shape.
     public static func addScaled(_ a: Tensor, _ b: Tensor, _ s: Float) -> Tensor {
         if a.shape != b.shape { fatalError("addScaled: shapes \(a.shape) and \(b.shape) differ") }
-        let ac = a.f32Contiguous, bc = b.f32Contiguous, out = Tensor(zeros: a.shape)
+        let ac = f32(a), bc = f32(b), out = Tensor(zeros: a.shape)
         defer { withExtendedLifetime((ac, bc, out)) {} }
-        let ap = ac.floatPointer, bp = bc.floatPointer, op = out.floatPointer
+        let ap = pointer(ac), bp = pointer(bc), op = pointer(out)
         Parallel.forEach(a.count, minimumChunk: 65536) { r in
             for i in r { op[i] = ap[i] + s * bp[i] }
         }
@@ -218,9 +218,9 @@ extension Kernels {
 
     /// The sum of all elements (Double accumulation, chunks combined in order).
     public static func sum(_ x: Tensor) -> Double {
-        let xc = x.f32Contiguous
+        let xc = f32(x)
         return withExtendedLifetime(xc) {
-            let p = xc.floatPointer
+            let p = pointer(xc)
             return Parallel.sum(xc.count, minimumChunk: 65536) { r in sum(p + r.lowerBound, r.count) }
         }
     }

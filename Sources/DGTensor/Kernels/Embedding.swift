@@ -28,9 +28,9 @@ extension Kernels {
         let (v, d) = (table.shape[0], table.shape[1])
         let ids = ids(idTensor)
         for id in ids where id < 0 || id >= v { fatalError("embedding: id \(id) outside the vocabulary of \(v)") }
-        let tc = table.f32Contiguous, out = Tensor(zeros: idTensor.shape + [d])
+        let tc = f32(table), out = Tensor(zeros: idTensor.shape + [d])
         defer { withExtendedLifetime((tc, out)) {} }
-        let tp = tc.floatPointer, op = out.floatPointer
+        let tp = pointer(tc), op = pointer(out)
         ids.withUnsafeBufferPointer { ids in
             let ids = ids
             Parallel.forEach(ids.count, minimumChunk: grain(d)) { r in
@@ -47,9 +47,9 @@ extension Kernels {
         let d = gy.shape.last ?? 1
         if gy.count != ids.count * d { fatalError("embeddingBackward: gradient \(gy.shape) does not match ids \(idTensor.shape)") }
         for id in ids where id < 0 || id >= vocabulary { fatalError("embedding: id \(id) outside the vocabulary of \(vocabulary)") }
-        let gc = gy.f32Contiguous, out = Tensor(zeros: [vocabulary, d])
+        let gc = f32(gy), out = Tensor(zeros: [vocabulary, d])
         defer { withExtendedLifetime((gc, out)) {} }
-        let gp = gc.floatPointer, op = out.floatPointer
+        let gp = pointer(gc), op = pointer(out)
         ids.withUnsafeBufferPointer { ids in
             let ids = ids
             Parallel.forEach(d, minimumChunk: grain(ids.count, work: 1 << 20)) { cols in

@@ -13,15 +13,15 @@ public enum Kernels {}
 
 // MARK: - Access
 
-extension Tensor {
-    /// This tensor as a contiguous float32 tensor (itself when it already is one).
+extension Kernels {
+    /// `t` as a contiguous float32 tensor (itself when it already is one).
     @inline(__always)
-    var f32Contiguous: Tensor { dtype == .f32 ? contiguous() : converted(to: .f32) }
+    static func f32(_ t: Tensor) -> Tensor { t.dtype == .f32 ? t.contiguous() : t.converted(to: .f32) }
 
-    /// The first element as a float pointer. Valid only while `storage` lives: callers keep the
+    /// The first element of a float32 tensor. Valid only while its storage lives: callers keep the
     /// tensor alive (`withExtendedLifetime`) for as long as they use the pointer.
     @inline(__always)
-    var floatPointer: UnsafeMutablePointer<Float> { rawPointer.assumingMemoryBound(to: Float.self) }
+    static func pointer(_ t: Tensor) -> UnsafeMutablePointer<Float> { t.rawPointer.assumingMemoryBound(to: Float.self) }
 }
 
 extension Kernels {

@@ -12,13 +12,13 @@ extension Kernels {
         let n = x.shape[0], c = x.shape[1], s = x.shape.dropFirst(2).reduce(1, *)
         if groups < 1 || c % groups != 0 { fatalError("groupNorm: \(c) channels do not split into \(groups) groups") }
         let cg = c / groups, seg = cg * s
-        let xc = x.f32Contiguous, wc = weight?.f32Contiguous, bc = bias?.f32Contiguous
+        let xc = f32(x), wc = weight.map(f32), bc = bias.map(f32)
         if let wc, wc.count != c { fatalError("groupNorm: weight has \(wc.count) values for \(c) channels") }
         if let bc, bc.count != c { fatalError("groupNorm: bias has \(bc.count) values for \(c) channels") }
         let y = Tensor(zeros: x.shape), mean = Tensor(zeros: [n * groups]), rstd = Tensor(zeros: [n * groups])
         defer { withExtendedLifetime((xc, wc, bc, y, mean, rstd)) {} }
-        let xp = xc.floatPointer, yp = y.floatPointer, mp = mean.floatPointer, rp = rstd.floatPointer
-        let wp = wc?.floatPointer, bp = bc?.floatPointer
+        let xp = pointer(xc), yp = pointer(y), mp = pointer(mean), rp = pointer(rstd)
+        let wp = wc.map(pointer), bp = bc.map(pointer)
         Parallel.forEach(n * groups, minimumChunk: grain(2 * seg)) { r in
             for i in r {
                 let xs = xp + i * seg
@@ -45,13 +45,13 @@ extension Kernels {
         let n = x.shape[0], c = x.shape[1], s = x.shape.dropFirst(2).reduce(1, *)
         let cg = c / groups, seg = cg * s
         precondition(gy.shape == x.shape && mean.count == n * groups && rstd.count == n * groups, "groupNormBackward: shapes")
-        let gc = gy.f32Contiguous, xc = x.f32Contiguous, mc = mean.f32Contiguous, rc = rstd.f32Contiguous
-        let wc = weight?.f32Contiguous
+        let gc = f32(gy), xc = f32(x), mc = f32(mean), rc = f32(rstd)
+        let wc = weight.map(f32)
         let dx = Tensor(zeros: x.shape)
         let dw = Tensor(zeros: [c]), db = Tensor(zeros: [c])
         defer { withExtendedLifetime((gc, xc, mc, rc, wc, dx, dw, db)) {} }
-        let gp = gc.floatPointer, xp = xc.floatPointer, mp = mc.floatPointer, rp = rc.floatPointer
-        let wp = wc?.floatPointer, dxp = dx.floatPointer
+        let gp = pointer(gc), xp = pointer(xc), mp = pointer(mc), rp = pointer(rc)
+        let wp = wc.map(pointer), dxp = pointer(dx)
 
         // Per (sample, channel): sum gy and sum gy x.
         var sgy = [Double](repeating: 0, count: n * c), sgyx = sgy
@@ -67,7 +67,7 @@ extension Kernels {
             }
         }
         // Per channel (samples in order): dweight and dbias.
-        let dwp = dw.floatPointer, dbp = db.floatPointer
+        let dwp = pointer(dw), dbp = pointer(db)
         for ch in 0..<c {
             var a = 0.0, b = 0.0
             for b0 in 0..<n {
@@ -117,13 +117,13 @@ extension Kernels {
     /// Normalises over the last dimension. Returns mean and rstd [rows] (rows = count / last dim).
     public static func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float) -> (y: Tensor, mean: Tensor, rstd: Tensor) {
         let d = x.shape.last ?? 1, rows = x.count / Swift.max(1, d)
-        let xc = x.f32Contiguous, wc = weight?.f32Contiguous, bc = bias?.f32Contiguous
+        let xc = f32(x), wc = weight.map(f32), bc = bias.map(f32)
         if let wc, wc.count != d { fatalError("layerNorm: weight has \(wc.count) values for dimension \(d)") }
         if let bc, bc.count != d { fatalError("layerNorm: bias has \(bc.count) values for dimension \(d)") }
         let y = Tensor(zeros: x.shape), mean = Tensor(zeros: [rows]), rstd = Tensor(zeros: [rows])
         defer { withExtendedLifetime((xc, wc, bc, y, mean, rstd)) {} }
-        let xp = xc.floatPointer, yp = y.floatPointer, mp = mean.floatPointer, rp = rstd.floatPointer
-        let wp = wc?.floatPointer, bp = bc?.floatPointer
+        let xp = pointer(xc), yp = pointer(y), mp = pointer(mean), rp = pointer(rstd)
+        let wp = wc.map(pointer), bp = bc.map(pointer)
         Parallel.forEach(rows, minimumChunk: grain(3 * d)) { r in
             for i in r {
                 let xs = xp + i * d, ys = yp + i * d
@@ -146,12 +146,12 @@ extension Kernels {
     public static func layerNormBackward(_ gy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Tensor?) -> (x: Tensor, weight: Tensor?, bias: Tensor?) {
         let d = x.shape.last ?? 1, rows = x.count / Swift.max(1, d)
         precondition(gy.shape == x.shape && mean.count == rows && rstd.count == rows, "layerNormBackward: shapes")
-        let gc = gy.f32Contiguous, xc = x.f32Contiguous, mc = mean.f32Contiguous, rc = rstd.f32Contiguous
-        let wc = weight?.f32Contiguous
+        let gc = f32(gy), xc = f32(x), mc = f32(mean), rc = f32(rstd)
+        let wc = weight.map(f32)
         let dx = Tensor(zeros: x.shape), dw = Tensor(zeros: [d]), db = Tensor(zeros: [d])
         defer { withExtendedLifetime((gc, xc, mc, rc, wc, dx, dw, db)) {} }
-        let gp = gc.floatPointer, xp = xc.floatPointer, mp = mc.floatPointer, rp = rc.floatPointer
-        let wp = wc?.floatPointer, dxp = dx.floatPointer
+        let gp = pointer(gc), xp = pointer(xc), mp = pointer(mc), rp = pointer(rc)
+        let wp = wc.map(pointer), dxp = pointer(dx)
         let parts = Parallel.chunks(rows, minimumChunk: grain(4 * d))
         // Per chunk: partial dweight and dbias (Double), combined in chunk order below.
         var partials = [Double](repeating: 0, count: parts.count * 2 * d)
@@ -178,7 +178,7 @@ extension Kernels {
                 }
             }
         }
-        let dwp = dw.floatPointer, dbp = db.floatPointer
+        let dwp = pointer(dw), dbp = pointer(db)
         for k in 0..<d {
             var a = 0.0, b = 0.0
             for ci in 0..<parts.count { a += partials[ci * 2 * d + k]; b += partials[ci * 2 * d + d + k] }

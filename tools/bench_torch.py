@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""The PyTorch side of tools/bench-vs-torch.sh: the same SD 1.5 workloads as
+`dginstyle bench model` (random weights, same shapes), one per process, printing one JSON
+object: median seconds of N runs after a warm-up, and the process's peak RSS."""
+import argparse, json, pathlib, resource, statistics, sys, time
+
+import torch
+from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+
+root = pathlib.Path(__file__).resolve().parent.parent
+p = argparse.ArgumentParser()
+p.add_argument("workload", choices=["unet", "controlnet", "vae-encode", "vae-decode", "controlnet-train-step"])
+p.add_argument("--resolution", type=int, default=512)
+p.add_argument("--batch", type=int, default=1)
+p.add_argument("--runs", type=int, default=3)
+p.add_argument("--checkpointing", action="store_true")
+a = p.parse_args()
+
+torch.manual_seed(0)
+configs = json.load(open(root / "Tests/Fixtures/sd15-manifest.json"))["configs"]
+clean = lambda c: {k: v for k, v in c.items() if not k.startswith("_")}
+lat = a.resolution // 8
+sample = torch.randn(a.batch, 4, lat, lat)
+text = torch.randn(a.batch, 77, 768)
+t = torch.full((a.batch,), 500)
+t0 = time.time()
+if a.workload in ("unet", "controlnet", "controlnet-train-step"):
+    unet = UNet2DConditionModel(**clean(configs["unet"])).eval()
+    if a.workload == "unet":
+        def body():
+            with torch.no_grad():
+                unet(sample, t, text)
+    else:
+        cn = ControlNetModel.from_unet(unet, conditioning_channels=20)
+        cond = torch.randn(a.batch, 20, a.resolution, a.resolution)
+        if a.workload == "controlnet":
+            def body():
+                with torch.no_grad():
+                    down, mid = cn(sample, t, text, controlnet_cond=cond, return_dict=False)
+                    unet(sample, t, text, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+        else:
+            unet.requires_grad_(False)
+            cn.train()
+            if a.checkpointing:
+                cn.enable_gradient_checkpointing()
+                unet.enable_gradient_checkpointing()
+            opt = torch.optim.AdamW(cn.parameters(), lr=1e-5)
+            noise = torch.randn_like(sample)
+            def body():
+                down, mid = cn(sample, t, text, controlnet_cond=cond, return_dict=False)
+                pred = unet(sample, t, text, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+                loss = torch.nn.functional.mse_loss(pred, noise)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+else:
+    vae = AutoencoderKL(**clean(configs["vae"])).eval()
+    if a.workload == "vae-encode":
+        image = torch.randn(a.batch, 3, a.resolution, a.resolution) * 0.5
+        def body():
+            with torch.no_grad():
+                vae.encode(image)
+    else:
+        def body():
+            with torch.no_grad():
+                vae.decode(sample)
+setup = time.time() - t0
+body()
+times = []
+for _ in range(a.runs):
+    s = time.time()
+    body()
+    times.append(time.time() - s)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"workload": a.workload, "resolution": a.resolution, "batch": a.batch, "checkpointing": a.checkpointing,
+                  "seconds": statistics.median(times), "runs": times, "peak_rss_mb": peak,
+                  "threads": torch.get_num_threads(), "setup_seconds": setup, "torch": torch.__version__}))
