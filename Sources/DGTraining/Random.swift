@@ -5,7 +5,7 @@ import Foundation
 func mix64(_ x: UInt64) -> UInt64 { SplitMix64.mix(x) }
 
 /// Counter-based random numbers: value i of the stream (seed, keys...) is a pure function of
-/// them. Training draws its noise and timesteps from streams keyed by the micro-step, so a
+/// them. Training draws its noise and timesteps from streams keyed by the sample index, so a
 /// resumed run needs no generator state at all to draw exactly what an uninterrupted run draws.
 public struct RandomStream: Sendable {
     let base: UInt64

@@ -83,14 +83,14 @@ public final class TrainingRun {
             } else {
                 log("no checkpoint in \(store.directory): starting from step 0")
             }
-            try metrics.truncate(afterStep: trainer.step)
-        } else {
-            if let last = store.list().last {
-                throw TrainingError.resume("\(settings.output) already holds checkpoints (the newest: step \(last.step)); pass --resume to continue that run, or choose another output folder")
-            }
-            try metrics.truncate(afterStep: 0)
+        } else if let last = store.list().last {
+            throw TrainingError.resume("\(settings.output) already holds checkpoints (the newest: step \(last.step)); pass --resume to continue that run, or choose another output folder")
         }
+        // Records up to the checkpoint's step are its history; later ones (a killed run's
+        // lost steps) are about to be redone. Step 0's validation belongs to no checkpoint.
+        try metrics.truncate(afterStep: trainer.step == 0 ? -1 : trainer.step)
         defer { metrics.close() }
+        if trainer.step == 0 { try validate(step: 0) }
 
         let total = trainer.options.totalSteps
         let startStep = trainer.step
@@ -125,14 +125,7 @@ public final class TrainingRun {
             bar.update(Double(result.step), note: String(format: "loss %.4f lr %.2e", result.loss, result.learningRate))
             let step = result.step
             let last = step == total
-            if settings.validateEvery > 0, let validator, step % settings.validateEvery == 0 || last {
-                let dir = settings.output + "/validation"
-                try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
-                let (path, numbers) = try validator.validate(step: step, trainer: trainer, directory: dir)
-                var record: JSON = ["step": .int(step), "validation": .string(path)]
-                for (k, v) in numbers.objectPairs ?? [] { record.set(k, v) }
-                try metrics.append(record)
-            }
+            if settings.validateEvery > 0, step % settings.validateEvery == 0 || last { try validate(step: step) }
             if (settings.checkpointEvery > 0 && step % settings.checkpointEvery == 0) || last {
                 let path = store.path(step: step)
                 try trainer.saveCheckpoint(to: path, extra: ["elapsed_s": .double(elapsed)])
@@ -151,6 +144,18 @@ public final class TrainingRun {
         return RunSummary(startStep: startStep, endStep: trainer.step, finished: finished,
                           recentLoss: tail.isEmpty ? nil : tail.reduce(0, +) / Double(tail.count),
                           model: finished ? modelPath : nil, seconds: Date().timeIntervalSince(started))
+    }
+
+    /// Validation images of the current weights (step 0: the untrained baseline).
+    func validate(step: Int) throws {
+        guard settings.validateEvery > 0, let validator else { return }
+        let dir = settings.output + "/validation"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let (path, numbers) = try validator.validate(step: step, trainer: trainer, directory: dir)
+        var record: JSON = ["step": .int(step), "validation": .string(URL(fileURLWithPath: path).lastPathComponent)]
+        for (k, v) in numbers.objectPairs ?? [] { record.set(k, v) }
+        try metrics.append(record)
+        log("validation at step \(step): \(path)\(numbers.objectPairs.map { $0.isEmpty ? "" : " " + $0.map { "\($0.0) \($0.1.compact)" }.joined(separator: ", ") } ?? "")")
     }
 
     func checkpointStep(_ path: String) -> Int {

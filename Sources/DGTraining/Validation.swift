@@ -1,0 +1,124 @@
+import DGCheckpoint
+import DGDiffusion
+import DGLayers
+import DGModels
+import DGTensor
+import Foundation
+
+/// How well an image follows a label map: the share of the image's colour variance that the
+/// classes explain (R², "eta squared" of a one-way analysis of variance over classes):
+/// 1 - sum over pixels of |x - mean of its class|² / sum over pixels of |x - mean|².
+/// 1 means every class region is a flat colour of its own; an image unrelated to the mask
+/// scores near 0 (above 0 by chance, more so with few pixels per class). Ignored pixels (255)
+/// are left out. `image` is [1, 3, H, W] (any range), `labels` H x W train ids.
+public func maskAlignment(image: Tensor, labels: [UInt8]) -> Double {
+    let c = image.shape[1], plane = image.shape[2] * image.shape[3]
+    precondition(labels.count == plane, "maskAlignment: \(labels.count) labels for \(plane) pixels")
+    let x = image.floats
+    var sums = [[Double]](repeating: [Double](repeating: 0, count: c), count: 256)
+    var counts = [Double](repeating: 0, count: 256)
+    var total = [Double](repeating: 0, count: c), n = 0.0
+    for p in 0..<plane where labels[p] != 255 {
+        let k = Int(labels[p])
+        counts[k] += 1
+        n += 1
+        for ch in 0..<c {
+            sums[k][ch] += Double(x[ch * plane + p])
+            total[ch] += Double(x[ch * plane + p])
+        }
+    }
+    guard n > 1 else { return 0 }
+    var within = 0.0, all = 0.0
+    for p in 0..<plane where labels[p] != 255 {
+        let k = Int(labels[p])
+        for ch in 0..<c {
+            let v = Double(x[ch * plane + p])
+            within += pow(v - sums[k][ch] / counts[k], 2)
+            all += pow(v - total[ch] / n, 2)
+        }
+    }
+    return all > 0 ? 1 - within / all : 0
+}
+
+/// Train ids (0..<classes, 255 for the last, "ignore" channel) from one-hot maps [N, C, H, W].
+public func labelsFromOneHot(_ condition: Tensor, index: Int) -> [UInt8] {
+    let c = condition.shape[1], plane = condition.shape[2] * condition.shape[3]
+    let v = condition.slice(axis: 0, index..<(index + 1)).contiguous().floats
+    return (0..<plane).map { p in
+        var best = 0
+        for k in 1..<c where v[k * plane + p] > v[best * plane + p] { best = k }
+        return best == c - 1 ? 255 : UInt8(best)
+    }
+}
+
+/// One validation sample rendered: its labels, caption, the source image, and one generated
+/// image per UNet (values in [0, 1], [1, 3, H, W]).
+public struct ValidationRow {
+    public var labels: [UInt8]
+    public var width: Int, height: Int
+    public var caption: String
+    public var source: Tensor
+    public var generated: [(name: String, image: Tensor, alignment: Double)]
+}
+
+/// Validation images with Style Swap: the ControlNet being trained generates each fixed
+/// validation mask twice with the same starting noise — on the UNet it trains with (U^S) and
+/// on the base UNet (U^P), the pairing used at inference — and the mask alignment of each
+/// image is logged, so the metrics show the ControlNet learning to follow masks.
+public final class StyleSwapValidator: TrainingValidator {
+    /// U^P; nil when the run trains on the base UNet itself (then only one image per mask).
+    public let baseUNet: UNet2DConditionModel?
+    public let samples: TrainingBatch
+    public let scheduler: DDIMScheduler
+    public var guidanceScale: Float = 7.5
+    public let seed: UInt64
+    /// Writes the rows as one picture at `path` (the command supplies a PNG writer).
+    public let compose: ([ValidationRow], String) throws -> Void
+
+    public init(baseUNet: UNet2DConditionModel?, samples: TrainingBatch, scheduler: DDIMScheduler, seed: UInt64,
+                compose: @escaping ([ValidationRow], String) throws -> Void) {
+        self.baseUNet = baseUNet
+        self.samples = samples
+        self.scheduler = scheduler
+        self.seed = seed
+        self.compose = compose
+    }
+
+    public func render(trainer: DiffusionTrainer) -> [ValidationRow] {
+        guard let controlnet = trainer.controlnet, let condition = samples.condition else { return [] }
+        let (h, w) = (samples.pixels.shape[2], samples.pixels.shape[3])
+        var unets: [(String, UNet2DConditionModel)] = [("U^S", trainer.unet)]
+        if let baseUNet { unets.append(("U^P", baseUNet)) }
+        return (0..<samples.count).map { i in
+            let cond = condition.slice(axis: 0, i..<(i + 1)).contiguous()
+            let labels = labelsFromOneHot(condition, index: i)
+            let text = encodePrompts(["", samples.captions[i]], tokenizer: trainer.tokenizer, textEncoder: trainer.textEncoder)
+            let shape = [1, trainer.unet.in_channels, h / 8, w / 8]
+            // The same starting noise at every validation: changes come from the weights only.
+            let start = Tensor(shape: shape, floats: RandomStream(seed: seed, 0x7A11, UInt64(i)).normals(shape.reduce(1, *)))
+            var denoiserResults: [(String, Tensor, Double)] = []
+            for (name, unet) in unets {
+                var d = GuidedDenoiser(unet: unet, controlnet: controlnet, scheduler: scheduler)
+                d.guidanceScale = guidanceScale
+                let image = trainer.vae.decodeToImage(d.denoise(start, text: text, condition: cond))
+                denoiserResults.append((name, image, maskAlignment(image: image, labels: labels)))
+            }
+            let source = Tensor(shape: [1, 3, h, w], floats: samples.pixels.slice(axis: 0, i..<(i + 1)).contiguous().floats.map { min(max($0 / 2 + 0.5, 0), 1) })
+            return ValidationRow(labels: labels, width: w, height: h, caption: samples.captions[i], source: source,
+                                 generated: denoiserResults.map { (name: $0.0, image: $0.1, alignment: $0.2) })
+        }
+    }
+
+    public func validate(step: Int, trainer: DiffusionTrainer, directory: String) throws -> (path: String, metrics: JSON) {
+        let rows = render(trainer: trainer)
+        let path = directory + "/" + String(format: "step-%08d.png", step)
+        try compose(rows, path)
+        var metrics: JSON = [:]
+        for name in rows.first?.generated.map(\.name) ?? [] {
+            let scores = rows.compactMap { $0.generated.first { $0.name == name }?.alignment }
+            let key = "mask_alignment_" + name.replacingOccurrences(of: "^", with: "").lowercased()
+            metrics.set(key, .double(scores.reduce(0, +) / Double(max(scores.count, 1))))
+        }
+        return (path, metrics)
+    }
+}

@@ -1,0 +1,60 @@
+import DGCheckpoint
+import DGDiffusion
+import DGLayers
+import DGModels
+import DGTensor
+import Foundation
+import XCTest
+@testable import DGTraining
+
+final class ValidationTests: XCTestCase {
+    func testMaskAlignment() {
+        let labels: [UInt8] = [0, 0, 1, 1, 2, 2, 255, 255]
+        // Each class one flat colour: all variance explained.
+        let flat = Tensor(shape: [1, 3, 2, 4], floats: (0..<3).flatMap { c in labels.map { Float($0 == 255 ? 9 : Int($0) * (c + 1)) } })
+        XCTAssertEqual(maskAlignment(image: flat, labels: labels), 1, accuracy: 1e-12)
+        // Colour independent of class (alternating within every class): none explained.
+        let unrelated = Tensor(shape: [1, 1, 2, 4], floats: [0, 1, 0, 1, 0, 1, 0, 1])
+        XCTAssertEqual(maskAlignment(image: unrelated, labels: labels), 0, accuracy: 1e-12)
+        // Half: class means differ by as much as the spread within classes.
+        let half = Tensor(shape: [1, 1, 1, 4], floats: [0, 2, 2, 4])
+        XCTAssertEqual(maskAlignment(image: half, labels: [0, 0, 1, 1]), 0.5, accuracy: 1e-12)
+    }
+
+    func testLabelsFromOneHot() {
+        let ids: [Float] = [0, 5, 18, 255, 3, 42]
+        let oneHot = SemanticCondition.oneHot(Tensor(shape: [1, 2, 3], floats: ids))
+        XCTAssertEqual(labelsFromOneHot(oneHot, index: 0), [0, 5, 18, 255, 3, 255])
+    }
+
+    /// The validator draws each mask on U^S and U^P from the same noise, logs the mask
+    /// alignment of each, and the run records it (step 0 as the untrained baseline).
+    func testStyleSwapValidationDuringARun() throws {
+        let dir = Tiny.scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (base, schedule) = try Tiny.models()
+        let source = InMemoryBatchSource(Tiny.samples(), seed: 4)
+        let trainer = try Tiny.controlNetTrainer(Tiny.options(steps: 2), source: source, fixtureControlNet: true)
+        var composed: [(String, [ValidationRow])] = []
+        let validator = StyleSwapValidator(baseUNet: base.unet!, samples: try source.validationBatch(2)!,
+                                           scheduler: try DDIMScheduler(schedule, steps: 2), seed: 9) { rows, path in
+            composed.append((path, rows))
+            FileManager.default.createFile(atPath: path, contents: Data([0]))
+        }
+        var s = RunSettings(output: dir)
+        s.validateEvery = 2
+        s.progress = false
+        _ = try TrainingRun(trainer: trainer, settings: s, validator: validator).run()
+        XCTAssertEqual(composed.map { URL(fileURLWithPath: $0.0).lastPathComponent }, ["step-00000000.png", "step-00000002.png"])
+        let rows = composed[0].1
+        XCTAssertEqual(rows.count, 2)
+        XCTAssertEqual(rows[0].generated.map(\.name), ["U^S", "U^P"])
+        XCTAssertEqual(rows[0].generated[0].image.shape, [1, 3, 64, 64])
+        // Here U^S and U^P are the same weights: the same image from the same noise.
+        XCTAssertEqual(rows[0].generated[0].image.floats, rows[0].generated[1].image.floats)
+        let records = MetricsLog(path: dir + "/metrics.jsonl").records().filter { $0["validation"] != nil }
+        XCTAssertEqual(records.compactMap { $0["step"]?.int }, [0, 2])
+        XCTAssertNotNil(records[0]["mask_alignment_us"]?.double)
+        XCTAssertNotNil(records[0]["mask_alignment_up"]?.double)
+    }
+}
