@@ -88,17 +88,33 @@ final class Node {
 public struct Var {
     public let value: Tensor
     let node: Node?
+    /// The 16-bit tensor a constant's float32 `value` was widened from (a frozen weight stored
+    /// in bf16/f16). Ops that need the constant again in backward keep this one instead and
+    /// widen it anew, so the float32 copy lives only for the forward op.
+    public let widenedFrom: Tensor?
 
     /// A constant: no gradient flows into it.
     public init(_ value: Tensor) {
         self.value = value
         node = nil
+        widenedFrom = nil
+    }
+
+    /// A constant stored compactly: `value` is `compact` widened to float32.
+    public init(widening compact: Tensor) {
+        value = compact.dtype == .f32 ? compact : compact.converted(to: .f32)
+        node = nil
+        widenedFrom = compact.dtype == .f32 ? nil : compact
     }
 
     init(_ value: Tensor, node: Node?) {
         self.value = value
         self.node = node
+        widenedFrom = nil
     }
+
+    /// The value to keep for backward: the compact form when there is one.
+    var saved: Tensor { widenedFrom ?? value }
 
     /// A leaf whose gradient is handed to `receive` during backward.
     public static func leaf(_ value: Tensor, receive: @escaping (Tensor) -> Void) -> Var {

@@ -64,13 +64,17 @@ public func silu(_ x: Var) -> Var { activate(x, .silu) }
 
 // MARK: linear algebra
 
+/// A weight kept for backward in its stored (possibly 16-bit) form, as float32 again.
+@inline(__always)
+func widened(_ t: Tensor) -> Tensor { t.dtype == .f32 ? t : t.converted(to: .f32) }
+
 /// y = x Wᵀ + b over the last dimension of x (PyTorch's Linear): x [..., in], w [out, in].
 public func linear(_ x: Var, _ w: Var, _ b: Var?) -> Var {
     let inF = w.shape[1], outF = w.shape[0]
     precondition(x.shape.last == inF, "linear: input \(x.shape) does not end in \(inF)")
     let lead = Array(x.shape.dropLast())
     let x2 = x.value.contiguous().reshaped([-1, inF])
-    let wv = w.value
+    let wv = w.value, ws = w.saved
     var y = x2.matmul(wv, transposeB: true)
     if let b { y = Kernels.add(y, b.value) }
     let out = y.reshaped(lead + [outF])
@@ -79,7 +83,7 @@ public func linear(_ x: Var, _ w: Var, _ b: Var?) -> Var {
     return record(out, inputs) { g, need in
         let g2 = g.contiguous().reshaped([-1, outF])
         var grads: [Tensor?] = [
-            need[0] ? g2.matmul(wv).reshaped(lead + [inF]) : nil,
+            need[0] ? g2.matmul(widened(ws)).reshaped(lead + [inF]) : nil,
             need[1] ? g2.matmul(x2, transposeA: true) : nil,
         ]
         if inputs.count == 3 { grads.append(need[2] ? Kernels.sumToShape(g2, [outF]) : nil) }
@@ -99,11 +103,11 @@ public func matmul(_ a: Var, _ b: Var, transposeB: Bool = false) -> Var {
 // MARK: convolution and normalisation
 
 public func conv2d(_ x: Var, _ w: Var, _ b: Var?, stride: Int = 1, padding: Int = 0) -> Var {
-    let (vx, vw) = (x.value, w.value)
+    let (vx, ws) = (x.value, w.saved)
     var inputs = [x, w]
     if let b { inputs.append(b) }
-    return record(Kernels.conv2d(vx, vw, b?.value, stride: stride, padding: padding), inputs) { g, need in
-        let r = Kernels.conv2dBackward(g, x: vx, w: vw, stride: stride, padding: padding,
+    return record(Kernels.conv2d(vx, w.value, b?.value, stride: stride, padding: padding), inputs) { g, need in
+        let r = Kernels.conv2dBackward(g, x: vx, w: widened(ws), stride: stride, padding: padding,
                                        needInput: need[0], needWeight: need[1], needBias: need.count > 2 && need[2])
         return need.count > 2 ? [r.x, r.w, r.bias] : [r.x, r.w]
     }

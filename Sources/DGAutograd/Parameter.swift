@@ -16,11 +16,12 @@ public final class Parameter: @unchecked Sendable {
 
     /// The value as a graph leaf; its gradient accumulates into `grad`. A frozen parameter may
     /// be stored in a 16-bit float type to halve its memory: the kernels compute in float32, so
-    /// it is widened here, at each use, and the float32 copy lives only as long as the graph
-    /// needs it. Trainable parameters stay float32 (their update is done in place).
+    /// it is widened here, at each use; linear and conv keep the 16-bit form for backward and
+    /// widen it again there, so no float32 copy outlives its op. Trainable parameters stay
+    /// float32 (their update is done in place).
     public var v: Var {
         guard let value else { fatalError("parameter of shape \(shape) used before it was loaded or initialised") }
-        guard requiresGrad else { return Var(value.dtype == .f32 ? value : value.converted(to: .f32)) }
+        guard requiresGrad else { return Var(widening: value) }
         guard value.dtype == .f32 else { fatalError("trainable parameter of shape \(shape) is stored as \(value.dtype.name); only frozen ones may be") }
         return Var.leaf(value) { [unowned self] g in
             self.grad = self.grad.map { Kernels.add($0, g) } ?? g.contiguous()

@@ -80,13 +80,15 @@ extension Bench {
             emit(String(format: "built %@ (%.1fM trainable parameters, frozen UNet %@) in %.1f s; peak RSS so far %@",
                         target, Double(params.reduce(0) { $0 + $1.count }) / 1e6, frozenDtype.name, Date().timeIntervalSince(t0),
                         ProgressBar.bytes(peakRSS())))
-            var times: [Double] = []
+            var times: [Double] = [], transient: [Double] = []
             for step in 0..<steps {
                 let shape = [batchSize, unet.in_channels, latentSide, latentSide]
                 let n = shape.reduce(1, *)
                 let noisy = Var(Tensor(shape: shape, floats: RandomStream(seed: seed, 12, UInt64(step)).normals(n)))
                 let noise = Var(Tensor(shape: shape, floats: RandomStream(seed: seed, 13, UInt64(step)).normals(n)))
                 let timesteps = RandomStream(seed: seed, 14, UInt64(step)).integers(batchSize, below: 1000).map(Float.init)
+                let before = residentBytes()
+                resetPeakResident()
                 let start = Date()
                 let control = controlnet.map { $0(noisy, timesteps: timesteps, text: text, condition: condition, checkpoint: gradientCheckpointing) }
                 let loss = mseLoss(unet(noisy, timesteps: timesteps, text: text, control: control, checkpoint: gradientCheckpointing), noise)
@@ -96,14 +98,41 @@ extension Bench {
                 optimizer.zeroGrad()
                 let seconds = Date().timeIntervalSince(start)
                 times.append(seconds)
-                emit(String(format: "step %d: %.2f s, loss %.5f, peak RSS %@", step + 1, seconds, loss.value.floats[0], ProgressBar.bytes(peakRSS())))
+                let stepPeak = peakResidentSinceReset()
+                transient.append(stepPeak - before)
+                emit(String(format: "step %d: %.2f s, loss %.5f, resident before %@, peak during the step %@ (+%@), peak RSS %@",
+                            step + 1, seconds, loss.value.floats[0], ProgressBar.bytes(before), ProgressBar.bytes(stepPeak),
+                            ProgressBar.bytes(stepPeak - before), ProgressBar.bytes(peakRSS())))
             }
             let later = times.dropFirst()
-            emit(String(format: "%@ at %dx%d, batch %d, gradient checkpointing %@, frozen %@: %.2f s/step (steps after the first), peak RSS %@",
+            emit(String(format: "%@ at %dx%d, batch %d, gradient checkpointing %@, frozen %@: %.2f s/step (steps after the first), step transient +%@ (last step), peak RSS %@",
                         target, resolution, resolution, batchSize, gradientCheckpointing ? "on" : "off", frozenDtype.name,
-                        later.isEmpty ? times[0] : later.reduce(0, +) / Double(later.count), ProgressBar.bytes(peakRSS())))
+                        later.isEmpty ? times[0] : later.reduce(0, +) / Double(later.count), ProgressBar.bytes(transient.last ?? 0),
+                        ProgressBar.bytes(peakRSS())))
         }
     }
+}
+
+/// Resident bytes now (VmRSS).
+func residentBytes() -> Double { procStatus("VmRSS:") }
+
+/// Linux resets the "high water mark" VmHWM when "5" is written to clear_refs, which lets one
+/// process measure the peak of each step separately.
+func resetPeakResident() {
+    let fd = open("/proc/self/clear_refs", O_WRONLY)
+    guard fd >= 0 else { return }
+    _ = write(fd, "5", 1)
+    close(fd)
+}
+
+/// The peak resident bytes since the last `resetPeakResident` (VmHWM).
+func peakResidentSinceReset() -> Double { procStatus("VmHWM:") }
+
+func procStatus(_ key: String) -> Double {
+    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = text.split(separator: "\n").first(where: { $0.hasPrefix(key) }),
+          let kb = Double(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
+    return kb * 1024
 }
 
 /// The largest resident set the process has had, in bytes.

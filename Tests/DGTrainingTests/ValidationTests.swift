@@ -58,3 +58,25 @@ final class ValidationTests: XCTestCase {
         XCTAssertNotNil(records[0]["mask_alignment_up"]?.double)
     }
 }
+
+final class FrozenStorageTests: XCTestCase {
+    /// A bf16 weight widened at use gives exactly the gradients of its float32 widening: the
+    /// ops keep the bf16 form for backward and widen it again there.
+    func testWidenedWeightsGiveTheSameGradients() {
+        let w32 = Tensor(shape: [4, 3, 3, 3], floats: RandomStream(seed: 1).normals(108))
+        let w16 = w32.converted(to: .bf16)
+        let lw32 = Tensor(shape: [5, 4], floats: RandomStream(seed: 2).normals(20)), lw16 = lw32.converted(to: .bf16)
+        var grads: [[Float]] = []
+        for compact in [true, false] {
+            var gx: Tensor?
+            let x = Var.leaf(Tensor(shape: [1, 3, 6, 6], floats: RandomStream(seed: 3).normals(108))) { gx = $0 }
+            let w = compact ? Var(widening: w16) : Var(w16.converted(to: .f32))
+            XCTAssertEqual(w.widenedFrom != nil, compact)
+            let lw = compact ? Var(widening: lw16) : Var(lw16.converted(to: .f32))
+            let h = conv2d(x, w, nil, padding: 1).permuted([0, 2, 3, 1])
+            Autograd.backward(sum(linear(h, lw, nil) * linear(h, lw, nil)))
+            grads.append(gx!.floats)
+        }
+        XCTAssertEqual(grads[0], grads[1])
+    }
+}
