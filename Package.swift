@@ -22,17 +22,19 @@ let package = Package(
         .target(name: "DGLayers", dependencies: ["DGTensor", "DGAutograd"], swiftSettings: optimize),
         .target(name: "DGCheckpoint", dependencies: ["DGTensor", "CZstd"], swiftSettings: optimize),
         .target(name: "DGModels", dependencies: ["DGTensor", "DGLayers", "DGCheckpoint"], swiftSettings: optimize),
+        .target(name: "DGData", dependencies: ["DGTensor", "DGCheckpoint", "CPNG"], swiftSettings: optimize),
         .target(name: "DGDiffusion", dependencies: ["DGTensor", "DGCheckpoint", "DGModels"], swiftSettings: optimize),
-        .target(name: "DGTraining", dependencies: ["DGTensor", "DGLayers", "DGCheckpoint", "DGModels", "DGDiffusion"], swiftSettings: optimize),
+        .target(name: "DGTraining", dependencies: ["DGTensor", "DGLayers", "DGCheckpoint", "DGModels", "DGDiffusion", "DGData"], swiftSettings: optimize),
         .executableTarget(name: "dginstyle", dependencies: [
-            "DGTensor", "DGCheckpoint", "DGLayers", "DGModels", "DGDiffusion", "DGTraining",
+            "DGTensor", "DGCheckpoint", "DGLayers", "DGModels", "DGDiffusion", "DGData", "DGTraining",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: optimize),
         .testTarget(name: "DGTensorTests", dependencies: ["DGTensor"]),
         .testTarget(name: "DGAutogradTests", dependencies: ["DGAutograd"]),
         .testTarget(name: "DGCheckpointTests", dependencies: ["DGCheckpoint", "DGModels"]),
         .testTarget(name: "DGModelsTests", dependencies: ["DGModels", "DGCheckpoint"]),
-        .testTarget(name: "DGTrainingTests", dependencies: ["DGTraining", "DGLayers", "DGModels", "DGDiffusion", "DGCheckpoint"]),
+        .testTarget(name: "DGDataTests", dependencies: ["DGData", "DGTensor"]),
+        .testTarget(name: "DGTrainingTests", dependencies: ["DGTraining", "DGLayers", "DGModels", "DGDiffusion", "DGCheckpoint", "DGData"]),
         .testTarget(name: "CommandTests", dependencies: ["dginstyle"]),
     ]
 )

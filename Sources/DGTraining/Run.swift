@@ -75,6 +75,7 @@ public final class TrainingRun {
             throw CheckpointError(settings.output, "cannot create the run folder: \(error.localizedDescription)")
         }
         store.removeAbandonedWrites()
+        removeAbandonedExports()
         var elapsedBefore = 0.0
         if settings.resume {
             if let state = try restoreNewest() {
@@ -181,6 +182,16 @@ public final class TrainingRun {
         }
         let svg = LossPlot.svg(points, title: "\(settings.label): training loss")
         try? writeFileAtomically(settings.output + "/loss.svg", Array(svg.utf8))
+    }
+
+    /// What an export killed midway leaves: its staging folder or file, and the previous
+    /// model it was replacing (the export is redone on resume).
+    func removeAbandonedExports() {
+        let name = URL(fileURLWithPath: modelPath).lastPathComponent
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: settings.output)) ?? []
+        where entry.hasPrefix("." + name + ".tmp-") {
+            try? FileManager.default.removeItem(atPath: settings.output + "/" + entry)
+        }
     }
 
     /// The trained network, as a diffusers model folder or a native file.

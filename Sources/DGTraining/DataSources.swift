@@ -1,0 +1,160 @@
+import DGCheckpoint
+import DGData
+import DGDiffusion
+import DGTensor
+import Foundation
+
+/// Training crops of a labelled dataset (GTA5 or Cityscapes layout) through the data layer's
+/// crop sampler: random crops, or rare-class sampling with the per-file class statistics
+/// cached beside the data; captions from the crop's classes, replaced by "" with the
+/// empty-prompt probability. The sampler's state is a generator and a counter, saved in
+/// every checkpoint.
+public final class DatasetBatchSource: TrainingBatchSource {
+    public let root: String
+    public let resolution: Int
+    public let rareClassSampling: Bool
+    public let emptyPromptProbability: Double
+    public let samples: [Sample]
+    var sampler: CropSampler
+    let seed: UInt64
+
+    public init(root: String, resolution: Int, rareClassSampling: Bool, emptyPromptProbability: Double, seed: UInt64) throws {
+        self.root = root
+        self.resolution = resolution
+        self.rareClassSampling = rareClassSampling
+        self.emptyPromptProbability = emptyPromptProbability
+        self.seed = seed
+        samples = try Dataset.samples(root: root)
+        let rcs = rareClassSampling
+            ? try RareClassSampling(statistics: try ClassStatistics.load(samples, root: root))
+            : nil
+        sampler = try CropSampler(samples: samples, cropWidth: resolution, cropHeight: resolution, rcs: rcs,
+                                  emptyPromptProbability: emptyPromptProbability, seed: seed)
+    }
+
+    public func next(_ count: Int) throws -> TrainingBatch {
+        var crops: [TrainingCrop] = []
+        for _ in 0..<count { crops.append(try sampler.next()) }
+        return Self.batch(crops)
+    }
+
+    static func batch(_ crops: [TrainingCrop]) -> TrainingBatch {
+        TrainingBatch(pixels: Image.batchTensor(crops.map { $0.image.rgb() }),
+                      condition: SemanticCondition.oneHot(LabelMap.batchTensor(crops.map(\.labels))),
+                      captions: crops.map(\.caption))
+    }
+
+    // The generator's state as text: JSON numbers cannot hold every UInt64 exactly.
+    public func saveState() -> JSON {
+        ["rng": .string(String(sampler.state.rng.state, radix: 16)), "drawn": .int(sampler.state.drawn)]
+    }
+
+    public func restoreState(_ state: JSON) throws {
+        guard let s = state["rng"]?.string, let r = UInt64(s, radix: 16), let drawn = state["drawn"]?.int else {
+            throw TrainingError.resume("the checkpoint's data-sampler state is not a dataset sampler's")
+        }
+        sampler.state.rng.state = r
+        sampler.state.drawn = drawn
+    }
+
+    /// The folder's name rather than its path, so that a moved dataset still resumes.
+    public var identity: JSON {
+        ["dataset": .string(URL(fileURLWithPath: root).lastPathComponent), "files": .int(samples.count),
+         "resolution": .int(resolution), "rcs": .bool(rareClassSampling), "empty_prompt_prob": .double(emptyPromptProbability)]
+    }
+
+    /// Crops from a sampler of their own (fixed seed, full captions), so validation shows the
+    /// same masks at every step and takes nothing from the training sequence.
+    public func validationBatch(_ count: Int) throws -> TrainingBatch? {
+        var own = try CropSampler(samples: samples, cropWidth: resolution, cropHeight: resolution, rcs: sampler.rcs,
+                                  emptyPromptProbability: 0, seed: seed ^ 0x5EED_7A11)
+        var crops: [TrainingCrop] = []
+        for _ in 0..<count { crops.append(try own.next()) }
+        return Self.batch(crops)
+    }
+}
+
+/// DreamBooth's instance images: every image of a folder, in a fresh random order each epoch
+/// (as a shuffled DataLoader), resized so the shorter side is `resolution` (antialiased
+/// bilinear, as torchvision's Resize) and cropped to a random square, all with one caption.
+/// Position k of the run fixes the epoch, the image and the crop through counter-based
+/// streams, so the whole state is k.
+public final class ImageFolderSource: TrainingBatchSource {
+    public let folder: String
+    public let files: [String]
+    public let resolution: Int
+    public let prompt: String
+    let seed: UInt64
+    public private(set) var drawn = 0
+
+    public init(folder: String, resolution: Int, prompt: String, seed: UInt64) throws {
+        self.folder = folder
+        files = try Dataset.imageFiles(in: folder)
+        self.resolution = resolution
+        self.prompt = prompt
+        self.seed = seed
+    }
+
+    /// The image index at run position k: a Fisher-Yates shuffle per epoch.
+    func fileIndex(_ k: Int) -> Int {
+        let n = files.count, epoch = k / n
+        let stream = RandomStream(seed: seed, 0xE90C, UInt64(epoch))
+        var order = Array(0..<n)
+        for i in stride(from: n - 1, to: 0, by: -1) { order.swapAt(i, Int(stream.bits(i) % UInt64(i + 1))) }
+        return order[k % n]
+    }
+
+    func crop(_ k: Int) throws -> Image {
+        let path = files[fileIndex(k)]
+        var image = try PNG.read(path).rgb()
+        let scale = Double(resolution) / Double(min(image.width, image.height))
+        let w = max(resolution, Int((Double(image.width) * scale).rounded())), h = max(resolution, Int((Double(image.height) * scale).rounded()))
+        image = image.resized(width: w, height: h, filter: .bilinear)
+        let stream = RandomStream(seed: seed, 0xC209, UInt64(k))
+        let x = Int(stream.bits(0) % UInt64(w - resolution + 1)), y = Int(stream.bits(1) % UInt64(h - resolution + 1))
+        return image.cropped(CropRect(x: x, y: y, width: resolution, height: resolution))
+    }
+
+    public func next(_ count: Int) throws -> TrainingBatch {
+        var images: [Image] = []
+        for _ in 0..<count {
+            images.append(try crop(drawn))
+            drawn += 1
+        }
+        return TrainingBatch(pixels: Image.batchTensor(images), condition: nil, captions: Array(repeating: prompt, count: count))
+    }
+
+    public func saveState() -> JSON { ["drawn": .int(drawn)] }
+
+    public func restoreState(_ state: JSON) throws {
+        guard let d = state["drawn"]?.int, d >= 0 else { throw TrainingError.resume("the checkpoint's data state is not an image folder's") }
+        drawn = d
+    }
+
+    public var identity: JSON {
+        ["images": .string(URL(fileURLWithPath: folder).lastPathComponent), "files": .int(files.count),
+         "resolution": .int(resolution), "prompt": .string(prompt)]
+    }
+}
+
+extension StyleSwapValidator {
+    /// One PNG: a row per validation mask — coloured mask | source crop | generated on U^S |
+    /// generated on U^P (when there is a base UNet).
+    public static func writePNG(_ rows: [ValidationRow], to path: String) throws {
+        let lines = rows.map { r -> Image in
+            let mask = Cityscapes.colorize(LabelMap(width: r.width, height: r.height, ids: r.labels))
+            // Image(tensor:) reads [-1, 1]; the rows hold [0, 1].
+            func picture(_ t: Tensor) -> Image { Image(tensor: Tensor(shape: t.shape, floats: t.floats.map { $0 * 2 - 1 })) }
+            return Image.sideBySide([mask, picture(r.source)] + r.generated.map { picture($0.image) })
+        }
+        guard let width = lines.map(\.width).max() else { return }
+        var pixels: [UInt8] = []
+        for line in lines {
+            for y in 0..<line.height {
+                pixels += line.pixels[(y * line.width * 3)..<((y + 1) * line.width * 3)]
+                pixels += [UInt8](repeating: 0, count: (width - line.width) * 3)
+            }
+        }
+        try PNG.write(Image(width: width, height: pixels.count / (width * 3), channels: 3, pixels: pixels), to: path)
+    }
+}

@@ -1,0 +1,270 @@
+import ArgumentParser
+import DGCheckpoint
+import DGData
+import DGDiffusion
+import DGLayers
+import DGModels
+import DGTensor
+import DGTraining
+import Foundation
+
+extension LRScheduleKind: ExpressibleByArgument {}
+
+/// What both training commands share: schedule, optimizer, precision, checkpoints.
+struct TrainingArguments: ParsableArguments {
+    @Option(help: "Stable Diffusion pipeline: a diffusers folder, an LDM single file or a native file.")
+    var pipeline: String
+
+    @Option(help: "Run folder: checkpoints/, metrics.jsonl, loss.svg, the trained model.")
+    var out: String
+
+    @Option(help: "Optimizer updates.")
+    var steps = 1000
+
+    @Option(help: "Side of the square training crops, in pixels (a multiple of 64 for SD 1.5).")
+    var resolution = 512
+
+    @Option(help: "Images per micro-batch.")
+    var batchSize = 1
+
+    @Option(name: .customLong("grad-accum"), help: "Micro-batches per update (gradient accumulation).")
+    var gradAccum = 1
+
+    @Option(help: "Learning-rate schedule: constant, constant_with_warmup, linear, cosine, polynomial.")
+    var lrScheduler: LRScheduleKind = .constant
+
+    @Option(help: "Warm-up updates (linear from 0).")
+    var lrWarmupSteps = 0
+
+    @Option(help: "cosine: periods of the cosine over the decay (0.5 = one half-cosine to 0).")
+    var lrNumCycles = 0.5
+
+    @Option(help: "polynomial: power of the decay.")
+    var lrPower = 1.0
+
+    @Option(help: "polynomial: rate at the last step.")
+    var lrEnd = 1e-7
+
+    @Option(help: "Clip the global gradient norm to this (0: no clipping).")
+    var maxGradNorm: Float = 1
+
+    @Option(help: "AdamW decoupled weight decay.")
+    var adamWeightDecay: Float = 1e-2
+
+    @Option(help: "AdamW beta1.")
+    var adamBeta1: Float = 0.9
+
+    @Option(help: "AdamW beta2.")
+    var adamBeta2: Float = 0.999
+
+    @Option(help: "AdamW epsilon.")
+    var adamEpsilon: Float = 1e-8
+
+    @Flag(help: "Recompute UNet/ControlNet blocks in backward instead of keeping their activations (less memory, ~30% more time).")
+    var gradientCheckpointing = false
+
+    @Option(help: "Storage of the frozen networks' weights: f32, or bf16 / f16 to halve their memory.")
+    var frozenDtype: DType = .f32
+
+    @Option(help: "Seed of the noise, the timesteps and the data sampler.")
+    var seed: UInt64 = 0
+
+    @Option(help: "Checkpoint every this many updates (and after the last); 0: only at the end.")
+    var checkpointEvery = 500
+
+    @Option(help: "Checkpoints kept (the newest).")
+    var keep = 3
+
+    @Flag(help: "Continue from the newest checkpoint in --out (exactly: the same weights as an uninterrupted run).")
+    var resume = false
+
+    @Option(help: "Format of the trained model: diffusers (a model folder) or native (one file).")
+    var format: OutputFormat = .diffusers
+
+    @Flag(help: "No progress bar.")
+    var quiet = false
+
+    func validate() throws {
+        guard steps > 0 else { throw ValidationError("--steps must be positive") }
+        guard resolution > 0, resolution % 8 == 0 else { throw ValidationError("--resolution must be a positive multiple of 8") }
+        guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
+        guard gradAccum > 0 else { throw ValidationError("--grad-accum must be positive") }
+        guard checkpointEvery >= 0 else { throw ValidationError("--checkpoint-every must not be negative") }
+        guard keep > 0 else { throw ValidationError("--keep must be at least 1") }
+        guard format == .diffusers || format == .native else { throw ValidationError("--format is diffusers or native") }
+        guard maxGradNorm >= 0 else { throw ValidationError("--max-grad-norm must not be negative") }
+    }
+
+    func options(learningRate: Double) -> TrainingOptions {
+        var o = TrainingOptions(learningRate: learningRate, schedule: LRSchedule(
+            lrScheduler, warmupSteps: lrWarmupSteps, totalSteps: steps, cycles: lrNumCycles, endLearningRate: lrEnd, power: lrPower))
+        o.batchSize = batchSize
+        o.gradientAccumulation = gradAccum
+        o.maxGradNorm = maxGradNorm > 0 ? maxGradNorm : nil
+        o.gradientCheckpointing = gradientCheckpointing
+        o.seed = seed
+        o.adamBeta1 = adamBeta1
+        o.adamBeta2 = adamBeta2
+        o.adamEpsilon = adamEpsilon
+        o.weightDecay = adamWeightDecay
+        o.frozenDType = frozenDtype
+        return o
+    }
+
+    func settings(label: String, validateEvery: Int = 0) -> RunSettings {
+        var s = RunSettings(output: out)
+        s.checkpointEvery = checkpointEvery
+        s.keep = keep
+        s.validateEvery = validateEvery
+        s.resume = resume
+        s.progress = !quiet
+        s.label = label
+        s.exportFormat = format
+        return s
+    }
+
+    /// The pipeline's models and noise schedule (the SD 1.5 scheduler when it has none).
+    func loadPipeline() throws -> (LoadedPipeline, NoiseSchedule) {
+        let ck = try Checkpoint.open(pipeline)
+        let models = try LoadedPipeline(ck)
+        for (name, present) in [("unet", models.unet != nil), ("vae", models.vae != nil), ("text_encoder", models.textEncoder != nil),
+                                ("tokenizer", models.tokenizer != nil)] where !present {
+            throw CheckpointError(pipeline, "has no \(name); training needs the UNet, the VAE, the text encoder and the tokenizer")
+        }
+        let schedulerConfig = ck.file("scheduler/scheduler_config.json") ?? Array(DefaultConfigs.schedulerText.utf8)
+        return (models, try NoiseSchedule(config: try JSON.parse(bytes: schedulerConfig)))
+    }
+}
+
+func runTraining(_ run: TrainingRun, quiet: Bool) throws {
+    run.log = { if !quiet { FileHandle.standardError.write(Data(($0 + "\n").utf8)) } }
+    let summary = try run.run()
+    var line = "trained steps \(summary.startStep + 1)-\(summary.endStep) of \(run.trainer.options.totalSteps)"
+    line += String(format: " in %.1f s", summary.seconds)
+    if let l = summary.recentLoss { line += String(format: ", recent loss %.5f", l) }
+    if let m = summary.model { line += "; model: \(m)" }
+    if summary.startStep == summary.endStep { line = "already trained (\(summary.endStep) steps); model: \(summary.model ?? "-")" }
+    emit(line)
+}
+
+struct FinetuneUNet: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "finetune-unet",
+        abstract: "DreamBooth-style fine-tuning of the UNet on all source images (U^P -> U^S).",
+        discussion: """
+        Every image of --images (DIR/images/*.png if that folder exists, else DIR/*.png) is resized so its \
+        shorter side is --resolution and cropped to a random square, in a new random order each epoch. The \
+        VAE and the text encoder are frozen; latents are the VAE posterior's sample x scaling_factor, the \
+        objective is the noise (epsilon) at timesteps uniform in [0, 1000), the caption is --prompt (the \
+        paper: empty). The fine-tuned UNet is written to OUT/unet (a diffusers model folder, or \
+        OUT/unet.dginstyle with --format native); pass it to train-controlnet --unet.
+        """)
+
+    @OptionGroup var common: TrainingArguments
+
+    @Option(help: "Folder of source-domain images (GTA5 layout or plain).")
+    var images: String
+
+    @Option(help: "Instance prompt.")
+    var prompt = ""
+
+    @Option(help: "Learning rate (DGInStyle: 2e-6, constant).")
+    var lr = 2e-6
+
+    func run() throws {
+        let (models, schedule) = try common.loadPipeline()
+        let source = try ImageFolderSource(folder: images, resolution: common.resolution, prompt: prompt, seed: common.seed)
+        let trainer = try DiffusionTrainer(target: .unet, unet: models.unet!, controlnet: nil, vae: models.vae!,
+                                           textEncoder: models.textEncoder!, tokenizer: models.tokenizer!,
+                                           noiseSchedule: schedule, source: source, options: common.options(learningRate: lr))
+        try runTraining(TrainingRun(trainer: trainer, settings: common.settings(label: "finetune-unet")), quiet: common.quiet)
+    }
+}
+
+struct TrainControlNet: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train-controlnet",
+        abstract: "Train a semantic ControlNet (20-channel one-hot labels) on a frozen (fine-tuned) UNet.",
+        discussion: """
+        The ControlNet is initialised from the UNet (--unet U^S, else the pipeline's U^P) as diffusers' \
+        ControlNetModel.from_unet does, with a 20-channel conditioning embedding; the UNet, VAE and text \
+        encoder are frozen. Crops of --resolution are drawn from --data (GTA5 or Cityscapes layout) at \
+        random or by rare-class sampling (--rcs); the caption lists the crop's classes. Loss: MSE between \
+        the predicted and the true noise; AdamW. With --validate-every, OUT/validation/step-N.png shows \
+        fixed masks generated with the ControlNet on U^S and, with --unet, on the base U^P (Style Swap), \
+        and metrics.jsonl logs how well each follows its mask. The trained ControlNet is written to \
+        OUT/controlnet. Stop at any time (even kill -9) and continue with --resume.
+        """)
+
+    @OptionGroup var common: TrainingArguments
+
+    @Option(help: "The fine-tuned UNet U^S (a diffusers UNet folder or file); default: the pipeline's UNet.")
+    var unet: String?
+
+    @Option(help: "Labelled training data (GTA5 layout: images/ + labels/; or Cityscapes layout).")
+    var data: String
+
+    @Option(help: "Learning rate.")
+    var lr = 1e-5
+
+    @Flag(help: "Rare-class sampling (class statistics cached in DATA/rcs_stats.json).")
+    var rcs = false
+
+    @Option(help: "Probability of training a crop with the empty caption.")
+    var emptyPromptProb = 0.0
+
+    @Option(help: "Validation images every this many updates (and at the start and end); 0: none.")
+    var validateEvery = 0
+
+    @Option(help: "Validation masks per image.")
+    var validationCount = 2
+
+    @Option(help: "DDIM steps of the validation images.")
+    var validationSteps = 20
+
+    @Option(help: "Classifier-free guidance scale of the validation images.")
+    var guidanceScale: Float = 7.5
+
+    func validate() throws {
+        guard validateEvery >= 0 else { throw ValidationError("--validate-every must not be negative") }
+        guard validationCount > 0 else { throw ValidationError("--validation-count must be positive") }
+        guard (0...1).contains(emptyPromptProb) else { throw ValidationError("--empty-prompt-prob must lie in [0, 1]") }
+    }
+
+    func run() throws {
+        var (models, schedule) = try common.loadPipeline()
+        var baseUNet: UNet2DConditionModel?
+        var trainUNet = models.unet!
+        if let unet {
+            let ck = try Checkpoint.open(unet)
+            guard let c = ck.component("unet") ?? (ck.components.count == 1 ? ck.components[0] : nil), c.className == "UNet2DConditionModel" else {
+                throw CheckpointError(unet, "holds no UNet2DConditionModel")
+            }
+            let (_, model) = try loadModel(c)
+            trainUNet = model as! UNet2DConditionModel
+            if trainUNet.config["block_out_channels"] != models.unet!.config["block_out_channels"] {
+                warn("\(unet): its UNet is shaped unlike the pipeline's; Style Swap needs the same architecture")
+            }
+            // U^P is only needed to draw the Style Swap half of the validation images.
+            baseUNet = validateEvery > 0 ? models.unet : nil
+            if baseUNet != nil { freeze(baseUNet!, storage: common.frozenDtype) }
+            models.unet = nil
+        }
+        let source = try DatasetBatchSource(root: data, resolution: common.resolution, rareClassSampling: rcs,
+                                            emptyPromptProbability: emptyPromptProb, seed: common.seed)
+        let controlnet = try ControlNetModel.initialized(from: trainUNet, conditioningChannels: SemanticCondition.classCount + 1,
+                                                         seed: common.seed)
+        let trainer = try DiffusionTrainer(target: .controlnet, unet: trainUNet, controlnet: controlnet, vae: models.vae!,
+                                           textEncoder: models.textEncoder!, tokenizer: models.tokenizer!,
+                                           noiseSchedule: schedule, source: source, options: common.options(learningRate: lr))
+        var validator: StyleSwapValidator?
+        if validateEvery > 0, let samples = try source.validationBatch(validationCount) {
+            let v = StyleSwapValidator(baseUNet: baseUNet, samples: samples, scheduler: try DDIMScheduler(schedule, steps: validationSteps),
+                                       seed: common.seed, compose: { try StyleSwapValidator.writePNG($0, to: $1) })
+            v.guidanceScale = guidanceScale
+            validator = v
+        }
+        try runTraining(TrainingRun(trainer: trainer, settings: common.settings(label: "train-controlnet", validateEvery: validateEvery),
+                                    validator: validator), quiet: common.quiet)
+    }
+}
