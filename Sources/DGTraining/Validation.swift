@@ -40,6 +40,26 @@ public func maskAlignment(image: Tensor, labels: [UInt8]) -> Double {
     return all > 0 ? 1 - within / all : 0
 }
 
+/// A label map shrunk by `factor` (to latent resolution): each block's most frequent class,
+/// ignoring 255 unless the block holds nothing else; ties go to the lower id.
+public func downsampleLabels(_ labels: [UInt8], width: Int, height: Int, factor: Int) -> [UInt8] {
+    let (w, h) = (width / factor, height / factor)
+    var out = [UInt8](repeating: 255, count: w * h)
+    var counts = [Int](repeating: 0, count: 256)
+    for by in 0..<h {
+        for bx in 0..<w {
+            for i in counts.indices { counts[i] = 0 }
+            for y in (by * factor)..<((by + 1) * factor) {
+                for x in (bx * factor)..<((bx + 1) * factor) { counts[Int(labels[y * width + x])] += 1 }
+            }
+            var best = 255, n = 0
+            for c in 0..<255 where counts[c] > n { best = c; n = counts[c] }
+            out[by * w + bx] = UInt8(best)
+        }
+    }
+    return out
+}
+
 /// Train ids (0..<classes, 255 for the last, "ignore" channel) from one-hot maps [N, C, H, W].
 public func labelsFromOneHot(_ condition: Tensor, index: Int) -> [UInt8] {
     let c = condition.shape[1], plane = condition.shape[2] * condition.shape[3]
@@ -52,13 +72,15 @@ public func labelsFromOneHot(_ condition: Tensor, index: Int) -> [UInt8] {
 }
 
 /// One validation sample rendered: its labels, caption, the source image, and one generated
-/// image per UNet (values in [0, 1], [1, 3, H, W]).
+/// image per UNet (values in [0, 1], [1, 3, H, W]) with its mask alignment in image space and
+/// in latent space (the final latents against the mask at latent resolution: meaningful even
+/// when the VAE is untrained, as in the tiny test models).
 public struct ValidationRow {
     public var labels: [UInt8]
     public var width: Int, height: Int
     public var caption: String
     public var source: Tensor
-    public var generated: [(name: String, image: Tensor, alignment: Double)]
+    public var generated: [(name: String, image: Tensor, alignment: Double, latentAlignment: Double)]
 }
 
 /// Validation images with Style Swap: the ControlNet being trained generates each fixed
@@ -96,28 +118,51 @@ public final class StyleSwapValidator: TrainingValidator {
             let shape = [1, trainer.unet.in_channels, h / 8, w / 8]
             // The same starting noise at every validation: changes come from the weights only.
             let start = Tensor(shape: shape, floats: RandomStream(seed: seed, 0x7A11, UInt64(i)).normals(shape.reduce(1, *)))
-            var denoiserResults: [(String, Tensor, Double)] = []
+            let small = downsampleLabels(labels, width: w, height: h, factor: 8)
+            var denoiserResults: [(String, Tensor, Double, Double)] = []
             for (name, unet) in unets {
                 var d = GuidedDenoiser(unet: unet, controlnet: controlnet, scheduler: scheduler)
                 d.guidanceScale = guidanceScale
-                let image = trainer.vae.decodeToImage(d.denoise(start, text: text, condition: cond))
-                denoiserResults.append((name, image, maskAlignment(image: image, labels: labels)))
+                let latents = d.denoise(start, text: text, condition: cond)
+                let image = trainer.vae.decodeToImage(latents)
+                denoiserResults.append((name, image, maskAlignment(image: image, labels: labels), maskAlignment(image: latents, labels: small)))
             }
             let source = Tensor(shape: [1, 3, h, w], floats: samples.pixels.slice(axis: 0, i..<(i + 1)).contiguous().floats.map { min(max($0 / 2 + 0.5, 0), 1) })
             return ValidationRow(labels: labels, width: w, height: h, caption: samples.captions[i], source: source,
-                                 generated: denoiserResults.map { (name: $0.0, image: $0.1, alignment: $0.2) })
+                                 generated: denoiserResults.map { (name: $0.0, image: $0.1, alignment: $0.2, latentAlignment: $0.3) })
         }
     }
+
+    /// The denoising loss of the validation crops (fixed noise and timesteps) given their own
+    /// masks, and given each other's masks (rolled by one). Equal for a ControlNet that ignores
+    /// its input — as at initialisation, where its output convolutions are zero — so the gap
+    /// measures how much the ControlNet uses the mask, without sampling.
+    public func maskLosses(trainer: DiffusionTrainer) throws -> (own: Double, swapped: Double)? {
+        guard let condition = samples.condition, samples.count > 1 else { return nil }
+        let n = samples.count
+        var swapped = samples
+        swapped.condition = Kernels.concat([condition.slice(axis: 0, 1..<n), condition.slice(axis: 0, 0..<1)], axis: 0)
+        let first = Self.evaluationSamples
+        return (try trainer.evaluateLoss(samples, firstSample: first), try trainer.evaluateLoss(swapped, firstSample: first))
+    }
+
+    /// Noise of "samples" the training never reaches, for evaluation.
+    static let evaluationSamples = 1 << 40
 
     public func validate(step: Int, trainer: DiffusionTrainer, directory: String) throws -> (path: String, metrics: JSON) {
         let rows = render(trainer: trainer)
         let path = directory + "/" + String(format: "step-%08d.png", step)
         try compose(rows, path)
         var metrics: JSON = [:]
+        if let (own, swapped) = try maskLosses(trainer: trainer) {
+            metrics.set("loss_own_mask", .double(own))
+            metrics.set("loss_swapped_mask", .double(swapped))
+        }
         for name in rows.first?.generated.map(\.name) ?? [] {
-            let scores = rows.compactMap { $0.generated.first { $0.name == name }?.alignment }
-            let key = "mask_alignment_" + name.replacingOccurrences(of: "^", with: "").lowercased()
-            metrics.set(key, .double(scores.reduce(0, +) / Double(max(scores.count, 1))))
+            let results = rows.compactMap { $0.generated.first { $0.name == name } }
+            let suffix = name.replacingOccurrences(of: "^", with: "").lowercased()
+            metrics.set("mask_alignment_" + suffix, .double(results.map(\.alignment).reduce(0, +) / Double(max(results.count, 1))))
+            metrics.set("latent_alignment_" + suffix, .double(results.map(\.latentAlignment).reduce(0, +) / Double(max(results.count, 1))))
         }
         return (path, metrics)
     }

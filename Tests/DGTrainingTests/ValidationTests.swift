@@ -56,6 +56,9 @@ final class ValidationTests: XCTestCase {
         XCTAssertEqual(records.compactMap { $0["step"]?.int }, [0, 2])
         XCTAssertNotNil(records[0]["mask_alignment_us"]?.double)
         XCTAssertNotNil(records[0]["mask_alignment_up"]?.double)
+        XCTAssertNotNil(records[0]["latent_alignment_us"]?.double)
+        // The fixture ControlNet's output convolutions are not zero: the masks matter.
+        XCTAssertNotEqual(records[0]["loss_own_mask"]?.double, records[0]["loss_swapped_mask"]?.double)
     }
 }
 
@@ -78,5 +81,35 @@ final class FrozenStorageTests: XCTestCase {
             grads.append(gx!.floats)
         }
         XCTAssertEqual(grads[0], grads[1])
+    }
+}
+
+final class MaskLossTests: XCTestCase {
+    /// At initialisation (zero output convolutions) the ControlNet ignores its condition: the
+    /// loss with swapped masks is exactly the loss with the right ones. A few updates later it
+    /// is not (the mask acts through the product of two layers that start at zero, so it takes
+    /// a few large steps to show at float precision).
+    func testAnUntrainedControlNetIgnoresTheMask() throws {
+        let source = InMemoryBatchSource(Tiny.samples(), seed: 4)
+        var o = Tiny.options(steps: 8, lr: 1e-2, batch: 2)
+        o.maxGradNorm = nil
+        let trainer = try Tiny.controlNetTrainer(o, source: source)
+        let (_, schedule) = try Tiny.models()
+        let v = StyleSwapValidator(baseUNet: nil, samples: try source.validationBatch(4)!, scheduler: try DDIMScheduler(schedule, steps: 1),
+                                   seed: 1) { _, _ in }
+        let before = try XCTUnwrap(v.maskLosses(trainer: trainer))
+        XCTAssertEqual(before.own, before.swapped)
+        for _ in 0..<8 { try trainer.trainStep() }
+        let after = try XCTUnwrap(v.maskLosses(trainer: trainer))
+        XCTAssertNotEqual(after.own, after.swapped)
+    }
+}
+
+final class DownsampleTests: XCTestCase {
+    func testBlocksTakeTheirMostFrequentClass() {
+        // 4x2 -> 2x1 with factor 2: left block 3x class 1 + 255, right block 2x 4 + 2x 2 (tie: lower id).
+        let labels: [UInt8] = [1, 1, 4, 2, 1, 255, 2, 4]
+        XCTAssertEqual(downsampleLabels(labels, width: 4, height: 2, factor: 2), [1, 2])
+        XCTAssertEqual(downsampleLabels([255, 255, 255, 255], width: 2, height: 2, factor: 2), [255])
     }
 }
