@@ -31,6 +31,7 @@ let package = Package(
         .testTarget(name: "DGAutogradTests", dependencies: ["DGAutograd"]),
         .testTarget(name: "DGCheckpointTests", dependencies: ["DGCheckpoint", "DGModels"]),
         .testTarget(name: "DGModelsTests", dependencies: ["DGModels", "DGCheckpoint"]),
+        .testTarget(name: "DGDiffusionTests", dependencies: ["DGDiffusion", "DGModels", "DGCheckpoint", "DGTensor"]),
         .testTarget(name: "CommandTests", dependencies: ["dginstyle"]),
     ]
 )
