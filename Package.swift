@@ -22,16 +22,17 @@ let package = Package(
         .target(name: "DGLayers", dependencies: ["DGTensor", "DGAutograd"], swiftSettings: optimize),
         .target(name: "DGCheckpoint", dependencies: ["DGTensor", "CZstd"], swiftSettings: optimize),
         .target(name: "DGModels", dependencies: ["DGTensor", "DGLayers", "DGCheckpoint"], swiftSettings: optimize),
-        .target(name: "DGDiffusion", dependencies: ["DGTensor", "DGCheckpoint", "DGModels"], swiftSettings: optimize),
+        .target(name: "DGData", dependencies: ["DGTensor", "DGCheckpoint", "CPNG"], swiftSettings: optimize),
+        .target(name: "DGDiffusion", dependencies: ["DGTensor", "DGCheckpoint", "DGModels", "DGData"], swiftSettings: optimize),
         .executableTarget(name: "dginstyle", dependencies: [
-            "DGTensor", "DGCheckpoint", "DGLayers", "DGModels", "DGDiffusion",
+            "DGTensor", "DGCheckpoint", "DGLayers", "DGModels", "DGDiffusion", "DGData",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: optimize),
         .testTarget(name: "DGTensorTests", dependencies: ["DGTensor"]),
         .testTarget(name: "DGAutogradTests", dependencies: ["DGAutograd"]),
         .testTarget(name: "DGCheckpointTests", dependencies: ["DGCheckpoint", "DGModels"]),
         .testTarget(name: "DGModelsTests", dependencies: ["DGModels", "DGCheckpoint"]),
-        .testTarget(name: "DGDiffusionTests", dependencies: ["DGDiffusion", "DGModels", "DGCheckpoint", "DGTensor"]),
+        .testTarget(name: "DGDiffusionTests", dependencies: ["DGDiffusion", "DGModels", "DGCheckpoint", "DGTensor", "DGData"]),
         .testTarget(name: "CommandTests", dependencies: ["dginstyle"]),
     ]
 )

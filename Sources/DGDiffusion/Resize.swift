@@ -105,3 +105,11 @@ public enum Resize {
         scaledSum(x, 1, x, 0, exact: { v, _ in min(max(v, lo), hi) })
     }
 }
+
+extension Resize {
+    /// Pixel values in [0, 1] (as decoded here) -> [-1, 1] (as images are stored for the models).
+    public static func toSigned(_ x: Tensor) -> Tensor { scaledSum(x, 2, x, 0, exact: { v, _ in v * 2 - 1 }) }
+
+    /// [-1, 1] -> [0, 1].
+    public static func toUnit(_ x: Tensor) -> Tensor { scaledSum(x, 0.5, x, 0, exact: { v, _ in v * 0.5 + 0.5 }) }
+}

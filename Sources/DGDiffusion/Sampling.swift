@@ -87,7 +87,7 @@ extension AutoencoderKL {
     /// `generator`, as diffusers' `latent_dist.sample(generator)`), times the scaling factor.
     public func encodeToLatents(_ image: Tensor, generator: NoiseGenerator) -> Tensor {
         Autograd.noGrad {
-            let moments = encodeMoments(Var(scaledSum(image, 2, image, 0, exact: { x, _ in x * 2 - 1 }))).value
+            let moments = encodeMoments(Var(Resize.toSigned(image))).value
             let posterior = DiagonalGaussian(moments: moments)
             let z = posterior.sample(noise: generator.normal(posterior.mean.shape))
             return Kernels.scale(z, scaling_factor)

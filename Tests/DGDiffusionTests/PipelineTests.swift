@@ -16,7 +16,7 @@ func streetLabels(width: Int = 128, height: Int = 128) -> [UInt8] {
     (0..<(width * height)).map { p in
         let (x, y) = (p % width, p / width)
         if y < height / 4 { return 10 }
-        if y < height / 2 { return x % 40 == 3 ? 5 : 2 }
+        if y < height / 2 { return x % 40 < 3 ? 5 : 2 }
         if y < height * 5 / 8 { return 1 }
         if x > width / 3 && x < width / 2 && y > height * 3 / 4 { return 13 }
         return y > height - 4 && x < 8 ? 255 : 0
