@@ -6,7 +6,7 @@ import Foundation
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks and the inputs they need (see docs/PERFORMANCE.md).",
-        subcommands: [MakeCheckpoint.self, Compression.self])
+        subcommands: [MakeCheckpoint.self, Compression.self, Generation.self])
 }
 
 extension Bench {

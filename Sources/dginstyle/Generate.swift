@@ -58,7 +58,8 @@ struct Generate: ParsableCommand {
         {"class": C, "file_name": F} (C a train id or class name: the crop is centred on a random pixel of C, \
         redrawn until C covers more than 1% of it). Item i uses label source i mod the number of sources, with a \
         seed derived from --seed and i alone, so --shard I/N runs (any N, any order, any machines) produce exactly \
-        the items of one run; a rerun skips finished items. Output: images/, labels/ (train ids of the crop), vis/ \
+        the items of one run (bit for bit when every shard runs with the same DGINSTYLE_THREADS: the kernels' \
+        float reductions are split by thread count); a rerun skips finished items. Output: images/, labels/ (train ids of the crop), vis/ \
         (image | colours | overlay), records/ (one JSON per item, written last), generation.jsonl (all records in \
         index order) and run.json (the settings; a rerun must match them). MRLF (default) runs a second pass at \
         twice the resolution over windows of the base latent size; --stride and --large-area are given at 512 px \
