@@ -96,8 +96,9 @@ public final class DatasetGenerator {
         if sources.isEmpty { throw GenerationError("\(job.labels): no label maps (*_labelTrainIds.png, *.png colour masks, or gen_file.json)") }
     }
 
-    /// Label maps from a gen_file.json list of {class, file_name} (paths relative to the list's
-    /// folder unless absolute), a folder (its *.png files, sorted; *_labelTrainIds.png only when
+    /// Label maps from a gen_file.json list of {class, file_name} (class: a train id, as a number
+    /// or string, or a class name; file names relative to the list's folder or the working
+    /// directory), a folder (its *.png files, sorted; *_labelTrainIds.png only when
     /// there are any), or one PNG file.
     public static func labelSources(_ path: String) throws -> [LabelSource] {
         var isDir: ObjCBool = false
@@ -123,7 +124,11 @@ public final class DatasetGenerator {
                     }
                     classId = id
                 }
-                return LabelSource(file: file.hasPrefix("/") ? file : folder + "/" + file, classId: classId)
+                // Relative names: beside the list, else from the working directory (as the
+                // reference's example list names them).
+                let besideList = folder + "/" + file
+                let resolved = file.hasPrefix("/") || !FileManager.default.fileExists(atPath: besideList) ? file : besideList
+                return LabelSource(file: resolved, classId: classId)
             }
         }
         guard path.lowercased().hasSuffix(".png") else { throw GenerationError("\(path): expected a folder, a .png label map or a gen_file.json") }
