@@ -34,6 +34,11 @@ public struct ClassStatistics: Sendable {
 
     public static func cachePath(root: String) -> String { root + "/rcs_stats.json" }
 
+    /// Counts for a dataset folder, cached in `<root>/rcs_stats.json`.
+    public static func load(_ samples: [Sample], root: String) throws -> ClassStatistics {
+        try load(samples, cache: cachePath(root: root))
+    }
+
     /// Counts every file (no cache), in parallel.
     public static func compute(_ samples: [Sample]) throws -> ClassStatistics {
         ClassStatistics(samples: samples, perFile: try count(samples))
