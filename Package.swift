@@ -33,6 +33,7 @@ let package = Package(
         .testTarget(name: "DGCheckpointTests", dependencies: ["DGCheckpoint", "DGModels"]),
         .testTarget(name: "DGModelsTests", dependencies: ["DGModels", "DGCheckpoint"]),
         .testTarget(name: "DGDiffusionTests", dependencies: ["DGDiffusion", "DGModels", "DGCheckpoint", "DGTensor", "DGData"]),
+        .testTarget(name: "DGDataTests", dependencies: ["DGData", "DGTensor"]),
         .testTarget(name: "CommandTests", dependencies: ["dginstyle"]),
     ]
 )
