@@ -98,12 +98,15 @@ public final class DatasetGenerator {
 
     /// Label maps from a gen_file.json list of {class, file_name} (class: a train id, as a number
     /// or string, or a class name; file names relative to the list's folder or the working
-    /// directory), a folder (its *.png files, sorted; *_labelTrainIds.png only when
-    /// there are any), or one PNG file.
+    /// directory), a dataset root in the GTA5 or Cityscapes layout (its label files), a folder
+    /// (its *.png files, sorted; *_labelTrainIds.png only when there are any), or one PNG file.
     public static func labelSources(_ path: String) throws -> [LabelSource] {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw GenerationError("\(path): no such file or folder") }
         if isDir.boolValue {
+            if (try? Dataset.layout(of: path)) != nil {
+                do { return try Dataset.samples(root: path).map { LabelSource(file: $0.labelPath) } } catch { throw GenerationError("\(error)") }
+            }
             let names = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { $0.lowercased().hasSuffix(".png") }.sorted()
             let trainIds = names.filter { $0.hasSuffix("_labelTrainIds.png") }
             return (trainIds.isEmpty ? names : trainIds).map { LabelSource(file: path + "/" + $0) }
@@ -135,13 +138,15 @@ public final class DatasetGenerator {
         return [LabelSource(file: path)]
     }
 
-    /// A label map as train ids: `*_labelIds.png` hold Cityscapes label ids, RGB files are
-    /// palette-coloured masks, anything else (grey or palette PNG) holds train ids.
+    /// A label map as train ids. `*_labelTrainIds.png` hold train ids and `*_labelIds.png`
+    /// Cityscapes label ids; otherwise the format decides: a palette PNG holds label ids (as GTA5's
+    /// label files), an RGB PNG is a mask in the train-id palette, a grey PNG holds train ids.
     public static func loadLabels(_ path: String) throws -> LabelMap {
         let header = try PNG.header(path)
-        if header.isColor && !header.isPalette { return try Cityscapes.labels(fromColors: PNG.read(path)) }
-        let raw = try PNG.readLabels(path)
-        return path.hasSuffix("_labelIds.png") ? Cityscapes.trainIds(fromLabelIds: raw) : raw
+        if path.hasSuffix("_labelTrainIds.png") { return try PNG.readLabels(path) }
+        if path.hasSuffix("_labelIds.png") || header.isPalette { return Cityscapes.trainIds(fromLabelIds: try PNG.readLabels(path)) }
+        if header.isColor { return try Cityscapes.labels(fromColors: PNG.read(path)) }
+        return try PNG.readLabels(path)
     }
 
     public var itemCount: Int { job.count ?? sources.count }

@@ -45,14 +45,23 @@ final class GenerationCommandTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/one.png"))
 
-        // The sampled image, read back as a label map of one class, drives generate.
-        r = try run(["generate", "--pipeline", dir + "/swapped", "--labels", dir + "/one.png", "--out", dir + "/data",
-                     "--count", "2", "--steps", "2", "--resolution", "128", "--no-mrlf", "--quiet"])
+        // Synthetic street scenes (GTA5 layout, label ids) drive generate.
+        r = try run(["synth", "--out", dir + "/synth", "--count", "2", "--size", "192x144", "--seed", "3"])
         XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertTrue(r.stdout.contains("2 generated, 0 already done"), r.stdout)
-        r = try run(["generate", "--pipeline", dir + "/swapped", "--labels", dir + "/one.png", "--out", dir + "/data",
-                     "--count", "2", "--steps", "2", "--resolution", "128", "--no-mrlf", "--quiet"])
-        XCTAssertTrue(r.stdout.contains("0 generated, 2 already done"), r.stdout)
+        let args = ["generate", "--pipeline", dir + "/swapped", "--labels", dir + "/synth", "--out", dir + "/data",
+                    "--count", "3", "--steps", "2", "--resolution", "128", "--no-mrlf", "--quiet"]
+        r = try run(args)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("3 generated, 0 already done"), r.stdout)
+        let log = try String(contentsOfFile: dir + "/data/generation.jsonl", encoding: .utf8)
+        XCTAssertEqual(log.split(separator: "\n").count, 3)
+        XCTAssertTrue(log.contains("road"), "captions name the classes of the synthetic scenes")
+        r = try run(args)
+        XCTAssertTrue(r.stdout.contains("0 generated, 3 already done"), r.stdout)
+        // The sampled RGB image, read as a palette mask, is all ignore label: still a valid run.
+        r = try run(["generate", "--pipeline", dir + "/swapped", "--labels", dir + "/one.png", "--out", dir + "/ignored",
+                     "--count", "1", "--steps", "2", "--resolution", "128", "--no-mrlf", "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
 
         r = try run(["swap", "--base", Self.tiny + "/tiny-sd", "--controlnet", Self.tiny + "/tiny-controlnet-ldm.safetensors", "--out", dir + "/bad"])
         XCTAssertEqual(r.status, 1)
