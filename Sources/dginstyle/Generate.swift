@@ -53,8 +53,9 @@ struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate a labelled street-scene dataset (DGInStyle) from label maps.",
         discussion: """
-        LABELS is a folder of label maps (*_labelTrainIds.png train-id maps, *_labelIds.png Cityscapes label-id \
-        maps, or RGB masks in the Cityscapes palette), one such file, or a gen_file.json list of \
+        LABELS is a dataset root (GTA5 or Cityscapes layout), a folder of label maps (*_labelTrainIds.png train \
+        ids, *_labelIds.png or palette PNGs with Cityscapes label ids, RGB masks in the train-id palette), one \
+        such file, or a gen_file.json list of \
         {"class": C, "file_name": F} (C a train id or class name: the crop is centred on a random pixel of C, \
         redrawn until C covers more than 1% of it). Item i uses label source i mod the number of sources, with a \
         seed derived from --seed and i alone, so --shard I/N runs (any N, any order, any machines) produce exactly \
