@@ -23,7 +23,7 @@ let package = Package(
         .target(name: "DGCheckpoint", dependencies: ["DGTensor", "CZstd"], swiftSettings: optimize),
         .target(name: "DGModels", dependencies: ["DGTensor", "DGLayers", "DGCheckpoint"], swiftSettings: optimize),
         .target(name: "DGData", dependencies: ["DGTensor", "DGCheckpoint", "CPNG"], swiftSettings: optimize),
-        .target(name: "DGDiffusion", dependencies: ["DGTensor", "DGCheckpoint", "DGModels"], swiftSettings: optimize),
+        .target(name: "DGDiffusion", dependencies: ["DGTensor", "DGCheckpoint", "DGModels", "DGData"], swiftSettings: optimize),
         .executableTarget(name: "dginstyle", dependencies: [
             "DGTensor", "DGCheckpoint", "DGLayers", "DGModels", "DGDiffusion", "DGData",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -32,6 +32,7 @@ let package = Package(
         .testTarget(name: "DGAutogradTests", dependencies: ["DGAutograd"]),
         .testTarget(name: "DGCheckpointTests", dependencies: ["DGCheckpoint", "DGModels"]),
         .testTarget(name: "DGModelsTests", dependencies: ["DGModels", "DGCheckpoint"]),
+        .testTarget(name: "DGDiffusionTests", dependencies: ["DGDiffusion", "DGModels", "DGCheckpoint", "DGTensor", "DGData"]),
         .testTarget(name: "DGDataTests", dependencies: ["DGData", "DGTensor"]),
         .testTarget(name: "CommandTests", dependencies: ["dginstyle"]),
     ]
