@@ -72,4 +72,56 @@ final class GenerationCommandTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("nothing: no such file or folder"), r.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/none"))
     }
+
+    /// A generation killed with SIGKILL part way and run again ends with exactly the files of an
+    /// uninterrupted run: finished items are neither redone nor damaged.
+    func testKilledGenerationResumes() throws {
+        let dir = scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let binary = Bundle.main.bundleURL.appendingPathComponent("dginstyle")
+        guard FileManager.default.isExecutableFile(atPath: binary.path) else { throw XCTSkip("no dginstyle binary") }
+        var r = try run(["synth", "--out", dir + "/synth", "--count", "3", "--size", "192x144", "--seed", "5"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        func args(_ out: String) -> [String] {
+            ["generate", "--pipeline", Self.tiny + "/tiny-sd", "--controlnet", Self.tiny + "/tiny-controlnet",
+             "--labels", dir + "/synth", "--out", out, "--count", "8", "--steps", "3", "--resolution", "128", "--no-mrlf", "--quiet"]
+        }
+        r = try run(args(dir + "/straight"))
+        XCTAssertEqual(r.status, 0, r.stderr)
+
+        // Start the same job, kill it as soon as some (not all) items are finished.
+        let p = Process()
+        p.executableURL = binary
+        p.arguments = args(dir + "/killed")
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let records = dir + "/killed/records"
+        let deadline = Date().addingTimeInterval(120)
+        var finished = 0
+        while p.isRunning, Date() < deadline {
+            finished = (try? FileManager.default.contentsOfDirectory(atPath: records))?.filter { $0.hasSuffix(".json") }.count ?? 0
+            if finished >= 2 { break }
+            usleep(2_000)
+        }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationReason, .uncaughtSignal, "the job ended before it could be killed")
+        r = try run(args(dir + "/killed"))
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertFalse(r.stdout.contains(" 0 already done"), "the rerun redid everything: \(r.stdout)")
+
+        for sub in ["images", "labels", "vis"] {
+            let a = try FileManager.default.contentsOfDirectory(atPath: dir + "/straight/" + sub).sorted()
+            let b = try FileManager.default.contentsOfDirectory(atPath: dir + "/killed/" + sub).sorted()
+            XCTAssertEqual(a, b, sub)
+            for name in a {
+                let x = FileManager.default.contents(atPath: dir + "/straight/\(sub)/\(name)")
+                let y = FileManager.default.contents(atPath: dir + "/killed/\(sub)/\(name)")
+                XCTAssertTrue(x == y, "\(sub)/\(name) differs after kill and resume")
+            }
+        }
+        let lines = { (path: String) in try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").sorted() }
+        XCTAssertEqual(try lines(dir + "/straight/generation.jsonl"), try lines(dir + "/killed/generation.jsonl"))
+    }
 }
