@@ -23,7 +23,7 @@ let package = Package(
         .target(name: "DGCheckpoint", dependencies: ["DGTensor", "CZstd"], swiftSettings: optimize),
         .target(name: "DGModels", dependencies: ["DGTensor", "DGLayers", "DGCheckpoint"], swiftSettings: optimize),
         .target(name: "DGData", dependencies: ["DGTensor", "DGCheckpoint", "CPNG"], swiftSettings: optimize),
-        .target(name: "DGDiffusion", dependencies: ["DGTensor", "DGCheckpoint", "DGModels"], swiftSettings: optimize),
+        .target(name: "DGDiffusion", dependencies: ["DGTensor", "DGCheckpoint", "DGModels", "DGData"], swiftSettings: optimize),
         .target(name: "DGTraining", dependencies: ["DGTensor", "DGLayers", "DGCheckpoint", "DGModels", "DGDiffusion", "DGData"], swiftSettings: optimize),
         .executableTarget(name: "dginstyle", dependencies: [
             "DGTensor", "DGCheckpoint", "DGLayers", "DGModels", "DGDiffusion", "DGData", "DGTraining",
@@ -33,6 +33,7 @@ let package = Package(
         .testTarget(name: "DGAutogradTests", dependencies: ["DGAutograd"]),
         .testTarget(name: "DGCheckpointTests", dependencies: ["DGCheckpoint", "DGModels"]),
         .testTarget(name: "DGModelsTests", dependencies: ["DGModels", "DGCheckpoint"]),
+        .testTarget(name: "DGDiffusionTests", dependencies: ["DGDiffusion", "DGModels", "DGCheckpoint", "DGTensor", "DGData"]),
         .testTarget(name: "DGDataTests", dependencies: ["DGData", "DGTensor"]),
         .testTarget(name: "DGTrainingTests", dependencies: ["DGTraining", "DGLayers", "DGModels", "DGDiffusion", "DGCheckpoint", "DGData"]),
         .testTarget(name: "CommandTests", dependencies: ["dginstyle"]),

@@ -1,3 +1,4 @@
+import DGTensor
 import Foundation
 
 /// Rare-class sampling (DAFormer, used by DGInStyle for both training and generation crops):

@@ -13,6 +13,11 @@ public struct NoiseSchedule: Sendable {
     public let stepsOffset: Int
     public let setAlphaToOne: Bool
     public let timestepSpacing: String
+    /// DDIM clamps its x0 estimate to ±clipSampleRange when set (pixel-space models; false for SD).
+    public let clipSample: Bool
+    public let clipSampleRange: Float
+    /// The whole scheduler config, for the keys a particular solver reads.
+    public let config: JSON
 
     public struct ConfigError: Error, CustomStringConvertible {
         public let description: String
@@ -44,6 +49,21 @@ public struct NoiseSchedule: Sendable {
         stepsOffset = config["steps_offset"]?.int ?? 0
         setAlphaToOne = config["set_alpha_to_one"]?.bool ?? true
         timestepSpacing = config["timestep_spacing"]?.string ?? "leading"
+        clipSample = config["clip_sample"]?.bool ?? false
+        clipSampleRange = Float(config["clip_sample_range"]?.double ?? 1)
+        if config["thresholding"]?.bool ?? false {
+            throw ConfigError(description: "scheduler config: thresholding (dynamic thresholding) is not supported")
+        }
+        self.config = config
+    }
+
+    /// The SD 1.5 scheduler (diffusers' DDIMScheduler config of runwayml/stable-diffusion-v1-5).
+    public static func stableDiffusion() -> NoiseSchedule {
+        try! NoiseSchedule(config: [
+            "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+            "clip_sample": false, "set_alpha_to_one": false, "steps_offset": 1, "prediction_type": "epsilon",
+            "timestep_spacing": "leading",
+        ])
     }
 
     /// torch.linspace in float32: start + i * step for the first half, end - (n-1-i) * step for
@@ -69,44 +89,3 @@ public struct NoiseSchedule: Sendable {
     }
 }
 
-/// DDIM (Song et al.) as diffusers' DDIMScheduler: timesteps spaced over the training range,
-/// deterministic for eta = 0.
-public struct DDIMScheduler: Sendable {
-    public let schedule: NoiseSchedule
-    public let timesteps: [Int]
-    let stepRatio: Int
-
-    public init(_ schedule: NoiseSchedule, steps: Int) throws {
-        guard steps > 0, steps <= schedule.trainTimesteps else {
-            throw NoiseSchedule.ConfigError(description: "DDIM needs between 1 and \(schedule.trainTimesteps) steps, not \(steps)")
-        }
-        self.schedule = schedule
-        let n = schedule.trainTimesteps
-        switch schedule.timestepSpacing {
-        case "leading":
-            let ratio = n / steps
-            stepRatio = ratio
-            timesteps = (0..<steps).reversed().map { $0 * ratio + schedule.stepsOffset }
-        case "trailing":
-            stepRatio = n / steps
-            let r = Double(n) / Double(steps)
-            timesteps = stride(from: Double(n), to: 0, by: -r).map { Int($0.rounded()) - 1 }
-        default:
-            throw NoiseSchedule.ConfigError(description: "timestep_spacing \"\(schedule.timestepSpacing)\" is not supported (leading, trailing)")
-        }
-    }
-
-    /// x_{t-1} from x_t and the predicted noise (eta = 0).
-    public func step(noise eps: Tensor, timestep t: Int, sample: Tensor) -> Tensor {
-        let prev = t - stepRatio
-        let a = schedule.alphasCumprod[t]
-        let aPrev = prev >= 0 ? schedule.alphasCumprod[prev] : (schedule.setAlphaToOne ? 1 : schedule.alphasCumprod[0])
-        let b = 1 - a
-        let x = sample.floats, e = eps.floats
-        let out = zip(x, e).map { xv, ev -> Float in
-            let x0 = (xv - b.squareRoot() * ev) / a.squareRoot()
-            return aPrev.squareRoot() * x0 + (1 - aPrev).squareRoot() * ev
-        }
-        return Tensor(shape: sample.shape, floats: out)
-    }
-}

@@ -11,15 +11,15 @@ public func encodePrompts(_ prompts: [String], tokenizer: CLIPTokenizer, textEnc
 
 /// The denoising loop of diffusers' StableDiffusion(ControlNet)Pipeline with classifier-free
 /// guidance: each step runs the (ControlNet-steered) UNet on [unconditional, conditional]
-/// together and moves the latents by DDIM along the guided noise estimate.
+/// together and moves the latents by the scheduler along the guided noise estimate.
 public struct GuidedDenoiser {
     public let unet: UNet2DConditionModel
     public let controlnet: ControlNetModel?
-    public let scheduler: DDIMScheduler
+    public var scheduler: any Scheduler
     public var guidanceScale: Float = 7.5
     public var conditioningScale: Float = 1
 
-    public init(unet: UNet2DConditionModel, controlnet: ControlNetModel?, scheduler: DDIMScheduler) {
+    public init(unet: UNet2DConditionModel, controlnet: ControlNetModel?, scheduler: any Scheduler) {
         self.unet = unet
         self.controlnet = controlnet
         self.scheduler = scheduler
@@ -47,15 +47,29 @@ public struct GuidedDenoiser {
         }
     }
 
-    /// Runs every scheduler step from `latents`; `onStep(i, latents)` after each.
-    public func denoise(_ latents: Tensor, text: Tensor, condition: Tensor?, onStep: (Int, Tensor) -> Void = { _, _ in }) -> Tensor {
+    /// Runs the scheduler's steps from `start` (image-to-image starts part-way) on `latents`,
+    /// which must be at the noise level of that step; `onStep(i, latents)` after each. `noise`
+    /// feeds stochastic samplers (DDIM with eta > 0).
+    public func denoise(_ latents: Tensor, text: Tensor, condition: Tensor?, from start: Int = 0, noise: NoiseGenerator? = nil,
+                        onStep: (Int, Tensor) -> Void = { _, _ in }) -> Tensor {
         var x = latents
-        for (i, t) in scheduler.timesteps.enumerated() {
-            x = scheduler.step(noise: noise(x, timestep: t, text: text, condition: condition), timestep: t, sample: x)
+        var scheduler = self.scheduler
+        scheduler.reset()
+        for i in start..<scheduler.timesteps.count {
+            let eps = self.noise(x, timestep: scheduler.timesteps[i], text: text, condition: condition)
+            x = scheduler.step(eps, index: i, sample: x, noise: noise)
             onStep(i, x)
         }
         return x
     }
+}
+
+/// Text features [2, L, D] (unconditional, conditional) repeated for n samples: [2n, L, D] with
+/// the n unconditional rows first, as `GuidedDenoiser.noise` takes them.
+public func repeatText(_ text: Tensor, _ n: Int) -> Tensor {
+    guard n > 1 else { return text }
+    let uncond = text.slice(axis: 0, 0..<1), cond = text.slice(axis: 0, 1..<2)
+    return Kernels.concat([Tensor](repeating: uncond, count: n) + [Tensor](repeating: cond, count: n), axis: 0)
 }
 
 extension AutoencoderKL {
@@ -64,6 +78,19 @@ extension AutoencoderKL {
         Autograd.noGrad {
             let decoded = decode(Var(Kernels.scale(latents, 1 / scaling_factor))).value
             return Tensor(shape: decoded.shape, floats: decoded.floats.map { min(max($0 / 2 + 0.5, 0), 1) })
+        }
+    }
+}
+
+extension AutoencoderKL {
+    /// Image in [0, 1] -> latents as the UNet sees them: a sample of the posterior (noise from
+    /// `generator`, as diffusers' `latent_dist.sample(generator)`), times the scaling factor.
+    public func encodeToLatents(_ image: Tensor, generator: NoiseGenerator) -> Tensor {
+        Autograd.noGrad {
+            let moments = encodeMoments(Var(Resize.toSigned(image))).value
+            let posterior = DiagonalGaussian(moments: moments)
+            let z = posterior.sample(noise: generator.normal(posterior.mean.shape))
+            return Kernels.scale(z, scaling_factor)
         }
     }
 }

@@ -8,7 +8,7 @@ import Foundation
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks and the inputs they need (see docs/PERFORMANCE.md).",
-        subcommands: [Model.self, MakeCheckpoint.self, Compression.self, TrainStep.self])
+        subcommands: [Model.self, Generation.self, TrainStep.self, MakeCheckpoint.self, Compression.self])
 }
 
 extension Bench {

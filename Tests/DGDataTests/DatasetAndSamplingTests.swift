@@ -1,4 +1,5 @@
 @testable import DGData
+import DGTensor
 import Foundation
 import XCTest
 

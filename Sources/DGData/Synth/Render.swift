@@ -1,3 +1,4 @@
+import DGTensor
 import Foundation
 
 /// Turns painted items into an image. The label map comes from the same item buffer, so a

@@ -1,3 +1,4 @@
+import DGTensor
 import Foundation
 
 /// A pinhole camera looking down a street: X to the right, Y up from the ground, Z forward (metres).
