@@ -90,19 +90,28 @@ extension Bench {
                 let before = residentBytes()
                 resetPeakResident()
                 let start = Date()
-                let control = controlnet.map { $0(noisy, timesteps: timesteps, text: text, condition: condition, checkpoint: gradientCheckpointing) }
-                let loss = mseLoss(unet(noisy, timesteps: timesteps, text: text, control: control, checkpoint: gradientCheckpointing), noise)
-                Autograd.backward(loss)
+                // Phase by phase: what the forward keeps for backward, and each phase's peak.
+                var control = controlnet.map { $0(noisy, timesteps: timesteps, text: text, condition: condition, checkpoint: gradientCheckpointing) }
+                var loss: Var? = mseLoss(unet(noisy, timesteps: timesteps, text: text, control: control, checkpoint: gradientCheckpointing), noise)
+                control = nil
+                let lossValue = loss!.value.floats[0]
+                let kept = residentBytes() - before, forwardPeak = peakResidentSinceReset() - before
+                resetPeakResident()
+                Autograd.backward(loss!)
+                loss = nil
+                let backwardPeak = peakResidentSinceReset() - before
+                resetPeakResident()
                 clipGradientNorm(params, maxNorm: 1)
                 optimizer.update()
                 optimizer.zeroGrad()
+                let updatePeak = peakResidentSinceReset() - before
                 let seconds = Date().timeIntervalSince(start)
                 times.append(seconds)
-                let stepPeak = peakResidentSinceReset()
+                let stepPeak = before + max(forwardPeak, backwardPeak, updatePeak)
                 transient.append(stepPeak - before)
-                emit(String(format: "step %d: %.2f s, loss %.5f, resident before %@, peak during the step %@ (+%@), peak RSS %@",
-                            step + 1, seconds, loss.value.floats[0], ProgressBar.bytes(before), ProgressBar.bytes(stepPeak),
-                            ProgressBar.bytes(stepPeak - before), ProgressBar.bytes(peakRSS())))
+                emit(String(format: "step %d: %.2f s, loss %.5f, resident before %@; forward keeps +%@ (peak +%@), backward peak +%@, clip+update peak +%@; peak RSS %@",
+                            step + 1, seconds, lossValue, ProgressBar.bytes(before), ProgressBar.bytes(kept), ProgressBar.bytes(forwardPeak),
+                            ProgressBar.bytes(backwardPeak), ProgressBar.bytes(updatePeak), ProgressBar.bytes(peakRSS())))
             }
             let later = times.dropFirst()
             emit(String(format: "%@ at %dx%d, batch %d, gradient checkpointing %@, frozen %@: %.2f s/step (steps after the first), step transient +%@ (last step), peak RSS %@",
