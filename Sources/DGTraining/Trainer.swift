@@ -21,7 +21,7 @@ public enum TrainingError: Error, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .nonFinite(let step, let what): return "\(what) at step \(step + 1)"
+        case .nonFinite(let step, let what): return "stopped at step \(step + 1): \(what)"
         case .badInput(let m), .resume(let m): return m
         }
     }
