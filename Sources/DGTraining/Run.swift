@@ -81,6 +81,9 @@ public final class TrainingRun {
             if let state = try restoreNewest() {
                 elapsedBefore = state["elapsed_s"]?.double ?? 0
                 log("resumed from step \(trainer.step) of \(trainer.options.totalSteps)")
+                if let threads = state["threads"]?.int, threads != Parallel.threads {
+                    log("warning: the checkpoint was made with \(threads) threads, this run uses \(Parallel.threads) (DGINSTYLE_THREADS): it continues the same run to float rounding, not bit for bit")
+                }
             } else {
                 log("no checkpoint in \(store.directory): starting from step 0")
             }
