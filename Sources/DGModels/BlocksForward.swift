@@ -127,15 +127,22 @@ public struct BlockContext {
     public var checkpoint: Bool
 }
 
-/// Runs `body` on `x` and the block's trainable inputs, checkpointed when asked.
-func maybeCheckpointed(_ ctx: BlockContext, _ inputs: [Var], _ body: @escaping ([Var]) -> [Var]) -> [Var] {
-    ctx.checkpoint ? checkpointed(inputs, body) : body(inputs)
+/// Runs `body` on `x` and the block's trainable inputs, checkpointed when asked. A block with
+/// nothing to differentiate — frozen weights and inputs that need no gradient, as the frozen
+/// UNet's down and middle blocks under a ControlNet — records nothing either way, so it runs
+/// plainly: a checkpoint would only recompute it in backward for nothing.
+func maybeCheckpointed(_ block: Module, _ ctx: BlockContext, _ inputs: [Var], _ body: @escaping ([Var]) -> [Var]) -> [Var] {
+    guard ctx.checkpoint, Autograd.isRecording else { return body(inputs) }
+    if !inputs.contains(where: \.requiresGrad) && !block.namedParameters().contains(where: \.parameter.requiresGrad) {
+        return body(inputs)
+    }
+    return checkpointed(inputs, body)
 }
 
 extension CrossAttnDownBlock2D {
     /// Returns the output and the skip connections it produced, in order.
     public func callAsFunction(_ x: Var, _ ctx: BlockContext) -> (Var, [Var]) {
-        let out = maybeCheckpointed(ctx, [x, ctx.temb, ctx.text]) { v in
+        let out = maybeCheckpointed(self, ctx, [x, ctx.temb, ctx.text]) { v in
             var h = v[0], skips: [Var] = []
             for (resnet, attn) in zip(self.resnets, self.attentions) {
                 h = attn(resnet(h, v[1]), context: v[2])
@@ -153,7 +160,7 @@ extension CrossAttnDownBlock2D {
 
 extension DownBlock2D {
     public func callAsFunction(_ x: Var, _ ctx: BlockContext) -> (Var, [Var]) {
-        let out = maybeCheckpointed(ctx, [x, ctx.temb]) { v in
+        let out = maybeCheckpointed(self, ctx, [x, ctx.temb]) { v in
             var h = v[0], skips: [Var] = []
             for resnet in self.resnets {
                 h = resnet(h, v[1])
@@ -171,7 +178,7 @@ extension DownBlock2D {
 
 extension UNetMidBlock2DCrossAttn {
     public func callAsFunction(_ x: Var, _ ctx: BlockContext) -> Var {
-        maybeCheckpointed(ctx, [x, ctx.temb, ctx.text]) { v in
+        maybeCheckpointed(self, ctx, [x, ctx.temb, ctx.text]) { v in
             var h = self.resnets[0](v[0], v[1])
             for (attn, resnet) in zip(self.attentions, self.resnets.dropFirst()) {
                 h = resnet(attn(h, context: v[2]), v[1])
@@ -186,7 +193,7 @@ extension UpBlock2D {
     public func callAsFunction(_ x: Var, _ skips: inout [Var], _ ctx: BlockContext) -> Var {
         let mine = Array(skips.suffix(resnets.count).reversed())
         skips.removeLast(resnets.count)
-        return maybeCheckpointed(ctx, [x, ctx.temb] + mine) { v in
+        return maybeCheckpointed(self, ctx, [x, ctx.temb] + mine) { v in
             var h = v[0]
             for (i, resnet) in self.resnets.enumerated() { h = resnet(concat([h, v[2 + i]], axis: 1), v[1]) }
             if let up = self.upsamplers?.first { h = up(h) }
@@ -199,7 +206,7 @@ extension CrossAttnUpBlock2D {
     public func callAsFunction(_ x: Var, _ skips: inout [Var], _ ctx: BlockContext) -> Var {
         let mine = Array(skips.suffix(resnets.count).reversed())
         skips.removeLast(resnets.count)
-        return maybeCheckpointed(ctx, [x, ctx.temb, ctx.text] + mine) { v in
+        return maybeCheckpointed(self, ctx, [x, ctx.temb, ctx.text] + mine) { v in
             var h = v[0]
             for (i, (resnet, attn)) in zip(self.resnets, self.attentions).enumerated() {
                 h = attn(resnet(concat([h, v[3 + i]], axis: 1), v[1]), context: v[2])

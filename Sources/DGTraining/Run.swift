@@ -81,6 +81,9 @@ public final class TrainingRun {
             if let state = try restoreNewest() {
                 elapsedBefore = state["elapsed_s"]?.double ?? 0
                 log("resumed from step \(trainer.step) of \(trainer.options.totalSteps)")
+                if let threads = state["threads"]?.int, threads != Parallel.threads {
+                    log("warning: the checkpoint was made with \(threads) threads, this run uses \(Parallel.threads) (DGINSTYLE_THREADS): it continues the same run to float rounding, not bit for bit")
+                }
             } else {
                 log("no checkpoint in \(store.directory): starting from step 0")
             }
@@ -98,11 +101,11 @@ public final class TrainingRun {
         let started = Date()
         let bar = ProgressBar(settings.label, total: Double(total), unit: "it", enabled: settings.progress, initial: Double(startStep))
         var losses: [Double] = []
-        var lastStepTime = Date()
         var lastGood: String? = store.list().last?.path
         while trainer.step < total {
             if let stop = settings.stopAfter, trainer.step - startStep >= stop { break }
             let result: StepResult
+            let stepStart = Date()
             do {
                 result = try trainer.trainStep()
             } catch let TrainingError.nonFinite(step, what) {
@@ -111,11 +114,11 @@ public final class TrainingRun {
                 writePlot()
                 let advice = lastGood.map { "the last good checkpoint is \($0) (weights of step \(checkpointStep($0))); lower the learning rate or check the data, then --resume" }
                     ?? "no checkpoint was written yet"
-                throw TrainingError.nonFinite(step: step, what: "stopped: \(what); \(advice)")
+                throw TrainingError.nonFinite(step: step, what: "\(what); \(advice)")
             }
             let now = Date()
-            let stepSeconds = now.timeIntervalSince(lastStepTime)
-            lastStepTime = now
+            // The update alone: validation and checkpoint writes are not part of it.
+            let stepSeconds = now.timeIntervalSince(stepStart)
             losses.append(result.loss)
             let elapsed = elapsedBefore + now.timeIntervalSince(started)
             try metrics.append([

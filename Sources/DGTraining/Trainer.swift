@@ -21,7 +21,7 @@ public enum TrainingError: Error, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .nonFinite(let step, let what): return "\(what) at step \(step + 1)"
+        case .nonFinite(let step, let what): return "stopped at step \(step + 1): \(what)"
         case .badInput(let m), .resume(let m): return m
         }
     }
@@ -309,6 +309,8 @@ public final class DiffusionTrainer {
                 "format": "dginstyle-training-checkpoint", "version": 1, "target": .string(name),
                 "step": .int(step), "optimizer_step": .int(optimizer.step), "options": options.json,
                 "data": source.identity, "data_state": source.saveState(),
+                // Sums split by thread count: another count continues only to float rounding.
+                "threads": .int(Parallel.threads),
             ]
             for (k, v) in extra.objectPairs ?? [] { state.set(k, v) }
             try w.addFile("training_state.json", Array((state.pretty + "\n").utf8))

@@ -125,9 +125,14 @@ extension Bench {
 /// Resident bytes now (VmRSS).
 func residentBytes() -> Double { procStatus("VmRSS:") }
 
+/// The process's peak over all phases: resetting VmHWM also resets what getrusage reports, so
+/// each phase's peak is folded in here before a reset.
+nonisolated(unsafe) var processPeak = 0.0
+
 /// Linux resets the "high water mark" VmHWM when "5" is written to clear_refs, which lets one
 /// process measure the peak of each step separately.
 func resetPeakResident() {
+    processPeak = max(processPeak, peakRSS(), procStatus("VmHWM:"))
     let fd = open("/proc/self/clear_refs", O_WRONLY)
     guard fd >= 0 else { return }
     _ = write(fd, "5", 1)
@@ -148,5 +153,5 @@ func procStatus(_ key: String) -> Double {
 func peakRSS() -> Double {
     var usage = rusage()
     getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-    return Double(usage.ru_maxrss) * 1024  // kilobytes on Linux
+    return max(processPeak, Double(usage.ru_maxrss) * 1024, procStatus("VmHWM:"))  // ru_maxrss: kilobytes on Linux
 }

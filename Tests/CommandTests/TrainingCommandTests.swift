@@ -138,6 +138,22 @@ final class TrainingCommandTests: XCTestCase {
         XCTAssertTrue(i.stdout.contains("ControlNetModel"), i.stdout)
     }
 
+    /// A diverging run (absurd learning rate) stops at the first non-finite loss, exit status 1,
+    /// one line naming the step and the last good checkpoint; nothing is written after it.
+    func testDivergenceStopsTheRun() throws {
+        let dir = scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let data = try dataset(dir)
+        let r = try run(["train-controlnet", "--pipeline", Self.pipeline, "--data", data, "--out", dir + "/run", "--resolution", "64",
+                         "--steps", "6", "--checkpoint-every", "1", "--lr", "1e30", "--quiet"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+        XCTAssertTrue(r.stderr.contains("stopped at step 2: the loss is"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("checkpoint-00000001.dginstyle"), r.stderr)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir + "/run/checkpoints"), ["checkpoint-00000001.dginstyle"])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/run/controlnet"))
+    }
+
     func testBadInputStopsWithOneLineAndNoOutput() throws {
         let dir = scratch()
         defer { try? FileManager.default.removeItem(atPath: dir) }
