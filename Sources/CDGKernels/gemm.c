@@ -18,6 +18,7 @@
 int dg_has_avx512(void);
 static void pack_transposed_avx512(const float *b, long cs, long p0, long kc, long j0, long n, long nr, float *dst);
 static void pack_im2col_t_avx512(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst);
+static void pack_im2col_avx512(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst);
 
 // Packs B(p0 + p, j0 + j), p < kc, j < n, into ceil(n / nr) panels of kc x nr floats (zero-padded).
 static void pack_matrix(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst) {
@@ -75,6 +76,10 @@ static inline void im2col_run(const dg_bsource *s, long r, long oy, long ox0, lo
 }
 
 static void pack_im2col(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst) {
+    if (s->stride == 1 && dg_has_avx512()) {
+        pack_im2col_avx512(s, p0, kc, j0, n, nr, dst);
+        return;
+    }
     long panels = (n + nr - 1) / nr;
     for (long q = 0; q < panels; q++) {
         long first = j0 + q * nr, cols = n - q * nr < nr ? n - q * nr : nr;
@@ -147,7 +152,15 @@ static void pack_b(const dg_bsource *s, long p0, long kc, long j0, long n, long 
 #include <immintrin.h>
 #include <cpuid.h>
 
-int dg_has_avx512(void) {
+static int avx512_allowed = 1;
+
+void dg_allow_avx512(int allowed) { avx512_allowed = allowed; }
+
+static int cpu_has_avx512(void);
+
+int dg_has_avx512(void) { return avx512_allowed && cpu_has_avx512(); }
+
+static int cpu_has_avx512(void) {
     static int cached = -1;
     if (cached >= 0) return cached;
     unsigned a, b, c, d;
@@ -361,6 +374,65 @@ TGT static void pack_transposed_avx512(const float *b, long cs, long p0, long kc
 }
 
 
+// The im2col of a stride-1 convolution. Row by row of B (so that the reads of x run along its rows,
+// which the prefetchers follow): each 16-column vector of a panel row gathers the lanes of the runs
+// of consecutive input pixels (one run per output row) that overlap it, with plain loads inside the
+// image and masked loads at its edges (the mask drops padding pixels without touching them).
+TGT static void pack_im2col_avx512(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst) {
+    enum { MAXRUNS = 1056 };
+    long runT[MAXRUNS], runOy[MAXRUNS], runOx[MAXRUNS], runLen[MAXRUNS];
+    long kk = s->kh * s->kw, w = s->w, h = s->h, pad = s->pad;
+    for (long c0 = 0; c0 < n; c0 += 1024) {   // column chunks of 1024 (whole panels)
+        long nc = n - c0 < 1024 ? n - c0 : 1024;
+        long nrun = 0;
+        for (long t = 0; t < nc;) {
+            long jp = j0 + c0 + t, oy = jp / s->wout, ox = jp % s->wout;
+            long len = s->wout - ox < nc - t ? s->wout - ox : nc - t;
+            runT[nrun] = t; runOy[nrun] = oy; runOx[nrun] = ox; runLen[nrun] = len; nrun++;
+            t += len;
+        }
+        long vectors = (nc + nr - 1) / nr * nr / 16;
+        float *base = dst + (c0 / nr) * kc * nr;
+        long r = p0, c = r / kk, ki = (r / s->kw) % s->kh, kj = r % s->kw;
+        // Input rows this chunk reads from each channel (for prefetching the next channel's).
+        long iyFirst = runOy[0] - pad, iyLast = runOy[nrun - 1] - pad + s->kh - 1;
+        if (iyFirst < 0) iyFirst = 0;
+        if (iyLast > h - 1) iyLast = h - 1;
+        for (long p = 0; p < kc; p++) {
+            const float *xc = s->b + c * h * w;
+            if (ki == 0 && kj == 0 && c + 1 < s->cin && iyLast >= iyFirst) {
+                const char *next = (const char *)(xc + h * w + iyFirst * w), *end = (const char *)(xc + h * w + (iyLast + 1) * w);
+                for (; next < end; next += 64) _mm_prefetch(next, _MM_HINT_T0);
+            }
+            long g = 0;   // first run that may overlap the current vector
+            for (long vi = 0; vi < vectors; vi++) {
+                long v = vi * 16;
+                float *o = base + (v / nr) * kc * nr + p * nr + v % nr;
+                __m512 vec = _mm512_setzero_ps();
+                while (g < nrun && runT[g] + runLen[g] <= v) g++;
+                for (long e = g; e < nrun && runT[e] < v + 16; e++) {
+                    long t0 = runT[e], len = runLen[e];
+                    long iy = runOy[e] - pad + ki;
+                    if (iy < 0 || iy >= h) continue;
+                    long ix0 = runOx[e] - pad + kj;
+                    // Lane l holds run position t = v + l - t0, input column ix0 + t: valid when
+                    // 0 <= t < len and 0 <= ix0 + t < w.
+                    long lo = t0 + (ix0 < 0 ? -ix0 : 0), hi = t0 + (w - ix0 < len ? w - ix0 : len);
+                    long a = lo - v, b = hi - v;
+                    if (a < 0) a = 0;
+                    if (b > 16) b = 16;
+                    if (b <= a) continue;
+                    const float *src = xc + iy * w + ix0 + (v - t0);
+                    if (a == 0 && b == 16) vec = _mm512_loadu_ps(src);
+                    else vec = _mm512_mask_loadu_ps(vec, (__mmask16)(mask_of(b) & ~mask_of(a)), src);
+                }
+                _mm512_storeu_ps(o, vec);
+            }
+            if (++kj == s->kw) { kj = 0; if (++ki == s->kh) { ki = 0; c++; } }
+        }
+    }
+}
+
 // The transposed im2col: 16 im2col rows x 16 positions at a time, built as rows and transposed.
 TGT static void pack_im2col_t_avx512(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst) {
     long panels = (n + nr - 1) / nr;
@@ -507,10 +579,14 @@ TGT void dg_attention_score_gradient(long rows, long keys, const float *p, float
 #else
 
 int dg_has_avx512(void) { return 0; }
+void dg_allow_avx512(int allowed) { (void)allowed; }
 static void pack_transposed_avx512(const float *b, long cs, long p0, long kc, long j0, long n, long nr, float *dst) {
     (void)b; (void)cs; (void)p0; (void)kc; (void)j0; (void)n; (void)nr; (void)dst; abort();
 }
 static void pack_im2col_t_avx512(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst) {
+    (void)s; (void)p0; (void)kc; (void)j0; (void)n; (void)nr; (void)dst; abort();
+}
+static void pack_im2col_avx512(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst) {
     (void)s; (void)p0; (void)kc; (void)j0; (void)n; (void)nr; (void)dst; abort();
 }
 void dg_exp(const float *x, float *y, long n) { (void)x; (void)y; (void)n; abort(); }

@@ -12,10 +12,15 @@ import Foundation
 /// or panels packed beforehand (`pack`).
 public enum GEMM {
     /// True when products run on the AVX-512 kernels: the CPU and OS support them and
-    /// DGINSTYLE_GEMM is not "openblas". Tests switch it off to check the fallback.
-    nonisolated(unsafe) public static var vectorized: Bool = {
-        if ProcessInfo.processInfo.environment["DGINSTYLE_GEMM"]?.lowercased() == "openblas" { return false }
-        return dg_has_avx512() != 0
+    /// DGINSTYLE_GEMM is not "openblas". Tests switch it off to check the portable paths (OpenBLAS
+    /// and the scalar packing code); it cannot be switched on where the CPU lacks AVX-512.
+    public static var vectorized: Bool {
+        get { _ = initialSetting; return dg_has_avx512() != 0 }
+        set { _ = initialSetting; dg_allow_avx512(newValue ? 1 : 0) }
+    }
+
+    private static let initialSetting: Void = {
+        if ProcessInfo.processInfo.environment["DGINSTYLE_GEMM"]?.lowercased() == "openblas" { dg_allow_avx512(0) }
     }()
 
     /// Products below this many multiply-adds run on one thread.

@@ -46,8 +46,11 @@ void dg_pack(const dg_bsource *b, long k, long j0, long n, long nr, float *dst);
 void dg_pack_block(const dg_bsource *b, long p0, long kc, long j0, long n, long nr, float *dst);
 long dg_panel_width(long n);
 
-/// 1 when the AVX-512 kernels may run (CPU features and OS support for the zmm state).
+/// 1 when the AVX-512 kernels may run (CPU features and OS support for the zmm state) and have
+/// not been switched off.
 int dg_has_avx512(void);
+/// Switches the AVX-512 code off (0) or back on (1), for tests of the portable paths.
+void dg_allow_avx512(int allowed);
 
 /// C[i, j] for i < m, j < n (row stride ldc) =
 ///   alpha sum_p A(i, p) B(p, j0 + j) + beta C[i, j] + rowBias[i] + colBias[j]
