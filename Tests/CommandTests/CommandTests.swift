@@ -2,42 +2,9 @@ import Foundation
 import XCTest
 
 /// Runs the built `dginstyle` binary as a user would and checks its output and exit status.
-final class CommandTests: XCTestCase {
+final class CommandTests: XCTestCase, CommandRunning {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures").path
-
-    struct Result {
-        let status: Int32
-        let stdout: String
-        let stderr: String
-    }
-
-    func run(_ arguments: [String]) throws -> Result {
-        let binary = Bundle.main.bundleURL.appendingPathComponent("dginstyle")
-        guard FileManager.default.isExecutableFile(atPath: binary.path) else {
-            throw XCTSkip("dginstyle binary not found beside the test bundle at \(binary.path)")
-        }
-        let p = Process()
-        p.executableURL = binary
-        p.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        env["DGINSTYLE_NO_PROGRESS"] = "1"
-        p.environment = env
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
-    }
-
-    func scratch() -> String {
-        let dir = NSTemporaryDirectory() + "dginstyle-cmd-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        return dir
-    }
 
     /// `inspect --config --json` lists exactly the manifest's names and shapes for all four SD 1.5 models.
     func testInspectConfigListsTheManifest() throws {

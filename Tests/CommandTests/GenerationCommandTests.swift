@@ -3,34 +3,8 @@ import XCTest
 
 /// `swap`, `sample` and `generate` as a user runs them (the library behind them is tested in
 /// DGDiffusionTests).
-final class GenerationCommandTests: XCTestCase {
+final class GenerationCommandTests: XCTestCase, CommandRunning {
     static let tiny = CommandTests.fixtures + "/sd-tiny"
-
-    func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let binary = Bundle.main.bundleURL.appendingPathComponent("dginstyle")
-        guard FileManager.default.isExecutableFile(atPath: binary.path) else {
-            throw XCTSkip("dginstyle binary not found beside the test bundle at \(binary.path)")
-        }
-        let p = Process()
-        p.executableURL = binary
-        p.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        env["DGINSTYLE_NO_PROGRESS"] = "1"
-        p.environment = env
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
-    }
-
-    func scratch() -> String {
-        let dir = NSTemporaryDirectory() + "dginstyle-gencmd-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        return dir
-    }
 
     /// swap writes a ControlNet pipeline that inspect reads and sample and generate use without
     /// --controlnet; a ControlNet that does not fit is refused with one line and nothing written.
@@ -78,8 +52,6 @@ final class GenerationCommandTests: XCTestCase {
     func testKilledGenerationResumes() throws {
         let dir = scratch()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let binary = Bundle.main.bundleURL.appendingPathComponent("dginstyle")
-        guard FileManager.default.isExecutableFile(atPath: binary.path) else { throw XCTSkip("no dginstyle binary") }
         var r = try run(["synth", "--out", dir + "/synth", "--count", "3", "--size", "192x144", "--seed", "5"])
         XCTAssertEqual(r.status, 0, r.stderr)
         func args(_ out: String) -> [String] {
@@ -90,11 +62,7 @@ final class GenerationCommandTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.stderr)
 
         // Start the same job, kill it as soon as some (not all) items are finished.
-        let p = Process()
-        p.executableURL = binary
-        p.arguments = args(dir + "/killed")
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
+        let p = try process(args(dir + "/killed"))
         try p.run()
         let records = dir + "/killed/records"
         let deadline = Date().addingTimeInterval(120)

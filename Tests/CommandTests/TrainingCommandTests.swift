@@ -2,45 +2,8 @@ import Foundation
 import XCTest
 
 /// The training commands as a user runs them, on the tiny pipeline and a small synthetic dataset.
-final class TrainingCommandTests: XCTestCase {
+final class TrainingCommandTests: XCTestCase, CommandRunning {
     static let pipeline = CommandTests.fixtures + "/sd-tiny/tiny-sd"
-
-    func run(_ arguments: [String]) throws -> CommandTests.Result {
-        let p = try process(arguments)
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return CommandTests.Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
-                                   stderr: String(decoding: e, as: UTF8.self))
-    }
-
-    func scratch() -> String {
-        let dir = NSTemporaryDirectory() + "dginstyle-train-cmd-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        return dir
-    }
-
-    func binary() throws -> URL {
-        let b = Bundle.main.bundleURL.appendingPathComponent("dginstyle")
-        guard FileManager.default.isExecutableFile(atPath: b.path) else { throw XCTSkip("dginstyle binary not found at \(b.path)") }
-        return b
-    }
-
-    func process(_ arguments: [String]) throws -> Process {
-        let p = Process()
-        p.executableURL = try binary()
-        p.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        env["DGINSTYLE_NO_PROGRESS"] = "1"
-        p.environment = env
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        return p
-    }
 
     func dataset(_ dir: String) throws -> String {
         let data = dir + "/data"
