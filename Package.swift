@@ -17,7 +17,9 @@ let package = Package(
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
         .systemLibrary(name: "CZstd", path: "Sources/CZstd"),
-        .target(name: "DGTensor", dependencies: ["CBLAS"], swiftSettings: optimize),
+        // AVX-512 matrix-multiply kernels, chosen at run time (see Sources/CDGKernels/include/dg_kernels.h).
+        .target(name: "CDGKernels", cSettings: [.unsafeFlags(["-O3"], .when(configuration: .release))]),
+        .target(name: "DGTensor", dependencies: ["CBLAS", "CDGKernels"], swiftSettings: optimize),
         .target(name: "DGAutograd", dependencies: ["DGTensor"], swiftSettings: optimize),
         .target(name: "DGLayers", dependencies: ["DGTensor", "DGAutograd"], swiftSettings: optimize),
         .target(name: "DGCheckpoint", dependencies: ["DGTensor", "CZstd"], swiftSettings: optimize),

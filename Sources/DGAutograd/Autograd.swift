@@ -131,7 +131,16 @@ public struct Var {
 
 /// Records an op: `backward(gradOut, needs)` returns one gradient per input (nil where
 /// `needs` is false or the input gets none).
-func record(_ out: Tensor, _ inputs: [Var], _ backward: @escaping (Tensor, [Bool]) -> [Tensor?]) -> Var {
-    guard Autograd.recording, inputs.contains(where: { $0.node != nil }) else { return Var(out) }
-    return Var(out, node: Node(inputs: inputs.map(\.node), backward: backward))
+/// `name` labels the op's forward and backward time in the profile (`Profiler`); `timed: false`
+/// when the caller computed (and timed) `out` itself.
+func record(_ name: StaticString, _ out: @autoclosure () -> Tensor, timed: Bool = true, _ inputs: [Var],
+            _ backward: @escaping (Tensor, [Bool]) -> [Tensor?]) -> Var {
+    let value = timed ? Profiler.measure("\(name)") { out() } : out()
+    guard Autograd.recording, inputs.contains(where: { $0.node != nil }) else { return Var(value) }
+    if Profiler.enabled {
+        return Var(value, node: Node(inputs: inputs.map(\.node), backward: { g, need in
+            Profiler.measure("\(name).backward") { backward(g, need) }
+        }))
+    }
+    return Var(value, node: Node(inputs: inputs.map(\.node), backward: backward))
 }

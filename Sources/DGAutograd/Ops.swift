@@ -7,21 +7,21 @@ import DGTensor
 
 public func + (a: Var, b: Var) -> Var {
     let (sa, sb) = (a.shape, b.shape)
-    return record(Kernels.add(a.value, b.value), [a, b]) { g, need in
+    return record("add", Kernels.add(a.value, b.value), [a, b]) { g, need in
         [need[0] ? Kernels.sumToShape(g, sa) : nil, need[1] ? Kernels.sumToShape(g, sb) : nil]
     }
 }
 
 public func - (a: Var, b: Var) -> Var {
     let (sa, sb) = (a.shape, b.shape)
-    return record(Kernels.sub(a.value, b.value), [a, b]) { g, need in
+    return record("sub", Kernels.sub(a.value, b.value), [a, b]) { g, need in
         [need[0] ? Kernels.sumToShape(g, sa) : nil, need[1] ? Kernels.sumToShape(Kernels.scale(g, -1), sb) : nil]
     }
 }
 
 public func * (a: Var, b: Var) -> Var {
     let (va, vb) = (a.value, b.value)
-    return record(Kernels.mul(va, vb), [a, b]) { g, need in
+    return record("mul", Kernels.mul(va, vb), [a, b]) { g, need in
         [need[0] ? Kernels.sumToShape(Kernels.mul(g, vb), va.shape) : nil,
          need[1] ? Kernels.sumToShape(Kernels.mul(g, va), vb.shape) : nil]
     }
@@ -29,15 +29,15 @@ public func * (a: Var, b: Var) -> Var {
 
 public func / (a: Var, b: Var) -> Var {
     let (va, vb) = (a.value, b.value)
-    let out = Kernels.div(va, vb)
-    return record(out, [a, b]) { g, need in
+    let out = Profiler.measure("div") { Kernels.div(va, vb) }
+    return record("div", out, timed: false, [a, b]) { g, need in
         [need[0] ? Kernels.sumToShape(Kernels.div(g, vb), va.shape) : nil,
          need[1] ? Kernels.sumToShape(Kernels.scale(Kernels.div(Kernels.mul(g, out), vb), -1), vb.shape) : nil]
     }
 }
 
 public func * (a: Var, s: Float) -> Var {
-    record(Kernels.scale(a.value, s), [a]) { g, _ in [Kernels.scale(g, s)] }
+    record("mul", Kernels.scale(a.value, s), [a]) { g, _ in [Kernels.scale(g, s)] }
 }
 
 public prefix func - (a: Var) -> Var { a * -1 }
@@ -57,7 +57,7 @@ public enum Activation: Sendable {
 
 public func activate(_ x: Var, _ a: Activation) -> Var {
     let v = x.value
-    return record(Kernels.activate(v, a.kernel), [x]) { g, _ in [Kernels.activateBackward(g, x: v, a.kernel)] }
+    return record("activate", Kernels.activate(v, a.kernel), [x]) { g, _ in [Kernels.activateBackward(g, x: v, a.kernel)] }
 }
 
 public func silu(_ x: Var) -> Var { activate(x, .silu) }
@@ -70,31 +70,53 @@ func widened(_ t: Tensor) -> Tensor { t.dtype == .f32 ? t : t.converted(to: .f32
 
 /// y = x Wᵀ + b over the last dimension of x (PyTorch's Linear): x [..., in], w [out, in].
 public func linear(_ x: Var, _ w: Var, _ b: Var?) -> Var {
-    let inF = w.shape[1], outF = w.shape[0]
-    precondition(x.shape.last == inF, "linear: input \(x.shape) does not end in \(inF)")
-    let lead = Array(x.shape.dropLast())
-    let x2 = x.value.contiguous().reshaped([-1, inF])
-    let wv = w.value, ws = w.saved
-    var y = x2.matmul(wv, transposeB: true)
-    if let b { y = Kernels.add(y, b.value) }
-    let out = y.reshaped(lead + [outF])
+    let (vx, vw, ws) = (x.value, w.value, w.saved)
     var inputs = [x, w]
     if let b { inputs.append(b) }
-    return record(out, inputs) { g, need in
-        let g2 = g.contiguous().reshaped([-1, outF])
-        var grads: [Tensor?] = [
-            need[0] ? g2.matmul(widened(ws)).reshaped(lead + [inF]) : nil,
-            need[1] ? g2.matmul(x2, transposeA: true) : nil,
-        ]
-        if inputs.count == 3 { grads.append(need[2] ? Kernels.sumToShape(g2, [outF]) : nil) }
-        return grads
+    return record("linear", Kernels.linear(vx, vw, b?.value), inputs) { g, need in
+        let r = Kernels.linearBackward(g, x: vx, w: widened(ws), needInput: need[0], needWeight: need[1],
+                                       needBias: need.count > 2 && need[2])
+        return need.count > 2 ? [r.x, r.w, r.bias] : [r.x, r.w]
     }
+}
+
+/// A per-pixel linear layer (a 1x1 convolution) from an image x [N, C, H, W] to tokens [N, H W, O];
+/// w is [O, C] or [O, C, 1, 1]. The same as conv2d followed by a permute, without the copy.
+public func pointwiseToTokens(_ x: Var, _ w: Var, _ b: Var?) -> Var {
+    let (vx, vw) = (x.value, w.value)
+    var inputs = [x, w]
+    if let b { inputs.append(b) }
+    return record("pointwiseToTokens", Kernels.pointwiseToTokens(vx, vw, b?.value), inputs) { g, need in
+        let r = Kernels.pointwiseToTokensBackward(g, x: vx, w: vw, needInput: need[0], needWeight: need[1],
+                                                  needBias: need.count > 2 && need[2])
+        return need.count > 2 ? [r.x, r.w, r.bias] : [r.x, r.w]
+    }
+}
+
+/// The inverse layout change: tokens t [N, H W, C] through a per-pixel linear layer to an image
+/// [N, O, H, W].
+public func tokensToPointwise(_ t: Var, _ w: Var, _ b: Var?, height: Int, width: Int) -> Var {
+    let (vt, vw) = (t.value, w.value)
+    var inputs = [t, w]
+    if let b { inputs.append(b) }
+    return record("tokensToPointwise", Kernels.tokensToPointwise(vt, vw, b?.value, height: height, width: width), inputs) { g, need in
+        let r = Kernels.tokensToPointwiseBackward(g, t: vt, w: vw, needInput: need[0], needWeight: need[1],
+                                                  needBias: need.count > 2 && need[2])
+        return need.count > 2 ? [r.t, r.w, r.bias] : [r.t, r.w]
+    }
+}
+
+/// h [..., 2 D] -> a * gelu(g), a and g the halves of the last dimension (diffusers' GEGLU after
+/// its projection).
+public func geglu(_ h: Var) -> Var {
+    let v = h.value
+    return record("geglu", Kernels.geglu(v), [h]) { g, _ in [Kernels.gegluBackward(g, h: v)] }
 }
 
 /// Batched matrix product [.., m, k] x [.., k, n].
 public func matmul(_ a: Var, _ b: Var, transposeB: Bool = false) -> Var {
     let (va, vb) = (a.value, b.value)
-    return record(va.matmul(vb, transposeB: transposeB), [a, b]) { g, need in
+    return record("matmul", va.matmul(vb, transposeB: transposeB), [a, b]) { g, need in
         [need[0] ? g.matmul(vb, transposeB: !transposeB) : nil,
          need[1] ? (transposeB ? g.matmul(va, transposeA: true) : va.matmul(g, transposeA: true)) : nil]
     }
@@ -106,21 +128,21 @@ public func conv2d(_ x: Var, _ w: Var, _ b: Var?, stride: Int = 1, padding: Int 
     let (vx, ws) = (x.value, w.saved)
     var inputs = [x, w]
     if let b { inputs.append(b) }
-    return record(Kernels.conv2d(vx, w.value, b?.value, stride: stride, padding: padding), inputs) { g, need in
+    return record("conv2d", Kernels.conv2d(vx, w.value, b?.value, stride: stride, padding: padding), inputs) { g, need in
         let r = Kernels.conv2dBackward(g, x: vx, w: widened(ws), stride: stride, padding: padding,
                                        needInput: need[0], needWeight: need[1], needBias: need.count > 2 && need[2])
         return need.count > 2 ? [r.x, r.w, r.bias] : [r.x, r.w]
     }
 }
 
-public func groupNorm(_ x: Var, groups: Int, weight: Var?, bias: Var?, eps: Float) -> Var {
-    let vx = x.value, vw = weight?.value
-    let r = Kernels.groupNorm(vx, groups: groups, weight: vw, bias: bias?.value, eps: eps)
+public func groupNorm(_ x: Var, groups: Int, weight: Var?, bias: Var?, eps: Float, silu: Bool = false) -> Var {
+    let vx = x.value, vw = weight?.value, vb = bias?.value
+    let r = Profiler.measure("groupNorm") { Kernels.groupNorm(vx, groups: groups, weight: vw, bias: vb, eps: eps, silu: silu) }
     var inputs = [x]
     if let weight { inputs.append(weight) }
     if let bias { inputs.append(bias) }
-    return record(r.y, inputs) { g, _ in
-        let b = Kernels.groupNormBackward(g, x: vx, mean: r.mean, rstd: r.rstd, groups: groups, weight: vw)
+    return record("groupNorm", r.y, timed: false, inputs) { g, _ in
+        let b = Kernels.groupNormBackward(g, x: vx, mean: r.mean, rstd: r.rstd, groups: groups, weight: vw, silu: silu, bias: vb)
         var grads: [Tensor?] = [b.x]
         if weight != nil { grads.append(b.weight) }
         if bias != nil { grads.append(b.bias) }
@@ -130,11 +152,11 @@ public func groupNorm(_ x: Var, groups: Int, weight: Var?, bias: Var?, eps: Floa
 
 public func layerNorm(_ x: Var, weight: Var?, bias: Var?, eps: Float) -> Var {
     let vx = x.value, vw = weight?.value
-    let r = Kernels.layerNorm(vx, weight: vw, bias: bias?.value, eps: eps)
+    let r = Profiler.measure("layerNorm") { Kernels.layerNorm(vx, weight: vw, bias: bias?.value, eps: eps) }
     var inputs = [x]
     if let weight { inputs.append(weight) }
     if let bias { inputs.append(bias) }
-    return record(r.y, inputs) { g, _ in
+    return record("layerNorm", r.y, timed: false, inputs) { g, _ in
         let b = Kernels.layerNormBackward(g, x: vx, mean: r.mean, rstd: r.rstd, weight: vw)
         var grads: [Tensor?] = [b.x]
         if weight != nil { grads.append(b.weight) }
@@ -144,27 +166,29 @@ public func layerNorm(_ x: Var, weight: Var?, bias: Var?, eps: Float) -> Var {
 }
 
 public func softmax(_ x: Var) -> Var {
-    let y = Kernels.softmax(x.value)
-    return record(y, [x]) { g, _ in [Kernels.softmaxBackward(g, y: y)] }
+    let y = Profiler.measure("softmax") { Kernels.softmax(x.value) }
+    return record("softmax", y, timed: false, [x]) { g, _ in [Kernels.softmaxBackward(g, y: y)] }
 }
 
-/// Scaled dot-product attention over [B, L, D] tensors (B = batch x heads).
-public func attention(_ q: Var, _ k: Var, _ v: Var, scale: Float, causal: Bool = false) -> Var {
+/// Scaled dot-product attention over [B, L, H D] tensors: H heads side by side in the last dimension
+/// (as the projections produce them), out [B, Lq, H Dv].
+public func attention(_ q: Var, _ k: Var, _ v: Var, heads: Int = 1, scale: Float, causal: Bool = false) -> Var {
     let (vq, vk, vv) = (q.value, k.value, v.value)
-    let r = Kernels.attention(q: vq, k: vk, v: vv, scale: scale, causal: causal)
-    return record(r.out, [q, k, v]) { g, _ in
-        let b = Kernels.attentionBackward(g, q: vq, k: vk, v: vv, out: r.out, logsumexp: r.logsumexp, scale: scale, causal: causal)
+    let r = Profiler.measure("attention") { Kernels.attention(q: vq, k: vk, v: vv, heads: heads, scale: scale, causal: causal) }
+    return record("attention", r.out, timed: false, [q, k, v]) { g, _ in
+        let b = Kernels.attentionBackward(g, q: vq, k: vk, v: vv, out: r.out, logsumexp: r.logsumexp, heads: heads,
+                                          scale: scale, causal: causal)
         return [b.q, b.k, b.v]
     }
 }
 
 public func upsampleNearest2x(_ x: Var) -> Var {
-    record(Kernels.upsampleNearest2x(x.value), [x]) { g, _ in [Kernels.upsampleNearest2xBackward(g)] }
+    record("upsampleNearest2x", Kernels.upsampleNearest2x(x.value), [x]) { g, _ in [Kernels.upsampleNearest2xBackward(g)] }
 }
 
 public func embedding(_ table: Var, ids: Tensor) -> Var {
     let vocabulary = table.shape[0]
-    return record(Kernels.embedding(table.value, ids: ids), [table]) { g, _ in
+    return record("embedding", Kernels.embedding(table.value, ids: ids), [table]) { g, _ in
         [Kernels.embeddingBackward(g, ids: ids, vocabulary: vocabulary)]
     }
 }
@@ -174,14 +198,14 @@ public func embedding(_ table: Var, ids: Tensor) -> Var {
 extension Var {
     public func reshaped(_ shape: [Int]) -> Var {
         let original = self.shape
-        return record(value.contiguous().reshaped(shape), [self]) { g, _ in [g.contiguous().reshaped(original)] }
+        return record("reshaped", value.contiguous().reshaped(shape), [self]) { g, _ in [g.contiguous().reshaped(original)] }
     }
 
     /// A permuted copy (contiguous), so that kernels downstream read it sequentially.
     public func permuted(_ order: [Int]) -> Var {
         var inverse = [Int](repeating: 0, count: order.count)
         for (i, o) in order.enumerated() { inverse[o] = i }
-        return record(value.permuted(order).contiguous(), [self]) { g, _ in [g.permuted(inverse).contiguous()] }
+        return record("permuted", value.permuted(order).contiguous(), [self]) { g, _ in [g.permuted(inverse).contiguous()] }
     }
 
     public func transposed(_ a: Int, _ b: Int) -> Var {
@@ -193,7 +217,7 @@ extension Var {
     /// Elements `range` along `axis`, copied.
     public func slice(axis: Int, _ range: Range<Int>) -> Var {
         let original = shape
-        return record(value.slice(axis: axis, range).contiguous(), [self]) { g, _ in
+        return record("slice", value.slice(axis: axis, range).contiguous(), [self]) { g, _ in
             // The gradient of a slice is zero outside it.
             var parts: [Tensor] = []
             if range.lowerBound > 0 {
@@ -218,7 +242,7 @@ extension Var {
 
 public func concat(_ xs: [Var], axis: Int) -> Var {
     let sizes = xs.map { $0.shape[axis] }
-    return record(Kernels.concat(xs.map(\.value), axis: axis), xs) { g, need in
+    return record("concat", Kernels.concat(xs.map(\.value), axis: axis), xs) { g, need in
         var start = 0
         return sizes.enumerated().map { i, n in
             defer { start += n }
@@ -231,7 +255,7 @@ public func concat(_ xs: [Var], axis: Int) -> Var {
 
 public func mean(_ x: Var) -> Var {
     let shape = x.shape, n = Float(x.value.count)
-    return record(Tensor(shape: [], floats: [Float(Kernels.mean(x.value))]), [x]) { g, _ in
+    return record("mean", Tensor(shape: [], floats: [Float(Kernels.mean(x.value))]), [x]) { g, _ in
         let s = g.floats[0] / n
         return [Kernels.add(Tensor(zeros: shape), Tensor(shape: [], floats: [s]))]
     }
@@ -239,7 +263,7 @@ public func mean(_ x: Var) -> Var {
 
 public func sum(_ x: Var) -> Var {
     let shape = x.shape
-    return record(Tensor(shape: [], floats: [Float(Kernels.sum(x.value))]), [x]) { g, _ in
+    return record("sum", Tensor(shape: [], floats: [Float(Kernels.sum(x.value))]), [x]) { g, _ in
         [Kernels.add(Tensor(zeros: shape), g)]
     }
 }

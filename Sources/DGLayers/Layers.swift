@@ -87,6 +87,9 @@ extension Conv2d {
 
 extension GroupNorm {
     public func callAsFunction(_ x: Var) -> Var { groupNorm(x, groups: groups, weight: weight.v, bias: bias.v, eps: eps) }
+
+    /// silu(self(x)) in one pass.
+    public func withSiLU(_ x: Var) -> Var { groupNorm(x, groups: groups, weight: weight.v, bias: bias.v, eps: eps, silu: true) }
 }
 
 extension LayerNorm {

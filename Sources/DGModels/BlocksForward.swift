@@ -31,12 +31,12 @@ extension TimestepEmbedding {
 
 extension ResnetBlock2D {
     public func callAsFunction(_ x: Var, _ temb: Var?) -> Var {
-        var h = conv1(silu(norm1(x)))
+        var h = conv1(norm1.withSiLU(x))
         if let temb, let time_emb_proj {
             let t = time_emb_proj(silu(temb))
             h = h + t.reshaped(t.shape + [1, 1])
         }
-        h = conv2(dropout(silu(norm2(h))))
+        h = conv2(dropout(norm2.withSiLU(h)))
         let shortcut = conv_shortcut.map { $0(x) } ?? x
         let out = shortcut + h
         return output_scale_factor == 1 ? out : out * (1 / output_scale_factor)
@@ -57,34 +57,23 @@ extension Upsample2D {
     public func callAsFunction(_ x: Var) -> Var { conv(upsampleNearest2x(x)) }
 }
 
-/// [B, L, heads*d] -> [B*heads, L, d]
-func splitHeads(_ x: Var, _ heads: Int) -> Var {
-    let (b, l, inner) = (x.shape[0], x.shape[1], x.shape[2])
-    return x.reshaped([b, l, heads, inner / heads]).permuted([0, 2, 1, 3]).reshaped([b * heads, l, inner / heads])
-}
-
-/// [B*heads, L, d] -> [B, L, heads*d]
-func mergeHeads(_ x: Var, _ heads: Int) -> Var {
-    let (bh, l, d) = (x.shape[0], x.shape[1], x.shape[2])
-    return x.reshaped([bh / heads, heads, l, d]).permuted([0, 2, 1, 3]).reshaped([bh / heads, l, heads * d])
-}
-
 extension Attention {
     /// Token attention: x [B, L, query_dim], context [B, Lc, cross_attention_dim] (nil: self-attention).
     public func callAsFunction(_ x: Var, context: Var? = nil) -> Var {
         let ctx = context ?? x
-        let q = splitHeads(to_q(x), heads), k = splitHeads(to_k(ctx), heads), v = splitHeads(to_v(ctx), heads)
-        let h = mergeHeads(attention(q, k, v, scale: scale), heads)
+        let h = attention(to_q(x), to_k(ctx), to_v(ctx), heads: heads, scale: scale)
         return to_out[1].asDropout(out_proj(h))
     }
 
     /// The VAE's spatial self-attention: GroupNorm, attention over the H*W positions, residual.
     public func spatial(_ x: Var) -> Var {
-        let (b, c, hh, ww) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        var h = group_norm.map { $0(x) } ?? x
-        h = h.reshaped([b, c, hh * ww]).transposed(1, 2)
-        h = self(h)
-        h = h.transposed(1, 2).reshaped([b, c, hh, ww])
+        let (hh, ww) = (x.shape[2], x.shape[3])
+        let n = group_norm.map { $0(x) } ?? x
+        // Projections straight from the image layout to tokens and back (no transposed copies).
+        let q = pointwiseToTokens(n, to_q.weight.v, to_q.bias?.v), k = pointwiseToTokens(n, to_k.weight.v, to_k.bias?.v)
+        let v = pointwiseToTokens(n, to_v.weight.v, to_v.bias?.v)
+        var h = attention(q, k, v, heads: heads, scale: scale)
+        h = tokensToPointwise(h, out_proj.weight.v, out_proj.bias?.v, height: hh, width: ww)
         if residual_connection { h = h + x }
         return rescale_output_factor == 1 ? h : h * (1 / rescale_output_factor)
     }
@@ -95,10 +84,7 @@ extension Module {
 }
 
 extension GEGLU {
-    public func callAsFunction(_ x: Var) -> Var {
-        let parts = proj(x).chunked(2, axis: x.shape.count - 1)
-        return parts[0] * activate(parts[1], .geluErf)
-    }
+    public func callAsFunction(_ x: Var) -> Var { geglu(proj(x)) }
 }
 
 extension FeedForward {
@@ -114,21 +100,22 @@ extension BasicTransformerBlock {
 }
 
 extension Transformer2DModel {
+    /// The weight and bias of a per-pixel layer (Conv2d 1x1 or Linear).
+    static func pointwise(_ m: Module) -> (Var, Var?) {
+        if let c = m as? Conv2d { return (c.weight.v, c.bias?.v) }
+        let l = m as! Linear
+        return (l.weight.v, l.bias?.v)
+    }
+
     public func callAsFunction(_ x: Var, context: Var) -> Var {
         let (b, hh, ww) = (x.shape[0], x.shape[2], x.shape[3])
-        var h = norm(x)
-        if use_linear_projection {
-            h = (proj_in as! Linear)(h.permuted([0, 2, 3, 1]).reshaped([b, hh * ww, in_channels]))
-        } else {
-            h = (proj_in as! Conv2d)(h).permuted([0, 2, 3, 1]).reshaped([b, hh * ww, inner_dim])
-        }
+        _ = b
+        // proj_in and proj_out are per-pixel layers (1x1 convolutions, or linear layers on the pixels
+        // with use_linear_projection): both run straight between the image and token layouts.
+        let (wIn, bIn) = Self.pointwise(proj_in), (wOut, bOut) = Self.pointwise(proj_out)
+        var h = pointwiseToTokens(norm(x), wIn, bIn)
         for block in transformer_blocks { h = block(h, context: context) }
-        if use_linear_projection {
-            h = (proj_out as! Linear)(h).reshaped([b, hh, ww, in_channels]).permuted([0, 3, 1, 2])
-        } else {
-            h = (proj_out as! Conv2d)(h.reshaped([b, hh, ww, inner_dim]).permuted([0, 3, 1, 2]))
-        }
-        return h + x
+        return tokensToPointwise(h, wOut, bOut, height: hh, width: ww) + x
     }
 }
 

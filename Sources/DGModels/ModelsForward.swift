@@ -33,7 +33,7 @@ extension UNet2DConditionModel {
         for block in up_blocks {
             if let b = block as? CrossAttnUpBlock2D { h = b(h, &skips, ctx) } else { h = (block as! UpBlock2D)(h, &skips, ctx) }
         }
-        return conv_out(silu(conv_norm_out(h)))
+        return conv_out(conv_norm_out.withSiLU(h))
     }
 }
 
@@ -93,7 +93,7 @@ extension VAEEncoder {
             if let down = block.downsamplers?.first { h = down(h) }
         }
         h = mid_block(h)
-        return conv_out(silu(conv_norm_out(h)))
+        return conv_out(conv_norm_out.withSiLU(h))
     }
 }
 
@@ -104,7 +104,7 @@ extension VAEDecoder {
             for resnet in block.resnets { h = resnet(h, nil) }
             if let up = block.upsamplers?.first { h = up(h) }
         }
-        return conv_out(silu(conv_norm_out(h)))
+        return conv_out(conv_norm_out.withSiLU(h))
     }
 }
 
@@ -151,9 +151,8 @@ extension CLIPTextModel {
         for layer in encoder.layers {
             let a = layer.self_attn
             let x = layer.layer_norm1(h)
-            let q = splitHeads(a.q_proj(x), a.num_heads), k = splitHeads(a.k_proj(x), a.num_heads)
-            let v = splitHeads(a.v_proj(x), a.num_heads)
-            h = h + a.out_proj(mergeHeads(attention(q, k, v, scale: a.scale, causal: true), a.num_heads))
+            let q = a.q_proj(x), k = a.k_proj(x), v = a.v_proj(x)
+            h = h + a.out_proj(attention(q, k, v, heads: a.num_heads, scale: a.scale, causal: true))
             let m = layer.mlp
             h = h + m.fc2(activate(m.fc1(layer.layer_norm2(h)), m.hidden_act == .quickGELU ? .quickGELU : .geluErf))
         }

@@ -1,6 +1,6 @@
 import CBLAS
 
-/// Matrix multiply through OpenBLAS. Row-major throughout.
+/// Matrix multiply, row-major: our AVX-512 kernels where the CPU has them, else OpenBLAS (`GEMM`).
 public enum BLAS {
     static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
 
@@ -10,9 +10,8 @@ public enum BLAS {
         alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
         beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
-        _ = Parallel.threads  // make sure OpenBLAS has been told the thread count
-        cblas_sgemm(
-            CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-            Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        GEMM.gemm(m: m, n: n, k: k, alpha: alpha, a: a, ars: transA ? 1 : lda, aks: transA ? lda : 1,
+                  b: GEMM.matrix(b, rowStride: transB ? 1 : ldb, columnStride: transB ? ldb : 1),
+                  beta: beta, c: c, ldc: ldc)
     }
 }

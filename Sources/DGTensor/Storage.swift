@@ -17,6 +17,14 @@ public final class TensorStorage: @unchecked Sendable {
         owned = true
     }
 
+    /// Fresh memory whose contents are undefined, for outputs a kernel overwrites entirely.
+    public init(uninitializedByteCount byteCount: Int) {
+        self.byteCount = byteCount
+        base = BlockPool.shared.take(byteCount)
+        owner = nil
+        owned = true
+    }
+
     /// Borrowed bytes: `owner` must keep `base` valid for as long as this storage lives.
     public init(borrowing base: UnsafeMutableRawPointer, byteCount: Int, owner: AnyObject) {
         self.base = base

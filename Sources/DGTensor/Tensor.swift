@@ -22,6 +22,12 @@ public struct Tensor: @unchecked Sendable {
         self.init(storage: TensorStorage(byteCount: count * dtype.byteSize), dtype: dtype, shape: shape)
     }
 
+    /// A tensor whose values are undefined: for outputs that the caller overwrites entirely.
+    public init(uninitialized shape: [Int], dtype: DType = .f32) {
+        let count = shape.reduce(1, *)
+        self.init(storage: TensorStorage(uninitializedByteCount: count * dtype.byteSize), dtype: dtype, shape: shape)
+    }
+
     public init(shape: [Int], floats: [Float]) {
         precondition(shape.reduce(1, *) == floats.count, "shape \(shape) does not hold \(floats.count) values")
         self.init(zeros: shape, dtype: .f32)

@@ -93,27 +93,30 @@ extension Bench {
             setup()
             let ready = Date().timeIntervalSince(t0)
             body()  // warm-up: first-touch of weights and buffers
-            var times: [Double] = []
+            Profiler.reset()
+            var times: [Double] = [], cpu: [Double] = []
             for _ in 0..<runs {
-                let t = Date()
+                let t = Date(), c = processCPUTime()
                 body()
                 times.append(Date().timeIntervalSince(t))
+                cpu.append(processCPUTime() - c)
             }
-            times.sort()
-            let median = times[times.count / 2]
+            let median = times.sorted()[times.count / 2]
+            let medianCPU = cpu.sorted()[cpu.count / 2]
             var usage = rusage()
             getrusage(RUSAGE_SELF.rawValue, &usage)
             let peakMB = Double(usage.ru_maxrss) / 1024
             if json {
                 emit(JSON.object([
                     ("workload", .string(workload.rawValue)), ("resolution", .int(resolution)), ("batch", .int(batch)),
-                    ("checkpointing", .bool(checkpointing)), ("seconds", .double(median)),
+                    ("checkpointing", .bool(checkpointing)), ("seconds", .double(median)), ("cpu_seconds", .double(medianCPU)),
                     ("runs", .array(times.map { .double($0) })), ("peak_rss_mb", .double(peakMB)),
                     ("threads", .int(Parallel.threads)), ("setup_seconds", .double(ready)),
                 ]).compact)
             } else {
-                emit("\(workload.rawValue) \(resolution)px batch \(batch)\(checkpointing ? " checkpointed" : ""): median \(String(format: "%.3f", median)) s of \(runs) runs, peak RSS \(Int(peakMB)) MB, \(Parallel.threads) threads (setup \(String(format: "%.1f", ready)) s)")
+                emit("\(workload.rawValue) \(resolution)px batch \(batch)\(checkpointing ? " checkpointed" : ""): median \(String(format: "%.3f", median)) s of \(runs) runs (CPU \(String(format: "%.2f", medianCPU)) s), peak RSS \(Int(peakMB)) MB, \(Parallel.threads) threads (setup \(String(format: "%.1f", ready)) s)")
             }
+            if Profiler.enabled { emit("per run:\n" + Profiler.report(runs: runs)) }
         }
     }
 
@@ -209,6 +212,13 @@ extension Bench {
             emit(rows.joined(separator: "\n"))
         }
     }
+}
+
+/// User + system CPU time of the whole process (all threads), seconds.
+func processCPUTime() -> Double {
+    var u = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &u)
+    return Double(u.ru_utime.tv_sec) + Double(u.ru_utime.tv_usec) / 1e6 + Double(u.ru_stime.tv_sec) + Double(u.ru_stime.tv_usec) / 1e6
 }
 
 /// Normal-ish values (sum of four uniforms) with the spread of initialised weights, from

@@ -1,57 +1,106 @@
+import CDGKernels
 import Foundation
 
-/// Scaled dot-product attention, softmax(scale q k^T [causal mask]) v, computed a block of query rows
-/// at a time so that memory is O(block x Lk), never B x Lq x Lk. The backward pass recomputes each
-/// block's probabilities from the saved log-sum-exp (as flash attention does).
+/// Scaled dot-product attention, softmax(scale q k^T [causal mask]) v, over `heads` heads laid out
+/// side by side in the last dimension (q [B, Lq, H d], k [B, Lk, H d], v [B, Lk, H dv], out
+/// [B, Lq, H dv]: the layout of the projections, so heads are never split into copies). Computed a
+/// block of query rows at a time, so memory is O(block x Lk), never B x Lq x Lk; the backward pass
+/// recomputes each block's probabilities from the saved log-sum-exp (as flash attention does).
 ///
-/// Threads take whole (head, query block) items and call single-threaded sgemm, so that the
-/// products, the exponentials and the reuse of the block buffer all stay in one core's cache.
+/// Threads take whole (head, query block) items and run single-threaded products, so that the
+/// products, the exponentials and the reuse of the block buffer all stay in one core's cache. On the
+/// AVX-512 path K^T and V are packed once per head and the softmax runs in C (`dg_attention_forward`).
 extension Kernels {
     /// Query rows per block; nil: automatic (`attentionRows`).
     nonisolated(unsafe) static var attentionBlock: Int? = nil
 
     /// About 2^18 scores per block (1 MB, one core's L2), 16 to 1024 rows: 64 rows for
     /// self-attention at L = 4096, 1024 for cross-attention over 77 text tokens (where small
-    /// blocks would make the sgemm calls too small to be efficient).
+    /// blocks would make the products too small to be efficient).
     static func attentionRows(_ lk: Int) -> Int {
         attentionBlock ?? Swift.max(16, Swift.min(1024, (1 << 18) / Swift.max(1, lk)))
     }
 
     struct AttentionShape {
-        let b, lq, lk, d, dv: Int
-        init(_ q: Tensor, _ k: Tensor, _ v: Tensor) {
-            precondition(q.rank == 3 && k.rank == 3 && v.rank == 3, "attention: q, k, v must be [B, L, D]")
-            b = q.shape[0]; lq = q.shape[1]; d = q.shape[2]; lk = k.shape[1]; dv = v.shape[2]
-            if k.shape[0] != b || v.shape[0] != b || k.shape[2] != d || v.shape[1] != lk {
+        let batch, heads, lq, lk, d, dv: Int
+        /// Row strides of q (and k), and of v (and out).
+        var ldq: Int { heads * d }
+        var ldv: Int { heads * dv }
+        /// Items of work: (batch x heads) heads.
+        var count: Int { batch * heads }
+
+        init(_ q: Tensor, _ k: Tensor, _ v: Tensor, heads: Int) {
+            precondition(q.rank == 3 && k.rank == 3 && v.rank == 3, "attention: q, k, v must be [B, L, H D]")
+            if heads < 1 || q.shape[2] % heads != 0 || v.shape[2] % heads != 0 {
+                fatalError("attention: \(heads) heads do not divide q \(q.shape), v \(v.shape)")
+            }
+            batch = q.shape[0]; self.heads = heads; lq = q.shape[1]; d = q.shape[2] / heads
+            lk = k.shape[1]; dv = v.shape[2] / heads
+            if k.shape[0] != batch || v.shape[0] != batch || k.shape[2] != q.shape[2] || v.shape[1] != lk {
                 fatalError("attention: q \(q.shape), k \(k.shape), v \(v.shape) do not agree")
             }
         }
+        /// Offsets of head `item` (= b heads + h) in q / k and in v / out, in elements.
+        @inline(__always) func qOffset(_ item: Int, row: Int) -> Int { ((item / heads) * lq + row) * ldq + (item % heads) * d }
+        @inline(__always) func kOffset(_ item: Int) -> Int { (item / heads) * lk * ldq + (item % heads) * d }
+        @inline(__always) func vOffset(_ item: Int) -> Int { (item / heads) * lk * ldv + (item % heads) * dv }
+        @inline(__always) func oOffset(_ item: Int, row: Int) -> Int { ((item / heads) * lq + row) * ldv + (item % heads) * dv }
         /// Keys a block of query rows [i0, i0 + rows) may see, and those row r may see.
         @inline(__always) func keys(_ i0: Int, _ rows: Int, causal: Bool) -> Int { causal ? Swift.min(lk, i0 + rows) : lk }
         @inline(__always) func visible(_ i: Int, _ keys: Int, causal: Bool) -> Int { causal ? Swift.min(keys, i + 1) : keys }
     }
 
-    public static func attention(q: Tensor, k: Tensor, v: Tensor, scale: Float, causal: Bool) -> (out: Tensor, logsumexp: Tensor) {
-        let s = AttentionShape(q, k, v)
+    /// Returns out [B, Lq, H dv] and the log-sum-exp of each row's scores [B H, Lq].
+    public static func attention(q: Tensor, k: Tensor, v: Tensor, heads: Int = 1, scale: Float, causal: Bool) -> (out: Tensor, logsumexp: Tensor) {
+        let s = AttentionShape(q, k, v, heads: heads)
         let qc = f32(q), kc = f32(k), vc = f32(v)
-        let out = Tensor(zeros: [s.b, s.lq, s.dv]), lse = Tensor(zeros: [s.b, s.lq])
+        let out = Tensor(uninitialized: [s.batch, s.lq, s.ldv]), lse = Tensor(uninitialized: [s.count, s.lq])
         defer { withExtendedLifetime((qc, kc, vc, out, lse)) {} }
         let qp = pointer(qc), kp = pointer(kc), vp = pointer(vc)
         let op = pointer(out), lp = pointer(lse)
-        if s.lk == 0 { return (out, lse) }
+        if s.lk == 0 {
+            op.initialize(repeating: 0, count: out.count)
+            lp.initialize(repeating: 0, count: lse.count)
+            return (out, lse)
+        }
         let block = Swift.max(1, attentionRows(s.lk))
         let nb = (s.lq + block - 1) / block
+        let vectorized = GEMM.vectorized
         withSingleThreadedBLAS {
-            forEachChunk(s.b * nb, minimumChunk: 1) { _, items in
+            forEachChunk(s.count * nb, minimumChunk: 1) { _, items in
                 let buffer = UnsafeMutablePointer<Float>.allocate(capacity: block * s.lk)
+                defer { buffer.deallocate() }
+                if vectorized {
+                    // K^T and V of the current head, packed once for all its query blocks.
+                    let (ktSize, ktWidth) = GEMM.packedSize(k: s.d, n: s.lk), (vSize, vWidth) = GEMM.packedSize(k: s.lk, n: s.dv)
+                    let kt = UnsafeMutablePointer<Float>.allocate(capacity: ktSize), vt = UnsafeMutablePointer<Float>.allocate(capacity: vSize)
+                    defer { kt.deallocate(); vt.deallocate() }
+                    var ktSource = GEMM.packed(kt, k: s.d, nr: ktWidth), vSource = GEMM.packed(vt, k: s.lk, nr: vWidth)
+                    var packedHead = -1
+                    for item in items {
+                        let h = item / nb, i0 = (item % nb) * block
+                        let rows = Swift.min(block, s.lq - i0), keys = s.keys(i0, rows, causal: causal)
+                        if h != packedHead {
+                            _ = GEMM.pack(GEMM.matrix(kp + s.kOffset(h), rowStride: 1, columnStride: s.ldq), k: s.d, n: s.lk, into: kt)
+                            _ = GEMM.pack(GEMM.matrix(vp + s.vOffset(h), rowStride: s.ldv, columnStride: 1), k: s.lk, n: s.dv, into: vt)
+                            packedHead = h
+                        }
+                        // Causal blocks see only their first `keys` keys: the packed panels hold all
+                        // of them, and a product over fewer columns / rows reads a prefix of them.
+                        dg_attention_forward(rows, keys, s.d, s.dv, scale, qp + s.qOffset(h, row: i0), s.ldq,
+                                             &ktSource, &vSource, op + s.oOffset(h, row: i0), s.ldv,
+                                             lp + h * s.lq + i0, causal ? 1 : 0, i0, buffer)
+                    }
+                    return
+                }
                 let inverse = UnsafeMutablePointer<Float>.allocate(capacity: block)
-                defer { buffer.deallocate(); inverse.deallocate() }
+                defer { inverse.deallocate() }
                 for item in items {
                     let h = item / nb, i0 = (item % nb) * block
                     let rows = Swift.min(block, s.lq - i0), keys = s.keys(i0, rows, causal: causal)
-                    let qb = qp + (h * s.lq + i0) * s.d, kb = kp + h * s.lk * s.d, vb = vp + h * s.lk * s.dv
-                    BLAS.sgemm(transB: true, m: rows, n: keys, k: s.d, alpha: scale, a: qb, lda: s.d,
-                               b: kb, ldb: s.d, c: buffer, ldc: keys)
+                    let qb = qp + s.qOffset(h, row: i0), kb = kp + s.kOffset(h), vb = vp + s.vOffset(h)
+                    BLAS.sgemm(transB: true, m: rows, n: keys, k: s.d, alpha: scale, a: qb, lda: s.ldq,
+                               b: kb, ldb: s.ldq, c: buffer, ldc: keys)
                     // Unnormalised probabilities exp(s - max); the 1/sum goes on the output rows.
                     for r in 0..<rows {
                         let row = buffer + r * keys, n = s.visible(i0 + r, keys, causal: causal)
@@ -62,10 +111,10 @@ extension Kernels {
                         lp[h * s.lq + i0 + r] = m + Float(Foundation.log(total))
                         inverse[r] = Float(1 / total)
                     }
-                    let ob = op + (h * s.lq + i0) * s.dv
-                    BLAS.sgemm(m: rows, n: s.dv, k: keys, a: buffer, lda: keys, b: vb, ldb: s.dv, c: ob, ldc: s.dv)
+                    let ob = op + s.oOffset(h, row: i0)
+                    BLAS.sgemm(m: rows, n: s.dv, k: keys, a: buffer, lda: keys, b: vb, ldb: s.ldv, c: ob, ldc: s.ldv)
                     for r in 0..<rows {
-                        let o = ob + r * s.dv, f = inverse[r]
+                        let o = ob + r * s.ldv, f = inverse[r]
                         for t in 0..<s.dv { o[t] *= f }
                     }
                 }
@@ -75,91 +124,121 @@ extension Kernels {
     }
 
     public static func attentionBackward(_ gOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, logsumexp: Tensor,
-                                         scale: Float, causal: Bool) -> (q: Tensor, k: Tensor, v: Tensor) {
-        let s = AttentionShape(q, k, v)
-        precondition(gOut.shape == [s.b, s.lq, s.dv] && out.shape == gOut.shape && logsumexp.count == s.b * s.lq,
+                                         heads: Int = 1, scale: Float, causal: Bool) -> (q: Tensor, k: Tensor, v: Tensor) {
+        let s = AttentionShape(q, k, v, heads: heads)
+        precondition(gOut.shape == [s.batch, s.lq, s.ldv] && out.shape == gOut.shape && logsumexp.count == s.count * s.lq,
                      "attentionBackward: shapes")
         let gc = f32(gOut), qc = f32(q), kc = f32(k), vc = f32(v)
         let oc = f32(out), lc = f32(logsumexp)
-        let dq = Tensor(zeros: q.shape), dk = Tensor(zeros: k.shape), dv = Tensor(zeros: v.shape)
+        let dq = Tensor(uninitialized: q.shape), dk = Tensor(zeros: k.shape), dv = Tensor(zeros: v.shape)
         defer { withExtendedLifetime((gc, qc, kc, vc, oc, lc, dq, dk, dv)) {} }
         let gp = pointer(gc), qp = pointer(qc), kp = pointer(kc), vp = pointer(vc)
         let lp = pointer(lc), dqp = pointer(dq), dkp = pointer(dk), dvp = pointer(dv)
-        if s.lk == 0 || s.lq == 0 { return (dq, dk, dv) }
+        if s.lk == 0 || s.lq == 0 {
+            dqp.initialize(repeating: 0, count: dq.count)
+            return (dq, dk, dv)
+        }
 
-        // delta_i = sum_j dO_ij O_ij: the row term of the softmax backward.
-        let delta = UnsafeMutablePointer<Float>.allocate(capacity: s.b * s.lq)
+        // delta_i = sum_j dO_ij O_ij: the row term of the softmax backward, [B H, Lq].
+        let delta = UnsafeMutablePointer<Float>.allocate(capacity: s.count * s.lq)
         defer { delta.deallocate() }
         let op = pointer(oc)
-        Parallel.forEach(s.b * s.lq, minimumChunk: grain(s.dv)) { r in
-            for i in r { delta[i] = Float(dot(gp + i * s.dv, op + i * s.dv, s.dv)) }
+        Parallel.forEach(s.count * s.lq, minimumChunk: grain(s.dv)) { r in
+            for i in r {
+                let h = i / s.lq, o = s.oOffset(h, row: i % s.lq)
+                delta[i] = Float(dot(gp + o, op + o, s.dv))
+            }
         }
 
         let block = Swift.max(1, attentionRows(s.lk))
         let nb = (s.lq + block - 1) / block
+        let vectorized = GEMM.vectorized
         // Query blocks `blocks` of head h: writes their rows of dq, and adds their share of dk, dv of
-        // head h into dkh [Lk, D] and dvh [Lk, Dv].
-        func run(_ h: Int, _ blocks: Range<Int>, _ dkh: UnsafeMutablePointer<Float>, _ dvh: UnsafeMutablePointer<Float>) {
+        // head h into dkh (row stride ldk) and dvh (row stride ldvh).
+        func run(_ h: Int, _ blocks: Range<Int>, _ dkh: UnsafeMutablePointer<Float>, _ ldk: Int,
+                 _ dvh: UnsafeMutablePointer<Float>, _ ldvh: Int) {
             let p = UnsafeMutablePointer<Float>.allocate(capacity: 2 * block * s.lk)
             defer { p.deallocate() }
             let dp = p + block * s.lk
-            let kb = kp + h * s.lk * s.d, vb = vp + h * s.lk * s.dv
+            let kb = kp + s.kOffset(h), vb = vp + s.vOffset(h)
+            var kt = GEMM.matrix(kb, rowStride: 1, columnStride: s.ldq)       // K^T [d, Lk]
+            var vt = GEMM.matrix(vb, rowStride: 1, columnStride: s.ldv)       // V^T [dv, Lk]
+            var kk = GEMM.matrix(kb, rowStride: s.ldq, columnStride: 1)       // K [Lk, d]
+            var packs: [UnsafeMutablePointer<Float>] = []
+            defer { for b in packs { b.deallocate() } }
+            if vectorized {
+                func packed(_ m: dg_bsource, _ k: Int, _ n: Int) -> dg_bsource {
+                    let buffer = UnsafeMutablePointer<Float>.allocate(capacity: GEMM.packedSize(k: k, n: n).count)
+                    packs.append(buffer)
+                    return GEMM.pack(m, k: k, n: n, into: buffer)
+                }
+                kt = packed(kt, s.d, s.lk); vt = packed(vt, s.dv, s.lk); kk = packed(kk, s.lk, s.d)
+            }
             for blk in blocks {
                 let i0 = blk * block, rows = Swift.min(block, s.lq - i0), keys = s.keys(i0, rows, causal: causal)
-                let qb = qp + (h * s.lq + i0) * s.d, gb = gp + (h * s.lq + i0) * s.dv
+                let qb = qp + s.qOffset(h, row: i0), gb = gp + s.oOffset(h, row: i0)
+                let lse = lp + h * s.lq + i0, dl = delta + h * s.lq + i0
                 // P = exp(scale q k^T - lse), zero where masked.
-                BLAS.sgemm(transB: true, m: rows, n: keys, k: s.d, alpha: scale, a: qb, lda: s.d,
-                           b: kb, ldb: s.d, c: p, ldc: keys)
-                for r in 0..<rows {
-                    let row = p + r * keys, n = s.visible(i0 + r, keys, causal: causal)
-                    let l = lp[h * s.lq + i0 + r]
-                    for j in 0..<n { row[j] = exp(row[j] - l) }
-                    if n < keys { (row + n).update(repeating: 0, count: keys - n) }
+                GEMM.gemm(m: rows, n: keys, k: s.d, alpha: scale, a: qb, ars: s.ldq, aks: 1, b: kt, c: p, ldc: keys)
+                if vectorized {
+                    dg_attention_probabilities(rows, keys, p, keys, lse, causal ? 1 : 0, i0)
+                } else {
+                    for r in 0..<rows {
+                        let row = p + r * keys, n = s.visible(i0 + r, keys, causal: causal)
+                        let l = lse[r]
+                        for j in 0..<n { row[j] = exp(row[j] - l) }
+                        if n < keys { (row + n).update(repeating: 0, count: keys - n) }
+                    }
                 }
                 // dV += P^T dO
-                BLAS.sgemm(transA: true, m: keys, n: s.dv, k: rows, a: p, lda: keys, b: gb, ldb: s.dv,
-                           beta: 1, c: dvh, ldc: s.dv)
+                GEMM.gemm(m: keys, n: s.dv, k: rows, a: p, ars: 1, aks: keys,
+                          b: GEMM.matrix(gb, rowStride: s.ldv, columnStride: 1), beta: 1, c: dvh, ldc: ldvh)
                 // dP = dO V^T; dS = P (dP - delta)
-                BLAS.sgemm(transB: true, m: rows, n: keys, k: s.dv, a: gb, lda: s.dv, b: vb, ldb: s.dv,
-                           c: dp, ldc: keys)
-                for r in 0..<rows {
-                    let pr = p + r * keys, dr = dp + r * keys, dl = delta[h * s.lq + i0 + r]
-                    for j in 0..<keys { dr[j] = pr[j] * (dr[j] - dl) }
+                GEMM.gemm(m: rows, n: keys, k: s.dv, a: gb, ars: s.ldv, aks: 1, b: vt, c: dp, ldc: keys)
+                if vectorized {
+                    dg_attention_score_gradient(rows, keys, p, dp, keys, dl)
+                } else {
+                    for r in 0..<rows {
+                        let pr = p + r * keys, dr = dp + r * keys, d0 = dl[r]
+                        for j in 0..<keys { dr[j] = pr[j] * (dr[j] - d0) }
+                    }
                 }
                 // dQ = scale dS K; dK += scale dS^T Q
-                BLAS.sgemm(m: rows, n: s.d, k: keys, alpha: scale, a: dp, lda: keys, b: kb, ldb: s.d,
-                           c: dqp + (h * s.lq + i0) * s.d, ldc: s.d)
-                BLAS.sgemm(transA: true, m: keys, n: s.d, k: rows, alpha: scale, a: dp, lda: keys, b: qb, ldb: s.d,
-                           beta: 1, c: dkh, ldc: s.d)
+                GEMM.gemm(m: rows, n: s.d, k: keys, alpha: scale, a: dp, ars: keys, aks: 1, b: kk,
+                          c: dqp + s.qOffset(h, row: i0), ldc: s.ldq)
+                GEMM.gemm(m: keys, n: s.d, k: rows, alpha: scale, a: dp, ars: 1, aks: keys,
+                          b: GEMM.matrix(qb, rowStride: s.ldq, columnStride: 1), beta: 1, c: dkh, ldc: ldk)
             }
         }
 
         withSingleThreadedBLAS {
-            if s.b >= Parallel.threads || nb == 1 {
+            if s.count >= Parallel.threads || nb == 1 {
                 // Heads are independent: each thread owns whole heads.
-                forEachChunk(s.b, minimumChunk: 1) { _, heads in
-                    for h in heads { run(h, 0..<nb, dkp + h * s.lk * s.d, dvp + h * s.lk * s.dv) }
+                forEachChunk(s.count, minimumChunk: 1) { _, items in
+                    for h in items { run(h, 0..<nb, dkp + s.kOffset(h), s.ldq, dvp + s.vOffset(h), s.ldv) }
                 }
             } else {
                 // Few heads: split each head's query blocks; every part but the first accumulates into
-                // its own dk, dv buffers, added in part order afterwards.
+                // its own dk, dv buffers ([Lk, d] and [Lk, dv]), added in part order afterwards.
                 let parts = Parallel.chunks(nb, minimumChunk: 1)
                 let kSize = s.lk * s.d, vSize = s.lk * s.dv
                 let scratch = UnsafeMutablePointer<Float>.allocate(capacity: Swift.max(1, (parts.count - 1) * (kSize + vSize)))
                 defer { scratch.deallocate() }
-                for h in 0..<s.b {
-                    let dkh = dkp + h * kSize, dvh = dvp + h * vSize
+                for h in 0..<s.count {
+                    let dkh = dkp + s.kOffset(h), dvh = dvp + s.vOffset(h)
                     scratch.update(repeating: 0, count: (parts.count - 1) * (kSize + vSize))
                     forEachChunk(nb, minimumChunk: 1) { ci, blocks in
-                        if ci == 0 { run(h, blocks, dkh, dvh) } else {
+                        if ci == 0 { run(h, blocks, dkh, s.ldq, dvh, s.ldv) } else {
                             let base = scratch + (ci - 1) * (kSize + vSize)
-                            run(h, blocks, base, base + kSize)
+                            run(h, blocks, base, s.d, base + kSize, s.dv)
                         }
                     }
                     for ci in 1..<parts.count {
                         let base = scratch + (ci - 1) * (kSize + vSize)
-                        for i in 0..<kSize { dkh[i] += base[i] }
-                        for i in 0..<vSize { dvh[i] += base[kSize + i] }
+                        for r in 0..<s.lk {
+                            for t in 0..<s.d { dkh[r * s.ldq + t] += base[r * s.d + t] }
+                            for t in 0..<s.dv { dvh[r * s.ldv + t] += base[kSize + r * s.dv + t] }
+                        }
                     }
                 }
             }

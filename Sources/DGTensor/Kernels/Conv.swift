@@ -170,50 +170,31 @@ extension Kernels {
         let g = ConvGeometry(x: x.shape, w: w.shape, stride: stride, padding: padding)
         let xc = f32(x), wc = f32(w), bc = bias.map(f32)
         if let bc, bc.count != g.cout { fatalError("conv2d: bias has \(bc.count) values for \(g.cout) channels") }
-        let out = Tensor(zeros: [g.n, g.cout, g.hout, g.wout])
+        let out = Tensor(uninitialized: [g.n, g.cout, g.hout, g.wout])
         defer { withExtendedLifetime((xc, wc, bc, out)) {} }
         if out.count == 0 { return out }
-        let xp = pointer(xc), wp = pointer(wc), op = pointer(out)
-        let plane = g.plane, inPlane = g.cin * g.h * g.w, outSample = g.cout * plane
-        if let bc {
-            let bp = pointer(bc)
-            Parallel.forEach(g.n * g.cout, minimumChunk: grain(plane)) { r in
-                for i in r { (op + i * plane).update(repeating: bp[i % g.cout], count: plane) }
-            }
-        }
-        let beta: Float = bc == nil ? 0 : 1
-        let passes = g.passes
-        if g.isPointwise && g.samplesPerPass == 1 {
-            for s in 0..<g.n {
-                BLAS.sgemm(m: g.cout, n: plane, k: g.cin, a: wp, lda: g.cin,
-                           b: xp + s * inPlane, ldb: plane, beta: beta, c: op + s * outSample, ldc: plane)
-            }
-            return out
-        }
-        let maxColumns = g.maxColumns
-        let cols = UnsafeMutablePointer<Float>.allocate(capacity: g.kdim * maxColumns)
-        defer { cols.deallocate() }
-        let packed = g.samplesPerPass > 1 ? UnsafeMutablePointer<Float>.allocate(capacity: g.cout * maxColumns) : nil
-        defer { packed?.deallocate() }
-        for p in passes {
-            let ncols = p.count * (p.oy1 - p.oy0) * g.wout
-            for j in 0..<p.count {
-                im2col(g, xp + (p.s0 + j) * inPlane, p.oy0, p.oy1, cols + j * plane, ld: ncols)
-            }
-            if let packed {
-                BLAS.sgemm(m: g.cout, n: ncols, k: g.kdim, a: wp, lda: g.kdim, b: cols, ldb: ncols, c: packed, ldc: ncols)
-                unpack(packed, rows: g.cout, plane: plane, count: p.count, into: op + p.s0 * outSample, stride: outSample, add: bc != nil)
-            } else {
-                BLAS.sgemm(m: g.cout, n: ncols, k: g.kdim, a: wp, lda: g.kdim, b: cols, ldb: ncols,
-                           beta: beta, c: op + p.s0 * outSample + p.oy0 * g.wout, ldc: plane)
-            }
-        }
+        convolve(g, pointer(xc), pointer(wc), bc.map { UnsafePointer(pointer($0)) }, pointer(out))
         return out
     }
 
-    /// Gradients of `conv2d` for the upstream gradient gy [N, Cout, Hout, Wout]:
-    /// dW = sum over samples of gy cols^T (sgemm accumulating with beta = 1), dx = col2im(W^T gy),
-    /// dbias = sum of gy over samples and positions. Only the requested ones are computed.
+    /// out[s] = W im2col(x[s]) + bias, sample by sample: one product W [Cout, Cin kh kw] x the
+    /// implicit im2col matrix, which the AVX-512 kernel packs straight from x (a pointwise
+    /// convolution reads x as it is).
+    static func convolve(_ g: ConvGeometry, _ xp: UnsafePointer<Float>, _ wp: UnsafePointer<Float>,
+                         _ bias: UnsafePointer<Float>?, _ op: UnsafeMutablePointer<Float>) {
+        let plane = g.plane, inPlane = g.cin * g.h * g.w, outSample = g.cout * plane
+        for s in 0..<g.n {
+            let source = g.isPointwise ? GEMM.matrix(xp + s * inPlane, rowStride: plane, columnStride: 1)
+                                       : GEMM.im2col(g, xp + s * inPlane)
+            GEMM.gemm(m: g.cout, n: plane, k: g.kdim, a: wp, ars: g.kdim, aks: 1, b: source,
+                      c: op + s * outSample, ldc: plane, rowBias: bias)
+        }
+    }
+
+    /// Gradients of `conv2d` for the upstream gradient gy [N, Cout, Hout, Wout]: only the requested
+    /// ones. dW = sum over samples of gy_s im2col(x_s)^T (accumulated in sample order);
+    /// dx: for stride 1, the convolution of gy with the flipped, transposed kernel (padding kh-1-p);
+    /// else col2im(W^T gy_s); dbias = sum of gy over samples and positions.
     public static func conv2dBackward(_ gy: Tensor, x: Tensor, w: Tensor, stride: Int, padding: Int,
                                       needInput: Bool, needWeight: Bool, needBias: Bool) -> (x: Tensor?, w: Tensor?, bias: Tensor?) {
         let g = ConvGeometry(x: x.shape, w: w.shape, stride: stride, padding: padding)
@@ -223,10 +204,13 @@ extension Kernels {
         let gc = f32(gy)
         let xc = needWeight ? f32(x) : x
         let wc = needInput ? f32(w) : w
-        let dx = needInput ? Tensor(zeros: x.shape) : nil
-        let dw = needWeight ? Tensor(zeros: w.shape) : nil
-        let db = needBias ? Tensor(zeros: [g.cout]) : nil
+        let dx = needInput ? Tensor(uninitialized: x.shape) : nil
+        let dw = needWeight ? Tensor(uninitialized: w.shape) : nil
+        let db = needBias ? Tensor(uninitialized: [g.cout]) : nil
         defer { withExtendedLifetime((gc, xc, wc, dx, dw, db)) {} }
+        if let t = dx, gy.count == 0 { t.storage.base.initializeMemory(as: UInt8.self, repeating: 0, count: t.byteCount) }
+        if let t = dw, gy.count == 0 { t.storage.base.initializeMemory(as: UInt8.self, repeating: 0, count: t.byteCount) }
+        if let t = db, gy.count == 0 { t.storage.base.initializeMemory(as: UInt8.self, repeating: 0, count: t.byteCount) }
         if gy.count == 0 { return (dx, dw, db) }
         let gp = pointer(gc), plane = g.plane, inPlane = g.cin * g.h * g.w, outSample = g.cout * plane
 
@@ -240,54 +224,53 @@ extension Kernels {
                 }
             }
         }
-        if !needInput && !needWeight { return (nil, nil, db) }
-
-        let xp = needWeight ? pointer(xc) : nil
-        let wp = needInput ? pointer(wc) : nil
-        let dxp = dx.map(pointer), dwp = dw.map(pointer)
-        if g.isPointwise && g.samplesPerPass == 1 {
+        if let dw {   // dW [Cout, K] (+)= gy_s [Cout, HW] im2col(x_s)^T [HW, K]
+            let xp = pointer(xc), dwp = pointer(dw)
             for s in 0..<g.n {
-                let gs = gp + s * outSample
-                if let dwp, let xp {   // dW [Cout, Cin] += gy_s [Cout, HW] x_s^T
-                    BLAS.sgemm(transB: true, m: g.cout, n: g.cin, k: plane, a: gs, lda: plane,
-                               b: xp + s * inPlane, ldb: plane, beta: s == 0 ? 0 : 1, c: dwp, ldc: g.cin)
-                }
-                if let dxp, let wp {   // dx_s [Cin, HW] = W^T gy_s
-                    BLAS.sgemm(transA: true, m: g.cin, n: plane, k: g.cout, a: wp, lda: g.cin,
-                               b: gs, ldb: plane, c: dxp + s * inPlane, ldc: plane)
-                }
+                let source = g.isPointwise ? GEMM.matrix(xp + s * inPlane, rowStride: 1, columnStride: plane)
+                                           : GEMM.im2col(g, xp + s * inPlane, transposed: true)
+                GEMM.gemm(m: g.cout, n: g.kdim, k: plane, a: gp + s * outSample, ars: plane, aks: 1, b: source,
+                          beta: s == 0 ? 0 : 1, c: dwp, ldc: g.kdim)
             }
-            return (dx, dw, db)
         }
-        let maxColumns = g.maxColumns
-        let cols = UnsafeMutablePointer<Float>.allocate(capacity: g.kdim * maxColumns)
-        defer { cols.deallocate() }
-        let packed = g.samplesPerPass > 1 ? UnsafeMutablePointer<Float>.allocate(capacity: g.cout * maxColumns) : nil
-        defer { packed?.deallocate() }
-        var first = true
-        for p in g.passes {
-            let ncols = p.count * (p.oy1 - p.oy0) * g.wout
-            // The gradient block as a [Cout, ncols] matrix (row stride ldg).
-            let gb: UnsafePointer<Float>, ldg: Int
-            if let packed {
-                pack(gp + p.s0 * outSample, stride: outSample, rows: g.cout, plane: plane, count: p.count, into: packed)
-                (gb, ldg) = (UnsafePointer(packed), ncols)
-            } else {
-                (gb, ldg) = (UnsafePointer(gp + p.s0 * outSample + p.oy0 * g.wout), plane)
+        guard let dx else { return (nil, dw, db) }
+        let wp = pointer(wc), dxp = pointer(dx)
+        if g.isPointwise {   // dx_s [Cin, HW] = W^T gy_s
+            for s in 0..<g.n {
+                GEMM.gemm(m: g.cin, n: plane, k: g.cout, a: wp, ars: 1, aks: g.cin,
+                          b: GEMM.matrix(gp + s * outSample, rowStride: plane, columnStride: 1),
+                          c: dxp + s * inPlane, ldc: plane)
             }
-            if let dwp, let xp {   // dW [Cout, K] += gy_block cols^T
-                for j in 0..<p.count {
-                    im2col(g, xp + (p.s0 + j) * inPlane, p.oy0, p.oy1, cols + j * plane, ld: ncols)
+        } else if g.stride == 1 && g.kh == g.kw && g.padding <= g.kh - 1 {
+            // dx = gy convolved with W'[c, o, ki, kj] = W[o, c, kh-1-ki, kw-1-kj], padding kh-1-p.
+            let flipped = UnsafeMutablePointer<Float>.allocate(capacity: g.cout * g.kdim)
+            defer { flipped.deallocate() }
+            let kk = g.kh * g.kw
+            Parallel.forEach(g.cin, minimumChunk: grain(g.cout * kk)) { r in
+                for c in r {
+                    for o in 0..<g.cout {
+                        let src = wp + (o * g.cin + c) * kk, dst = flipped + (c * g.cout + o) * kk
+                        for t in 0..<kk { dst[t] = src[kk - 1 - t] }
+                    }
                 }
-                BLAS.sgemm(transB: true, m: g.cout, n: g.kdim, k: ncols, a: gb, lda: ldg,
-                           b: cols, ldb: ncols, beta: first ? 0 : 1, c: dwp, ldc: g.kdim)
-                first = false
             }
-            if let dxp, let wp {   // dcols [K, ncols] = W^T gy_block, scattered back
-                BLAS.sgemm(transA: true, m: g.kdim, n: ncols, k: g.cout, a: wp, lda: g.kdim,
-                           b: gb, ldb: ldg, c: cols, ldc: ncols)
-                for j in 0..<p.count {
-                    col2im(g, cols + j * plane, p.oy0, p.oy1, dxp + (p.s0 + j) * inPlane, ld: ncols)
+            let h = ConvGeometry(x: [g.n, g.cout, g.hout, g.wout], w: [g.cin, g.cout, g.kh, g.kw],
+                                 stride: 1, padding: g.kh - 1 - g.padding)
+            precondition(h.hout == g.h && h.wout == g.w, "conv2dBackward: transposed geometry")
+            convolve(h, gp, flipped, nil, dxp)
+        } else {
+            // dcols [K, band] = W^T gy_s (band of output rows), scattered back by col2im.
+            dxp.initialize(repeating: 0, count: g.n * inPlane)
+            let band = Swift.max(1, Swift.min(g.hout, Kernels.columnBudget / Swift.max(1, g.kdim * g.wout * 4)))
+            let cols = UnsafeMutablePointer<Float>.allocate(capacity: g.kdim * band * g.wout)
+            defer { cols.deallocate() }
+            for s in 0..<g.n {
+                for oy0 in Swift.stride(from: 0, to: g.hout, by: band) {
+                    let oy1 = Swift.min(g.hout, oy0 + band), ncols = (oy1 - oy0) * g.wout
+                    GEMM.gemm(m: g.kdim, n: ncols, k: g.cout, a: wp, ars: 1, aks: g.kdim,
+                              b: GEMM.matrix(gp + s * outSample + oy0 * g.wout, rowStride: plane, columnStride: 1),
+                              c: cols, ldc: ncols)
+                    col2im(g, cols, oy0, oy1, dxp + s * inPlane, ld: ncols)
                 }
             }
         }

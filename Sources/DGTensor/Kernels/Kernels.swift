@@ -48,7 +48,8 @@ extension Kernels {
         let threads = Parallel.threads
         if threads == 1 { return body() }
         openblas_set_num_threads(1)
-        defer { openblas_set_num_threads(Int32(threads)) }
+        GEMM.serial = true
+        defer { openblas_set_num_threads(Int32(threads)); GEMM.serial = false }
         return body()
     }
 

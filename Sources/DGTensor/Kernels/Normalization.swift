@@ -7,7 +7,9 @@ extension Kernels {
 
     /// x [N, C, *spatial]: each sample's channels are split into `groups` groups, normalised over
     /// (C/groups x spatial), then scaled and shifted per channel. Returns mean and rstd [N*groups].
-    public static func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Float) -> (y: Tensor, mean: Tensor, rstd: Tensor) {
+    /// `silu`: y = silu(groupNorm(x)) in the same pass (the ResNet blocks' norm + activation).
+    public static func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Float,
+                                 silu: Bool = false) -> (y: Tensor, mean: Tensor, rstd: Tensor) {
         precondition(x.rank >= 2, "groupNorm: x must be [N, C, ...]")
         let n = x.shape[0], c = x.shape[1], s = x.shape.dropFirst(2).reduce(1, *)
         if groups < 1 || c % groups != 0 { fatalError("groupNorm: \(c) channels do not split into \(groups) groups") }
@@ -15,7 +17,7 @@ extension Kernels {
         let xc = f32(x), wc = weight.map(f32), bc = bias.map(f32)
         if let wc, wc.count != c { fatalError("groupNorm: weight has \(wc.count) values for \(c) channels") }
         if let bc, bc.count != c { fatalError("groupNorm: bias has \(bc.count) values for \(c) channels") }
-        let y = Tensor(zeros: x.shape), mean = Tensor(zeros: [n * groups]), rstd = Tensor(zeros: [n * groups])
+        let y = Tensor(uninitialized: x.shape), mean = Tensor(uninitialized: [n * groups]), rstd = Tensor(uninitialized: [n * groups])
         defer { withExtendedLifetime((xc, wc, bc, y, mean, rstd)) {} }
         let xp = pointer(xc), yp = pointer(y), mp = pointer(mean), rp = pointer(rstd)
         let wp = wc.map(pointer), bp = bc.map(pointer)
@@ -26,13 +28,20 @@ extension Kernels {
                 let v = sumSquaredDeviations(xs, seg, Float(m)) / Double(seg)
                 let rs = 1 / (v + Double(eps)).squareRoot()
                 mp[i] = Float(m); rp[i] = Float(rs)
+                // The scale and shift from the stored (float) statistics, so that a backward pass can
+                // recompute the output exactly (`siluThroughGroupNorm`).
+                let (ms, rss) = (Double(mp[i]), Double(rp[i]))
                 let g = i % groups
                 for j in 0..<cg {
                     let ch = g * cg + j
-                    let a = Float(rs * Double(wp?[ch] ?? 1))
-                    let b = Float(Double(bp?[ch] ?? 0) - m * Double(a))
+                    let a = Float(rss * Double(wp?[ch] ?? 1))
+                    let b = Float(Double(bp?[ch] ?? 0) - ms * Double(a))
                     let src = xs + j * s, dst = yp + i * seg + j * s
-                    for k in 0..<s { dst[k] = src[k] * a + b }
+                    if silu {
+                        for k in 0..<s { let v = src[k] * a + b; dst[k] = v / (1 + exp(-v)) }
+                    } else {
+                        for k in 0..<s { dst[k] = src[k] * a + b }
+                    }
                 }
             }
         }
@@ -41,11 +50,17 @@ extension Kernels {
 
     /// With xhat = (x - mean) rstd and g = gy w: dx = rstd (g - mean_group(g) - xhat mean_group(g xhat)),
     /// dweight = sum over N and spatial of gy xhat, dbias = sum of gy.
-    public static func groupNormBackward(_ gy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, groups: Int, weight: Tensor?) -> (x: Tensor, weight: Tensor?, bias: Tensor?) {
+    ///
+    /// `silu` (the fused norm + activation; needs `bias`): gy is first taken back through the SiLU,
+    /// at the pre-activation values recomputed exactly as the forward pass computed them.
+    public static func groupNormBackward(_ gy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, groups: Int, weight: Tensor?,
+                                         silu: Bool = false, bias: Tensor? = nil) -> (x: Tensor, weight: Tensor?, bias: Tensor?) {
         let n = x.shape[0], c = x.shape[1], s = x.shape.dropFirst(2).reduce(1, *)
         let cg = c / groups, seg = cg * s
         precondition(gy.shape == x.shape && mean.count == n * groups && rstd.count == n * groups, "groupNormBackward: shapes")
-        let gc = f32(gy), xc = f32(x), mc = f32(mean), rc = f32(rstd)
+        let gc = silu ? siluThroughGroupNorm(gy, x: x, mean: mean, rstd: rstd, groups: groups, weight: weight, bias: bias)
+                      : f32(gy)
+        let xc = f32(x), mc = f32(mean), rc = f32(rstd)
         let wc = weight.map(f32)
         let dx = Tensor(zeros: x.shape)
         let dw = Tensor(zeros: [c]), db = Tensor(zeros: [c])
@@ -110,6 +125,32 @@ extension Kernels {
             }
         }
         return (dx, weight == nil ? nil : dw, db)
+    }
+
+    /// gy silu'(z), z = groupNorm(x) recomputed with the forward pass's arithmetic.
+    static func siluThroughGroupNorm(_ gy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, groups: Int, weight: Tensor?,
+                                     bias: Tensor?) -> Tensor {
+        let n = x.shape[0], c = x.shape[1], s = x.shape.dropFirst(2).reduce(1, *)
+        let cg = c / groups
+        let gc = f32(gy), xc = f32(x), mc = f32(mean), rc = f32(rstd), wc = weight.map(f32), bc = bias.map(f32)
+        let dz = Tensor(uninitialized: x.shape)
+        defer { withExtendedLifetime((gc, xc, mc, rc, wc, bc, dz)) {} }
+        let gp = pointer(gc), xp = pointer(xc), mp = pointer(mc), rp = pointer(rc), dp = pointer(dz)
+        let wp = wc.map(pointer), bp = bc.map(pointer)
+        Parallel.forEach(n * c, minimumChunk: grain(4 * s)) { r in
+            for k in r {
+                let ch = k % c, gi = (k / c) * groups + ch / cg
+                let m = Double(mp[gi]), rs = Double(rp[gi])
+                let a = Float(rs * Double(wp?[ch] ?? 1))
+                let b = Float(Double(bp?[ch] ?? 0) - m * Double(a))
+                let xs = xp + k * s, g = gp + k * s, o = dp + k * s
+                for t in 0..<s {
+                    let v = xs[t] * a + b, sg = 1 / (1 + exp(-v))
+                    o[t] = g[t] * sg * (1 + v * (1 - sg))
+                }
+            }
+        }
+        return dz
     }
 
     // MARK: layer norm

@@ -1,0 +1,616 @@
+// Single-precision GEMM with an AVX-512 micro-kernel; see include/dg_kernels.h.
+#include "dg_kernels.h"
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef DG_KC
+#define DG_KC 256    // k rows per block
+#endif
+#ifndef DG_MC
+#define DG_MC 192    // rows of A per block (192 x 256 floats: in L2)
+#endif
+#ifndef DG_NC
+#define DG_NC 1024   // columns of B per packed block (256 x 1024 floats: 1 MB, in L2)
+#endif
+
+// MARK: packing B (portable C, memory-bound; the transposing packs have AVX-512 versions)
+
+int dg_has_avx512(void);
+static void pack_transposed_avx512(const float *b, long cs, long p0, long kc, long j0, long n, long nr, float *dst);
+static void pack_im2col_t_avx512(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst);
+static void pack_im2col_avx512(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst);
+
+// Packs B(p0 + p, j0 + j), p < kc, j < n, into ceil(n / nr) panels of kc x nr floats (zero-padded).
+static void pack_matrix(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst) {
+    if (s->rs == 1 && s->cs != 1 && nr % 16 == 0 && dg_has_avx512()) {
+        pack_transposed_avx512(s->b, s->cs, p0, kc, j0, n, nr, dst);
+        return;
+    }
+    long panels = (n + nr - 1) / nr;
+    for (long q = 0; q < panels; q++) {
+        long jq = j0 + q * nr, cols = n - q * nr < nr ? n - q * nr : nr;
+        float *d = dst + q * kc * nr;
+        if (s->cs == 1) {
+            for (long p = 0; p < kc; p++) {
+                const float *src = s->b + (p0 + p) * s->rs + jq;
+                float *o = d + p * nr;
+                memcpy(o, src, (size_t)cols * sizeof(float));
+                for (long t = cols; t < nr; t++) o[t] = 0;
+            }
+        } else {
+            // Each column of the panel is a run of kc values (stride rs, 1 for a transposed matrix).
+            for (long t = 0; t < cols; t++) {
+                const float *src = s->b + p0 * s->rs + (jq + t) * s->cs;
+                long rs = s->rs;
+                for (long p = 0; p < kc; p++) d[p * nr + t] = src[p * rs];
+            }
+            for (long t = cols; t < nr; t++)
+                for (long p = 0; p < kc; p++) d[p * nr + t] = 0;
+        }
+    }
+}
+
+// One row r of the im2col matrix over output positions [first, first + len) that lie on one output
+// row oy starting at column ox0.
+static inline void im2col_run(const dg_bsource *s, long r, long oy, long ox0, long len, float *o) {
+    long kk = s->kh * s->kw;
+    long c = r / kk, ki = (r / s->kw) % s->kh, kj = r % s->kw;
+    long iy = oy * s->stride - s->pad + ki;
+    if (iy < 0 || iy >= s->h) { for (long t = 0; t < len; t++) o[t] = 0; return; }
+    const float *xr = s->b + (c * s->h + iy) * s->w;
+    long w = s->w;
+    if (s->stride == 1) {
+        long ix0 = ox0 - s->pad + kj;
+        long lo = ix0 < 0 ? -ix0 : 0, hi = w - ix0 < len ? w - ix0 : len;
+        if (hi < lo) hi = lo;
+        for (long t = 0; t < lo; t++) o[t] = 0;
+        if (hi > lo) memcpy(o + lo, xr + ix0 + lo, (size_t)(hi - lo) * sizeof(float));
+        for (long t = hi; t < len; t++) o[t] = 0;
+    } else {
+        long st = s->stride, base = ox0 * st - s->pad + kj;
+        for (long t = 0; t < len; t++) {
+            long ix = base + t * st;
+            o[t] = (ix >= 0 && ix < w) ? xr[ix] : 0;
+        }
+    }
+}
+
+static void pack_im2col(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst) {
+    if (s->stride == 1 && dg_has_avx512()) {
+        pack_im2col_avx512(s, p0, kc, j0, n, nr, dst);
+        return;
+    }
+    long panels = (n + nr - 1) / nr;
+    for (long q = 0; q < panels; q++) {
+        long first = j0 + q * nr, cols = n - q * nr < nr ? n - q * nr : nr;
+        float *d = dst + q * kc * nr;
+        for (long p = 0; p < kc; p++) {
+            float *o = d + p * nr;
+            for (long t = 0; t < cols;) {
+                long jp = first + t, oy = jp / s->wout, ox = jp % s->wout;
+                long len = s->wout - ox < cols - t ? s->wout - ox : cols - t;
+                im2col_run(s, p0 + p, oy, ox, len, o + t);
+                t += len;
+            }
+            for (long t = cols; t < nr; t++) o[t] = 0;
+        }
+    }
+}
+
+// The transposed im2col: rows are output positions p0..<p0+kc, columns are im2col rows j0..<j0+n.
+static void pack_im2col_t(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst) {
+    if (nr % 16 == 0 && dg_has_avx512()) {
+        pack_im2col_t_avx512(s, p0, kc, j0, n, nr, dst);
+        return;
+    }
+    long panels = (n + nr - 1) / nr;
+    float run[4096];
+    for (long q = 0; q < panels; q++) {
+        long jq = j0 + q * nr, cols = n - q * nr < nr ? n - q * nr : nr;
+        float *d = dst + q * kc * nr;
+        for (long t = 0; t < cols; t++) {
+            // im2col row jq + t over positions p0..<p0+kc, in runs along output rows.
+            for (long p = 0; p < kc;) {
+                long jp = p0 + p, oy = jp / s->wout, ox = jp % s->wout;
+                long len = s->wout - ox < kc - p ? s->wout - ox : kc - p;
+                if (len > 4096) len = 4096;
+                im2col_run(s, jq + t, oy, ox, len, run);
+                for (long u = 0; u < len; u++) d[(p + u) * nr + t] = run[u];
+                p += len;
+            }
+        }
+        for (long t = cols; t < nr; t++)
+            for (long p = 0; p < kc; p++) d[p * nr + t] = 0;
+    }
+}
+
+long dg_panel_width(long n) { return n <= 16 ? 16 : 32; }
+
+static void pack_b(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst);
+
+void dg_pack_block(const dg_bsource *b, long p0, long kc, long j0, long n, long nr, float *dst) {
+    pack_b(b, p0, kc, j0, n, nr, dst);
+}
+
+void dg_pack(const dg_bsource *b, long k, long j0, long n, long nr, float *dst) {
+    long panels = (n + nr - 1) / nr;
+    for (long q = 0; q < panels; q++) {
+        long cols = n - q * nr < nr ? n - q * nr : nr;
+        pack_b(b, 0, k, j0 + q * nr, cols, nr, dst + q * k * nr);
+    }
+}
+
+static void pack_b(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst) {
+    switch (s->kind) {
+    case DG_B_IM2COL: pack_im2col(s, p0, kc, j0, n, nr, dst); break;
+    case DG_B_IM2COL_T: pack_im2col_t(s, p0, kc, j0, n, nr, dst); break;
+    default: pack_matrix(s, p0, kc, j0, n, nr, dst); break;
+    }
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#include <cpuid.h>
+
+static int avx512_allowed = 1;
+
+void dg_allow_avx512(int allowed) { avx512_allowed = allowed; }
+
+static int cpu_has_avx512(void);
+
+int dg_has_avx512(void) { return avx512_allowed && cpu_has_avx512(); }
+
+static int cpu_has_avx512(void) {
+    static int cached = -1;
+    if (cached >= 0) return cached;
+    unsigned a, b, c, d;
+    int ok = 0;
+    if (__get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 27)) && (c & (1u << 12))) {   // OSXSAVE, FMA
+        unsigned lo, hi;
+        __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        (void)hi;
+        // XMM, YMM, opmask, ZMM_Hi256 and Hi16_ZMM state enabled by the OS.
+        if ((lo & 0xE6) == 0xE6 && __get_cpuid_count(7, 0, &a, &b, &c, &d))
+            ok = (b & (1u << 16)) && (b & (1u << 17)) && (b & (1u << 30)) && (b & (1u << 31));   // F DQ BW VL
+    }
+    cached = ok;
+    return ok;
+}
+
+#define TGT __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,avx2,avx")))
+
+// One MR x (16 NV) tile of C over kc values of k, from a panel b (kc x 16 NV floats).
+// first: C = alpha acc [+ beta C] [+ biases]; else C += alpha acc. cols: valid columns of the panel.
+// ROWMAJOR: A(i, p) = a[i ars + p]; else A(i, p) = a[i + p aks].
+#define DG_TILE(MR, NV, ROWMAJOR)                                                                       \
+    TGT static void tile_##MR##x##NV##_##ROWMAJOR(long kc, const float *a, long ars, long aks,          \
+        const float *b, float alpha, float *c, long ldc, int first, float beta,                         \
+        const float *rowBias, const float *colBias, long cols) {                                        \
+        __m512 acc[MR][NV];                                                                             \
+        _Pragma("clang loop unroll(full)") for (int i = 0; i < MR; i++)                                  \
+            _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps(); \
+        if (ROWMAJOR) {                                                                                 \
+            const float *ap[MR];                                                                        \
+            _Pragma("clang loop unroll(full)") for (int i = 0; i < MR; i++) ap[i] = a + i * ars;         \
+            for (long p = 0; p < kc; p++) {                                                             \
+                __m512 bv[NV];                                                                          \
+                _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++)                          \
+                    bv[v] = _mm512_loadu_ps(b + p * (16 * NV) + 16 * v);                                 \
+                _Pragma("clang loop unroll(full)") for (int i = 0; i < MR; i++) {                        \
+                    __m512 s = _mm512_set1_ps(ap[i][p]);                                                \
+                    _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++)                      \
+                        acc[i][v] = _mm512_fmadd_ps(s, bv[v], acc[i][v]);                               \
+                }                                                                                       \
+            }                                                                                           \
+        } else {                                                                                        \
+            for (long p = 0; p < kc; p++) {                                                             \
+                const float *ak = a + p * aks;                                                          \
+                __m512 bv[NV];                                                                          \
+                _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++)                          \
+                    bv[v] = _mm512_loadu_ps(b + p * (16 * NV) + 16 * v);                                 \
+                _Pragma("clang loop unroll(full)") for (int i = 0; i < MR; i++) {                        \
+                    __m512 s = _mm512_set1_ps(ak[i]);                                                   \
+                    _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++)                      \
+                        acc[i][v] = _mm512_fmadd_ps(s, bv[v], acc[i][v]);                               \
+                }                                                                                       \
+            }                                                                                           \
+        }                                                                                               \
+        (void)ars; (void)aks;                                                                           \
+        __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);                                   \
+        __mmask16 masks[NV];                                                                            \
+        _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++) {                                \
+            long r = cols - 16 * v;                                                                     \
+            masks[v] = r >= 16 ? (__mmask16)0xFFFF : r <= 0 ? (__mmask16)0 : (__mmask16)((1u << r) - 1); \
+        }                                                                                               \
+        _Pragma("clang loop unroll(full)") for (int i = 0; i < MR; i++) {                                \
+            float *ci = c + i * ldc;                                                                    \
+            _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++) {                            \
+                __mmask16 mk = masks[v];                                                                \
+                __m512 r = _mm512_mul_ps(acc[i][v], va);                                                \
+                if (first) {                                                                            \
+                    if (beta != 0) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mk, ci + 16 * v), r);  \
+                    if (rowBias) r = _mm512_add_ps(r, _mm512_set1_ps(rowBias[i]));                      \
+                    if (colBias) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(mk, colBias + 16 * v));     \
+                } else {                                                                                \
+                    r = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, ci + 16 * v), r);                       \
+                }                                                                                       \
+                _mm512_mask_storeu_ps(ci + 16 * v, mk, r);                                              \
+            }                                                                                           \
+        }                                                                                               \
+    }
+
+#define DG_TILES(MR, NV) DG_TILE(MR, NV, 0) DG_TILE(MR, NV, 1)
+
+// 32-column panels: up to 12 rows (24 accumulators).
+DG_TILES(1, 2) DG_TILES(2, 2) DG_TILES(3, 2) DG_TILES(4, 2) DG_TILES(5, 2) DG_TILES(6, 2)
+DG_TILES(7, 2) DG_TILES(8, 2) DG_TILES(9, 2) DG_TILES(10, 2) DG_TILES(11, 2) DG_TILES(12, 2)
+// 16-column panels (narrow products): up to 24 rows.
+DG_TILES(1, 1) DG_TILES(2, 1) DG_TILES(3, 1) DG_TILES(4, 1) DG_TILES(5, 1) DG_TILES(6, 1)
+DG_TILES(7, 1) DG_TILES(8, 1) DG_TILES(9, 1) DG_TILES(10, 1) DG_TILES(11, 1) DG_TILES(12, 1)
+DG_TILES(13, 1) DG_TILES(14, 1) DG_TILES(15, 1) DG_TILES(16, 1) DG_TILES(17, 1) DG_TILES(18, 1)
+DG_TILES(19, 1) DG_TILES(20, 1) DG_TILES(21, 1) DG_TILES(22, 1) DG_TILES(23, 1) DG_TILES(24, 1)
+
+typedef void (*tile_fn)(long, const float *, long, long, const float *, float, float *, long, int, float,
+                        const float *, const float *, long);
+
+#define ROW2(R) { tile_##R##x2_0, tile_##R##x2_1 }
+#define ROW1(R) { tile_##R##x1_0, tile_##R##x1_1 }
+static const tile_fn tiles32[13][2] = { { 0, 0 }, ROW2(1), ROW2(2), ROW2(3), ROW2(4), ROW2(5), ROW2(6),
+                                        ROW2(7), ROW2(8), ROW2(9), ROW2(10), ROW2(11), ROW2(12) };
+static const tile_fn tiles16[25][2] = { { 0, 0 }, ROW1(1), ROW1(2), ROW1(3), ROW1(4), ROW1(5), ROW1(6),
+                                        ROW1(7), ROW1(8), ROW1(9), ROW1(10), ROW1(11), ROW1(12),
+                                        ROW1(13), ROW1(14), ROW1(15), ROW1(16), ROW1(17), ROW1(18),
+                                        ROW1(19), ROW1(20), ROW1(21), ROW1(22), ROW1(23), ROW1(24) };
+
+// The packing buffer of the calling thread (kept for the thread's lifetime).
+static float *workspace(size_t floats) {
+    static __thread float *buffer = 0;
+    static __thread size_t capacity = 0;
+    if (capacity < floats) {
+        free(buffer);
+        buffer = aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
+        capacity = buffer ? floats : 0;
+    }
+    return buffer;
+}
+
+void dg_gemm(long m, long n, long k, float alpha, const float *a, long ars, long aks,
+             const dg_bsource *b, long j0, float beta, float *c, long ldc,
+             const float *rowBias, const float *colBias) {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) {   // C = beta C + biases
+        for (long i = 0; i < m; i++)
+            for (long j = 0; j < n; j++) {
+                float v = beta != 0 ? beta * c[i * ldc + j] : 0;
+                if (rowBias) v += rowBias[i];
+                if (colBias) v += colBias[j];
+                c[i * ldc + j] = v;
+            }
+        return;
+    }
+    int prepacked = b->kind == DG_B_PACKED;
+    long nr = prepacked ? b->rs : dg_panel_width(n), MR = nr == 16 ? 24 : 12;
+    const tile_fn(*tiles)[2] = nr == 16 ? tiles16 : tiles32;
+    int rowMajor = aks == 1 ? 1 : 0;   // else ars == 1 (see the header)
+    long ncMax = n < DG_NC ? (n + nr - 1) / nr * nr : DG_NC;
+    long kcMax = k < DG_KC ? k : DG_KC;
+    float *packed = prepacked ? 0 : workspace((size_t)(kcMax * ncMax));
+    if (!prepacked && !packed) abort();
+    for (long jc = 0; jc < n; jc += DG_NC) {
+        long nc = n - jc < DG_NC ? n - jc : DG_NC;
+        long panels = (nc + nr - 1) / nr;
+        for (long p0 = 0; p0 < k; p0 += DG_KC) {
+            long kc = k - p0 < DG_KC ? k - p0 : DG_KC;
+            int first = p0 == 0;
+            if (!prepacked) pack_b(b, p0, kc, j0 + jc, nc, nr, packed);
+            for (long i0 = 0; i0 < m; i0 += DG_MC) {
+                long mc = m - i0 < DG_MC ? m - i0 : DG_MC;
+                for (long q = 0; q < panels; q++) {
+                    const float *bq = prepacked ? b->b + ((j0 + jc) / nr + q) * b->cs * nr + p0 * nr
+                                                : packed + q * kc * nr;
+                    long jq = jc + q * nr, cols = nc - q * nr < nr ? nc - q * nr : nr;
+                    for (long i = i0; i < i0 + mc; i += MR) {
+                        long mr = i0 + mc - i < MR ? i0 + mc - i : MR;
+                        tiles[mr][rowMajor](kc, a + i * ars + p0 * aks, ars, aks, bq, alpha, c + i * ldc + jq, ldc,
+                                            first, beta, rowBias ? rowBias + i : 0, colBias ? colBias + jq : 0, cols);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// MARK: transposing packs
+
+// r[i] <- column i of the 16 x 16 matrix whose rows are r[0..15].
+TGT static inline void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+        __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int g = 0; g < 2; g++)
+        for (int j = 0; j < 4; j++) {
+            t[8 * g + j] = _mm512_shuffle_f32x4(r[8 * g + j], r[8 * g + j + 4], 0x88);
+            t[8 * g + j + 4] = _mm512_shuffle_f32x4(r[8 * g + j], r[8 * g + j + 4], 0xdd);
+        }
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
+        r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xdd);
+    }
+}
+
+TGT static inline __mmask16 mask_of(long count) {
+    return count >= 16 ? (__mmask16)0xFFFF : count <= 0 ? (__mmask16)0 : (__mmask16)((1u << count) - 1);
+}
+
+// B(p, j) = b[p + j cs] (a transposed matrix): 16 x 16 blocks transposed in registers.
+TGT static void pack_transposed_avx512(const float *b, long cs, long p0, long kc, long j0, long n, long nr, float *dst) {
+    long panels = (n + nr - 1) / nr;
+    for (long q = 0; q < panels; q++) {
+        float *d = dst + q * kc * nr;
+        for (long g = 0; g < nr; g += 16) {
+            long jg = q * nr + g;            // first column of the group
+            long cols = n - jg;              // valid columns in it (may be <= 0)
+            for (long p = 0; p < kc; p += 16) {
+                __mmask16 mk = mask_of(kc - p);
+                __m512 r[16];
+                for (int t = 0; t < 16; t++)
+                    r[t] = t < cols ? _mm512_maskz_loadu_ps(mk, b + (j0 + jg + t) * cs + p0 + p) : _mm512_setzero_ps();
+                transpose16(r);
+                long rows = kc - p < 16 ? kc - p : 16;
+                for (long u = 0; u < rows; u++) _mm512_storeu_ps(d + (p + u) * nr + g, r[u]);
+            }
+        }
+    }
+}
+
+
+// The im2col of a stride-1 convolution. Row by row of B (so that the reads of x run along its rows,
+// which the prefetchers follow): each 16-column vector of a panel row gathers the lanes of the runs
+// of consecutive input pixels (one run per output row) that overlap it, with plain loads inside the
+// image and masked loads at its edges (the mask drops padding pixels without touching them).
+TGT static void pack_im2col_avx512(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst) {
+    enum { MAXRUNS = 1056 };
+    long runT[MAXRUNS], runOy[MAXRUNS], runOx[MAXRUNS], runLen[MAXRUNS];
+    long kk = s->kh * s->kw, w = s->w, h = s->h, pad = s->pad;
+    for (long c0 = 0; c0 < n; c0 += 1024) {   // column chunks of 1024 (whole panels)
+        long nc = n - c0 < 1024 ? n - c0 : 1024;
+        long nrun = 0;
+        for (long t = 0; t < nc;) {
+            long jp = j0 + c0 + t, oy = jp / s->wout, ox = jp % s->wout;
+            long len = s->wout - ox < nc - t ? s->wout - ox : nc - t;
+            runT[nrun] = t; runOy[nrun] = oy; runOx[nrun] = ox; runLen[nrun] = len; nrun++;
+            t += len;
+        }
+        long vectors = (nc + nr - 1) / nr * nr / 16;
+        float *base = dst + (c0 / nr) * kc * nr;
+        long r = p0, c = r / kk, ki = (r / s->kw) % s->kh, kj = r % s->kw;
+        // Input rows this chunk reads from each channel (for prefetching the next channel's).
+        long iyFirst = runOy[0] - pad, iyLast = runOy[nrun - 1] - pad + s->kh - 1;
+        if (iyFirst < 0) iyFirst = 0;
+        if (iyLast > h - 1) iyLast = h - 1;
+        for (long p = 0; p < kc; p++) {
+            const float *xc = s->b + c * h * w;
+            if (ki == 0 && kj == 0 && c + 1 < s->cin && iyLast >= iyFirst) {
+                const char *next = (const char *)(xc + h * w + iyFirst * w), *end = (const char *)(xc + h * w + (iyLast + 1) * w);
+                for (; next < end; next += 64) _mm_prefetch(next, _MM_HINT_T0);
+            }
+            long g = 0;   // first run that may overlap the current vector
+            for (long vi = 0; vi < vectors; vi++) {
+                long v = vi * 16;
+                float *o = base + (v / nr) * kc * nr + p * nr + v % nr;
+                __m512 vec = _mm512_setzero_ps();
+                while (g < nrun && runT[g] + runLen[g] <= v) g++;
+                for (long e = g; e < nrun && runT[e] < v + 16; e++) {
+                    long t0 = runT[e], len = runLen[e];
+                    long iy = runOy[e] - pad + ki;
+                    if (iy < 0 || iy >= h) continue;
+                    long ix0 = runOx[e] - pad + kj;
+                    // Lane l holds run position t = v + l - t0, input column ix0 + t: valid when
+                    // 0 <= t < len and 0 <= ix0 + t < w.
+                    long lo = t0 + (ix0 < 0 ? -ix0 : 0), hi = t0 + (w - ix0 < len ? w - ix0 : len);
+                    long a = lo - v, b = hi - v;
+                    if (a < 0) a = 0;
+                    if (b > 16) b = 16;
+                    if (b <= a) continue;
+                    const float *src = xc + iy * w + ix0 + (v - t0);
+                    if (a == 0 && b == 16) vec = _mm512_loadu_ps(src);
+                    else vec = _mm512_mask_loadu_ps(vec, (__mmask16)(mask_of(b) & ~mask_of(a)), src);
+                }
+                _mm512_storeu_ps(o, vec);
+            }
+            if (++kj == s->kw) { kj = 0; if (++ki == s->kh) { ki = 0; c++; } }
+        }
+    }
+}
+
+// The transposed im2col: 16 im2col rows x 16 positions at a time, built as rows and transposed.
+TGT static void pack_im2col_t_avx512(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst) {
+    long panels = (n + nr - 1) / nr;
+    float block[16 * 16] __attribute__((aligned(64)));
+    for (long q = 0; q < panels; q++) {
+        float *d = dst + q * kc * nr;
+        for (long g = 0; g < nr; g += 16) {
+            long jg = q * nr + g, cols = n - jg;
+            for (long p = 0; p < kc; p += 16) {
+                long rows = kc - p < 16 ? kc - p : 16;
+                for (int t = 0; t < 16; t++) {
+                    float *o = block + 16 * t;
+                    if (t >= cols) { for (int u = 0; u < 16; u++) o[u] = 0; continue; }
+                    for (long u = 0; u < rows;) {
+                        long jp = p0 + p + u, oy = jp / s->wout, ox = jp % s->wout;
+                        long len = s->wout - ox < rows - u ? s->wout - ox : rows - u;
+                        im2col_run(s, j0 + jg + t, oy, ox, len, o + u);
+                        u += len;
+                    }
+                }
+                __m512 r[16];
+                for (int t = 0; t < 16; t++) r[t] = _mm512_load_ps(block + 16 * t);
+                transpose16(r);
+                for (long u = 0; u < rows; u++) _mm512_storeu_ps(d + (p + u) * nr + g, r[u]);
+            }
+        }
+    }
+}
+
+// MARK: exp and the attention rows
+
+// exp(x): x = n ln2 + r (Cody-Waite), e^r by the Cephes polynomial, times 2^n; 0 below -87.3.
+TGT static inline __m512 exp512(__m512 x) {
+    const __m512 lo = _mm512_set1_ps(-87.33654f), hi = _mm512_set1_ps(88.0f);
+    __m512 xc = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    __m512 y = _mm512_scalef_ps(p, n);
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ), y);
+}
+
+TGT static inline __mmask16 tail_mask(long left) { return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1); }
+
+TGT void dg_exp(const float *x, float *y, long n) {
+    for (long j = 0; j < n; j += 16) {
+        __mmask16 mk = tail_mask(n - j);
+        _mm512_mask_storeu_ps(y + j, mk, exp512(_mm512_maskz_loadu_ps(mk, x + j)));
+    }
+}
+
+// row[j] = exp(row[j] - shift) for j < n (0 for n <= j < keys); returns the sum of the n values
+// (float lanes over runs of 512, the runs added in double).
+TGT static double exp_row(float *row, long n, long keys, float shift) {
+    __m512 sh = _mm512_set1_ps(shift);
+    double total = 0;
+    for (long j0 = 0; j0 < n; j0 += 512) {
+        long end = n - j0 < 512 ? n : j0 + 512;
+        __m512 acc = _mm512_setzero_ps();
+        for (long j = j0; j < end; j += 16) {
+            __mmask16 mk = tail_mask(end - j);
+            __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, row + j), sh));
+            e = _mm512_maskz_mov_ps(mk, e);
+            _mm512_mask_storeu_ps(row + j, mk, e);
+            acc = _mm512_add_ps(acc, e);
+        }
+        float lanes[16];
+        _mm512_storeu_ps(lanes, acc);
+        for (int l = 0; l < 16; l++) total += lanes[l];
+    }
+    for (long j = n; j < keys; j++) row[j] = 0;
+    return total;
+}
+
+TGT static float max_row(const float *row, long n) {
+    __m512 m = _mm512_set1_ps(-__builtin_inff());
+    for (long j = 0; j < n; j += 16) {
+        __mmask16 mk = tail_mask(n - j);
+        m = _mm512_mask_max_ps(m, mk, m, _mm512_maskz_loadu_ps(mk, row + j));
+    }
+    return _mm512_reduce_max_ps(m);
+}
+
+#include <math.h>
+
+TGT void dg_attention_forward(long rows, long keys, long d, long dv, float scale, const float *q, long ldq,
+                              const dg_bsource *kt, const dg_bsource *v, float *out, long ldo, float *lse,
+                              int causal, long qpos0, float *scratch) {
+    if (rows <= 0) return;
+    dg_gemm(rows, keys, d, scale, q, ldq, 1, kt, 0, 0, scratch, keys, 0, 0);
+    float inverse[rows];
+    for (long i = 0; i < rows; i++) {
+        float *row = scratch + i * keys;
+        long n = causal ? (qpos0 + i + 1 < keys ? qpos0 + i + 1 : keys) : keys;
+        float m = max_row(row, n);
+        double total = exp_row(row, n, keys, m);
+        lse[i] = m + (float)log(total);
+        inverse[i] = (float)(1 / total);
+    }
+    dg_gemm(rows, dv, keys, 1, scratch, keys, 1, v, 0, 0, out, ldo, 0, 0);
+    for (long i = 0; i < rows; i++) {
+        float *o = out + i * ldo;
+        __m512 f = _mm512_set1_ps(inverse[i]);
+        for (long t = 0; t < dv; t += 16) {
+            __mmask16 mk = tail_mask(dv - t);
+            _mm512_mask_storeu_ps(o + t, mk, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, o + t), f));
+        }
+    }
+}
+
+TGT void dg_attention_probabilities(long rows, long keys, float *s, long ld, const float *lse, int causal, long qpos0) {
+    for (long i = 0; i < rows; i++) {
+        float *row = s + i * ld;
+        long n = causal ? (qpos0 + i + 1 < keys ? qpos0 + i + 1 : keys) : keys;
+        __m512 sh = _mm512_set1_ps(lse[i]);
+        for (long j = 0; j < n; j += 16) {
+            __mmask16 mk = tail_mask(n - j);
+            _mm512_mask_storeu_ps(row + j, mk, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, row + j), sh)));
+        }
+        for (long j = n; j < keys; j++) row[j] = 0;
+    }
+}
+
+TGT void dg_attention_score_gradient(long rows, long keys, const float *p, float *dp, long ld, const float *delta) {
+    for (long i = 0; i < rows; i++) {
+        const float *pr = p + i * ld;
+        float *dr = dp + i * ld;
+        __m512 dl = _mm512_set1_ps(delta[i]);
+        for (long j = 0; j < keys; j += 16) {
+            __mmask16 mk = tail_mask(keys - j);
+            __m512 r = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, pr + j), _mm512_sub_ps(_mm512_maskz_loadu_ps(mk, dr + j), dl));
+            _mm512_mask_storeu_ps(dr + j, mk, r);
+        }
+    }
+}
+
+#else
+
+int dg_has_avx512(void) { return 0; }
+void dg_allow_avx512(int allowed) { (void)allowed; }
+static void pack_transposed_avx512(const float *b, long cs, long p0, long kc, long j0, long n, long nr, float *dst) {
+    (void)b; (void)cs; (void)p0; (void)kc; (void)j0; (void)n; (void)nr; (void)dst; abort();
+}
+static void pack_im2col_t_avx512(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst) {
+    (void)s; (void)p0; (void)kc; (void)j0; (void)n; (void)nr; (void)dst; abort();
+}
+static void pack_im2col_avx512(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst) {
+    (void)s; (void)p0; (void)kc; (void)j0; (void)n; (void)nr; (void)dst; abort();
+}
+void dg_exp(const float *x, float *y, long n) { (void)x; (void)y; (void)n; abort(); }
+void dg_attention_forward(long rows, long keys, long d, long dv, float scale, const float *q, long ldq,
+                          const dg_bsource *kt, const dg_bsource *v, float *out, long ldo, float *lse,
+                          int causal, long qpos0, float *scratch) {
+    (void)rows; (void)keys; (void)d; (void)dv; (void)scale; (void)q; (void)ldq; (void)kt; (void)v; (void)out;
+    (void)ldo; (void)lse; (void)causal; (void)qpos0; (void)scratch;
+    abort();
+}
+void dg_attention_probabilities(long rows, long keys, float *s, long ld, const float *lse, int causal, long qpos0) {
+    (void)rows; (void)keys; (void)s; (void)ld; (void)lse; (void)causal; (void)qpos0;
+    abort();
+}
+void dg_attention_score_gradient(long rows, long keys, const float *p, float *dp, long ld, const float *delta) {
+    (void)rows; (void)keys; (void)p; (void)dp; (void)ld; (void)delta;
+    abort();
+}
+void dg_gemm(long m, long n, long k, float alpha, const float *a, long ars, long aks,
+             const dg_bsource *b, long j0, float beta, float *c, long ldc,
+             const float *rowBias, const float *colBias) {
+    (void)m; (void)n; (void)k; (void)alpha; (void)a; (void)ars; (void)aks; (void)b; (void)j0;
+    (void)beta; (void)c; (void)ldc; (void)rowBias; (void)colBias;
+    abort();
+}
+
+#endif

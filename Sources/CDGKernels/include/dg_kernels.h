@@ -1,0 +1,84 @@
+#ifndef DG_KERNELS_H
+#define DG_KERNELS_H
+
+/// Single-precision matrix-multiply kernels with AVX-512 code chosen at run time.
+///
+/// Swift compiles for baseline x86-64 (SSE2) and has no per-function target attribute, so the vector
+/// code that needs AVX-512 lives here, in functions marked `__attribute__((target("avx512f,...")))`,
+/// and runs only after `dg_has_avx512()` said that the CPU and the OS support it. The binary still
+/// runs on any x86-64 machine (callers then use OpenBLAS), and elsewhere this file compiles to stubs.
+///
+/// C = alpha A B + beta C, C row-major. A is read in place through strides, never copied:
+/// A(i, p) = a[i * ars + p * aks], with aks == 1 (row-major) or ars == 1 (column-major, e.g. a
+/// transposed matrix). B comes from a source (a strided matrix, or the implicit im2col matrix of a
+/// convolution) and is packed block by block into a per-thread buffer that stays in cache.
+///
+/// Every element of C is computed in the same order whatever part of C a call computes: k in
+/// blocks of 256 from 0, each block's products summed in order, the blocks added to C in order.
+/// So callers may split C across threads in any way and get bit-identical results.
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { DG_B_MATRIX = 0, DG_B_IM2COL = 1, DG_B_IM2COL_T = 2, DG_B_PACKED = 3 };
+
+/// Where B comes from.
+/// - DG_B_MATRIX: B(p, j) = b[p * rs + j * cs].
+/// - DG_B_IM2COL: the im2col matrix of one sample x = b [cin, h, w] of a convolution:
+///   B(r, j) with r = (c kh + ki) kw + kj, j = oy wout + ox, is x[c, oy s - pad + ki, ox s - pad + kj]
+///   (0 outside the image); k = cin kh kw rows, hout wout columns.
+/// - DG_B_IM2COL_T: its transpose, B(j, r) (k = hout wout rows, cin kh kw columns).
+/// - DG_B_PACKED: a B packed beforehand by `dg_pack`: b the panels, rs their width nr, cs their
+///   row count k. Column offsets (j0, and the caller's column splits) must be multiples of nr.
+typedef struct {
+    int kind;
+    const float *b;
+    long rs, cs;
+    long cin, h, w, kh, kw, stride, pad, hout, wout;
+} dg_bsource;
+
+/// Packs all of B (k rows, columns j0..<j0+n) into ceil(n / nr) panels of k x nr floats, the
+/// layout DG_B_PACKED reads; nr is 16 or 32 (`dg_panel_width(n)` matches what `dg_gemm` would use).
+void dg_pack(const dg_bsource *b, long k, long j0, long n, long nr, float *dst);
+/// Rows p0..<p0+kc only: ceil(n / nr) panels of kc x nr floats. With nr = n this is the block
+/// B[p0..<p0+kc, j0..<j0+n] as a plain row-major matrix (the OpenBLAS fallback uses that).
+void dg_pack_block(const dg_bsource *b, long p0, long kc, long j0, long n, long nr, float *dst);
+long dg_panel_width(long n);
+
+/// 1 when the AVX-512 kernels may run (CPU features and OS support for the zmm state) and have
+/// not been switched off.
+int dg_has_avx512(void);
+/// Switches the AVX-512 code off (0) or back on (1), for tests of the portable paths.
+void dg_allow_avx512(int allowed);
+
+/// C[i, j] for i < m, j < n (row stride ldc) =
+///   alpha sum_p A(i, p) B(p, j0 + j) + beta C[i, j] + rowBias[i] + colBias[j]
+/// with beta C read only when beta != 0 and the biases optional (NULL). Single-threaded.
+void dg_gemm(long m, long n, long k, float alpha, const float *a, long ars, long aks,
+             const dg_bsource *b, long j0, float beta, float *c, long ldc,
+             const float *rowBias, const float *colBias);
+
+/// Attention for `rows` query rows of one head (needs AVX-512):
+/// out = softmax(scale q k^T [causal]) v, lse[i] = log-sum-exp of row i's scaled scores.
+/// q: row i at q + i * ldq (d floats); kt: K^T (d x keys) and v: V (keys x dv), both DG_B_PACKED;
+/// out: row i at out + i * ldo. causal: row i sees keys 0...qpos0 + i. scratch: rows * keys floats.
+void dg_attention_forward(long rows, long keys, long d, long dv, float scale, const float *q, long ldq,
+                          const dg_bsource *kt, const dg_bsource *v, float *out, long ldo, float *lse,
+                          int causal, long qpos0, float *scratch);
+
+/// Row helpers for the attention backward (need AVX-512), over a rows x keys block s (row stride ld):
+/// s[i, j] = exp(s[i, j] - lse[i]) for the keys row i sees (0 after them, causal).
+void dg_attention_probabilities(long rows, long keys, float *s, long ld, const float *lse, int causal, long qpos0);
+/// dp[i, j] = p[i, j] (dp[i, j] - delta[i]).
+void dg_attention_score_gradient(long rows, long keys, const float *p, float *dp, long ld, const float *delta);
+
+/// exp(x) for n floats (AVX-512; Cody-Waite reduction and a degree-6 polynomial, about 2 ulp;
+/// 0 below -87.3). y may equal x.
+void dg_exp(const float *x, float *y, long n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

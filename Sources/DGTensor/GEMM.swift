@@ -1,0 +1,182 @@
+import CBLAS
+import CDGKernels
+import Foundation
+
+/// Matrix products on our own AVX-512 kernels (Sources/CDGKernels) when the CPU has them, else on
+/// OpenBLAS. The C kernel is single-threaded; `gemm` splits C between `Parallel.threads` threads
+/// (columns when there are enough of them, else rows). Every element of C is computed in the same
+/// order however C is split, so results do not depend on the thread count.
+///
+/// A is read in place through strides; B is described by a `dg_bsource`: a strided matrix, the
+/// implicit im2col matrix of a convolution (never materialised on the AVX-512 path), its transpose,
+/// or panels packed beforehand (`pack`).
+public enum GEMM {
+    /// True when products run on the AVX-512 kernels: the CPU and OS support them and
+    /// DGINSTYLE_GEMM is not "openblas". Tests switch it off to check the portable paths (OpenBLAS
+    /// and the scalar packing code); it cannot be switched on where the CPU lacks AVX-512.
+    public static var vectorized: Bool {
+        get { _ = initialSetting; return dg_has_avx512() != 0 }
+        set { _ = initialSetting; dg_allow_avx512(newValue ? 1 : 0) }
+    }
+
+    private static let initialSetting: Void = {
+        if ProcessInfo.processInfo.environment["DGINSTYLE_GEMM"]?.lowercased() == "openblas" { dg_allow_avx512(0) }
+    }()
+
+    /// Products below this many multiply-adds run on one thread.
+    static let parallelThreshold = 1 << 20
+
+    /// Set while our own threads run several products at once (each must then stay on its thread).
+    nonisolated(unsafe) static var serial = false
+
+    // MARK: sources
+
+    /// B(p, j) = b[p * rowStride + j * columnStride] (one of the strides must be 1).
+    public static func matrix(_ b: UnsafePointer<Float>, rowStride: Int, columnStride: Int) -> dg_bsource {
+        var s = dg_bsource()
+        s.kind = Int32(DG_B_MATRIX)
+        s.b = b
+        s.rs = rowStride
+        s.cs = columnStride
+        return s
+    }
+
+    /// The im2col matrix of one sample x [cin, h, w] (`transposed`: its transpose).
+    static func im2col(_ g: Kernels.ConvGeometry, _ x: UnsafePointer<Float>, transposed: Bool = false) -> dg_bsource {
+        var s = dg_bsource()
+        s.kind = Int32(transposed ? DG_B_IM2COL_T : DG_B_IM2COL)
+        s.b = x
+        s.cin = g.cin; s.h = g.h; s.w = g.w; s.kh = g.kh; s.kw = g.kw
+        s.stride = g.stride; s.pad = g.padding; s.hout = g.hout; s.wout = g.wout
+        return s
+    }
+
+    /// Panels packed by `pack` (k rows, panel width nr).
+    static func packed(_ p: UnsafePointer<Float>, k: Int, nr: Int) -> dg_bsource {
+        var s = dg_bsource()
+        s.kind = Int32(DG_B_PACKED)
+        s.b = p
+        s.rs = nr
+        s.cs = k
+        return s
+    }
+
+    /// Floats `pack` writes for k x n, and the panel width it uses.
+    static func packedSize(k: Int, n: Int) -> (count: Int, nr: Int) {
+        let nr = dg_panel_width(n)
+        return ((n + nr - 1) / nr * nr * k, nr)
+    }
+
+    /// Packs B (k rows, n columns) once, for several products that share it (vectorized only).
+    static func pack(_ b: dg_bsource, k: Int, n: Int, into dst: UnsafeMutablePointer<Float>) -> dg_bsource {
+        var b = b
+        let nr = dg_panel_width(n)
+        dg_pack(&b, k, 0, n, nr, dst)
+        return packed(dst, k: k, nr: nr)
+    }
+
+    // MARK: products
+
+    /// C[m, n] (row stride ldc) = alpha A B + beta C + rowBias[i] + colBias[j], where
+    /// A(i, p) = a[i * ars + p * aks] (aks == 1 or ars == 1) and B is `b` from column `j0` on.
+    public static func gemm(m: Int, n: Int, k: Int, alpha: Float = 1,
+                            a: UnsafePointer<Float>, ars: Int, aks: Int,
+                            b: dg_bsource, j0: Int = 0, beta: Float = 0,
+                            c: UnsafeMutablePointer<Float>, ldc: Int,
+                            rowBias: UnsafePointer<Float>? = nil, colBias: UnsafePointer<Float>? = nil) {
+        if m <= 0 || n <= 0 { return }
+        if !vectorized {
+            fallback(m: m, n: n, k: k, alpha: alpha, a: a, ars: ars, aks: aks, b: b, j0: j0, beta: beta,
+                     c: c, ldc: ldc, rowBias: rowBias, colBias: colBias)
+            return
+        }
+        var source = b
+        let threads = serial ? 1 : Parallel.threads
+        if threads == 1 || m * n * k < parallelThreshold {
+            dg_gemm(m, n, k, alpha, a, ars, aks, &source, j0, beta, c, ldc, rowBias, colBias)
+            return
+        }
+        withUnsafePointer(to: &source) { src in
+            if n >= 128 * threads || m < 48 {
+                // Columns, in whole 32-column panels (packed sources need panel-aligned splits).
+                let per = (n + threads - 1) / threads
+                let step = Swift.max(32, (per + 31) / 32 * 32)
+                let parts = (n + step - 1) / step
+                DispatchQueue.concurrentPerform(iterations: parts) { t in
+                    let lo = t * step, cols = Swift.min(n, lo + step) - lo
+                    dg_gemm(m, cols, k, alpha, a, ars, aks, src, j0 + lo, beta, c + lo, ldc, rowBias, colBias.map { $0 + lo })
+                }
+            } else {
+                // Rows, in multiples of 24 (whole micro-tiles of either panel width).
+                let per = (m + threads - 1) / threads
+                let step = Swift.max(24, (per + 23) / 24 * 24)
+                let parts = (m + step - 1) / step
+                DispatchQueue.concurrentPerform(iterations: parts) { t in
+                    let lo = t * step, rows = Swift.min(m, lo + step) - lo
+                    dg_gemm(rows, n, k, alpha, a + lo * ars, ars, aks, src, j0, beta, c + lo * ldc, ldc, rowBias.map { $0 + lo }, colBias)
+                }
+            }
+        }
+    }
+
+    /// The same product through OpenBLAS (im2col sources materialised in blocks of at most
+    /// `Kernels.columnBudget` bytes).
+    static func fallback(m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, ars: Int, aks: Int,
+                         b: dg_bsource, j0: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int,
+                         rowBias: UnsafePointer<Float>?, colBias: UnsafePointer<Float>?) {
+        _ = Parallel.threads  // make sure OpenBLAS has been told the thread count
+        var beta = beta
+        if rowBias != nil || colBias != nil {
+            for i in 0..<m {
+                let ci = c + i * ldc, r = rowBias?[i] ?? 0
+                for j in 0..<n { ci[j] = (beta == 0 ? 0 : beta * ci[j]) + r + (colBias?[j] ?? 0) }
+            }
+            beta = 1
+        }
+        if k == 0 {
+            if beta != 1 { for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } } }
+            return
+        }
+        let transA = aks != 1
+        let lda = transA ? Swift.max(aks, m) : Swift.max(ars, k)
+        func blas(_ transB: Bool, _ bp: UnsafePointer<Float>, _ ldb: Int, _ rows: Int, _ a0: UnsafePointer<Float>,
+                  _ cols: Int, _ c0: UnsafeMutablePointer<Float>, _ beta: Float) {
+            cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                        Int32(m), Int32(cols), Int32(rows), alpha, a0, Int32(lda), bp, Int32(ldb), beta, c0, Int32(ldc))
+        }
+        var src = b
+        switch Int(b.kind) {
+        case Int(DG_B_MATRIX):
+            if b.cs == 1 {
+                blas(false, b.b + j0, Swift.max(b.rs, n), k, a, n, c, beta)
+            } else {
+                blas(true, b.b + j0 * b.cs, Swift.max(b.cs, k), k, a, n, c, beta)
+            }
+        case Int(DG_B_IM2COL):
+            // Column blocks of the im2col matrix, each complete in k.
+            let cols = Swift.max(1, Swift.min(n, Kernels.columnBudget / Swift.max(1, 4 * k)))
+            let buffer = UnsafeMutablePointer<Float>.allocate(capacity: k * cols)
+            defer { buffer.deallocate() }
+            for j in stride(from: 0, to: n, by: cols) {
+                let nb = Swift.min(cols, n - j)
+                dg_pack_block(&src, 0, k, j0 + j, nb, nb, buffer)
+                blas(false, buffer, nb, k, a, nb, c + j, beta)
+            }
+        case Int(DG_B_IM2COL_T):
+            // Row blocks (over k), accumulated in order.
+            let rows = Swift.max(1, Swift.min(k, Kernels.columnBudget / Swift.max(1, 4 * n)))
+            let buffer = UnsafeMutablePointer<Float>.allocate(capacity: rows * n)
+            defer { buffer.deallocate() }
+            for p in stride(from: 0, to: k, by: rows) {
+                let kb = Swift.min(rows, k - p)
+                dg_pack_block(&src, p, kb, j0, n, n, buffer)
+                let a0 = transA ? a + p * aks : a + p
+                cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, CblasNoTrans,
+                            Int32(m), Int32(n), Int32(kb), alpha, a0, Int32(lda), buffer, Int32(n),
+                            p == 0 ? beta : 1, c, Int32(ldc))
+            }
+        default:
+            fatalError("GEMM: packed sources need the vectorized kernels")
+        }
+    }
+}

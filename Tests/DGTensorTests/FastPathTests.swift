@@ -1,0 +1,281 @@
+import Foundation
+import XCTest
+@testable import DGTensor
+
+/// The matrix-product engine (AVX-512 kernels where the CPU has them, OpenBLAS and the portable
+/// packing code otherwise) and the kernels built on it. Each test runs on every path this machine
+/// has, and checks that results do not depend on the thread count.
+extension KernelTests {
+    /// Runs `body` with the AVX-512 kernels on (when available) and off.
+    func forEachGEMMPath(_ body: (String) -> Void) {
+        let saved = GEMM.vectorized
+        defer { GEMM.vectorized = saved }
+        GEMM.vectorized = true
+        if GEMM.vectorized { body("avx512") }
+        GEMM.vectorized = false
+        body("portable")
+    }
+
+    func withThreads<R>(_ n: Int, _ body: () -> R) -> R {
+        let saved = Parallel.threads
+        Parallel.setThreads(n)
+        defer { Parallel.setThreads(saved) }
+        return body()
+    }
+
+    func testGEMMAgainstReference() {
+        // (m, n, k, A transposed, B transposed, alpha, beta, biases, j0)
+        let cases: [(Int, Int, Int, Bool, Bool, Float, Float, Bool, Int)] = [
+            (1, 1, 1, false, false, 1, 0, false, 0),
+            (13, 17, 5, false, false, 1, 0, false, 0),
+            (13, 17, 5, true, true, 0.5, 0, true, 3),
+            (25, 33, 300, false, true, 1, 1, false, 0),     // several k blocks, 16/32-wide panels
+            (50, 15, 40, true, false, 2, 0.5, true, 1),     // narrow: 16-wide panels, 24-row tiles
+            (200, 130, 70, false, false, 1, 0, true, 0),    // large enough to run on several threads
+            (30, 300, 513, true, true, 1, 0, false, 5),
+            (7, 64, 0, false, false, 1, 0.5, true, 0),      // k = 0: beta C + biases
+        ]
+        forEachGEMMPath { path in
+            for (ci, c) in cases.enumerated() {
+                let (m, n, k, ta, tb, alpha, beta, biases, j0) = c
+                let a = random(ta ? [k, m] : [m, k]), b = random(tb ? [n + j0, k] : [k, n + j0])
+                let c0 = random([m, n]), rb = random([m]), cb = random([n])
+                var ref = [Double](repeating: 0, count: m * n)
+                for i in 0..<m { for j in 0..<n {
+                    var s = 0.0
+                    for p in 0..<k {
+                        let av = ta ? a.d[p * m + i] : a.d[i * k + p]
+                        let bv = tb ? b.d[(j + j0) * k + p] : b.d[p * (n + j0) + j + j0]
+                        s += av * bv
+                    }
+                    ref[i * n + j] = Double(alpha) * s + Double(beta) * c0.d[i * n + j] + (biases ? rb.d[i] + cb.d[j] : 0)
+                } }
+                var results: [[Float]] = []
+                for threads in [1, 2, 3] {
+                    let out = c0.t.copied()
+                    withThreads(threads) {
+                        withExtendedLifetime((a.t, b.t, rb.t, cb.t, out)) {
+                            let ap = Kernels.pointer(a.t), bp = Kernels.pointer(b.t)
+                            GEMM.gemm(m: m, n: n, k: k, alpha: alpha, a: ap, ars: ta ? 1 : k, aks: ta ? m : 1,
+                                      b: GEMM.matrix(bp, rowStride: tb ? 1 : n + j0, columnStride: tb ? k : 1), j0: j0,
+                                      beta: beta, c: Kernels.pointer(out), ldc: n,
+                                      rowBias: biases ? UnsafePointer(Kernels.pointer(rb.t)) : nil,
+                                      colBias: biases ? UnsafePointer(Kernels.pointer(cb.t)) : nil)
+                        }
+                    }
+                    assertClose(out, ref, "\(path) gemm case \(ci) threads \(threads)")
+                    results.append(out.floats)
+                }
+                // Our kernels give the same bits whatever the thread count (OpenBLAS does not promise that).
+                if path == "avx512" {
+                    XCTAssertTrue(results[0] == results[1], "\(path) gemm case \(ci): 1 vs 2 threads differ")
+                    XCTAssertTrue(results[0] == results[2], "\(path) gemm case \(ci): 1 vs 3 threads differ")
+                }
+            }
+        }
+    }
+
+    func testGEMMPackedSourceMatchesMatrix() throws {
+        let saved = GEMM.vectorized
+        defer { GEMM.vectorized = saved }
+        GEMM.vectorized = true
+        try XCTSkipUnless(GEMM.vectorized, "no AVX-512 on this machine")
+        for (m, n, k) in [(5, 9, 3), (40, 77, 64), (30, 16, 300), (12, 100, 257)] {
+            let a = random([m, k]), b = random([k, n])
+            let direct = Tensor(zeros: [m, n]), viaPack = Tensor(zeros: [m, n])
+            let (count, _) = GEMM.packedSize(k: k, n: n)
+            let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
+            defer { buffer.deallocate() }
+            withExtendedLifetime((a.t, b.t, direct, viaPack)) {
+                let source = GEMM.matrix(Kernels.pointer(b.t), rowStride: n, columnStride: 1)
+                GEMM.gemm(m: m, n: n, k: k, a: Kernels.pointer(a.t), ars: k, aks: 1, b: source,
+                          c: Kernels.pointer(direct), ldc: n)
+                let packed = GEMM.pack(source, k: k, n: n, into: buffer)
+                GEMM.gemm(m: m, n: n, k: k, a: Kernels.pointer(a.t), ars: k, aks: 1, b: packed,
+                          c: Kernels.pointer(viaPack), ldc: n)
+            }
+            XCTAssertTrue(direct.floats == viaPack.floats, "packed \(m)x\(n)x\(k) differs")
+        }
+    }
+
+    func testConvolutionOnEveryPath() {
+        // (N, Cin, H, W, Cout, k, stride, padding): planes wide enough for several panels and
+        // column blocks, plus the odd shapes.
+        let cases: [(Int, Int, Int, Int, Int, Int, Int, Int)] = [
+            (2, 5, 9, 40, 7, 3, 1, 1), (1, 3, 35, 37, 4, 3, 2, 1), (2, 4, 6, 5, 3, 1, 1, 0),
+            (1, 2, 8, 8, 3, 3, 1, 2), (3, 3, 4, 4, 30, 3, 1, 1), (1, 6, 5, 7, 2, 1, 2, 0),
+        ]
+        forEachGEMMPath { path in
+            for (ci, c) in cases.enumerated() {
+                let (n, cin, h, wd, cout, k, stride, padding) = c
+                let x = random([n, cin, h, wd]), w = random([cout, cin, k, k]), b = random([cout])
+                let ref = Self.convRef(x.d, x.shape, w.d, w.shape, b.d, stride: stride, padding: padding)
+                var outs: [[Float]] = [], grads: [[Float]] = []
+                let ho = (h + 2 * padding - k) / stride + 1, wo = (wd + 2 * padding - k) / stride + 1
+                let r = random([n, cout, ho, wo])
+                for threads in [1, 2] {
+                    let y = withThreads(threads) { Kernels.conv2d(x.t, w.t, b.t, stride: stride, padding: padding) }
+                    assertClose(y, ref, "\(path) conv \(ci) threads \(threads)")
+                    outs.append(y.floats)
+                    let g = withThreads(threads) {
+                        Kernels.conv2dBackward(r.t, x: x.t, w: w.t, stride: stride, padding: padding,
+                                               needInput: true, needWeight: true, needBias: true)
+                    }
+                    checkGradient(g.x, at: x.d, "\(path) conv \(ci) dx") {
+                        self.dot(Self.convRef($0, x.shape, w.d, w.shape, b.d, stride: stride, padding: padding), r.d)
+                    }
+                    checkGradient(g.w, at: w.d, "\(path) conv \(ci) dw") {
+                        self.dot(Self.convRef(x.d, x.shape, $0, w.shape, b.d, stride: stride, padding: padding), r.d)
+                    }
+                    grads.append((g.x?.floats ?? []) + (g.w?.floats ?? []))
+                }
+                if path == "avx512" {
+                    XCTAssertTrue(outs[0] == outs[1], "\(path) conv \(ci): thread count changed the output")
+                    XCTAssertTrue(grads[0] == grads[1], "\(path) conv \(ci): thread count changed the gradients")
+                }
+            }
+        }
+    }
+
+    func testAttentionWithHeadsOnEveryPath() {
+        // (B, heads, Lq, Lk, D, Dv, causal)
+        let cases: [(Int, Int, Int, Int, Int, Int, Bool)] = [
+            (2, 3, 40, 33, 8, 5, false), (1, 4, 50, 50, 6, 6, true), (2, 2, 20, 77, 16, 16, false),
+        ]
+        forEachGEMMPath { path in
+            for (ci, c) in cases.enumerated() {
+                let (b, heads, lq, lk, d, dv, causal) = c
+                let q = random([b, lq, heads * d]), k = random([b, lk, heads * d]), v = random([b, lk, heads * dv])
+                let scale = 0.4
+                // The reference per head: [B H, L, D] copies of the head slices.
+                func split(_ x: [Double], _ l: Int, _ dd: Int) -> [Double] {
+                    var out = [Double](repeating: 0, count: b * heads * l * dd)
+                    for bi in 0..<b { for h in 0..<heads { for i in 0..<l { for t in 0..<dd {
+                        out[((bi * heads + h) * l + i) * dd + t] = x[(bi * l + i) * heads * dd + h * dd + t]
+                    } } } }
+                    return out
+                }
+                func merged(_ q2: [Double], _ k2: [Double], _ v2: [Double]) -> [Double] {
+                    let r = Self.attentionRef(split(q2, lq, d), split(k2, lk, d), split(v2, lk, dv), b: b * heads, lq: lq, lk: lk,
+                                              d: d, dv: dv, scale: scale, causal: causal).out
+                    var out = [Double](repeating: 0, count: b * lq * heads * dv)
+                    for bi in 0..<b { for h in 0..<heads { for i in 0..<lq { for t in 0..<dv {
+                        out[(bi * lq + i) * heads * dv + h * dv + t] = r[((bi * heads + h) * lq + i) * dv + t]
+                    } } } }
+                    return out
+                }
+                let (out, lse) = Kernels.attention(q: q.t, k: k.t, v: v.t, heads: heads, scale: Float(scale), causal: causal)
+                assertClose(out, merged(q.d, k.d, v.d), "\(path) attention heads case \(ci)")
+                XCTAssertEqual(lse.shape, [b * heads, lq])
+                let r = random(out.shape)
+                let g = Kernels.attentionBackward(r.t, q: q.t, k: k.t, v: v.t, out: out, logsumexp: lse, heads: heads,
+                                                  scale: Float(scale), causal: causal)
+                checkGradient(g.q, at: q.d, samples: 15, "\(path) attention heads \(ci) dq") { self.dot(merged($0, k.d, v.d), r.d) }
+                checkGradient(g.k, at: k.d, samples: 15, "\(path) attention heads \(ci) dk") { self.dot(merged(q.d, $0, v.d), r.d) }
+                checkGradient(g.v, at: v.d, samples: 15, "\(path) attention heads \(ci) dv") { self.dot(merged(q.d, k.d, $0), r.d) }
+            }
+        }
+    }
+
+    func testLinearAndPointwiseLayouts() {
+        forEachGEMMPath { path in
+            // linear over the last dimension
+            let x = random([2, 3, 7]), w = random([5, 7]), b = random([5])
+            func linearRef(_ xd: [Double], _ wd: [Double], _ bd: [Double]) -> [Double] {
+                var out = [Double](repeating: 0, count: 6 * 5)
+                for r in 0..<6 { for o in 0..<5 {
+                    var s = bd[o]
+                    for i in 0..<7 { s += xd[r * 7 + i] * wd[o * 7 + i] }
+                    out[r * 5 + o] = s
+                } }
+                return out
+            }
+            let y = Kernels.linear(x.t, w.t, b.t)
+            XCTAssertEqual(y.shape, [2, 3, 5])
+            assertClose(y, linearRef(x.d, w.d, b.d), "\(path) linear")
+            let r = random(y.shape)
+            let g = Kernels.linearBackward(r.t, x: x.t, w: w.t, needInput: true, needWeight: true, needBias: true)
+            checkGradient(g.x, at: x.d, "\(path) linear dx") { self.dot(linearRef($0, w.d, b.d), r.d) }
+            checkGradient(g.w, at: w.d, "\(path) linear dw") { self.dot(linearRef(x.d, $0, b.d), r.d) }
+            checkGradient(g.bias, at: b.d, "\(path) linear db") { self.dot(linearRef(x.d, w.d, $0), r.d) }
+
+            // image [N, C, H, W] -> tokens [N, HW, O] and back, against 1x1 convolutions + permutes
+            let (n, c, h, wd, o) = (2, 6, 3, 5, 4)
+            let img = random([n, c, h, wd]), pw = random([o, c, 1, 1]), pb = random([o])
+            func toTokensRef(_ xd: [Double], _ wdd: [Double], _ bd: [Double]) -> [Double] {
+                let conv = Self.convRef(xd, [n, c, h, wd], wdd, [o, c, 1, 1], bd, stride: 1, padding: 0)
+                var out = [Double](repeating: 0, count: n * h * wd * o)
+                for s in 0..<n { for ch in 0..<o { for p in 0..<(h * wd) { out[(s * h * wd + p) * o + ch] = conv[(s * o + ch) * h * wd + p] } } }
+                return out
+            }
+            let tokens = Kernels.pointwiseToTokens(img.t, pw.t, pb.t)
+            XCTAssertEqual(tokens.shape, [n, h * wd, o])
+            assertClose(tokens, toTokensRef(img.d, pw.d, pb.d), "\(path) pointwiseToTokens")
+            let rt = random(tokens.shape)
+            let gt = Kernels.pointwiseToTokensBackward(rt.t, x: img.t, w: pw.t, needInput: true, needWeight: true, needBias: true)
+            checkGradient(gt.x, at: img.d, "\(path) pointwiseToTokens dx") { self.dot(toTokensRef($0, pw.d, pb.d), rt.d) }
+            checkGradient(gt.w, at: pw.d, "\(path) pointwiseToTokens dw") { self.dot(toTokensRef(img.d, $0, pb.d), rt.d) }
+            checkGradient(gt.bias, at: pb.d, "\(path) pointwiseToTokens db") { self.dot(toTokensRef(img.d, pw.d, $0), rt.d) }
+
+            let t = random([n, h * wd, c]), tw = random([o, c]), tb = random([o])
+            func fromTokensRef(_ td: [Double], _ wdd: [Double], _ bd: [Double]) -> [Double] {
+                var out = [Double](repeating: 0, count: n * o * h * wd)
+                for s in 0..<n { for ch in 0..<o { for p in 0..<(h * wd) {
+                    var acc = bd[ch]
+                    for i in 0..<c { acc += wdd[ch * c + i] * td[(s * h * wd + p) * c + i] }
+                    out[(s * o + ch) * h * wd + p] = acc
+                } } }
+                return out
+            }
+            let img2 = Kernels.tokensToPointwise(t.t, tw.t, tb.t, height: h, width: wd)
+            XCTAssertEqual(img2.shape, [n, o, h, wd])
+            assertClose(img2, fromTokensRef(t.d, tw.d, tb.d), "\(path) tokensToPointwise")
+            let ri = random(img2.shape)
+            let gi = Kernels.tokensToPointwiseBackward(ri.t, t: t.t, w: tw.t, needInput: true, needWeight: true, needBias: true)
+            checkGradient(gi.t, at: t.d, "\(path) tokensToPointwise dt") { self.dot(fromTokensRef($0, tw.d, tb.d), ri.d) }
+            checkGradient(gi.w, at: tw.d, "\(path) tokensToPointwise dw") { self.dot(fromTokensRef(t.d, $0, tb.d), ri.d) }
+            checkGradient(gi.bias, at: tb.d, "\(path) tokensToPointwise db") { self.dot(fromTokensRef(t.d, tw.d, $0), ri.d) }
+        }
+    }
+
+    func testGEGLU() {
+        let h = random([3, 4, 10], scale: 3)
+        func ref(_ hd: [Double]) -> [Double] {
+            var out = [Double](repeating: 0, count: 12 * 5)
+            for r in 0..<12 { for k in 0..<5 {
+                out[r * 5 + k] = hd[r * 10 + k] * Self.activationRef(hd[r * 10 + 5 + k], .geluErf)
+            } }
+            return out
+        }
+        let y = Kernels.geglu(h.t)
+        XCTAssertEqual(y.shape, [3, 4, 5])
+        assertClose(y, ref(h.d), "geglu")
+        // Bit for bit what the unfused ops give.
+        let a = h.t.slice(axis: 2, 0..<5).contiguous(), g = h.t.slice(axis: 2, 5..<10).contiguous()
+        XCTAssertTrue(y.floats == Kernels.mul(a, Kernels.activate(g, .geluErf)).floats, "geglu differs from the unfused ops")
+        let r = random(y.shape)
+        checkGradient(Kernels.gegluBackward(r.t, h: h.t), at: h.d, "geglu dh") { self.dot(ref($0), r.d) }
+    }
+
+    func testGroupNormWithSiLU() {
+        for (shape, groups) in [([2, 8, 3, 5], 4), ([1, 6, 7], 3)] {
+            let x = random(shape, scale: 2, offset: 1)
+            let c = shape[1], w = random([c]), b = random([c])
+            func ref(_ xd: [Double], _ wd: [Double], _ bd: [Double]) -> [Double] {
+                Self.groupNormRef(xd, shape, groups: groups, wd, bd, eps: 1e-5).map { $0 / (1 + Foundation.exp(-$0)) }
+            }
+            let out = Kernels.groupNorm(x.t, groups: groups, weight: w.t, bias: b.t, eps: 1e-5, silu: true)
+            assertClose(out.y, ref(x.d, w.d, b.d), "groupNorm+silu \(shape)")
+            let plain = Kernels.groupNorm(x.t, groups: groups, weight: w.t, bias: b.t, eps: 1e-5)
+            XCTAssertTrue(out.y.floats == Kernels.activate(plain.y, .silu).floats, "fused differs from unfused")
+            let r = random(shape)
+            let g = Kernels.groupNormBackward(r.t, x: x.t, mean: out.mean, rstd: out.rstd, groups: groups, weight: w.t,
+                                              silu: true, bias: b.t)
+            // The same conditioning allowance as testGroupNorm (float statistics saved by the forward).
+            let conditioning = 1e-6 * Double(out.rstd.floats.max()!) * x.d.map(abs).max()!
+            checkGradient(g.x, at: x.d, atol: conditioning, "groupNorm+silu dx") { self.dot(ref($0, w.d, b.d), r.d) }
+            checkGradient(g.weight, at: w.d, "groupNorm+silu dw") { self.dot(ref(x.d, $0, b.d), r.d) }
+            checkGradient(g.bias, at: b.d, "groupNorm+silu db") { self.dot(ref(x.d, w.d, $0), r.d) }
+        }
+    }
+}
