@@ -83,11 +83,11 @@ public func linear(_ x: Var, _ w: Var, _ b: Var?) -> Var {
 /// A per-pixel linear layer (a 1x1 convolution) from an image x [N, C, H, W] to tokens [N, H W, O];
 /// w is [O, C] or [O, C, 1, 1]. The same as conv2d followed by a permute, without the copy.
 public func pointwiseToTokens(_ x: Var, _ w: Var, _ b: Var?) -> Var {
-    let (vx, vw) = (x.value, w.value)
+    let (vx, ws) = (x.value, w.saved)
     var inputs = [x, w]
     if let b { inputs.append(b) }
-    return record("pointwiseToTokens", Kernels.pointwiseToTokens(vx, vw, b?.value), inputs) { g, need in
-        let r = Kernels.pointwiseToTokensBackward(g, x: vx, w: vw, needInput: need[0], needWeight: need[1],
+    return record("pointwiseToTokens", Kernels.pointwiseToTokens(vx, w.value, b?.value), inputs) { g, need in
+        let r = Kernels.pointwiseToTokensBackward(g, x: vx, w: widened(ws), needInput: need[0], needWeight: need[1],
                                                   needBias: need.count > 2 && need[2])
         return need.count > 2 ? [r.x, r.w, r.bias] : [r.x, r.w]
     }
@@ -96,11 +96,11 @@ public func pointwiseToTokens(_ x: Var, _ w: Var, _ b: Var?) -> Var {
 /// The inverse layout change: tokens t [N, H W, C] through a per-pixel linear layer to an image
 /// [N, O, H, W].
 public func tokensToPointwise(_ t: Var, _ w: Var, _ b: Var?, height: Int, width: Int) -> Var {
-    let (vt, vw) = (t.value, w.value)
+    let (vt, ws) = (t.value, w.saved)
     var inputs = [t, w]
     if let b { inputs.append(b) }
-    return record("tokensToPointwise", Kernels.tokensToPointwise(vt, vw, b?.value, height: height, width: width), inputs) { g, need in
-        let r = Kernels.tokensToPointwiseBackward(g, t: vt, w: vw, needInput: need[0], needWeight: need[1],
+    return record("tokensToPointwise", Kernels.tokensToPointwise(vt, w.value, b?.value, height: height, width: width), inputs) { g, need in
+        let r = Kernels.tokensToPointwiseBackward(g, t: vt, w: widened(ws), needInput: need[0], needWeight: need[1],
                                                   needBias: need.count > 2 && need[2])
         return need.count > 2 ? [r.t, r.w, r.bias] : [r.t, r.w]
     }

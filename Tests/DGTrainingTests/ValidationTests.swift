@@ -69,6 +69,7 @@ final class FrozenStorageTests: XCTestCase {
         let w32 = Tensor(shape: [4, 3, 3, 3], floats: RandomStream(seed: 1).normals(108))
         let w16 = w32.converted(to: .bf16)
         let lw32 = Tensor(shape: [5, 4], floats: RandomStream(seed: 2).normals(20)), lw16 = lw32.converted(to: .bf16)
+        let pw16 = Tensor(shape: [4, 4], floats: RandomStream(seed: 4).normals(16)).converted(to: .bf16)
         var grads: [[Float]] = []
         for compact in [true, false] {
             var gx: Tensor?
@@ -76,8 +77,13 @@ final class FrozenStorageTests: XCTestCase {
             let w = compact ? Var(widening: w16) : Var(w16.converted(to: .f32))
             XCTAssertEqual(w.widenedFrom != nil, compact)
             let lw = compact ? Var(widening: lw16) : Var(lw16.converted(to: .f32))
-            let h = conv2d(x, w, nil, padding: 1).permuted([0, 2, 3, 1])
-            Autograd.backward(sum(linear(h, lw, nil) * linear(h, lw, nil)))
+            let pw = compact ? Var(widening: pw16) : Var(pw16.converted(to: .f32))
+            let c = conv2d(x, w, nil, padding: 1)
+            let h = c.permuted([0, 2, 3, 1])
+            // The per-pixel layers between image and token layouts keep their weight too.
+            let tokens = pointwiseToTokens(c, pw, nil)
+            let back = tokensToPointwise(tokens, pw, nil, height: 6, width: 6)
+            Autograd.backward(sum(linear(h, lw, nil) * linear(h, lw, nil)) + sum(back * back))
             grads.append(gx!.floats)
         }
         XCTAssertEqual(grads[0], grads[1])
