@@ -41,17 +41,18 @@ final class TrainingCommandTests: XCTestCase, CommandRunning {
             logs.append(log)
             try p.run()
             // Let it get somewhere: past model loading, into the steps and checkpoint writes. The
-            // first round waits for a checkpoint to exist (however slow the machine), so that some
-            // resume has one to start from; later rounds strike at random moments.
+            // first round strikes as soon as a checkpoint exists (however slow or fast the machine),
+            // so that some resume has one to start from; later rounds strike at random moments.
             if round == 0 {
                 let deadline = Date().addingTimeInterval(180)
                 while p.isRunning, Date() < deadline,
                       ((try? FileManager.default.contentsOfDirectory(atPath: out + "/checkpoints")) ?? [])
                           .allSatisfy({ !$0.hasPrefix("checkpoint-") || !$0.hasSuffix(".dginstyle") }) {
-                    usleep(5_000)
+                    usleep(2_000)
                 }
+            } else {
+                usleep(UInt32.random(in: 200_000...1_200_000, using: &generator))
             }
-            usleep(UInt32.random(in: 200_000...1_200_000, using: &generator))
             if p.isRunning { kill(p.processIdentifier, SIGKILL) }
             p.waitUntilExit()
             // It may have finished just before the signal.
