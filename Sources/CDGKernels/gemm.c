@@ -124,7 +124,19 @@ static void pack_im2col_t(const dg_bsource *s, long p0, long kc, long j0, long n
     }
 }
 
-long dg_panel_width(long n) { return n <= 16 ? 16 : 32; }
+long dg_panel_width(long n) {
+    // 16-column panels where they waste fewer columns of a narrow product (40 -> 48, not 64).
+    if (n <= 16) return 16;
+    if (n < 128 && (n + 15) / 16 * 16 < (n + 31) / 32 * 32) return 16;
+    return 32;
+}
+
+long dg_attention_scratch_stride(long keys) {
+    // A multiple of 16 floats that is not a multiple of 512 (2 KB): rows of the score block then
+    // fall in different L1 sets (see dg_gemm).
+    long ld = (keys + 15) / 16 * 16;
+    return ld % 512 == 0 ? ld + 16 : ld;
+}
 
 static void pack_b(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst);
 
@@ -294,8 +306,16 @@ void dg_gemm(long m, long n, long k, float alpha, const float *a, long ars, long
     int rowMajor = aks == 1 ? 1 : 0;   // else ars == 1 (see the header)
     long ncMax = n < DG_NC ? (n + nr - 1) / nr * nr : DG_NC;
     long kcMax = k < DG_KC ? k : DG_KC;
-    float *packed = prepacked ? 0 : workspace((size_t)(kcMax * ncMax));
-    if (!prepacked && !packed) abort();
+    // Rows of A a multiple of 2 KB apart share the L1 cache's sets: the 24 rows a 16-column tile reads
+    // would then evict each other (4x slower; the 12 rows of a 32-column tile still fit the 12 ways).
+    // Such an A is copied block by block into MR-row slivers.
+    int packA = rowMajor && MR > 12 && m > 12 && ((ars * (long)sizeof(float)) % 2048) == 0;
+    long mcMax = m < DG_MC ? (m + MR - 1) / MR * MR : DG_MC;
+    size_t bufferFloats = (size_t)((prepacked ? 0 : kcMax * ncMax) + (packA ? kcMax * mcMax : 0));
+    float *buffer = bufferFloats ? workspace(bufferFloats) : 0;
+    if (bufferFloats && !buffer) abort();
+    float *packed = prepacked ? 0 : buffer;
+    float *apack = packA ? buffer + (prepacked ? 0 : kcMax * ncMax) : 0;
     for (long jc = 0; jc < n; jc += DG_NC) {
         long nc = n - jc < DG_NC ? n - jc : DG_NC;
         long panels = (nc + nr - 1) / nr;
@@ -305,14 +325,30 @@ void dg_gemm(long m, long n, long k, float alpha, const float *a, long ars, long
             if (!prepacked) pack_b(b, p0, kc, j0 + jc, nc, nr, packed);
             for (long i0 = 0; i0 < m; i0 += DG_MC) {
                 long mc = m - i0 < DG_MC ? m - i0 : DG_MC;
+                if (packA) {
+                    // Sliver t: A(i0 + t MR + i, p0 + p) at apack[t kc MR + p MR + i].
+                    for (long t = 0; t * MR < mc; t++) {
+                        long rows = mc - t * MR < MR ? mc - t * MR : MR;
+                        float *d = apack + t * kc * MR;
+                        for (long i = 0; i < rows; i++) {
+                            const float *src = a + (i0 + t * MR + i) * ars + p0;
+                            for (long p = 0; p < kc; p++) d[p * MR + i] = src[p];
+                        }
+                    }
+                }
                 for (long q = 0; q < panels; q++) {
                     const float *bq = prepacked ? b->b + ((j0 + jc) / nr + q) * b->cs * nr + p0 * nr
                                                 : packed + q * kc * nr;
                     long jq = jc + q * nr, cols = nc - q * nr < nr ? nc - q * nr : nr;
                     for (long i = i0; i < i0 + mc; i += MR) {
                         long mr = i0 + mc - i < MR ? i0 + mc - i : MR;
-                        tiles[mr][rowMajor](kc, a + i * ars + p0 * aks, ars, aks, bq, alpha, c + i * ldc + jq, ldc,
-                                            first, beta, rowBias ? rowBias + i : 0, colBias ? colBias + jq : 0, cols);
+                        if (packA) {
+                            tiles[mr][0](kc, apack + (i - i0) * kc, 1, MR, bq, alpha, c + i * ldc + jq, ldc,
+                                         first, beta, rowBias ? rowBias + i : 0, colBias ? colBias + jq : 0, cols);
+                        } else {
+                            tiles[mr][rowMajor](kc, a + i * ars + p0 * aks, ars, aks, bq, alpha, c + i * ldc + jq, ldc,
+                                                first, beta, rowBias ? rowBias + i : 0, colBias ? colBias + jq : 0, cols);
+                        }
                     }
                 }
             }
@@ -498,16 +534,24 @@ TGT static double exp_row(float *row, long n, long keys, float shift) {
     double total = 0;
     for (long j0 = 0; j0 < n; j0 += 512) {
         long end = n - j0 < 512 ? n : j0 + 512;
-        __m512 acc = _mm512_setzero_ps();
-        for (long j = j0; j < end; j += 16) {
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+        long j = j0;
+        for (; j + 32 <= end; j += 32) {
+            __m512 e0 = exp512(_mm512_sub_ps(_mm512_loadu_ps(row + j), sh));
+            __m512 e1 = exp512(_mm512_sub_ps(_mm512_loadu_ps(row + j + 16), sh));
+            _mm512_storeu_ps(row + j, e0);
+            _mm512_storeu_ps(row + j + 16, e1);
+            acc0 = _mm512_add_ps(acc0, e0);
+            acc1 = _mm512_add_ps(acc1, e1);
+        }
+        for (; j < end; j += 16) {
             __mmask16 mk = tail_mask(end - j);
-            __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, row + j), sh));
-            e = _mm512_maskz_mov_ps(mk, e);
+            __m512 e = _mm512_maskz_mov_ps(mk, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, row + j), sh)));
             _mm512_mask_storeu_ps(row + j, mk, e);
-            acc = _mm512_add_ps(acc, e);
+            acc0 = _mm512_add_ps(acc0, e);
         }
         float lanes[16];
-        _mm512_storeu_ps(lanes, acc);
+        _mm512_storeu_ps(lanes, _mm512_add_ps(acc0, acc1));
         for (int l = 0; l < 16; l++) total += lanes[l];
     }
     for (long j = n; j < keys; j++) row[j] = 0;
@@ -515,12 +559,17 @@ TGT static double exp_row(float *row, long n, long keys, float shift) {
 }
 
 TGT static float max_row(const float *row, long n) {
-    __m512 m = _mm512_set1_ps(-__builtin_inff());
-    for (long j = 0; j < n; j += 16) {
-        __mmask16 mk = tail_mask(n - j);
-        m = _mm512_mask_max_ps(m, mk, m, _mm512_maskz_loadu_ps(mk, row + j));
+    __m512 m0 = _mm512_set1_ps(-__builtin_inff()), m1 = m0;
+    long j = 0;
+    for (; j + 32 <= n; j += 32) {
+        m0 = _mm512_max_ps(m0, _mm512_loadu_ps(row + j));
+        m1 = _mm512_max_ps(m1, _mm512_loadu_ps(row + j + 16));
     }
-    return _mm512_reduce_max_ps(m);
+    for (; j < n; j += 16) {
+        __mmask16 mk = tail_mask(n - j);
+        m0 = _mm512_mask_max_ps(m0, mk, m0, _mm512_maskz_loadu_ps(mk, row + j));
+    }
+    return _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
 }
 
 #include <math.h>
@@ -529,17 +578,18 @@ TGT void dg_attention_forward(long rows, long keys, long d, long dv, float scale
                               const dg_bsource *kt, const dg_bsource *v, float *out, long ldo, float *lse,
                               int causal, long qpos0, float *scratch) {
     if (rows <= 0) return;
-    dg_gemm(rows, keys, d, scale, q, ldq, 1, kt, 0, 0, scratch, keys, 0, 0);
+    long ld = dg_attention_scratch_stride(keys);
+    dg_gemm(rows, keys, d, scale, q, ldq, 1, kt, 0, 0, scratch, ld, 0, 0);
     float inverse[rows];
     for (long i = 0; i < rows; i++) {
-        float *row = scratch + i * keys;
+        float *row = scratch + i * ld;
         long n = causal ? (qpos0 + i + 1 < keys ? qpos0 + i + 1 : keys) : keys;
         float m = max_row(row, n);
         double total = exp_row(row, n, keys, m);
         lse[i] = m + (float)log(total);
         inverse[i] = (float)(1 / total);
     }
-    dg_gemm(rows, dv, keys, 1, scratch, keys, 1, v, 0, 0, out, ldo, 0, 0);
+    dg_gemm(rows, dv, keys, 1, scratch, ld, 1, v, 0, 0, out, ldo, 0, 0);
     for (long i = 0; i < rows; i++) {
         float *o = out + i * ldo;
         __m512 f = _mm512_set1_ps(inverse[i]);

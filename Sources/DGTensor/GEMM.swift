@@ -119,6 +119,15 @@ public enum GEMM {
         }
     }
 
+    /// C[m, n] = A[m, k] B[k, n] (row-major, contiguous) by OpenBLAS itself, whatever `vectorized`
+    /// says: the reference `dginstyle bench sgemm` compares against.
+    public static func openBLAS(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+                                c: UnsafeMutablePointer<Float>) {
+        _ = Parallel.threads
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(k),
+                    b, Int32(n), 0, c, Int32(n))
+    }
+
     /// The same product through OpenBLAS (im2col sources materialised in blocks of at most
     /// `Kernels.columnBudget` bytes).
     static func fallback(m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, ars: Int, aks: Int,

@@ -278,4 +278,23 @@ extension KernelTests {
             checkGradient(g.bias, at: b.d, "groupNorm+silu db") { self.dot(ref(x.d, w.d, $0), r.d) }
         }
     }
+
+    func testElementwiseKernelsGiveTheSameBitsOnEveryPath() {
+        let x = random([2, 8, 13, 11], scale: 4, offset: 0.5), w = random([8]), b = random([8])
+        let h = random([3, 7, 2 * 37], scale: 3), g = random([3, 7, 37]), gx = random([2, 8, 13, 11])
+        var results: [[[Float]]] = []
+        forEachGEMMPath { _ in
+            let n = Kernels.groupNorm(x.t, groups: 4, weight: w.t, bias: b.t, eps: 1e-5, silu: true)
+            let nb = Kernels.groupNormBackward(gx.t, x: x.t, mean: n.mean, rstd: n.rstd, groups: 4, weight: w.t, silu: true, bias: b.t)
+            results.append([n.y.floats, n.mean.floats, n.rstd.floats, nb.x.floats, nb.weight!.floats, nb.bias!.floats,
+                            Kernels.activate(x.t, .silu).floats, Kernels.activateBackward(gx.t, x: x.t, .silu).floats,
+                            Kernels.geglu(h.t).floats, Kernels.gegluBackward(g.t, h: h.t).floats,
+                            [Float(Kernels.sum(x.t))]])
+        }
+        if results.count == 2 {
+            for i in 0..<results[0].count {
+                XCTAssertTrue(results[0][i] == results[1][i], "element-wise result \(i) differs between the AVX-512 and portable paths")
+            }
+        }
+    }
 }

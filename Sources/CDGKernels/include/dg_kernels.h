@@ -62,7 +62,9 @@ void dg_gemm(long m, long n, long k, float alpha, const float *a, long ars, long
 /// Attention for `rows` query rows of one head (needs AVX-512):
 /// out = softmax(scale q k^T [causal]) v, lse[i] = log-sum-exp of row i's scaled scores.
 /// q: row i at q + i * ldq (d floats); kt: K^T (d x keys) and v: V (keys x dv), both DG_B_PACKED;
-/// out: row i at out + i * ldo. causal: row i sees keys 0...qpos0 + i. scratch: rows * keys floats.
+/// out: row i at out + i * ldo. causal: row i sees keys 0...qpos0 + i.
+/// scratch: rows * dg_attention_scratch_stride(keys) floats.
+long dg_attention_scratch_stride(long keys);
 void dg_attention_forward(long rows, long keys, long d, long dv, float scale, const float *q, long ldq,
                           const dg_bsource *kt, const dg_bsource *v, float *out, long ldo, float *lse,
                           int causal, long qpos0, float *scratch);
@@ -76,6 +78,25 @@ void dg_attention_score_gradient(long rows, long keys, const float *p, float *dp
 /// exp(x) for n floats (AVX-512; Cody-Waite reduction and a degree-6 polynomial, about 2 ulp;
 /// 0 below -87.3). y may equal x.
 void dg_exp(const float *x, float *y, long n);
+
+// MARK: element-wise kernels (AVX-512 only: callers check dg_has_avx512()). Each computes exactly what
+// its portable Swift counterpart computes, in the same order (same bits).
+
+/// Kernels.sum / sumSquaredDeviations / dot: float lanes over runs of 512, runs added in double.
+double dg_sum(const float *p, long n);
+double dg_sum_sq_dev(const float *p, long n, float c);
+double dg_dot(const float *p, const float *q, long n);
+/// y = a x + b, then silu when `silu`.
+void dg_affine(const float *x, float *y, long n, float a, float b, int silu);
+/// out = g silu'(a x + b).
+void dg_affine_silu_backward(const float *x, const float *g, float *out, long n, float a, float b);
+/// d = a g + b (x - mean) + c.
+void dg_norm_backward_row(const float *g, const float *x, float *d, long n, float a, float b, float c, float mean);
+void dg_silu(const float *x, float *y, long n);
+void dg_silu_backward(const float *g, const float *x, float *dx, long n);
+/// y[r, i] = h[r, i] gelu(h[r, d + i]) (erf GELU), and its backward into dh [rows, 2 d].
+void dg_geglu(const float *h, float *y, long rows, long d);
+void dg_geglu_backward(const float *gy, const float *h, float *dh, long rows, long d);
 
 #ifdef __cplusplus
 }

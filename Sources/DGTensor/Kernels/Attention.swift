@@ -68,7 +68,7 @@ extension Kernels {
         let vectorized = GEMM.vectorized
         withSingleThreadedBLAS {
             forEachChunk(s.count * nb, minimumChunk: 1) { _, items in
-                let buffer = UnsafeMutablePointer<Float>.allocate(capacity: block * s.lk)
+                let buffer = UnsafeMutablePointer<Float>.allocate(capacity: block * (vectorized ? dg_attention_scratch_stride(s.lk) : s.lk))
                 defer { buffer.deallocate() }
                 if vectorized {
                     // K^T and V of the current head, packed once for all its query blocks.

@@ -1,3 +1,4 @@
+import CDGKernels
 import Foundation
 
 /// Fully connected layers as single products, with the bias added by the product itself, and the
@@ -178,6 +179,7 @@ extension Kernels {
         defer { withExtendedLifetime((hc, y)) {} }
         let hp = pointer(hc), yp = pointer(y)
         Parallel.forEach(rows, minimumChunk: grain(8 * d)) { r in
+            if avx512 { dg_geglu(hp + r.lowerBound * two, yp + r.lowerBound * d, r.count, d); return }
             for i in r {
                 let a = hp + i * two, g = a + d, o = yp + i * d
                 for k in 0..<d { let v = g[k]; let gelu = v * normalCDF(v); o[k] = a[k] * gelu }
@@ -192,6 +194,7 @@ extension Kernels {
         defer { withExtendedLifetime((gc, hc, dh)) {} }
         let gp = pointer(gc), hp = pointer(hc), dp = pointer(dh)
         Parallel.forEach(rows, minimumChunk: grain(16 * d)) { r in
+            if avx512 { dg_geglu_backward(gp + r.lowerBound * d, hp + r.lowerBound * two, dp + r.lowerBound * two, r.count, d); return }
             for i in r {
                 let a = hp + i * two, g = a + d, go = gp + i * d, da = dp + i * two, dg = da + d
                 for k in 0..<d {
