@@ -131,13 +131,6 @@ long dg_panel_width(long n) {
     return 32;
 }
 
-long dg_attention_scratch_stride(long keys) {
-    // A multiple of 16 floats that is not a multiple of 512 (2 KB): rows of the score block then
-    // fall in different L1 sets (see dg_gemm).
-    long ld = (keys + 15) / 16 * 16;
-    return ld % 512 == 0 ? ld + 16 : ld;
-}
-
 static void pack_b(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst);
 
 void dg_pack_block(const dg_bsource *b, long p0, long kc, long j0, long n, long nr, float *dst) {
@@ -574,29 +567,61 @@ TGT static float max_row(const float *row, long n) {
 
 #include <math.h>
 
-TGT void dg_attention_forward(long rows, long keys, long d, long dv, float scale, const float *q, long ldq,
-                              const dg_bsource *kt, const dg_bsource *v, float *out, long ldo, float *lse,
-                              int causal, long qpos0, float *scratch) {
-    if (rows <= 0) return;
-    long ld = dg_attention_scratch_stride(keys);
-    dg_gemm(rows, keys, d, scale, q, ldq, 1, kt, 0, 0, scratch, ld, 0, 0);
-    float inverse[rows];
-    for (long i = 0; i < rows; i++) {
-        float *row = scratch + i * ld;
-        long n = causal ? (qpos0 + i + 1 < keys ? qpos0 + i + 1 : keys) : keys;
-        float m = max_row(row, n);
-        double total = exp_row(row, n, keys, m);
-        lse[i] = m + (float)log(total);
-        inverse[i] = (float)(1 / total);
-    }
-    dg_gemm(rows, dv, keys, 1, scratch, ld, 1, v, 0, 0, out, ldo, 0, 0);
-    for (long i = 0; i < rows; i++) {
-        float *o = out + i * ldo;
-        __m512 f = _mm512_set1_ps(inverse[i]);
-        for (long t = 0; t < dv; t += 16) {
-            __mmask16 mk = tail_mask(dv - t);
-            _mm512_mask_storeu_ps(o + t, mk, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, o + t), f));
+// Attention for up to 32 queries of one head, computed transposed: S^T = K Q^T [keys, 32] comes out
+// of the product already in the packed-panel layout the second product reads, the softmax runs down
+// its columns (16 queries per vector, no horizontal reductions), and O^T = V^T P^T reads V in place.
+// No packing of K or V, and full-width tiles whatever the head size.
+TGT void dg_attention_panel(long keys, long d, long dv, float scale, const float *q, long ldq, long nq,
+                            const float *k, long ldk, const float *v, long ldv, float *out, long ldo, float *lse,
+                            int causal, long qpos0, float *scratch) {
+    float *st = scratch, *qt = st + keys * 32, *ot = qt + d * 32;
+    if (causal && qpos0 + nq < keys) keys = qpos0 + nq;   // later keys are masked for every query here
+    dg_bsource qs = { 0 };
+    qs.kind = DG_B_MATRIX; qs.b = q; qs.rs = 1; qs.cs = ldq;
+    dg_pack(&qs, d, 0, nq, 32, qt);                                   // Q^T [d, 32], zero-padded
+    dg_bsource qp = { 0 };
+    qp.kind = DG_B_PACKED; qp.b = qt; qp.rs = 32; qp.cs = d;
+    dg_gemm(keys, 32, d, scale, k, ldk, 1, &qp, 0, 0, st, 32, 0, 0);  // S^T [keys, 32]
+    float inverse[32];
+    for (long half = 0; half < 2; half++) {
+        float *col = st + half * 16;
+        // Keys each lane's query sees: all, or 0...qpos0 + j (causal).
+        __m512i qpos = _mm512_add_epi32(_mm512_set1_epi32((int)(qpos0 + half * 16)),
+                                        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+        __m512 m = _mm512_set1_ps(-__builtin_inff());
+        for (long r = 0; r < keys; r++) {
+            __m512 s = _mm512_loadu_ps(col + r * 32);
+            __mmask16 ok = causal ? _mm512_cmp_epi32_mask(_mm512_set1_epi32((int)r), qpos, _MM_CMPINT_LE) : (__mmask16)0xFFFF;
+            m = _mm512_mask_max_ps(m, ok, m, s);
         }
+        double total[16] = { 0 };
+        for (long r0 = 0; r0 < keys; r0 += 512) {
+            long end = keys - r0 < 512 ? keys : r0 + 512;
+            __m512 acc = _mm512_setzero_ps();
+            for (long r = r0; r < end; r++) {
+                __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(col + r * 32), m));
+                if (causal) e = _mm512_maskz_mov_ps(_mm512_cmp_epi32_mask(_mm512_set1_epi32((int)r), qpos, _MM_CMPINT_LE), e);
+                _mm512_storeu_ps(col + r * 32, e);
+                acc = _mm512_add_ps(acc, e);
+            }
+            float l[16];
+            _mm512_storeu_ps(l, acc);
+            for (int i = 0; i < 16; i++) total[i] += l[i];
+        }
+        float mx[16];
+        _mm512_storeu_ps(mx, m);
+        for (int i = 0; i < 16; i++) {
+            long j = half * 16 + i;
+            if (j < nq) lse[j] = mx[i] + (float)log(total[i]);
+            inverse[j] = (float)(1 / total[i]);
+        }
+    }
+    dg_bsource pp = { 0 };
+    pp.kind = DG_B_PACKED; pp.b = st; pp.rs = 32; pp.cs = keys;
+    dg_gemm(dv, 32, keys, 1, v, 1, ldv, &pp, 0, 0, ot, 32, 0, 0);     // O^T [dv, 32]
+    for (long j = 0; j < nq; j++) {
+        float f = inverse[j], *o = out + j * ldo;
+        for (long t = 0; t < dv; t++) o[t] = ot[t * 32 + j] * f;
     }
 }
 
@@ -640,11 +665,11 @@ static void pack_im2col_avx512(const dg_bsource *s, long p0, long kc, long j0, l
     (void)s; (void)p0; (void)kc; (void)j0; (void)n; (void)nr; (void)dst; abort();
 }
 void dg_exp(const float *x, float *y, long n) { (void)x; (void)y; (void)n; abort(); }
-void dg_attention_forward(long rows, long keys, long d, long dv, float scale, const float *q, long ldq,
-                          const dg_bsource *kt, const dg_bsource *v, float *out, long ldo, float *lse,
-                          int causal, long qpos0, float *scratch) {
-    (void)rows; (void)keys; (void)d; (void)dv; (void)scale; (void)q; (void)ldq; (void)kt; (void)v; (void)out;
-    (void)ldo; (void)lse; (void)causal; (void)qpos0; (void)scratch;
+void dg_attention_panel(long keys, long d, long dv, float scale, const float *q, long ldq, long nq,
+                        const float *k, long ldk, const float *v, long ldv, float *out, long ldo, float *lse,
+                        int causal, long qpos0, float *scratch) {
+    (void)keys; (void)d; (void)dv; (void)scale; (void)q; (void)ldq; (void)nq; (void)k; (void)ldk; (void)v; (void)ldv;
+    (void)out; (void)ldo; (void)lse; (void)causal; (void)qpos0; (void)scratch;
     abort();
 }
 void dg_attention_probabilities(long rows, long keys, float *s, long ld, const float *lse, int causal, long qpos0) {

@@ -59,15 +59,14 @@ void dg_gemm(long m, long n, long k, float alpha, const float *a, long ars, long
              const dg_bsource *b, long j0, float beta, float *c, long ldc,
              const float *rowBias, const float *colBias);
 
-/// Attention for `rows` query rows of one head (needs AVX-512):
-/// out = softmax(scale q k^T [causal]) v, lse[i] = log-sum-exp of row i's scaled scores.
-/// q: row i at q + i * ldq (d floats); kt: K^T (d x keys) and v: V (keys x dv), both DG_B_PACKED;
-/// out: row i at out + i * ldo. causal: row i sees keys 0...qpos0 + i.
-/// scratch: rows * dg_attention_scratch_stride(keys) floats.
-long dg_attention_scratch_stride(long keys);
-void dg_attention_forward(long rows, long keys, long d, long dv, float scale, const float *q, long ldq,
-                          const dg_bsource *kt, const dg_bsource *v, float *out, long ldo, float *lse,
-                          int causal, long qpos0, float *scratch);
+/// Attention for up to 32 queries (nq) of one head (needs AVX-512): out = softmax(scale q k^T
+/// [causal]) v, lse[i] = log-sum-exp of query i's scaled scores. q: query i at q + i ldq (d floats);
+/// key r at k + r ldk, value r at v + r ldv (read in place); out: query i at out + i ldo.
+/// causal: query i sees keys 0...qpos0 + i. Computed transposed (see gemm.c).
+/// scratch: (keys + d + dv) * 32 floats.
+void dg_attention_panel(long keys, long d, long dv, float scale, const float *q, long ldq, long nq,
+                        const float *k, long ldk, const float *v, long ldv, float *out, long ldo, float *lse,
+                        int causal, long qpos0, float *scratch);
 
 /// Row helpers for the attention backward (need AVX-512), over a rows x keys block s (row stride ld):
 /// s[i, j] = exp(s[i, j] - lse[i]) for the keys row i sees (0 after them, causal).
