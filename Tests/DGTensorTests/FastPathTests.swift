@@ -104,6 +104,8 @@ extension KernelTests {
         let cases: [(Int, Int, Int, Int, Int, Int, Int, Int)] = [
             (2, 5, 9, 40, 7, 3, 1, 1), (1, 3, 35, 37, 4, 3, 2, 1), (2, 4, 6, 5, 3, 1, 1, 0),
             (1, 2, 8, 8, 3, 3, 1, 2), (3, 3, 4, 4, 30, 3, 1, 1), (1, 6, 5, 7, 2, 1, 2, 0),
+            // Rows of whole 32-column panels: the direct convolution (image read in place), edges packed.
+            (2, 3, 6, 32, 5, 3, 1, 1), (1, 2, 4, 64, 3, 5, 1, 2), (1, 20, 3, 32, 4, 3, 1, 1),
         ]
         forEachGEMMPath { path in
             for (ci, c) in cases.enumerated() {
