@@ -299,4 +299,32 @@ extension KernelTests {
             }
         }
     }
+
+    func testConvolutionWithExtraEndPadding() {
+        // diffusers' downsampling: pad right and bottom by 1, then an unpadded stride-2 convolution.
+        forEachGEMMPath { path in
+            for (h, wd, stride) in [(8, 7, 2), (9, 9, 2), (5, 6, 1)] {
+                let x = random([2, 3, h, wd]), w = random([4, 3, 3, 3]), b = random([4])
+                let wide = Kernels.concat([x.t, Tensor(zeros: [2, 3, h, 1])], axis: 3)
+                let padded = Kernels.concat([wide, Tensor(zeros: [2, 3, 1, wd + 1])], axis: 2)
+                let pd = padded.floats.map(Double.init)
+                let ref = Self.convRef(pd, padded.shape, w.d, w.shape, b.d, stride: stride, padding: 0)
+                let y = Kernels.conv2d(x.t, w.t, b.t, stride: stride, padding: 0, paddingEnd: 1)
+                assertClose(y, ref, "\(path) conv with end padding \(h)x\(wd) s\(stride)")
+                let r = random(y.shape)
+                let g = Kernels.conv2dBackward(r.t, x: x.t, w: w.t, stride: stride, padding: 0, paddingEnd: 1,
+                                               needInput: true, needWeight: true, needBias: true)
+                func loss(_ xd: [Double], _ wdd: [Double]) -> Double {
+                    // Pad xd the same way, in Double.
+                    var p = [Double](repeating: 0, count: 2 * 3 * (h + 1) * (wd + 1))
+                    for n in 0..<2 { for c in 0..<3 { for i in 0..<h { for j in 0..<wd {
+                        p[((n * 3 + c) * (h + 1) + i) * (wd + 1) + j] = xd[((n * 3 + c) * h + i) * wd + j]
+                    } } } }
+                    return self.dot(Self.convRef(p, [2, 3, h + 1, wd + 1], wdd, w.shape, b.d, stride: stride, padding: 0), r.d)
+                }
+                checkGradient(g.x, at: x.d, "\(path) end padding dx") { loss($0, w.d) }
+                checkGradient(g.w, at: w.d, "\(path) end padding dw") { loss(x.d, $0) }
+            }
+        }
+    }
 }

@@ -65,8 +65,8 @@ extension Kernels {
                       : f32(gy)
         let xc = f32(x), mc = f32(mean), rc = f32(rstd)
         let wc = weight.map(f32)
-        let dx = Tensor(zeros: x.shape)
-        let dw = Tensor(zeros: [c]), db = Tensor(zeros: [c])
+        let dx = Tensor(uninitialized: x.shape)
+        let dw = Tensor(uninitialized: [c]), db = Tensor(uninitialized: [c])
         defer { withExtendedLifetime((gc, xc, mc, rc, wc, dx, dw, db)) {} }
         let gp = pointer(gc), xp = pointer(xc), mp = pointer(mc), rp = pointer(rc)
         let wp = wc.map(pointer), dxp = pointer(dx)
@@ -166,7 +166,7 @@ extension Kernels {
         let xc = f32(x), wc = weight.map(f32), bc = bias.map(f32)
         if let wc, wc.count != d { fatalError("layerNorm: weight has \(wc.count) values for dimension \(d)") }
         if let bc, bc.count != d { fatalError("layerNorm: bias has \(bc.count) values for dimension \(d)") }
-        let y = Tensor(zeros: x.shape), mean = Tensor(zeros: [rows]), rstd = Tensor(zeros: [rows])
+        let y = Tensor(uninitialized: x.shape), mean = Tensor(uninitialized: [rows]), rstd = Tensor(uninitialized: [rows])
         defer { withExtendedLifetime((xc, wc, bc, y, mean, rstd)) {} }
         let xp = pointer(xc), yp = pointer(y), mp = pointer(mean), rp = pointer(rstd)
         let wp = wc.map(pointer), bp = bc.map(pointer)
@@ -194,7 +194,7 @@ extension Kernels {
         precondition(gy.shape == x.shape && mean.count == rows && rstd.count == rows, "layerNormBackward: shapes")
         let gc = f32(gy), xc = f32(x), mc = f32(mean), rc = f32(rstd)
         let wc = weight.map(f32)
-        let dx = Tensor(zeros: x.shape), dw = Tensor(zeros: [d]), db = Tensor(zeros: [d])
+        let dx = Tensor(uninitialized: x.shape), dw = Tensor(uninitialized: [d]), db = Tensor(uninitialized: [d])
         defer { withExtendedLifetime((gc, xc, mc, rc, wc, dx, dw, db)) {} }
         let gp = pointer(gc), xp = pointer(xc), mp = pointer(mc), rp = pointer(rc)
         let wp = wc.map(pointer), dxp = pointer(dx)
