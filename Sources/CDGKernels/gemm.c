@@ -321,9 +321,30 @@ static float *workspace(size_t floats) {
     return buffer;
 }
 
+// A of the input-gradient product of a stride-1 convolution with weights w [cout, cin, kh, kw]:
+// A(i, p) = w[(o cin + row0 + i) kk + kk - 1 - t], p = o kk + t (the kernel flipped and transposed,
+// read in place). NULL: A is the strided matrix of dg_gemm.
+typedef struct { const float *w; long cin, kk, row0; } conv_t_source;
+
+static void gemm(long m, long n, long k, float alpha, const float *a, long ars, long aks, const conv_t_source *ct,
+                 const dg_bsource *b, long j0, float beta, float *c, long ldc,
+                 const float *rowBias, const float *colBias);
+
 void dg_gemm(long m, long n, long k, float alpha, const float *a, long ars, long aks,
              const dg_bsource *b, long j0, float beta, float *c, long ldc,
              const float *rowBias, const float *colBias) {
+    gemm(m, n, k, alpha, a, ars, aks, 0, b, j0, beta, c, ldc, rowBias, colBias);
+}
+
+void dg_gemm_conv_t(long m, long n, long k, const float *w, long cin, long kk, long row0,
+                    const dg_bsource *b, long j0, float *c, long ldc) {
+    conv_t_source ct = { w, cin, kk, row0 };
+    gemm(m, n, k, 1, 0, 1, 1, &ct, b, j0, 0, c, ldc, 0, 0);
+}
+
+static void gemm(long m, long n, long k, float alpha, const float *a, long ars, long aks, const conv_t_source *ct,
+                 const dg_bsource *b, long j0, float beta, float *c, long ldc,
+                 const float *rowBias, const float *colBias) {
     if (m <= 0 || n <= 0) return;
     if (k <= 0) {   // C = beta C + biases
         for (long i = 0; i < m; i++)
@@ -354,7 +375,7 @@ void dg_gemm(long m, long n, long k, float alpha, const float *a, long ars, long
     // Rows of A a multiple of 2 KB apart share the L1 cache's sets: the 24 rows a 16-column tile reads
     // would then evict each other (4x slower; the 12 rows of a 32-column tile still fit the 12 ways).
     // Such an A is copied block by block into MR-row slivers.
-    int packA = rowMajor && (MR > 12 || direct) && m > 12 && ((ars * (long)sizeof(float)) % 2048) == 0;
+    int packA = ct || (rowMajor && (MR > 12 || direct) && m > 12 && ((ars * (long)sizeof(float)) % 2048) == 0);
     long mcMax = m < DG_MC ? (m + MR - 1) / MR * MR : DG_MC;
     // Direct convolutions pack only one edge panel at a time, and keep a table of B's row offsets.
     long bFloats = prepacked ? 0 : direct ? kcMax * 32 + kcMax * 2 : kcMax * ncMax;
@@ -387,8 +408,18 @@ void dg_gemm(long m, long n, long k, float alpha, const float *a, long ars, long
                         long rows = mc - t * MR < MR ? mc - t * MR : MR;
                         float *d = apack + t * kc * MR;
                         for (long i = 0; i < rows; i++) {
-                            const float *src = a + (i0 + t * MR + i) * ars + p0;
-                            for (long p = 0; p < kc; p++) d[p * MR + i] = src[p];
+                            if (ct) {
+                                long ch = ct->row0 + i0 + t * MR + i, o = p0 / ct->kk, tt = p0 % ct->kk;
+                                const float *src = ct->w + (o * ct->cin + ch) * ct->kk + ct->kk - 1 - tt;
+                                for (long p = 0; p < kc; p++) {
+                                    d[p * MR + i] = *src;
+                                    if (++tt == ct->kk) { tt = 0; o++; src = ct->w + (o * ct->cin + ch) * ct->kk + ct->kk - 1; }
+                                    else src--;
+                                }
+                            } else {
+                                const float *src = a + (i0 + t * MR + i) * ars + p0;
+                                for (long p = 0; p < kc; p++) d[p * MR + i] = src[p];
+                            }
                         }
                     }
                 }
@@ -735,6 +766,11 @@ TGT void dg_attention_score_gradient(long rows, long keys, const float *p, float
 
 int dg_has_avx512(void) { return 0; }
 void dg_allow_avx512(int allowed) { (void)allowed; }
+void dg_gemm_conv_t(long m, long n, long k, const float *w, long cin, long kk, long row0,
+                    const dg_bsource *b, long j0, float *c, long ldc) {
+    (void)m; (void)n; (void)k; (void)w; (void)cin; (void)kk; (void)row0; (void)b; (void)j0; (void)c; (void)ldc;
+    abort();
+}
 static void pack_transposed_avx512(const float *b, long cs, long p0, long kc, long j0, long n, long nr, float *dst) {
     (void)b; (void)cs; (void)p0; (void)kc; (void)j0; (void)n; (void)nr; (void)dst; abort();
 }

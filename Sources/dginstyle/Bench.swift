@@ -74,8 +74,8 @@ extension Bench {
                         body = {
                             let control = controlnet(sample, timesteps: timesteps, text: text, condition: cond, checkpoint: checkpoint)
                             let loss = mseLoss(unet(sample, timesteps: timesteps, text: text, control: control, checkpoint: checkpoint), noise)
-                            Autograd.backward(loss)
-                            optimizer.update()
+                            Profiler.measure("(backward pass)") { Autograd.backward(loss) }
+                            Profiler.measure("(optimizer)") { optimizer.update() }
                             optimizer.zeroGrad()
                         }
                     }

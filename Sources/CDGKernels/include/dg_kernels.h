@@ -59,6 +59,12 @@ void dg_gemm(long m, long n, long k, float alpha, const float *a, long ars, long
              const dg_bsource *b, long j0, float beta, float *c, long ldc,
              const float *rowBias, const float *colBias);
 
+/// The input gradient of a stride-1 convolution with weights w [cout, cin, kh, kw] (kk = kh kw), as
+/// dg_gemm with A(i, p) = w[(o cin + row0 + i) kk + kk - 1 - t] for p = o kk + t: the kernel flipped
+/// and transposed, read in place (no flipped copy). m rows from cin row row0 on; alpha 1, beta 0.
+void dg_gemm_conv_t(long m, long n, long k, const float *w, long cin, long kk, long row0,
+                    const dg_bsource *b, long j0, float *c, long ldc);
+
 /// Attention for up to 32 queries (nq) of one head (needs AVX-512): out = softmax(scale q k^T
 /// [causal]) v, lse[i] = log-sum-exp of query i's scaled scores. q: query i at q + i ldq (d floats);
 /// key r at k + r ldk, value r at v + r ldv (read in place); out: query i at out + i ldo.

@@ -140,7 +140,7 @@ extension Kernels {
                 }
             }
         }
-        if let dw {   // dW [Cout, K] (+)= gy_s [Cout, HW] im2col(x_s)^T [HW, K]
+        if let dw { Profiler.measure("conv2d.backward: dw") {   // dW [Cout, K] (+)= gy_s [Cout, HW] im2col(x_s)^T [HW, K]
             let xp = pointer(xc), dwp = pointer(dw)
             for s in 0..<g.n {
                 let source = g.isPointwise ? GEMM.matrix(xp + s * inPlane, rowStride: 1, columnStride: plane)
@@ -148,7 +148,7 @@ extension Kernels {
                 GEMM.gemm(m: g.cout, n: g.kdim, k: plane, a: gp + s * outSample, ars: plane, aks: 1, b: source,
                           beta: s == 0 ? 0 : 1, c: dwp, ldc: g.kdim)
             }
-        }
+        } }
         guard let dx else { return (nil, dw, db) }
         let wp = pointer(wc), dxp = pointer(dx)
         if g.isPointwise {   // dx_s [Cin, HW] = W^T gy_s
@@ -158,22 +158,17 @@ extension Kernels {
                           c: dxp + s * inPlane, ldc: plane)
             }
         } else if g.stride == 1 && g.kh == g.kw && g.padding <= g.kh - 1 && g.paddingEnd == 0 {
-            // dx = gy convolved with W'[c, o, ki, kj] = W[o, c, kh-1-ki, kw-1-kj], padding kh-1-p.
-            let flipped = UnsafeMutablePointer<Float>.allocate(capacity: g.cout * g.kdim)
-            defer { flipped.deallocate() }
-            let kk = g.kh * g.kw
-            Parallel.forEach(g.cin, minimumChunk: grain(g.cout * kk)) { r in
-                for c in r {
-                    for o in 0..<g.cout {
-                        let src = wp + (o * g.cin + c) * kk, dst = flipped + (c * g.cout + o) * kk
-                        for t in 0..<kk { dst[t] = src[kk - 1 - t] }
-                    }
+            // dx = gy convolved with W'[c, o, ki, kj] = W[o, c, kh-1-ki, kw-1-kj], padding kh-1-p: a
+            // forward-style product over im2col(gy), with W' read from W in place.
+            Profiler.measure("conv2d.backward: dx") {
+                let h = ConvGeometry(x: [g.n, g.cout, g.hout, g.wout], w: [g.cin, g.cout, g.kh, g.kw],
+                                     stride: 1, padding: g.kh - 1 - g.padding)
+                precondition(h.hout == g.h && h.wout == g.w, "conv2dBackward: transposed geometry")
+                for s in 0..<g.n {
+                    GEMM.gemmConvTransposed(cin: g.cin, cout: g.cout, kk: g.kh * g.kw, n: inPlane / g.cin, w: wp,
+                                            b: GEMM.im2col(h, gp + s * outSample), c: dxp + s * inPlane, ldc: inPlane / g.cin)
                 }
             }
-            let h = ConvGeometry(x: [g.n, g.cout, g.hout, g.wout], w: [g.cin, g.cout, g.kh, g.kw],
-                                 stride: 1, padding: g.kh - 1 - g.padding)
-            precondition(h.hout == g.h && h.wout == g.w, "conv2dBackward: transposed geometry")
-            convolve(h, gp, flipped, nil, dxp)
         } else {
             // dcols [K, band] = W^T gy_s (band of output rows), scattered back by col2im.
             dxp.initialize(repeating: 0, count: g.n * inPlane)
