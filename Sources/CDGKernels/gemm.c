@@ -13,7 +13,7 @@
 #define DG_KC_DIRECT_CHANNELS 16
 #endif
 #ifndef DG_NC
-#define DG_NC 1024   // columns of B per packed block (256 x 1024 floats: 1 MB, in L2)
+#define DG_NC 512    // columns of B per packed block (256 x 512 floats: 512 KB, in L2 with the C block)
 #endif
 
 // MARK: packing B (portable C, memory-bound; the transposing packs have AVX-512 versions)
@@ -602,6 +602,24 @@ TGT static void pack_im2col_t_avx512(const dg_bsource *s, long p0, long kc, long
     }
 }
 
+TGT void dg_transpose(const float *src, long rows, long cols, long lds, float *dst, long ldd) {
+    for (long i0 = 0; i0 < rows; i0 += 16) {
+        long ri = rows - i0 < 16 ? rows - i0 : 16;
+        for (long j0 = 0; j0 < cols; j0 += 16) {
+            long cj = cols - j0 < 16 ? cols - j0 : 16;
+            __mmask16 load = mask_of(cj), store = mask_of(ri);
+            __m512 r[16];
+            for (int t = 0; t < 16; t++)
+                r[t] = t < ri ? _mm512_maskz_loadu_ps(load, src + (i0 + t) * lds + j0) : _mm512_setzero_ps();
+            transpose16(r);
+            for (long u = 0; u < cj; u++) {
+                if (ri == 16) _mm512_storeu_ps(dst + (j0 + u) * ldd + i0, r[u]);
+                else _mm512_mask_storeu_ps(dst + (j0 + u) * ldd + i0, store, r[u]);
+            }
+        }
+    }
+}
+
 // MARK: exp and the attention rows
 
 // exp(x): x = n ln2 + r (Cody-Waite), e^r by the Cephes polynomial, times 2^n; 0 below -87.3.
@@ -769,6 +787,10 @@ void dg_allow_avx512(int allowed) { (void)allowed; }
 void dg_gemm_conv_t(long m, long n, long k, const float *w, long cin, long kk, long row0,
                     const dg_bsource *b, long j0, float *c, long ldc) {
     (void)m; (void)n; (void)k; (void)w; (void)cin; (void)kk; (void)row0; (void)b; (void)j0; (void)c; (void)ldc;
+    abort();
+}
+void dg_transpose(const float *src, long rows, long cols, long lds, float *dst, long ldd) {
+    (void)src; (void)rows; (void)cols; (void)lds; (void)dst; (void)ldd;
     abort();
 }
 static void pack_transposed_avx512(const float *b, long cs, long p0, long kc, long j0, long n, long nr, float *dst) {

@@ -327,4 +327,38 @@ extension KernelTests {
             }
         }
     }
+
+    func testLinearWithFewRowsAndALargeWeight() {
+        // Few rows against a weight of >= 2^16 values: the product is taken transposed on the AVX-512 path.
+        forEachGEMMPath { path in
+            let (rows, inF, outF) = (6, 300, 260)
+            let x = random([2, 3, inF]), w = random([outF, inF]), b = random([outF])
+            func ref(_ xd: [Double], _ wd: [Double]) -> [Double] {
+                var out = [Double](repeating: 0, count: rows * outF)
+                for r in 0..<rows { for o in 0..<outF {
+                    var s = b.d[o]
+                    for i in 0..<inF { s += xd[r * inF + i] * wd[o * inF + i] }
+                    out[r * outF + o] = s
+                } }
+                return out
+            }
+            let y = Kernels.linear(x.t, w.t, b.t)
+            assertClose(y, ref(x.d, w.d), "\(path) linear, few rows")
+            let r = random(y.shape)
+            let g = Kernels.linearBackward(r.t, x: x.t, w: w.t, needInput: true, needWeight: true, needBias: false)
+            checkGradient(g.x, at: x.d, samples: 10, "\(path) linear few rows dx") { self.dot(ref($0, w.d), r.d) }
+            checkGradient(g.w, at: w.d, samples: 10, "\(path) linear few rows dw") { self.dot(ref(x.d, $0), r.d) }
+
+            // The same for the image -> tokens layer on a small plane.
+            let (c, o, h, wd) = (256, 260, 3, 4)
+            let img = random([1, c, h, wd]), pw = random([o, c]), pb = random([o])
+            var expected = [Double](repeating: 0, count: h * wd * o)
+            for p in 0..<(h * wd) { for ch in 0..<o {
+                var s = pb.d[ch]
+                for i in 0..<c { s += pw.d[ch * c + i] * img.d[i * h * wd + p] }
+                expected[p * o + ch] = s
+            } }
+            assertClose(Kernels.pointwiseToTokens(img.t, pw.t, pb.t), expected, "\(path) pointwiseToTokens, small plane")
+        }
+    }
 }

@@ -65,6 +65,9 @@ void dg_gemm(long m, long n, long k, float alpha, const float *a, long ars, long
 void dg_gemm_conv_t(long m, long n, long k, const float *w, long cin, long kk, long row0,
                     const dg_bsource *b, long j0, float *c, long ldc);
 
+/// dst[j ldd + i] = src[i lds + j] for i < rows, j < cols (AVX-512, 16 x 16 blocks).
+void dg_transpose(const float *src, long rows, long cols, long lds, float *dst, long ldd);
+
 /// Attention for up to 32 queries (nq) of one head (needs AVX-512): out = softmax(scale q k^T
 /// [causal]) v, lse[i] = log-sum-exp of query i's scaled scores. q: query i at q + i ldq (d floats);
 /// key r at k + r ldk, value r at v + r ldv (read in place); out: query i at out + i ldo.

@@ -48,9 +48,12 @@ extension Kernels {
     static func withSingleThreadedBLAS<R>(_ body: () -> R) -> R {
         let threads = Parallel.threads
         if threads == 1 { return body() }
-        openblas_set_num_threads(1)
         GEMM.serial = true
-        defer { openblas_set_num_threads(Int32(threads)); GEMM.serial = false }
+        defer { GEMM.serial = false }
+        // OpenBLAS is only used when our kernels are off (and resizing its pool is not free).
+        if GEMM.vectorized { return body() }
+        openblas_set_num_threads(1)
+        defer { openblas_set_num_threads(Int32(threads)) }
         return body()
     }
 
