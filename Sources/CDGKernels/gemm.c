@@ -9,8 +9,11 @@
 #ifndef DG_MC
 #define DG_MC 192    // rows of A per block (192 x 256 floats: in L2)
 #endif
+#ifndef DG_KC_DIRECT_CHANNELS
+#define DG_KC_DIRECT_CHANNELS 16
+#endif
 #ifndef DG_NC
-#define DG_NC 1024   // columns of B per packed block (256 x 1024 floats: 1 MB, in L2)
+#define DG_NC 512    // columns of B per packed block (256 x 512 floats: 512 KB, in L2 with the C block)
 #endif
 
 // MARK: packing B (portable C, memory-bound; the transposing packs have AVX-512 versions)
@@ -124,7 +127,12 @@ static void pack_im2col_t(const dg_bsource *s, long p0, long kc, long j0, long n
     }
 }
 
-long dg_panel_width(long n) { return n <= 16 ? 16 : 32; }
+long dg_panel_width(long n) {
+    // 16-column panels where they waste fewer columns of a narrow product (40 -> 48, not 64).
+    if (n <= 16) return 16;
+    if (n < 128 && (n + 15) / 16 * 16 < (n + 31) / 32 * 32) return 16;
+    return 32;
+}
 
 static void pack_b(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst);
 
@@ -250,6 +258,45 @@ DG_TILES(7, 1) DG_TILES(8, 1) DG_TILES(9, 1) DG_TILES(10, 1) DG_TILES(11, 1) DG_
 DG_TILES(13, 1) DG_TILES(14, 1) DG_TILES(15, 1) DG_TILES(16, 1) DG_TILES(17, 1) DG_TILES(18, 1)
 DG_TILES(19, 1) DG_TILES(20, 1) DG_TILES(21, 1) DG_TILES(22, 1) DG_TILES(23, 1) DG_TILES(24, 1)
 
+// Direct-convolution tiles: MR x 32 outputs of one output row, B read straight from the input image
+// (stride 1, all lanes inside it): the value for k index p, lane l is base[off[p] + l].
+#define DG_DTILE(MR, ROWMAJOR)                                                                          \
+    TGT static void dtile_##MR##_##ROWMAJOR(long kc, const float *a, long ars, long aks, const float *base, \
+        const long *off, float *c, long ldc, int first, const float *rowBias) {                          \
+        __m512 acc[MR][2];                                                                              \
+        _Pragma("clang loop unroll(full)") for (int i = 0; i < MR; i++) {                                \
+            acc[i][0] = _mm512_setzero_ps(); acc[i][1] = _mm512_setzero_ps();                           \
+        }                                                                                               \
+        const float *ap[MR];                                                                            \
+        _Pragma("clang loop unroll(full)") for (int i = 0; i < MR; i++) ap[i] = a + i * (ROWMAJOR ? ars : 1); \
+        for (long p = 0; p < kc; p++) {                                                                 \
+            const float *bp = base + off[p];                                                            \
+            __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16);                             \
+            _Pragma("clang loop unroll(full)") for (int i = 0; i < MR; i++) {                            \
+                __m512 s = _mm512_set1_ps(ROWMAJOR ? ap[i][p] : ap[i][p * aks]);                        \
+                acc[i][0] = _mm512_fmadd_ps(s, b0, acc[i][0]);                                          \
+                acc[i][1] = _mm512_fmadd_ps(s, b1, acc[i][1]);                                          \
+            }                                                                                           \
+        }                                                                                               \
+        _Pragma("clang loop unroll(full)") for (int i = 0; i < MR; i++) {                                \
+            float *ci = c + i * ldc;                                                                    \
+            for (int v = 0; v < 2; v++) {                                                               \
+                __m512 r = acc[i][v];                                                                   \
+                if (first) { if (rowBias) r = _mm512_add_ps(r, _mm512_set1_ps(rowBias[i])); }          \
+                else r = _mm512_add_ps(_mm512_loadu_ps(ci + 16 * v), r);                                \
+                _mm512_storeu_ps(ci + 16 * v, r);                                                       \
+            }                                                                                           \
+        }                                                                                               \
+    }
+#define DG_DTILES(MR) DG_DTILE(MR, 0) DG_DTILE(MR, 1)
+DG_DTILES(1) DG_DTILES(2) DG_DTILES(3) DG_DTILES(4) DG_DTILES(5) DG_DTILES(6)
+DG_DTILES(7) DG_DTILES(8) DG_DTILES(9) DG_DTILES(10) DG_DTILES(11) DG_DTILES(12)
+
+typedef void (*dtile_fn)(long, const float *, long, long, const float *, const long *, float *, long, int, const float *);
+#define DROW(R) { dtile_##R##_0, dtile_##R##_1 }
+static const dtile_fn dtiles[13][2] = { { 0, 0 }, DROW(1), DROW(2), DROW(3), DROW(4), DROW(5), DROW(6),
+                                        DROW(7), DROW(8), DROW(9), DROW(10), DROW(11), DROW(12) };
+
 typedef void (*tile_fn)(long, const float *, long, long, const float *, float, float *, long, int, float,
                         const float *, const float *, long);
 
@@ -274,9 +321,30 @@ static float *workspace(size_t floats) {
     return buffer;
 }
 
+// A of the input-gradient product of a stride-1 convolution with weights w [cout, cin, kh, kw]:
+// A(i, p) = w[(o cin + row0 + i) kk + kk - 1 - t], p = o kk + t (the kernel flipped and transposed,
+// read in place). NULL: A is the strided matrix of dg_gemm.
+typedef struct { const float *w; long cin, kk, row0; } conv_t_source;
+
+static void gemm(long m, long n, long k, float alpha, const float *a, long ars, long aks, const conv_t_source *ct,
+                 const dg_bsource *b, long j0, float beta, float *c, long ldc,
+                 const float *rowBias, const float *colBias);
+
 void dg_gemm(long m, long n, long k, float alpha, const float *a, long ars, long aks,
              const dg_bsource *b, long j0, float beta, float *c, long ldc,
              const float *rowBias, const float *colBias) {
+    gemm(m, n, k, alpha, a, ars, aks, 0, b, j0, beta, c, ldc, rowBias, colBias);
+}
+
+void dg_gemm_conv_t(long m, long n, long k, const float *w, long cin, long kk, long row0,
+                    const dg_bsource *b, long j0, float *c, long ldc) {
+    conv_t_source ct = { w, cin, kk, row0 };
+    gemm(m, n, k, 1, 0, 1, 1, &ct, b, j0, 0, c, ldc, 0, 0);
+}
+
+static void gemm(long m, long n, long k, float alpha, const float *a, long ars, long aks, const conv_t_source *ct,
+                 const dg_bsource *b, long j0, float beta, float *c, long ldc,
+                 const float *rowBias, const float *colBias) {
     if (m <= 0 || n <= 0) return;
     if (k <= 0) {   // C = beta C + biases
         for (long i = 0; i < m; i++)
@@ -289,30 +357,102 @@ void dg_gemm(long m, long n, long k, float alpha, const float *a, long ars, long
         return;
     }
     int prepacked = b->kind == DG_B_PACKED;
-    long nr = prepacked ? b->rs : dg_panel_width(n), MR = nr == 16 ? 24 : 12;
+    // A stride-1 convolution with few output channels (m), whose output rows are whole 32-column
+    // panels, reads B straight from the image: the im2col packing would cost as much as the product
+    // (each packed value serves only m rows). Panels off the image's edges are packed one by one.
+    // (Measured: 128 -> 128 channels at 512x512 +9%, 128 -> 3 2.6x; from 256 channels on, packing wins.)
+    int direct = b->kind == DG_B_IM2COL && b->stride == 1 && b->wout % 32 == 0 && j0 % 32 == 0 && m <= 160
+                 && alpha == 1 && beta == 0 && !colBias && n % 32 == 0;
+    long nr = prepacked ? b->rs : direct ? 32 : dg_panel_width(n), MR = nr == 16 ? 24 : 12;
     const tile_fn(*tiles)[2] = nr == 16 ? tiles16 : tiles32;
     int rowMajor = aks == 1 ? 1 : 0;   // else ars == 1 (see the header)
     long ncMax = n < DG_NC ? (n + nr - 1) / nr * nr : DG_NC;
-    long kcMax = k < DG_KC ? k : DG_KC;
-    float *packed = prepacked ? 0 : workspace((size_t)(kcMax * ncMax));
-    if (!prepacked && !packed) abort();
+    // Direct convolutions take k in blocks of whole channels, few enough that the image rows they read
+    // (a multiple of 4 KB apart when a plane is) stay in L1 together.
+    long KC = direct ? DG_KC_DIRECT_CHANNELS * b->kh * b->kw : DG_KC;
+    if (KC > DG_KC) KC = DG_KC;
+    long kcMax = k < KC ? k : KC;
+    // Rows of A a multiple of 2 KB apart share the L1 cache's sets: the 24 rows a 16-column tile reads
+    // would then evict each other (4x slower; the 12 rows of a 32-column tile still fit the 12 ways).
+    // Such an A is copied block by block into MR-row slivers.
+    int packA = ct || (rowMajor && (MR > 12 || direct) && m > 12 && ((ars * (long)sizeof(float)) % 2048) == 0);
+    long mcMax = m < DG_MC ? (m + MR - 1) / MR * MR : DG_MC;
+    // Direct convolutions pack only one edge panel at a time, and keep a table of B's row offsets.
+    long bFloats = prepacked ? 0 : direct ? kcMax * 32 + kcMax * 2 : kcMax * ncMax;
+    size_t bufferFloats = (size_t)(bFloats + (packA ? kcMax * mcMax : 0));
+    float *buffer = bufferFloats ? workspace(bufferFloats) : 0;
+    if (bufferFloats && !buffer) abort();
+    float *packed = prepacked ? 0 : buffer;
+    long *offsets = direct ? (long *)(buffer + kcMax * 32) : 0;
+    float *apack = packA ? buffer + bFloats : 0;
     for (long jc = 0; jc < n; jc += DG_NC) {
         long nc = n - jc < DG_NC ? n - jc : DG_NC;
         long panels = (nc + nr - 1) / nr;
-        for (long p0 = 0; p0 < k; p0 += DG_KC) {
-            long kc = k - p0 < DG_KC ? k - p0 : DG_KC;
+        for (long p0 = 0; p0 < k; p0 += KC) {
+            long kc = k - p0 < KC ? k - p0 : KC;
             int first = p0 == 0;
-            if (!prepacked) pack_b(b, p0, kc, j0 + jc, nc, nr, packed);
+            if (direct) {
+                long kk = b->kh * b->kw;
+                for (long p = 0; p < kc; p++) {
+                    long r = p0 + p, ch = r / kk, ki = (r / b->kw) % b->kh, kj = r % b->kw;
+                    offsets[p] = (ch * b->h + ki) * b->w + kj;
+                }
+            } else if (!prepacked) {
+                pack_b(b, p0, kc, j0 + jc, nc, nr, packed);
+            }
             for (long i0 = 0; i0 < m; i0 += DG_MC) {
                 long mc = m - i0 < DG_MC ? m - i0 : DG_MC;
+                if (packA) {
+                    // Sliver t: A(i0 + t MR + i, p0 + p) at apack[t kc MR + p MR + i].
+                    for (long t = 0; t * MR < mc; t++) {
+                        long rows = mc - t * MR < MR ? mc - t * MR : MR;
+                        float *d = apack + t * kc * MR;
+                        for (long i = 0; i < rows; i++) {
+                            if (ct) {
+                                long ch = ct->row0 + i0 + t * MR + i, o = p0 / ct->kk, tt = p0 % ct->kk;
+                                const float *src = ct->w + (o * ct->cin + ch) * ct->kk + ct->kk - 1 - tt;
+                                for (long p = 0; p < kc; p++) {
+                                    d[p * MR + i] = *src;
+                                    if (++tt == ct->kk) { tt = 0; o++; src = ct->w + (o * ct->cin + ch) * ct->kk + ct->kk - 1; }
+                                    else src--;
+                                }
+                            } else {
+                                const float *src = a + (i0 + t * MR + i) * ars + p0;
+                                for (long p = 0; p < kc; p++) d[p * MR + i] = src[p];
+                            }
+                        }
+                    }
+                }
                 for (long q = 0; q < panels; q++) {
                     const float *bq = prepacked ? b->b + ((j0 + jc) / nr + q) * b->cs * nr + p0 * nr
                                                 : packed + q * kc * nr;
                     long jq = jc + q * nr, cols = nc - q * nr < nr ? nc - q * nr : nr;
+                    if (direct) {
+                        long jp = j0 + jq, oy = jp / b->wout, ox0 = jp % b->wout;
+                        long iy0 = oy - b->pad, ix0 = ox0 - b->pad;
+                        if (iy0 >= 0 && iy0 + b->kh <= b->h && ix0 >= 0 && ix0 + 32 + b->kw - 1 <= b->w) {
+                            const float *base = b->b + iy0 * b->w + ix0;
+                            for (long i = i0; i < i0 + mc; i += MR) {
+                                long mr = i0 + mc - i < MR ? i0 + mc - i : MR;
+                                if (packA) dtiles[mr][0](kc, apack + (i - i0) * kc, 1, MR, base, offsets, c + i * ldc + jq, ldc,
+                                                         first, rowBias ? rowBias + i : 0);
+                                else dtiles[mr][rowMajor](kc, a + i * ars + p0 * aks, ars, aks, base, offsets, c + i * ldc + jq, ldc,
+                                                          first, rowBias ? rowBias + i : 0);
+                            }
+                            continue;
+                        }
+                        pack_b(b, p0, kc, jp, cols, 32, packed);   // a panel touching the padding
+                        bq = packed;
+                    }
                     for (long i = i0; i < i0 + mc; i += MR) {
                         long mr = i0 + mc - i < MR ? i0 + mc - i : MR;
-                        tiles[mr][rowMajor](kc, a + i * ars + p0 * aks, ars, aks, bq, alpha, c + i * ldc + jq, ldc,
-                                            first, beta, rowBias ? rowBias + i : 0, colBias ? colBias + jq : 0, cols);
+                        if (packA) {
+                            tiles[mr][0](kc, apack + (i - i0) * kc, 1, MR, bq, alpha, c + i * ldc + jq, ldc,
+                                         first, beta, rowBias ? rowBias + i : 0, colBias ? colBias + jq : 0, cols);
+                        } else {
+                            tiles[mr][rowMajor](kc, a + i * ars + p0 * aks, ars, aks, bq, alpha, c + i * ldc + jq, ldc,
+                                                first, beta, rowBias ? rowBias + i : 0, colBias ? colBias + jq : 0, cols);
+                        }
                     }
                 }
             }
@@ -462,6 +602,24 @@ TGT static void pack_im2col_t_avx512(const dg_bsource *s, long p0, long kc, long
     }
 }
 
+TGT void dg_transpose(const float *src, long rows, long cols, long lds, float *dst, long ldd) {
+    for (long i0 = 0; i0 < rows; i0 += 16) {
+        long ri = rows - i0 < 16 ? rows - i0 : 16;
+        for (long j0 = 0; j0 < cols; j0 += 16) {
+            long cj = cols - j0 < 16 ? cols - j0 : 16;
+            __mmask16 load = mask_of(cj), store = mask_of(ri);
+            __m512 r[16];
+            for (int t = 0; t < 16; t++)
+                r[t] = t < ri ? _mm512_maskz_loadu_ps(load, src + (i0 + t) * lds + j0) : _mm512_setzero_ps();
+            transpose16(r);
+            for (long u = 0; u < cj; u++) {
+                if (ri == 16) _mm512_storeu_ps(dst + (j0 + u) * ldd + i0, r[u]);
+                else _mm512_mask_storeu_ps(dst + (j0 + u) * ldd + i0, store, r[u]);
+            }
+        }
+    }
+}
+
 // MARK: exp and the attention rows
 
 // exp(x): x = n ln2 + r (Cody-Waite), e^r by the Cephes polynomial, times 2^n; 0 below -87.3.
@@ -498,16 +656,24 @@ TGT static double exp_row(float *row, long n, long keys, float shift) {
     double total = 0;
     for (long j0 = 0; j0 < n; j0 += 512) {
         long end = n - j0 < 512 ? n : j0 + 512;
-        __m512 acc = _mm512_setzero_ps();
-        for (long j = j0; j < end; j += 16) {
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+        long j = j0;
+        for (; j + 32 <= end; j += 32) {
+            __m512 e0 = exp512(_mm512_sub_ps(_mm512_loadu_ps(row + j), sh));
+            __m512 e1 = exp512(_mm512_sub_ps(_mm512_loadu_ps(row + j + 16), sh));
+            _mm512_storeu_ps(row + j, e0);
+            _mm512_storeu_ps(row + j + 16, e1);
+            acc0 = _mm512_add_ps(acc0, e0);
+            acc1 = _mm512_add_ps(acc1, e1);
+        }
+        for (; j < end; j += 16) {
             __mmask16 mk = tail_mask(end - j);
-            __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, row + j), sh));
-            e = _mm512_maskz_mov_ps(mk, e);
+            __m512 e = _mm512_maskz_mov_ps(mk, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, row + j), sh)));
             _mm512_mask_storeu_ps(row + j, mk, e);
-            acc = _mm512_add_ps(acc, e);
+            acc0 = _mm512_add_ps(acc0, e);
         }
         float lanes[16];
-        _mm512_storeu_ps(lanes, acc);
+        _mm512_storeu_ps(lanes, _mm512_add_ps(acc0, acc1));
         for (int l = 0; l < 16; l++) total += lanes[l];
     }
     for (long j = n; j < keys; j++) row[j] = 0;
@@ -515,38 +681,76 @@ TGT static double exp_row(float *row, long n, long keys, float shift) {
 }
 
 TGT static float max_row(const float *row, long n) {
-    __m512 m = _mm512_set1_ps(-__builtin_inff());
-    for (long j = 0; j < n; j += 16) {
-        __mmask16 mk = tail_mask(n - j);
-        m = _mm512_mask_max_ps(m, mk, m, _mm512_maskz_loadu_ps(mk, row + j));
+    __m512 m0 = _mm512_set1_ps(-__builtin_inff()), m1 = m0;
+    long j = 0;
+    for (; j + 32 <= n; j += 32) {
+        m0 = _mm512_max_ps(m0, _mm512_loadu_ps(row + j));
+        m1 = _mm512_max_ps(m1, _mm512_loadu_ps(row + j + 16));
     }
-    return _mm512_reduce_max_ps(m);
+    for (; j < n; j += 16) {
+        __mmask16 mk = tail_mask(n - j);
+        m0 = _mm512_mask_max_ps(m0, mk, m0, _mm512_maskz_loadu_ps(mk, row + j));
+    }
+    return _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
 }
 
 #include <math.h>
 
-TGT void dg_attention_forward(long rows, long keys, long d, long dv, float scale, const float *q, long ldq,
-                              const dg_bsource *kt, const dg_bsource *v, float *out, long ldo, float *lse,
-                              int causal, long qpos0, float *scratch) {
-    if (rows <= 0) return;
-    dg_gemm(rows, keys, d, scale, q, ldq, 1, kt, 0, 0, scratch, keys, 0, 0);
-    float inverse[rows];
-    for (long i = 0; i < rows; i++) {
-        float *row = scratch + i * keys;
-        long n = causal ? (qpos0 + i + 1 < keys ? qpos0 + i + 1 : keys) : keys;
-        float m = max_row(row, n);
-        double total = exp_row(row, n, keys, m);
-        lse[i] = m + (float)log(total);
-        inverse[i] = (float)(1 / total);
-    }
-    dg_gemm(rows, dv, keys, 1, scratch, keys, 1, v, 0, 0, out, ldo, 0, 0);
-    for (long i = 0; i < rows; i++) {
-        float *o = out + i * ldo;
-        __m512 f = _mm512_set1_ps(inverse[i]);
-        for (long t = 0; t < dv; t += 16) {
-            __mmask16 mk = tail_mask(dv - t);
-            _mm512_mask_storeu_ps(o + t, mk, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, o + t), f));
+// Attention for up to 32 queries of one head, computed transposed: S^T = K Q^T [keys, 32] comes out
+// of the product already in the packed-panel layout the second product reads, the softmax runs down
+// its columns (16 queries per vector, no horizontal reductions), and O^T = V^T P^T reads V in place.
+// No packing of K or V, and full-width tiles whatever the head size.
+TGT void dg_attention_panel(long keys, long d, long dv, float scale, const float *q, long ldq, long nq,
+                            const float *k, long ldk, const float *v, long ldv, float *out, long ldo, float *lse,
+                            int causal, long qpos0, float *scratch) {
+    float *st = scratch, *qt = st + keys * 32, *ot = qt + d * 32;
+    if (causal && qpos0 + nq < keys) keys = qpos0 + nq;   // later keys are masked for every query here
+    dg_bsource qs = { 0 };
+    qs.kind = DG_B_MATRIX; qs.b = q; qs.rs = 1; qs.cs = ldq;
+    dg_pack(&qs, d, 0, nq, 32, qt);                                   // Q^T [d, 32], zero-padded
+    dg_bsource qp = { 0 };
+    qp.kind = DG_B_PACKED; qp.b = qt; qp.rs = 32; qp.cs = d;
+    dg_gemm(keys, 32, d, scale, k, ldk, 1, &qp, 0, 0, st, 32, 0, 0);  // S^T [keys, 32]
+    float inverse[32];
+    for (long half = 0; half < 2; half++) {
+        float *col = st + half * 16;
+        // Keys each lane's query sees: all, or 0...qpos0 + j (causal).
+        __m512i qpos = _mm512_add_epi32(_mm512_set1_epi32((int)(qpos0 + half * 16)),
+                                        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+        __m512 m = _mm512_set1_ps(-__builtin_inff());
+        for (long r = 0; r < keys; r++) {
+            __m512 s = _mm512_loadu_ps(col + r * 32);
+            __mmask16 ok = causal ? _mm512_cmp_epi32_mask(_mm512_set1_epi32((int)r), qpos, _MM_CMPINT_LE) : (__mmask16)0xFFFF;
+            m = _mm512_mask_max_ps(m, ok, m, s);
         }
+        double total[16] = { 0 };
+        for (long r0 = 0; r0 < keys; r0 += 512) {
+            long end = keys - r0 < 512 ? keys : r0 + 512;
+            __m512 acc = _mm512_setzero_ps();
+            for (long r = r0; r < end; r++) {
+                __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(col + r * 32), m));
+                if (causal) e = _mm512_maskz_mov_ps(_mm512_cmp_epi32_mask(_mm512_set1_epi32((int)r), qpos, _MM_CMPINT_LE), e);
+                _mm512_storeu_ps(col + r * 32, e);
+                acc = _mm512_add_ps(acc, e);
+            }
+            float l[16];
+            _mm512_storeu_ps(l, acc);
+            for (int i = 0; i < 16; i++) total[i] += l[i];
+        }
+        float mx[16];
+        _mm512_storeu_ps(mx, m);
+        for (int i = 0; i < 16; i++) {
+            long j = half * 16 + i;
+            if (j < nq) lse[j] = mx[i] + (float)log(total[i]);
+            inverse[j] = (float)(1 / total[i]);
+        }
+    }
+    dg_bsource pp = { 0 };
+    pp.kind = DG_B_PACKED; pp.b = st; pp.rs = 32; pp.cs = keys;
+    dg_gemm(dv, 32, keys, 1, v, 1, ldv, &pp, 0, 0, ot, 32, 0, 0);     // O^T [dv, 32]
+    for (long j = 0; j < nq; j++) {
+        float f = inverse[j], *o = out + j * ldo;
+        for (long t = 0; t < dv; t++) o[t] = ot[t * 32 + j] * f;
     }
 }
 
@@ -580,6 +784,15 @@ TGT void dg_attention_score_gradient(long rows, long keys, const float *p, float
 
 int dg_has_avx512(void) { return 0; }
 void dg_allow_avx512(int allowed) { (void)allowed; }
+void dg_gemm_conv_t(long m, long n, long k, const float *w, long cin, long kk, long row0,
+                    const dg_bsource *b, long j0, float *c, long ldc) {
+    (void)m; (void)n; (void)k; (void)w; (void)cin; (void)kk; (void)row0; (void)b; (void)j0; (void)c; (void)ldc;
+    abort();
+}
+void dg_transpose(const float *src, long rows, long cols, long lds, float *dst, long ldd) {
+    (void)src; (void)rows; (void)cols; (void)lds; (void)dst; (void)ldd;
+    abort();
+}
 static void pack_transposed_avx512(const float *b, long cs, long p0, long kc, long j0, long n, long nr, float *dst) {
     (void)b; (void)cs; (void)p0; (void)kc; (void)j0; (void)n; (void)nr; (void)dst; abort();
 }
@@ -590,11 +803,11 @@ static void pack_im2col_avx512(const dg_bsource *s, long p0, long kc, long j0, l
     (void)s; (void)p0; (void)kc; (void)j0; (void)n; (void)nr; (void)dst; abort();
 }
 void dg_exp(const float *x, float *y, long n) { (void)x; (void)y; (void)n; abort(); }
-void dg_attention_forward(long rows, long keys, long d, long dv, float scale, const float *q, long ldq,
-                          const dg_bsource *kt, const dg_bsource *v, float *out, long ldo, float *lse,
-                          int causal, long qpos0, float *scratch) {
-    (void)rows; (void)keys; (void)d; (void)dv; (void)scale; (void)q; (void)ldq; (void)kt; (void)v; (void)out;
-    (void)ldo; (void)lse; (void)causal; (void)qpos0; (void)scratch;
+void dg_attention_panel(long keys, long d, long dv, float scale, const float *q, long ldq, long nq,
+                        const float *k, long ldk, const float *v, long ldv, float *out, long ldo, float *lse,
+                        int causal, long qpos0, float *scratch) {
+    (void)keys; (void)d; (void)dv; (void)scale; (void)q; (void)ldq; (void)nq; (void)k; (void)ldk; (void)v; (void)ldv;
+    (void)out; (void)ldo; (void)lse; (void)causal; (void)qpos0; (void)scratch;
     abort();
 }
 void dg_attention_probabilities(long rows, long keys, float *s, long ld, const float *lse, int causal, long qpos0) {

@@ -68,13 +68,21 @@ public func silu(_ x: Var) -> Var { activate(x, .silu) }
 @inline(__always)
 func widened(_ t: Tensor) -> Tensor { t.dtype == .f32 ? t : t.converted(to: .f32) }
 
+/// A tensor of the given shape with no values, standing for an operand a backward pass does not read.
+func placeholder(_ shape: [Int]) -> Tensor {
+    Tensor(storage: TensorStorage(uninitializedByteCount: 0), dtype: .f32, shape: shape)
+}
+
 /// y = x Wᵀ + b over the last dimension of x (PyTorch's Linear): x [..., in], w [out, in].
 public func linear(_ x: Var, _ w: Var, _ b: Var?) -> Var {
-    let (vx, vw, ws) = (x.value, w.value, w.saved)
+    let (vx, ws) = (x.value, w.saved)
     var inputs = [x, w]
     if let b { inputs.append(b) }
-    return record("linear", Kernels.linear(vx, vw, b?.value), inputs) { g, need in
-        let r = Kernels.linearBackward(g, x: vx, w: widened(ws), needInput: need[0], needWeight: need[1],
+    let keepX: Tensor? = w.requiresGrad ? vx : nil, keepW: Tensor? = x.requiresGrad ? ws : nil   // (see conv2d)
+    let xShape = vx.shape, wShape = ws.shape
+    return record("linear", Kernels.linear(vx, w.value, b?.value), inputs) { g, need in
+        let r = Kernels.linearBackward(g, x: keepX ?? placeholder(xShape), w: keepW.map(widened) ?? placeholder(wShape),
+                                       needInput: need[0] && keepW != nil, needWeight: need[1] && keepX != nil,
                                        needBias: need.count > 2 && need[2])
         return need.count > 2 ? [r.x, r.w, r.bias] : [r.x, r.w]
     }
@@ -124,13 +132,20 @@ public func matmul(_ a: Var, _ b: Var, transposeB: Bool = false) -> Var {
 
 // MARK: convolution and normalisation
 
-public func conv2d(_ x: Var, _ w: Var, _ b: Var?, stride: Int = 1, padding: Int = 0) -> Var {
+/// `paddingEnd`: that much more zero padding at the bottom and on the right.
+public func conv2d(_ x: Var, _ w: Var, _ b: Var?, stride: Int = 1, padding: Int = 0, paddingEnd: Int = 0) -> Var {
     let (vx, ws) = (x.value, w.saved)
     var inputs = [x, w]
     if let b { inputs.append(b) }
-    return record("conv2d", Kernels.conv2d(vx, w.value, b?.value, stride: stride, padding: padding), inputs) { g, need in
-        let r = Kernels.conv2dBackward(g, x: vx, w: widened(ws), stride: stride, padding: padding,
-                                       needInput: need[0], needWeight: need[1], needBias: need.count > 2 && need[2])
+    // The backward pass needs x only for the weight's gradient, and w only for x's: a frozen layer
+    // does not keep its input alive. A 16-bit weight is kept as stored and widened in backward.
+    let keepX: Tensor? = w.requiresGrad ? vx : nil, keepW: Tensor? = x.requiresGrad ? ws : nil
+    let xShape = vx.shape, wShape = ws.shape
+    return record("conv2d", Kernels.conv2d(vx, w.value, b?.value, stride: stride, padding: padding, paddingEnd: paddingEnd), inputs) { g, need in
+        let r = Kernels.conv2dBackward(g, x: keepX ?? placeholder(xShape), w: keepW.map(widened) ?? placeholder(wShape),
+                                       stride: stride, padding: padding, paddingEnd: paddingEnd,
+                                       needInput: need[0] && keepW != nil, needWeight: need[1] && keepX != nil,
+                                       needBias: need.count > 2 && need[2])
         return need.count > 2 ? [r.x, r.w, r.bias] : [r.x, r.w]
     }
 }

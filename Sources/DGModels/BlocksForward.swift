@@ -46,10 +46,9 @@ extension ResnetBlock2D {
 extension Downsample2D {
     public func callAsFunction(_ x: Var) -> Var {
         guard padding == 0 else { return conv(x) }
-        // diffusers pads (left 0, right 1, top 0, bottom 1) before an unpadded stride-2 conv.
-        let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        let wide = concat([x, Var(Tensor(zeros: [n, c, h, 1]))], axis: 3)
-        return conv(concat([wide, Var(Tensor(zeros: [n, c, 1, w + 1]))], axis: 2))
+        // diffusers pads (left 0, right 1, top 0, bottom 1) before an unpadded stride-2 conv: the
+        // convolution takes that padding itself (no padded copy of x).
+        return conv2d(x, conv.weight.v, conv.bias?.v, stride: conv.stride, padding: conv.padding, paddingEnd: 1)
     }
 }
 

@@ -5,7 +5,7 @@ extension Tensor {
         precondition(dtype.isConvertible && target.isConvertible, "cannot convert \(dtype.name) to \(target.name)")
         let source = contiguous()
         if target == dtype { return source }
-        let out = Tensor(zeros: shape, dtype: target)
+        let out = Tensor(uninitialized: shape, dtype: target)
         let src = UnsafeRawPointer(source.rawPointer)
         let dst = out.rawPointer
         let from = dtype

@@ -119,6 +119,59 @@ public enum GEMM {
         }
     }
 
+    /// dx [cin, n] = W'^T im2col(gy) for a stride-1 convolution with weights w [cout, cin, kh, kw]
+    /// (kk = kh kw): the product with the kernel flipped and transposed, W'[c, (o, t)] =
+    /// w[o, c, kk - 1 - t], read in place on the AVX-512 path (the portable path makes the copy).
+    static func gemmConvTransposed(cin: Int, cout: Int, kk: Int, n: Int, w: UnsafePointer<Float>, b: dg_bsource,
+                                   c: UnsafeMutablePointer<Float>, ldc: Int) {
+        let k = cout * kk
+        if cin <= 0 || n <= 0 { return }
+        if !vectorized {
+            let flipped = UnsafeMutablePointer<Float>.allocate(capacity: cin * k)
+            defer { flipped.deallocate() }
+            Parallel.forEach(cin, minimumChunk: Kernels.grain(k)) { r in
+                for ch in r {
+                    for o in 0..<cout {
+                        let src = w + (o * cin + ch) * kk, dst = flipped + (ch * cout + o) * kk
+                        for t in 0..<kk { dst[t] = src[kk - 1 - t] }
+                    }
+                }
+            }
+            gemm(m: cin, n: n, k: k, a: flipped, ars: k, aks: 1, b: b, c: c, ldc: ldc)
+            return
+        }
+        var source = b
+        let threads = serial ? 1 : Parallel.threads
+        if threads == 1 || cin * n * k < parallelThreshold {
+            dg_gemm_conv_t(cin, n, k, w, cin, kk, 0, &source, 0, c, ldc)
+            return
+        }
+        withUnsafePointer(to: &source) { src in
+            if n >= 128 * threads || cin < 48 {
+                let step = Swift.max(32, ((n + threads - 1) / threads + 31) / 32 * 32)
+                DispatchQueue.concurrentPerform(iterations: (n + step - 1) / step) { t in
+                    let lo = t * step
+                    dg_gemm_conv_t(cin, Swift.min(n, lo + step) - lo, k, w, cin, kk, 0, src, lo, c + lo, ldc)
+                }
+            } else {
+                let step = Swift.max(24, ((cin + threads - 1) / threads + 23) / 24 * 24)
+                DispatchQueue.concurrentPerform(iterations: (cin + step - 1) / step) { t in
+                    let lo = t * step
+                    dg_gemm_conv_t(Swift.min(cin, lo + step) - lo, n, k, w, cin, kk, lo, src, 0, c + lo * ldc, ldc)
+                }
+            }
+        }
+    }
+
+    /// C[m, n] = A[m, k] B[k, n] (row-major, contiguous) by OpenBLAS itself, whatever `vectorized`
+    /// says: the reference `dginstyle bench sgemm` compares against.
+    public static func openBLAS(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+                                c: UnsafeMutablePointer<Float>) {
+        _ = Parallel.threads
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(k),
+                    b, Int32(n), 0, c, Int32(n))
+    }
+
     /// The same product through OpenBLAS (im2col sources materialised in blocks of at most
     /// `Kernels.columnBudget` bytes).
     static func fallback(m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, ars: Int, aks: Int,

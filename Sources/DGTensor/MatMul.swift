@@ -15,7 +15,7 @@ extension Tensor {
         let batch = batchShape.reduce(1, *)
         let bBatch = other.shape.dropLast(2).reduce(1, *)
         precondition(bBatch == batch || other.rank == 2, "matmul: batch shapes \(shape) and \(other.shape) differ")
-        let out = Tensor(zeros: batchShape + [m, n])
+        let out = Tensor(uninitialized: batchShape + [m, n])
         let pa = a.rawPointer.assumingMemoryBound(to: Float.self)
         let pb = b.rawPointer.assumingMemoryBound(to: Float.self)
         let pc = out.rawPointer.assumingMemoryBound(to: Float.self)

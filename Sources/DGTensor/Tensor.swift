@@ -141,7 +141,7 @@ public struct Tensor: @unchecked Sendable {
     /// A fresh copy that owns its memory (never a view, never the memory map).
     public func copied() -> Tensor {
         let src = contiguous()
-        let out = Tensor(zeros: shape, dtype: dtype)
+        let out = Tensor(uninitialized: shape, dtype: dtype)
         if byteCount > 0 { src.withRawBytes { out.rawPointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
         return out
     }
@@ -149,7 +149,7 @@ public struct Tensor: @unchecked Sendable {
     /// A contiguous copy (or self when already contiguous).
     public func contiguous() -> Tensor {
         if isContiguous { return self }
-        var out = Tensor(zeros: shape, dtype: dtype)
+        var out = Tensor(uninitialized: shape, dtype: dtype)
         copyStrided(into: &out)
         return out
     }

@@ -8,7 +8,7 @@ import Foundation
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks and the inputs they need (see docs/PERFORMANCE.md).",
-        subcommands: [Model.self, Generation.self, TrainStep.self, MakeCheckpoint.self, Compression.self])
+        subcommands: [Model.self, Generation.self, TrainStep.self, Sgemm.self, MakeCheckpoint.self, Compression.self])
 }
 
 extension Bench {
@@ -43,7 +43,7 @@ extension Bench {
         func run() throws {
             let t0 = Date()
             let unetConfig = try JSON.parse(DefaultConfigs.unetText)
-            var setup: () -> Void = {}
+            let setup: () -> Void = {}
             let latent = resolution / 8
             let sample = Var(randomWeights([batch, 4, latent, latent], seed: 1, std: 1))
             let text = Var(randomWeights([batch, 77, 768], seed: 2, std: 1))
@@ -74,8 +74,8 @@ extension Bench {
                         body = {
                             let control = controlnet(sample, timesteps: timesteps, text: text, condition: cond, checkpoint: checkpoint)
                             let loss = mseLoss(unet(sample, timesteps: timesteps, text: text, control: control, checkpoint: checkpoint), noise)
-                            Autograd.backward(loss)
-                            optimizer.update()
+                            Profiler.measure("(backward pass)") { Autograd.backward(loss) }
+                            Profiler.measure("(optimizer)") { optimizer.update() }
                             optimizer.zeroGrad()
                         }
                     }
@@ -117,6 +117,129 @@ extension Bench {
                 emit("\(workload.rawValue) \(resolution)px batch \(batch)\(checkpointing ? " checkpointed" : ""): median \(String(format: "%.3f", median)) s of \(runs) runs (CPU \(String(format: "%.2f", medianCPU)) s), peak RSS \(Int(peakMB)) MB, \(Parallel.threads) threads (setup \(String(format: "%.1f", ready)) s)")
             }
             if Profiler.enabled { emit("per run:\n" + Profiler.report(runs: runs)) }
+        }
+    }
+
+    /// Matrix-product rates at the shapes an SD 1.5 UNet pass runs, and the convolution and attention
+    /// kernels built on them, against OpenBLAS's best on this machine (large square products).
+    struct Sgemm: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "GFLOP/s of sgemm at the UNet's shapes (ours and OpenBLAS), of the conv and attention kernels, and OpenBLAS at large squares.")
+
+        @Option(help: "Latent resolutions to take shapes from, in image pixels.")
+        var resolutions: [Int] = [256, 512]
+
+        @Option(help: "Timed repetitions per measurement (the best is kept).")
+        var repeats = 5
+
+        @Flag(help: "Print one JSON object per line instead of the table.")
+        var json = false
+
+        func run() throws {
+            var rows: [String] = []
+            var objects: [JSON] = []
+            func gflops(_ flops: Double, _ body: () -> Void) -> Double {
+                body()
+                var best = Double.infinity
+                for _ in 0..<repeats {
+                    let t = DispatchTime.now().uptimeNanoseconds
+                    body()
+                    best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t) / 1e9)
+                }
+                return flops / best / 1e9
+            }
+            // Our kernels and OpenBLAS on a plain product with random operands. OpenBLAS's threads
+            // keep spinning for a while after each call (taking a core from whatever runs next), so
+            // all of its measurements are made last, after ours (`openBLASRuns`).
+            var openBLASRuns: [(Int, Int, Int, (Double) -> Void)] = []
+            func plain(_ m: Int, _ n: Int, _ k: Int, openblas: @escaping (Double) -> Void) -> Double {
+                openBLASRuns.append((m, n, k, openblas))
+                let a = randomWeights([m, k], seed: 1, std: 1), b = randomWeights([k, n], seed: 2, std: 1)
+                let c = Tensor(zeros: [m, n])
+                let flops = 2.0 * Double(m) * Double(n) * Double(k)
+                return withExtendedLifetime((a, b, c)) {
+                    let ap = a.rawPointer.assumingMemoryBound(to: Float.self), bp = b.rawPointer.assumingMemoryBound(to: Float.self)
+                    let cp = c.rawPointer.assumingMemoryBound(to: Float.self)
+                    return GEMM.vectorized ? gflops(flops) {
+                        GEMM.gemm(m: m, n: n, k: k, a: ap, ars: k, aks: 1, b: GEMM.matrix(bp, rowStride: n, columnStride: 1), c: cp, ldc: n)
+                    } : .nan
+                }
+            }
+            func runOpenBLAS() {
+                for (m, n, k, report) in openBLASRuns {
+                    let a = randomWeights([m, k], seed: 1, std: 1), b = randomWeights([k, n], seed: 2, std: 1)
+                    let c = Tensor(zeros: [m, n])
+                    report(withExtendedLifetime((a, b, c)) {
+                        gflops(2.0 * Double(m) * Double(n) * Double(k)) {
+                            GEMM.openBLAS(m: m, n: n, k: k, a: a.rawPointer.assumingMemoryBound(to: Float.self),
+                                          b: b.rawPointer.assumingMemoryBound(to: Float.self), c: c.rawPointer.assumingMemoryBound(to: Float.self))
+                        }
+                    })
+                }
+            }
+            func f(_ x: Double) -> String { x.isNaN ? "-" : String(format: "%.0f", x) }
+            func pct(_ x: Double, _ y: Double) -> String { x.isNaN || y.isNaN ? "-" : String(format: "%.0f%%", 100 * x / y) }
+
+            // Rows are filled in once OpenBLAS has been measured.
+            struct Row { var what: String; var shape: String; var ours: Double; var kernel = Double.nan; var openblas = Double.nan
+                         var fields: [(String, JSON)] }
+            var table: [Row] = []
+            func add(_ what: String, _ m: Int, _ n: Int, _ k: Int, extra: [(String, JSON)], shape: String? = nil,
+                     kernel: (() -> Double)? = nil) {
+                let i = table.count
+                let ours = plain(m, n, k) { table[i].openblas = $0 }
+                table.append(Row(what: what, shape: shape ?? "\(m)x\(n)x\(k)", ours: ours, kernel: kernel?() ?? .nan,
+                                 fields: extra + [("m", .int(m)), ("n", .int(n)), ("k", .int(k))]))
+            }
+            for size in [1024, 2048, 4096] {
+                add("square \(size)", size, size, size, extra: [("what", .string("square"))])
+            }
+            for res in resolutions {
+                let s = res / 8
+                // 3x3 convolutions at each level (Cout = Cin), as im2col products and as the conv kernel.
+                for (c, side) in [(320, s), (640, s / 2), (1280, s / 4), (1280, s / 8)] where side >= 1 {
+                    let (m, n, k) = (c, side * side, c * 9)
+                    add("\(res) px conv 3x3 \(c)ch \(side)x\(side)", m, n, k, extra: [("what", .string("conv3x3")), ("resolution", .int(res))]) {
+                        let x = randomWeights([1, c, side, side], seed: 3, std: 1), w = randomWeights([c, c, 3, 3], seed: 4)
+                        let b = randomWeights([c], seed: 5)
+                        return gflops(2.0 * Double(m * n) * Double(k)) { _ = Kernels.conv2d(x, w, b, stride: 1, padding: 1) }
+                    }
+                }
+                // Linear layers of the transformer blocks (tokens x features).
+                for (c, side) in [(320, s), (640, s / 2), (1280, s / 4)] where side >= 1 {
+                    let t = side * side
+                    for (what, m, n, k) in [("q/k/v/out", t, c, c), ("GEGLU proj", t, 8 * c, c), ("FF out", t, c, 4 * c), ("text k/v", 77, c, 768)] {
+                        add("\(res) px \(what) \(c)ch", m, n, k, extra: [("what", .string(what)), ("resolution", .int(res))])
+                    }
+                }
+                // Self-attention (8 heads): the kernel against the product QK^T it is built on.
+                for (c, side) in [(320, s), (640, s / 2), (1280, s / 4)] where side >= 1 {
+                    let l = side * side, d = c / 8
+                    add("\(res) px self-attention \(c)ch L=\(l)", l, l, d, extra: [("what", .string("attention")), ("resolution", .int(res))],
+                        shape: "\(l)x\(l)x\(d) (QK^T)") {
+                        let q = randomWeights([1, l, c], seed: 6, std: 1), k = randomWeights([1, l, c], seed: 7, std: 1)
+                        let v = randomWeights([1, l, c], seed: 8, std: 1)
+                        return gflops(4.0 * Double(l) * Double(l) * Double(c)) {
+                            _ = Kernels.attention(q: q, k: k, v: v, heads: 8, scale: 1 / Float(d).squareRoot(), causal: false)
+                        }
+                    }
+                }
+            }
+            runOpenBLAS()
+            let best = table.prefix(3).map(\.openblas).max() ?? .nan
+            for r in table {
+                rows.append("| \(r.what) | \(r.shape) | \(f(r.ours)) | \(f(r.kernel)) | \(pct(r.kernel, r.ours)) | \(f(r.openblas)) | \(pct(r.ours, best)) |")
+                objects.append(.object(r.fields + [("ours", .double(r.ours)), ("kernel", .double(r.kernel)), ("openblas", .double(r.openblas))]))
+            }
+            if json {
+                for o in objects { emit(o.compact) }
+                return
+            }
+            emit("\(Parallel.threads) threads; AVX-512 kernels \(GEMM.vectorized ? "on" : "off"); OpenBLAS core type \(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "auto"); GFLOP/s, best of \(repeats)")
+            emit("OpenBLAS's best (large squares): \(f(best)) GFLOP/s\n")
+            emit("| product | m x n x k | our sgemm | conv / attention kernel | kernel vs our sgemm | OpenBLAS at this shape | our sgemm vs OpenBLAS's best |")
+            emit("|---|---|---|---|---|---|---|")
+            emit(rows.joined(separator: "\n"))
         }
     }
 

@@ -104,6 +104,8 @@ extension KernelTests {
         let cases: [(Int, Int, Int, Int, Int, Int, Int, Int)] = [
             (2, 5, 9, 40, 7, 3, 1, 1), (1, 3, 35, 37, 4, 3, 2, 1), (2, 4, 6, 5, 3, 1, 1, 0),
             (1, 2, 8, 8, 3, 3, 1, 2), (3, 3, 4, 4, 30, 3, 1, 1), (1, 6, 5, 7, 2, 1, 2, 0),
+            // Rows of whole 32-column panels: the direct convolution (image read in place), edges packed.
+            (2, 3, 6, 32, 5, 3, 1, 1), (1, 2, 4, 64, 3, 5, 1, 2), (1, 20, 3, 32, 4, 3, 1, 1),
         ]
         forEachGEMMPath { path in
             for (ci, c) in cases.enumerated() {
@@ -276,6 +278,87 @@ extension KernelTests {
             checkGradient(g.x, at: x.d, atol: conditioning, "groupNorm+silu dx") { self.dot(ref($0, w.d, b.d), r.d) }
             checkGradient(g.weight, at: w.d, "groupNorm+silu dw") { self.dot(ref(x.d, $0, b.d), r.d) }
             checkGradient(g.bias, at: b.d, "groupNorm+silu db") { self.dot(ref(x.d, w.d, $0), r.d) }
+        }
+    }
+
+    func testElementwiseKernelsGiveTheSameBitsOnEveryPath() {
+        let x = random([2, 8, 13, 11], scale: 4, offset: 0.5), w = random([8]), b = random([8])
+        let h = random([3, 7, 2 * 37], scale: 3), g = random([3, 7, 37]), gx = random([2, 8, 13, 11])
+        var results: [[[Float]]] = []
+        forEachGEMMPath { _ in
+            let n = Kernels.groupNorm(x.t, groups: 4, weight: w.t, bias: b.t, eps: 1e-5, silu: true)
+            let nb = Kernels.groupNormBackward(gx.t, x: x.t, mean: n.mean, rstd: n.rstd, groups: 4, weight: w.t, silu: true, bias: b.t)
+            results.append([n.y.floats, n.mean.floats, n.rstd.floats, nb.x.floats, nb.weight!.floats, nb.bias!.floats,
+                            Kernels.activate(x.t, .silu).floats, Kernels.activateBackward(gx.t, x: x.t, .silu).floats,
+                            Kernels.geglu(h.t).floats, Kernels.gegluBackward(g.t, h: h.t).floats,
+                            [Float(Kernels.sum(x.t))]])
+        }
+        if results.count == 2 {
+            for i in 0..<results[0].count {
+                XCTAssertTrue(results[0][i] == results[1][i], "element-wise result \(i) differs between the AVX-512 and portable paths")
+            }
+        }
+    }
+
+    func testConvolutionWithExtraEndPadding() {
+        // diffusers' downsampling: pad right and bottom by 1, then an unpadded stride-2 convolution.
+        forEachGEMMPath { path in
+            for (h, wd, stride) in [(8, 7, 2), (9, 9, 2), (5, 6, 1)] {
+                let x = random([2, 3, h, wd]), w = random([4, 3, 3, 3]), b = random([4])
+                let wide = Kernels.concat([x.t, Tensor(zeros: [2, 3, h, 1])], axis: 3)
+                let padded = Kernels.concat([wide, Tensor(zeros: [2, 3, 1, wd + 1])], axis: 2)
+                let pd = padded.floats.map(Double.init)
+                let ref = Self.convRef(pd, padded.shape, w.d, w.shape, b.d, stride: stride, padding: 0)
+                let y = Kernels.conv2d(x.t, w.t, b.t, stride: stride, padding: 0, paddingEnd: 1)
+                assertClose(y, ref, "\(path) conv with end padding \(h)x\(wd) s\(stride)")
+                let r = random(y.shape)
+                let g = Kernels.conv2dBackward(r.t, x: x.t, w: w.t, stride: stride, padding: 0, paddingEnd: 1,
+                                               needInput: true, needWeight: true, needBias: true)
+                func loss(_ xd: [Double], _ wdd: [Double]) -> Double {
+                    // Pad xd the same way, in Double.
+                    var p = [Double](repeating: 0, count: 2 * 3 * (h + 1) * (wd + 1))
+                    for n in 0..<2 { for c in 0..<3 { for i in 0..<h { for j in 0..<wd {
+                        p[((n * 3 + c) * (h + 1) + i) * (wd + 1) + j] = xd[((n * 3 + c) * h + i) * wd + j]
+                    } } } }
+                    return self.dot(Self.convRef(p, [2, 3, h + 1, wd + 1], wdd, w.shape, b.d, stride: stride, padding: 0), r.d)
+                }
+                checkGradient(g.x, at: x.d, "\(path) end padding dx") { loss($0, w.d) }
+                checkGradient(g.w, at: w.d, "\(path) end padding dw") { loss(x.d, $0) }
+            }
+        }
+    }
+
+    func testLinearWithFewRowsAndALargeWeight() {
+        // Few rows against a weight of >= 2^16 values: the product is taken transposed on the AVX-512 path.
+        forEachGEMMPath { path in
+            let (rows, inF, outF) = (6, 300, 260)
+            let x = random([2, 3, inF]), w = random([outF, inF]), b = random([outF])
+            func ref(_ xd: [Double], _ wd: [Double]) -> [Double] {
+                var out = [Double](repeating: 0, count: rows * outF)
+                for r in 0..<rows { for o in 0..<outF {
+                    var s = b.d[o]
+                    for i in 0..<inF { s += xd[r * inF + i] * wd[o * inF + i] }
+                    out[r * outF + o] = s
+                } }
+                return out
+            }
+            let y = Kernels.linear(x.t, w.t, b.t)
+            assertClose(y, ref(x.d, w.d), "\(path) linear, few rows")
+            let r = random(y.shape)
+            let g = Kernels.linearBackward(r.t, x: x.t, w: w.t, needInput: true, needWeight: true, needBias: false)
+            checkGradient(g.x, at: x.d, samples: 10, "\(path) linear few rows dx") { self.dot(ref($0, w.d), r.d) }
+            checkGradient(g.w, at: w.d, samples: 10, "\(path) linear few rows dw") { self.dot(ref(x.d, $0), r.d) }
+
+            // The same for the image -> tokens layer on a small plane.
+            let (c, o, h, wd) = (256, 260, 3, 4)
+            let img = random([1, c, h, wd]), pw = random([o, c]), pb = random([o])
+            var expected = [Double](repeating: 0, count: h * wd * o)
+            for p in 0..<(h * wd) { for ch in 0..<o {
+                var s = pb.d[ch]
+                for i in 0..<c { s += pw.d[ch * c + i] * img.d[i * h * wd + p] }
+                expected[p * o + ch] = s
+            } }
+            assertClose(Kernels.pointwiseToTokens(img.t, pw.t, pb.t), expected, "\(path) pointwiseToTokens, small plane")
         }
     }
 }

@@ -59,13 +59,23 @@ void dg_gemm(long m, long n, long k, float alpha, const float *a, long ars, long
              const dg_bsource *b, long j0, float beta, float *c, long ldc,
              const float *rowBias, const float *colBias);
 
-/// Attention for `rows` query rows of one head (needs AVX-512):
-/// out = softmax(scale q k^T [causal]) v, lse[i] = log-sum-exp of row i's scaled scores.
-/// q: row i at q + i * ldq (d floats); kt: K^T (d x keys) and v: V (keys x dv), both DG_B_PACKED;
-/// out: row i at out + i * ldo. causal: row i sees keys 0...qpos0 + i. scratch: rows * keys floats.
-void dg_attention_forward(long rows, long keys, long d, long dv, float scale, const float *q, long ldq,
-                          const dg_bsource *kt, const dg_bsource *v, float *out, long ldo, float *lse,
-                          int causal, long qpos0, float *scratch);
+/// The input gradient of a stride-1 convolution with weights w [cout, cin, kh, kw] (kk = kh kw), as
+/// dg_gemm with A(i, p) = w[(o cin + row0 + i) kk + kk - 1 - t] for p = o kk + t: the kernel flipped
+/// and transposed, read in place (no flipped copy). m rows from cin row row0 on; alpha 1, beta 0.
+void dg_gemm_conv_t(long m, long n, long k, const float *w, long cin, long kk, long row0,
+                    const dg_bsource *b, long j0, float *c, long ldc);
+
+/// dst[j ldd + i] = src[i lds + j] for i < rows, j < cols (AVX-512, 16 x 16 blocks).
+void dg_transpose(const float *src, long rows, long cols, long lds, float *dst, long ldd);
+
+/// Attention for up to 32 queries (nq) of one head (needs AVX-512): out = softmax(scale q k^T
+/// [causal]) v, lse[i] = log-sum-exp of query i's scaled scores. q: query i at q + i ldq (d floats);
+/// key r at k + r ldk, value r at v + r ldv (read in place); out: query i at out + i ldo.
+/// causal: query i sees keys 0...qpos0 + i. Computed transposed (see gemm.c).
+/// scratch: (keys + d + dv) * 32 floats.
+void dg_attention_panel(long keys, long d, long dv, float scale, const float *q, long ldq, long nq,
+                        const float *k, long ldk, const float *v, long ldv, float *out, long ldo, float *lse,
+                        int causal, long qpos0, float *scratch);
 
 /// Row helpers for the attention backward (need AVX-512), over a rows x keys block s (row stride ld):
 /// s[i, j] = exp(s[i, j] - lse[i]) for the keys row i sees (0 after them, causal).
@@ -76,6 +86,25 @@ void dg_attention_score_gradient(long rows, long keys, const float *p, float *dp
 /// exp(x) for n floats (AVX-512; Cody-Waite reduction and a degree-6 polynomial, about 2 ulp;
 /// 0 below -87.3). y may equal x.
 void dg_exp(const float *x, float *y, long n);
+
+// MARK: element-wise kernels (AVX-512 only: callers check dg_has_avx512()). Each computes exactly what
+// its portable Swift counterpart computes, in the same order (same bits).
+
+/// Kernels.sum / sumSquaredDeviations / dot: float lanes over runs of 512, runs added in double.
+double dg_sum(const float *p, long n);
+double dg_sum_sq_dev(const float *p, long n, float c);
+double dg_dot(const float *p, const float *q, long n);
+/// y = a x + b, then silu when `silu`.
+void dg_affine(const float *x, float *y, long n, float a, float b, int silu);
+/// out = g silu'(a x + b).
+void dg_affine_silu_backward(const float *x, const float *g, float *out, long n, float a, float b);
+/// d = a g + b (x - mean) + c.
+void dg_norm_backward_row(const float *g, const float *x, float *d, long n, float a, float b, float c, float mean);
+void dg_silu(const float *x, float *y, long n);
+void dg_silu_backward(const float *g, const float *x, float *dx, long n);
+/// y[r, i] = h[r, i] gelu(h[r, d + i]) (erf GELU), and its backward into dh [rows, 2 d].
+void dg_geglu(const float *h, float *y, long rows, long d);
+void dg_geglu_backward(const float *gy, const float *h, float *dh, long rows, long d);
 
 #ifdef __cplusplus
 }

@@ -1,3 +1,4 @@
+import CDGKernels
 import Foundation
 
 /// Element-wise activations and their derivatives, vectorisable (exp and erf approximations
@@ -46,7 +47,7 @@ extension Kernels {
     }
 
     public static func activate(_ x: Tensor, _ a: Activation) -> Tensor {
-        let xc = f32(x), y = Tensor(zeros: x.shape)
+        let xc = f32(x), y = Tensor(uninitialized: x.shape)
         defer { withExtendedLifetime((xc, y)) {} }
         let xp = pointer(xc), yp = pointer(y)
         Parallel.forEach(x.count, minimumChunk: 8192) { r in
@@ -54,6 +55,7 @@ extension Kernels {
             let s = xp + lo, o = yp + lo
             switch a {
             case .silu:
+                if avx512 { dg_silu(s, o, n); return }
                 for i in 0..<n { let v = s[i]; o[i] = v / (1 + exp(-v)) }
             case .quickGELU:
                 for i in 0..<n { let v = s[i]; o[i] = v / (1 + exp(-1.702 * v)) }
@@ -72,7 +74,7 @@ extension Kernels {
 
     public static func activateBackward(_ gy: Tensor, x: Tensor, _ a: Activation) -> Tensor {
         precondition(gy.shape == x.shape, "activateBackward: shapes \(gy.shape) and \(x.shape) differ")
-        let gc = f32(gy), xc = f32(x), dx = Tensor(zeros: x.shape)
+        let gc = f32(gy), xc = f32(x), dx = Tensor(uninitialized: x.shape)
         defer { withExtendedLifetime((gc, xc, dx)) {} }
         let gp = pointer(gc), xp = pointer(xc), dp = pointer(dx)
         Parallel.forEach(x.count, minimumChunk: 8192) { r in
@@ -80,6 +82,7 @@ extension Kernels {
             let s = xp + lo, g = gp + lo, o = dp + lo
             switch a {
             case .silu:   // s (1 + x (1 - s))
+                if avx512 { dg_silu_backward(g, s, o, n); return }
                 for i in 0..<n {
                     let v = s[i], sg = 1 / (1 + exp(-v))
                     o[i] = g[i] * sg * (1 + v * (1 - sg))

@@ -9,7 +9,7 @@ import Foundation
 ///
 /// Threads take whole (head, query block) items and run single-threaded products, so that the
 /// products, the exponentials and the reuse of the block buffer all stay in one core's cache. On the
-/// AVX-512 path K^T and V are packed once per head and the softmax runs in C (`dg_attention_forward`).
+/// AVX-512 path the forward pass runs 32 queries at a time, transposed, in C (`dg_attention_panel`).
 extension Kernels {
     /// Query rows per block; nil: automatic (`attentionRows`).
     nonisolated(unsafe) static var attentionBlock: Int? = nil
@@ -63,36 +63,29 @@ extension Kernels {
             lp.initialize(repeating: 0, count: lse.count)
             return (out, lse)
         }
+        if GEMM.vectorized {
+            // Panels of 32 queries, computed transposed (`dg_attention_panel`): K and V are read in place.
+            let panels = (s.lq + 31) / 32
+            withSingleThreadedBLAS {
+                forEachChunk(s.count * panels, minimumChunk: 1) { _, items in
+                    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: (s.lk + s.d + s.dv) * 32)
+                    defer { scratch.deallocate() }
+                    for item in items {
+                        let h = item / panels, i0 = (item % panels) * 32, nq = Swift.min(32, s.lq - i0)
+                        dg_attention_panel(s.lk, s.d, s.dv, scale, qp + s.qOffset(h, row: i0), s.ldq, nq,
+                                           kp + s.kOffset(h), s.ldq, vp + s.vOffset(h), s.ldv,
+                                           op + s.oOffset(h, row: i0), s.ldv, lp + h * s.lq + i0, causal ? 1 : 0, i0, scratch)
+                    }
+                }
+            }
+            return (out, lse)
+        }
         let block = Swift.max(1, attentionRows(s.lk))
         let nb = (s.lq + block - 1) / block
-        let vectorized = GEMM.vectorized
         withSingleThreadedBLAS {
             forEachChunk(s.count * nb, minimumChunk: 1) { _, items in
                 let buffer = UnsafeMutablePointer<Float>.allocate(capacity: block * s.lk)
                 defer { buffer.deallocate() }
-                if vectorized {
-                    // K^T and V of the current head, packed once for all its query blocks.
-                    let (ktSize, ktWidth) = GEMM.packedSize(k: s.d, n: s.lk), (vSize, vWidth) = GEMM.packedSize(k: s.lk, n: s.dv)
-                    let kt = UnsafeMutablePointer<Float>.allocate(capacity: ktSize), vt = UnsafeMutablePointer<Float>.allocate(capacity: vSize)
-                    defer { kt.deallocate(); vt.deallocate() }
-                    var ktSource = GEMM.packed(kt, k: s.d, nr: ktWidth), vSource = GEMM.packed(vt, k: s.lk, nr: vWidth)
-                    var packedHead = -1
-                    for item in items {
-                        let h = item / nb, i0 = (item % nb) * block
-                        let rows = Swift.min(block, s.lq - i0), keys = s.keys(i0, rows, causal: causal)
-                        if h != packedHead {
-                            _ = GEMM.pack(GEMM.matrix(kp + s.kOffset(h), rowStride: 1, columnStride: s.ldq), k: s.d, n: s.lk, into: kt)
-                            _ = GEMM.pack(GEMM.matrix(vp + s.vOffset(h), rowStride: s.ldv, columnStride: 1), k: s.lk, n: s.dv, into: vt)
-                            packedHead = h
-                        }
-                        // Causal blocks see only their first `keys` keys: the packed panels hold all
-                        // of them, and a product over fewer columns / rows reads a prefix of them.
-                        dg_attention_forward(rows, keys, s.d, s.dv, scale, qp + s.qOffset(h, row: i0), s.ldq,
-                                             &ktSource, &vSource, op + s.oOffset(h, row: i0), s.ldv,
-                                             lp + h * s.lq + i0, causal ? 1 : 0, i0, buffer)
-                    }
-                    return
-                }
                 let inverse = UnsafeMutablePointer<Float>.allocate(capacity: block)
                 defer { inverse.deallocate() }
                 for item in items {

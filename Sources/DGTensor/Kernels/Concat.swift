@@ -12,7 +12,7 @@ extension Kernels {
         }
         var shape = first.shape
         shape[ax] = xs.reduce(0) { $0 + $1.shape[ax] }
-        let out = Tensor(zeros: shape)
+        let out = Tensor(uninitialized: shape)
         let outer = shape[..<ax].reduce(1, *), inner = shape[(ax + 1)...].reduce(1, *)
         let rowOut = shape[ax] * inner
         let op = pointer(out)

@@ -37,7 +37,7 @@ extension Kernels {
         }
         let ac = a.dtype == .f32 ? a : a.converted(to: .f32)
         let bc = b.dtype == .f32 ? b : b.converted(to: .f32)
-        let out = Tensor(zeros: shape)
+        let out = Tensor(uninitialized: shape)
         defer { withExtendedLifetime((ac, bc, out)) {} }
         let count = out.count
         if count == 0 { return out }
@@ -111,8 +111,9 @@ extension Kernels {
             fatalError("sumToShape: cannot sum \(x.shape) to \(shape)")
         }
         let xc = f32(x)
-        let out = Tensor(zeros: shape)
+        let out = Tensor(uninitialized: shape)
         defer { withExtendedLifetime((xc, out)) {} }
+        if x.count == 0 { out.rawPointer.initializeMemory(as: UInt8.self, repeating: 0, count: out.byteCount) }
         let xp = pointer(xc), op = pointer(out)
         let outCount = out.count
         if x.count == 0 { return out }
@@ -195,7 +196,7 @@ extension Kernels {
     }
 
     public static func scale(_ x: Tensor, _ s: Float) -> Tensor {
-        let xc = f32(x), out = Tensor(zeros: x.shape)
+        let xc = f32(x), out = Tensor(uninitialized: x.shape)
         defer { withExtendedLifetime((xc, out)) {} }
         let xp = pointer(xc), op = pointer(out)
         Parallel.forEach(x.count, minimumChunk: 65536) { r in
@@ -207,7 +208,7 @@ extension Kernels {
     /// a + s b, for tensors of the same shape.
     public static func addScaled(_ a: Tensor, _ b: Tensor, _ s: Float) -> Tensor {
         if a.shape != b.shape { fatalError("addScaled: shapes \(a.shape) and \(b.shape) differ") }
-        let ac = f32(a), bc = f32(b), out = Tensor(zeros: a.shape)
+        let ac = f32(a), bc = f32(b), out = Tensor(uninitialized: a.shape)
         defer { withExtendedLifetime((ac, bc, out)) {} }
         let ap = pointer(ac), bp = pointer(bc), op = pointer(out)
         Parallel.forEach(a.count, minimumChunk: 65536) { r in

@@ -28,7 +28,7 @@ extension Kernels {
         let (v, d) = (table.shape[0], table.shape[1])
         let ids = ids(idTensor)
         for id in ids where id < 0 || id >= v { fatalError("embedding: id \(id) outside the vocabulary of \(v)") }
-        let tc = f32(table), out = Tensor(zeros: idTensor.shape + [d])
+        let tc = f32(table), out = Tensor(uninitialized: idTensor.shape + [d])
         defer { withExtendedLifetime((tc, out)) {} }
         let tp = pointer(tc), op = pointer(out)
         ids.withUnsafeBufferPointer { ids in

@@ -1,4 +1,5 @@
 import CBLAS
+import CDGKernels
 import Foundation
 
 /// The numerical kernels of Stable Diffusion, forward and backward, as pure functions on float32
@@ -47,9 +48,12 @@ extension Kernels {
     static func withSingleThreadedBLAS<R>(_ body: () -> R) -> R {
         let threads = Parallel.threads
         if threads == 1 { return body() }
-        openblas_set_num_threads(1)
         GEMM.serial = true
-        defer { openblas_set_num_threads(Int32(threads)); GEMM.serial = false }
+        defer { GEMM.serial = false }
+        // OpenBLAS is only used when our kernels are off (and resizing its pool is not free).
+        if GEMM.vectorized { return body() }
+        openblas_set_num_threads(1)
+        defer { openblas_set_num_threads(Int32(threads)) }
         return body()
     }
 
@@ -92,9 +96,15 @@ extension Kernels {
     @inline(__always)
     static func sigmoid(_ x: Float) -> Float { 1 / (1 + exp(-x)) }
 
+    /// True when the element-wise kernels run on their AVX-512 versions (Sources/CDGKernels/
+    /// elementwise.c, same results): with the matrix kernels (`GEMM.vectorized`).
+    @inline(__always)
+    static var avx512: Bool { dg_has_avx512() != 0 }
+
     /// Sum of n floats, accumulated in float SIMD lanes over short runs and in Double across runs.
     @inline(__always)
     static func sum(_ p: UnsafePointer<Float>, _ n: Int) -> Double {
+        if n >= 64 && avx512 { return dg_sum(p, n) }
         var total = 0.0
         var i = 0
         let vn = n & ~15
@@ -120,6 +130,7 @@ extension Kernels {
     /// Sum of (p[i] - c)^2.
     @inline(__always)
     static func sumSquaredDeviations(_ p: UnsafePointer<Float>, _ n: Int, _ c: Float) -> Double {
+        if n >= 64 && avx512 { return dg_sum_sq_dev(p, n, c) }
         var total = 0.0
         var i = 0
         let vn = n & ~15
@@ -141,6 +152,7 @@ extension Kernels {
     /// Sum of p[i] * q[i].
     @inline(__always)
     static func dot(_ p: UnsafePointer<Float>, _ q: UnsafePointer<Float>, _ n: Int) -> Double {
+        if n >= 64 && avx512 { return dg_dot(p, q, n) }
         var total = 0.0
         var i = 0
         let vn = n & ~15

@@ -1,3 +1,4 @@
+import CDGKernels
 import Foundation
 
 /// Fully connected layers as single products, with the bias added by the product itself, and the
@@ -6,6 +7,25 @@ import Foundation
 /// operand is just other strides), so no permuted copies are made either way.
 extension Kernels {
     // MARK: linear on the last dimension
+
+    /// Few rows against a large weight: the product is taken transposed, y^T = W x^T, so that the weight
+    /// is read in place (in the broadcast role) instead of being copied into panels every call, which
+    /// would cost as much as the product itself when each panel serves only a few rows.
+    static func transposedIsCheaper(rows: Int, weight: Int) -> Bool { GEMM.vectorized && rows <= 128 && weight >= 1 << 16 }
+
+    /// dst [cols, rows] = src [rows, cols]^T (contiguous).
+    static func transpose(_ src: UnsafePointer<Float>, rows: Int, cols: Int, into dst: UnsafeMutablePointer<Float>) {
+        if avx512 {
+            Parallel.forEach((rows + 15) / 16, minimumChunk: grain(16 * cols)) { r in
+                let i0 = r.lowerBound * 16, n = Swift.min(rows, r.upperBound * 16) - i0
+                dg_transpose(src + i0 * cols, n, cols, cols, dst + i0, rows)
+            }
+            return
+        }
+        Parallel.forEach(rows, minimumChunk: grain(cols)) { r in
+            for i in r { for j in 0..<cols { dst[j * rows + i] = src[i * cols + j] } }
+        }
+    }
 
     /// y = x W^T + b over the last dimension: x [..., in], w [out, in], b [out] -> [..., out].
     public static func linear(_ x: Tensor, _ w: Tensor, _ b: Tensor?) -> Tensor {
@@ -16,6 +36,15 @@ extension Kernels {
         let rows = x.count / Swift.max(1, inF)
         let y = Tensor(uninitialized: Array(x.shape.dropLast()) + [outF])
         defer { withExtendedLifetime((xc, wc, bc, y)) {} }
+        if transposedIsCheaper(rows: rows, weight: outF * inF) {   // y^T [out, rows] = W x^T
+            let t = UnsafeMutablePointer<Float>.allocate(capacity: outF * rows)
+            defer { t.deallocate() }
+            GEMM.gemm(m: outF, n: rows, k: inF, a: pointer(wc), ars: inF, aks: 1,
+                      b: GEMM.matrix(pointer(xc), rowStride: 1, columnStride: inF), c: t, ldc: rows,
+                      rowBias: bc.map { UnsafePointer(pointer($0)) })
+            transpose(t, rows: outF, cols: rows, into: pointer(y))
+            return y
+        }
         GEMM.gemm(m: rows, n: outF, k: inF, a: pointer(xc), ars: inF, aks: 1,
                   b: GEMM.matrix(pointer(wc), rowStride: 1, columnStride: inF),
                   c: pointer(y), ldc: outF, colBias: bc.map { UnsafePointer(pointer($0)) })
@@ -33,8 +62,16 @@ extension Kernels {
             if needInput {
                 let wc = f32(w), t = Tensor(uninitialized: x.shape)
                 withExtendedLifetime((wc, t)) {
-                    GEMM.gemm(m: rows, n: inF, k: outF, a: pointer(gc), ars: outF, aks: 1,
-                              b: GEMM.matrix(pointer(wc), rowStride: inF, columnStride: 1), c: pointer(t), ldc: inF)
+                    if transposedIsCheaper(rows: rows, weight: outF * inF) {   // dx^T [in, rows] = W^T gy^T
+                        let tt = UnsafeMutablePointer<Float>.allocate(capacity: inF * rows)
+                        defer { tt.deallocate() }
+                        GEMM.gemm(m: inF, n: rows, k: outF, a: pointer(wc), ars: 1, aks: inF,
+                                  b: GEMM.matrix(pointer(gc), rowStride: 1, columnStride: outF), c: tt, ldc: rows)
+                        transpose(tt, rows: inF, cols: rows, into: pointer(t))
+                    } else {
+                        GEMM.gemm(m: rows, n: inF, k: outF, a: pointer(gc), ars: outF, aks: 1,
+                                  b: GEMM.matrix(pointer(wc), rowStride: inF, columnStride: 1), c: pointer(t), ldc: inF)
+                    }
                 }
                 dx = t
             }
@@ -70,6 +107,17 @@ extension Kernels {
         let y = Tensor(uninitialized: [n, plane, o])
         defer { withExtendedLifetime((xc, wc, bc, y)) {} }
         let xp = pointer(xc), yp = pointer(y)
+        if transposedIsCheaper(rows: plane, weight: o * c) {   // y_s^T [O, HW] = W x_s, then transposed
+            let t = UnsafeMutablePointer<Float>.allocate(capacity: o * plane)
+            defer { t.deallocate() }
+            for s in 0..<n {
+                GEMM.gemm(m: o, n: plane, k: c, a: pointer(wc), ars: c, aks: 1,
+                          b: GEMM.matrix(xp + s * c * plane, rowStride: plane, columnStride: 1), c: t, ldc: plane,
+                          rowBias: bc.map { UnsafePointer(pointer($0)) })
+                transpose(t, rows: o, cols: plane, into: yp + s * plane * o)
+            }
+            return y
+        }
         for s in 0..<n {   // y_s [HW, O] = x_s^T [HW, C] W^T [C, O]
             GEMM.gemm(m: plane, n: o, k: c, a: xp + s * c * plane, ars: 1, aks: plane,
                       b: GEMM.matrix(pointer(wc), rowStride: 1, columnStride: c),
@@ -178,6 +226,7 @@ extension Kernels {
         defer { withExtendedLifetime((hc, y)) {} }
         let hp = pointer(hc), yp = pointer(y)
         Parallel.forEach(rows, minimumChunk: grain(8 * d)) { r in
+            if avx512 { dg_geglu(hp + r.lowerBound * two, yp + r.lowerBound * d, r.count, d); return }
             for i in r {
                 let a = hp + i * two, g = a + d, o = yp + i * d
                 for k in 0..<d { let v = g[k]; let gelu = v * normalCDF(v); o[k] = a[k] * gelu }
@@ -192,6 +241,7 @@ extension Kernels {
         defer { withExtendedLifetime((gc, hc, dh)) {} }
         let gp = pointer(gc), hp = pointer(hc), dp = pointer(dh)
         Parallel.forEach(rows, minimumChunk: grain(16 * d)) { r in
+            if avx512 { dg_geglu_backward(gp + r.lowerBound * d, hp + r.lowerBound * two, dp + r.lowerBound * two, r.count, d); return }
             for i in r {
                 let a = hp + i * two, g = a + d, go = gp + i * d, da = dp + i * two, dg = da + d
                 for k in 0..<d {

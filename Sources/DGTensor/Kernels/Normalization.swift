@@ -1,3 +1,4 @@
+import CDGKernels
 import Foundation
 
 /// Group norm and layer norm. Statistics are accumulated in Double (two passes: mean, then the sum
@@ -37,7 +38,9 @@ extension Kernels {
                     let a = Float(rss * Double(wp?[ch] ?? 1))
                     let b = Float(Double(bp?[ch] ?? 0) - ms * Double(a))
                     let src = xs + j * s, dst = yp + i * seg + j * s
-                    if silu {
+                    if avx512 {
+                        dg_affine(src, dst, s, a, b, silu ? 1 : 0)
+                    } else if silu {
                         for k in 0..<s { let v = src[k] * a + b; dst[k] = v / (1 + exp(-v)) }
                     } else {
                         for k in 0..<s { dst[k] = src[k] * a + b }
@@ -62,8 +65,8 @@ extension Kernels {
                       : f32(gy)
         let xc = f32(x), mc = f32(mean), rc = f32(rstd)
         let wc = weight.map(f32)
-        let dx = Tensor(zeros: x.shape)
-        let dw = Tensor(zeros: [c]), db = Tensor(zeros: [c])
+        let dx = Tensor(uninitialized: x.shape)
+        let dw = Tensor(uninitialized: [c]), db = Tensor(uninitialized: [c])
         defer { withExtendedLifetime((gc, xc, mc, rc, wc, dx, dw, db)) {} }
         let gp = pointer(gc), xp = pointer(xc), mp = pointer(mc), rp = pointer(rc)
         let wp = wc.map(pointer), dxp = pointer(dx)
@@ -120,6 +123,7 @@ extension Kernels {
                 for k in r {
                     let a = co[4 * k], b = co[4 * k + 1], c0 = co[4 * k + 2], m = co[4 * k + 3]
                     let g = gp + k * s, xv = xp + k * s, d = dxp + k * s
+                    if avx512 { dg_norm_backward_row(g, xv, d, s, a, b, c0, m); continue }
                     for t in 0..<s { d[t] = a * g[t] + b * (xv[t] - m) + c0 }
                 }
             }
@@ -144,6 +148,7 @@ extension Kernels {
                 let a = Float(rs * Double(wp?[ch] ?? 1))
                 let b = Float(Double(bp?[ch] ?? 0) - m * Double(a))
                 let xs = xp + k * s, g = gp + k * s, o = dp + k * s
+                if avx512 { dg_affine_silu_backward(xs, g, o, s, a, b); continue }
                 for t in 0..<s {
                     let v = xs[t] * a + b, sg = 1 / (1 + exp(-v))
                     o[t] = g[t] * sg * (1 + v * (1 - sg))
@@ -161,7 +166,7 @@ extension Kernels {
         let xc = f32(x), wc = weight.map(f32), bc = bias.map(f32)
         if let wc, wc.count != d { fatalError("layerNorm: weight has \(wc.count) values for dimension \(d)") }
         if let bc, bc.count != d { fatalError("layerNorm: bias has \(bc.count) values for dimension \(d)") }
-        let y = Tensor(zeros: x.shape), mean = Tensor(zeros: [rows]), rstd = Tensor(zeros: [rows])
+        let y = Tensor(uninitialized: x.shape), mean = Tensor(uninitialized: [rows]), rstd = Tensor(uninitialized: [rows])
         defer { withExtendedLifetime((xc, wc, bc, y, mean, rstd)) {} }
         let xp = pointer(xc), yp = pointer(y), mp = pointer(mean), rp = pointer(rstd)
         let wp = wc.map(pointer), bp = bc.map(pointer)
@@ -189,7 +194,7 @@ extension Kernels {
         precondition(gy.shape == x.shape && mean.count == rows && rstd.count == rows, "layerNormBackward: shapes")
         let gc = f32(gy), xc = f32(x), mc = f32(mean), rc = f32(rstd)
         let wc = weight.map(f32)
-        let dx = Tensor(zeros: x.shape), dw = Tensor(zeros: [d]), db = Tensor(zeros: [d])
+        let dx = Tensor(uninitialized: x.shape), dw = Tensor(uninitialized: [d]), db = Tensor(uninitialized: [d])
         defer { withExtendedLifetime((gc, xc, mc, rc, wc, dx, dw, db)) {} }
         let gp = pointer(gc), xp = pointer(xc), mp = pointer(mc), rp = pointer(rc)
         let wp = wc.map(pointer), dxp = pointer(dx)

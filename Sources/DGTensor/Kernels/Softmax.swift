@@ -4,7 +4,7 @@ import Foundation
 extension Kernels {
     public static func softmax(_ x: Tensor) -> Tensor {
         let d = x.shape.last ?? 1, rows = x.count / Swift.max(1, d)
-        let xc = f32(x), y = Tensor(zeros: x.shape)
+        let xc = f32(x), y = Tensor(uninitialized: x.shape)
         defer { withExtendedLifetime((xc, y)) {} }
         let xp = pointer(xc), yp = pointer(y)
         Parallel.forEach(rows, minimumChunk: grain(4 * d)) { r in
@@ -38,7 +38,7 @@ extension Kernels {
     public static func softmaxBackward(_ gy: Tensor, y: Tensor) -> Tensor {
         let d = y.shape.last ?? 1, rows = y.count / Swift.max(1, d)
         precondition(gy.shape == y.shape, "softmaxBackward: shapes \(gy.shape) and \(y.shape) differ")
-        let gc = f32(gy), yc = f32(y), dx = Tensor(zeros: y.shape)
+        let gc = f32(gy), yc = f32(y), dx = Tensor(uninitialized: y.shape)
         defer { withExtendedLifetime((gc, yc, dx)) {} }
         let gp = pointer(gc), yp = pointer(yc), dp = pointer(dx)
         Parallel.forEach(rows, minimumChunk: grain(3 * d)) { r in

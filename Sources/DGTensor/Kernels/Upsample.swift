@@ -5,7 +5,7 @@ extension Kernels {
     public static func upsampleNearest2x(_ x: Tensor) -> Tensor {
         precondition(x.rank == 4, "upsampleNearest2x: x must be [N, C, H, W]")
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        let xc = f32(x), y = Tensor(zeros: [n, c, 2 * h, 2 * w])
+        let xc = f32(x), y = Tensor(uninitialized: [n, c, 2 * h, 2 * w])
         defer { withExtendedLifetime((xc, y)) {} }
         let xp = pointer(xc), yp = pointer(y)
         Parallel.forEach(n * c * h, minimumChunk: grain(4 * w)) { r in
@@ -21,7 +21,7 @@ extension Kernels {
     public static func upsampleNearest2xBackward(_ gy: Tensor) -> Tensor {
         precondition(gy.rank == 4 && gy.shape[2] % 2 == 0 && gy.shape[3] % 2 == 0, "upsampleNearest2xBackward: gy must be [N, C, 2H, 2W]")
         let (n, c, h, w) = (gy.shape[0], gy.shape[1], gy.shape[2] / 2, gy.shape[3] / 2)
-        let gc = f32(gy), dx = Tensor(zeros: [n, c, h, w])
+        let gc = f32(gy), dx = Tensor(uninitialized: [n, c, h, w])
         defer { withExtendedLifetime((gc, dx)) {} }
         let gp = pointer(gc), dp = pointer(dx)
         Parallel.forEach(n * c * h, minimumChunk: grain(4 * w)) { r in
