@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The same SD 1.5 workloads (random weights) in dginstyle and in PyTorch on the CPU, one process
-# per workload, in one go: median time, peak memory and the ratio dginstyle / PyTorch.
+# Issue 7's benchmark in one go: the same SD 1.5 workloads (random weights) in dginstyle and in
+# PyTorch on the CPU, one process per workload: median time, peak memory, ratio dginstyle/PyTorch;
+# then one generated image (DDIM-20 ControlNet, and MRLF) from its timed parts in both; then sgemm at
+# the UNet's shapes against OpenBLAS's best on this machine; then checkpoint conversion against cp.
 # Makes a local venv with torch + diffusers the first time (never needed by CI or tests).
 # Usage: tools/bench-vs-torch.sh [WORKLOAD...]   e.g. "unet:256:1" (workload:resolution:batch[:ckpt])
+# SKIP="generation sgemm convert" leaves sections out; RUNS=N sets the timed runs per workload.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${DGINSTYLE_TORCH_VENV:-.venv-torch}
@@ -11,23 +14,61 @@ if [ ! -x "$venv/bin/python" ]; then
     "$venv/bin/pip" install -q torch diffusers
 fi
 swift build -c release --product dginstyle >/dev/null
+bin=.build/release/dginstyle
+export DGINSTYLE_NO_PROGRESS=1
 runs=${RUNS:-3}
+skip=" ${SKIP:-} "
 workloads=("$@")
 [ ${#workloads[@]} -gt 0 ] || workloads=(unet:256:1 unet:512:1 unet:512:2 controlnet:512:1 controlnet-train-step:256:1 \
     controlnet-train-step:256:1:ckpt vae-encode:512:1 vae-decode:512:1)
 field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
-echo "$(nproc) cores; $(date -u +%F); median of $runs runs after a warm-up; torch $("$venv/bin/python" -c 'import torch; print(torch.__version__, "threads", torch.get_num_threads())')"
+echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u '+%F %H:%M') UTC; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "median of $runs runs after a warm-up; torch $("$venv/bin/python" -c 'import torch; print(torch.__version__, "threads", torch.get_num_threads())')"
 echo
-echo "| workload | px | batch | dginstyle | PyTorch | ratio | dginstyle peak RSS | PyTorch peak RSS |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "### 1-4. Model workloads"
+echo
+echo "| workload | px | batch | dginstyle | PyTorch | ratio | dginstyle peak RSS | PyTorch peak RSS | memory ratio |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for w in "${workloads[@]}"; do
     IFS=: read -r name res batch ckpt <<<"$w"
     flag=""
     [ "${ckpt:-}" = "ckpt" ] && flag="--checkpointing"
-    ours=$(DGINSTYLE_NO_PROGRESS=1 .build/release/dginstyle bench model "$name" --resolution "$res" --batch "$batch" --runs "$runs" $flag --json)
+    ours=$($bin bench model "$name" --resolution "$res" --batch "$batch" --runs "$runs" $flag --json)
     theirs=$("$venv/bin/python" tools/bench_torch.py "$name" --resolution "$res" --batch "$batch" --runs "$runs" $flag)
     a=$(echo "$ours" | field seconds); b=$(echo "$theirs" | field seconds)
     ma=$(echo "$ours" | field peak_rss_mb); mb=$(echo "$theirs" | field peak_rss_mb)
-    printf "| %s%s | %s | %s | %.2f s | %.2f s | %.2f | %.0f MB | %.0f MB |\n" "$name" "${flag:+ (checkpointing)}" "$res" "$batch" "$a" "$b" \
-        "$(echo "$a / $b" | bc -l)" "$ma" "$mb"
+    printf "| %s%s | %s | %s | %.2f s | %.2f s | %.2f | %.0f MB | %.0f MB | %.2f |\n" "$name" "${flag:+ (checkpointing)}" "$res" "$batch" "$a" "$b" \
+        "$(echo "$a / $b" | bc -l)" "$ma" "$mb" "$(echo "$ma / $mb" | bc -l)"
 done
+
+if [[ $skip != *" generation "* ]]; then
+    echo
+    echo "### Generation (issue 5): one 512 px image from its timed parts"
+    echo
+    ours=$($bin bench generation --manifest Tests/Fixtures/sd15-manifest.json 2>/dev/null)
+    theirs=$("$venv/bin/python" tools/bench-generation.py 2>/dev/null)
+    total() { grep -m1 "$1" | grep -oE '[0-9]+(\.[0-9]+)?' | tail -1; }
+    op=$(echo "$ours" | total "DDIM-20 ControlNet image"); om=$(echo "$ours" | total "MRLF image")
+    tp=$(echo "$theirs" | sed 's/;/\n/' | total "ControlNet image"); tm=$(echo "$theirs" | sed 's/;/\n/' | total "MRLF image:")
+    echo "| image | dginstyle | PyTorch | ratio |"
+    echo "|---|---|---|---|"
+    printf "| DDIM-20 ControlNet, guidance 7.5, 512 px | %.0f s | %.0f s | %.2f |\n" "$op" "$tp" "$(echo "$op / $tp" | bc -l)"
+    printf "| MRLF (512 px + 1024 px windows), 20 steps each | %.0f s | %.0f s | %.2f |\n" "$om" "$tm" "$(echo "$om / $tm" | bc -l)"
+    echo
+    echo "dginstyle parts:"; echo "$ours"
+    echo; echo "PyTorch parts:"; echo "$theirs" | sed 's/^/    /'
+fi
+
+if [[ $skip != *" sgemm "* ]]; then
+    echo
+    echo "### 5. sgemm at the UNet's shapes (OpenBLAS with its own choice of kernel for this CPU)"
+    echo
+    env -u OPENBLAS_CORETYPE $bin bench sgemm
+fi
+
+if [[ $skip != *" convert "* ]]; then
+    echo
+    echo "### 6. Checkpoint conversion against cp"
+    echo
+    RUNS=$runs tools/bench-convert.sh
+fi

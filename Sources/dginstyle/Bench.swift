@@ -8,7 +8,8 @@ import Foundation
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks and the inputs they need (see docs/PERFORMANCE.md).",
-        subcommands: [Model.self, Generation.self, TrainStep.self, Sgemm.self, MakeCheckpoint.self, Compression.self])
+        subcommands: [Suite.self, Model.self, Generation.self, TrainStep.self, Sgemm.self, MakeCheckpoint.self, Compression.self],
+        defaultSubcommand: Suite.self)
 }
 
 extension Bench {
