@@ -51,7 +51,7 @@ extension Bench {
                 guard process.terminationStatus == 0,
                       let line = String(decoding: out, as: UTF8.self).split(separator: "\n").last,
                       let result = try? JSON.parse(String(line)) else {
-                    throw ValidationError("workload \(spec) failed (exit status \(process.terminationStatus))")
+                    throw CommandFailure("benchmark workload \(spec) failed (exit status \(process.terminationStatus))")
                 }
                 if json { emit(result.compact); continue }
                 let seconds = result["seconds"]?.double ?? .nan, peak = result["peak_rss_mb"]?.double ?? .nan
@@ -63,4 +63,10 @@ extension Bench {
             emit(rows.joined(separator: "\n"))
         }
     }
+}
+
+/// A run-time failure of a command, printed as one line with exit status 1.
+struct CommandFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

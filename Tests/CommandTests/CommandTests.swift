@@ -136,4 +136,18 @@ final class CommandTests: XCTestCase, CommandRunning {
         }
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).sorted(), ["bad.safetensors", "model.ckpt", "truncated.safetensors"])
     }
+
+    func testBenchSuiteRunsEachWorkloadInItsOwnProcess() throws {
+        let r = try run(["bench", "all", "vae-decode:64:1", "--runs", "1", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let lines = r.stdout.split(separator: "\n")
+        XCTAssertEqual(lines.count, 1, r.stdout)
+        let object = try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any]
+        XCTAssertEqual(object?["workload"] as? String, "vae-decode")
+        XCTAssertEqual(object?["resolution"] as? Int, 64)
+        XCTAssertGreaterThan(object?["peak_rss_mb"] as? Double ?? 0, 0)
+        let bad = try run(["bench", "all", "vae-decode:64"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("bad workload 'vae-decode:64'"), bad.stderr)
+    }
 }
