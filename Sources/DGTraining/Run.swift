@@ -121,11 +121,13 @@ public final class TrainingRun {
             let stepSeconds = now.timeIntervalSince(stepStart)
             losses.append(result.loss)
             let elapsed = elapsedBefore + now.timeIntervalSince(started)
-            try metrics.append([
+            var record: JSON = [
                 "step": .int(result.step), "loss": .double(result.loss), "lr": .double(result.learningRate),
                 "grad_norm": .double(Double(result.gradientNorm)), "step_s": .double(round(stepSeconds * 1e4) / 1e4),
                 "it_per_s": .double(round(1 / max(stepSeconds, 1e-9) * 1e4) / 1e4), "elapsed_s": .double(round(elapsed * 1e3) / 1e3),
-            ])
+            ] as JSON
+            for (k, v) in result.terms { record.set(k, .double(v)) }
+            try metrics.append(record)
             bar.update(Double(result.step), note: String(format: "loss %.4f lr %.2e", result.loss, result.learningRate))
             let step = result.step
             let last = step == total

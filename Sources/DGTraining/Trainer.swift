@@ -105,6 +105,8 @@ public struct StepResult: Sendable {
     public var learningRate: Double
     /// Global gradient norm before clipping.
     public var gradientNorm: Float
+    /// Parts of the loss and other numbers worth logging (the autoencoder's terms).
+    public var terms: [(String, Double)] = []
 }
 
 /// The training loop of diffusers' train_controlnet.py / train_dreambooth.py, one optimizer

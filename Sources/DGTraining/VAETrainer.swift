@@ -20,8 +20,6 @@ public final class VAETrainer: RunnableTrainer {
     public let optimizer: AdamW
     public private(set) var step = 0
     let trainableParameters: [(name: String, parameter: Parameter)]
-    /// Components of the last update's loss, for the log.
-    public private(set) var lastTerms: (reconstruction: Double, kl: Double) = (0, 0)
 
     public init(vae: AutoencoderKL, source: TrainingBatchSource, klWeight: Float, options: TrainingOptions) throws {
         try options.validate()
@@ -49,11 +47,11 @@ public final class VAETrainer: RunnableTrainer {
     public func trainStep() throws -> StepResult {
         let lr = currentLearningRate
         let accumulation = options.gradientAccumulation
-        var lossSum = 0.0, recSum = 0.0, klSum = 0.0
+        var lossSum = 0.0, recSum = 0.0, klSum = 0.0, sdSum = 0.0
         for a in 0..<accumulation {
             let batch = try source.next(options.batchSize)
             let firstSample = (step * accumulation + a) * options.batchSize
-            let (loss, rec, kl) = try lossGraph(batch.pixels, firstSample: firstSample)
+            let (loss, rec, kl, sd) = try lossGraph(batch.pixels, firstSample: firstSample)
             let value = loss.value.floats[0]
             guard value.isFinite else {
                 optimizer.zeroGrad()
@@ -63,6 +61,7 @@ public final class VAETrainer: RunnableTrainer {
             lossSum += Double(value)
             recSum += Double(rec)
             klSum += Double(kl)
+            sdSum += sd
         }
         let norm = clipGradientNorm(optimizer.parameters, maxNorm: options.maxGradNorm ?? .infinity)
         guard norm.isFinite else {
@@ -73,13 +72,17 @@ public final class VAETrainer: RunnableTrainer {
         optimizer.update()
         optimizer.zeroGrad()
         step += 1
-        lastTerms = (recSum / Double(accumulation), klSum / Double(accumulation))
-        return StepResult(step: step, loss: lossSum / Double(accumulation), learningRate: lr, gradientNorm: norm)
+        let n = Double(accumulation)
+        var result = StepResult(step: step, loss: lossSum / n, learningRate: lr, gradientNorm: norm)
+        // The posterior's spread against its means' tells whether the latents carry the image
+        // or mostly noise (early on the decoder sees mostly noise and learns a blurred mean).
+        result.terms = [("l1", recSum / n), ("kl", klSum / n), ("posterior_std", sdSum / n)]
+        return result
     }
 
     /// The loss of pixels [B, 3, H, W] in [-1, 1]; the posterior noise of run sample s is a
     /// pure function of (seed, s), as in diffusion training.
-    func lossGraph(_ pixels: Tensor, firstSample: Int) throws -> (Var, Float, Float) {
+    func lossGraph(_ pixels: Tensor, firstSample: Int) throws -> (Var, Float, Float, Double) {
         let s = pixels.shape
         guard s.count == 4, s[1] == vae.in_channels, s[2] % 8 == 0, s[3] % 8 == 0 else {
             throw TrainingError.badInput("the data gives pixel batches of shape \(s), expected [B, \(vae.in_channels), H, W] with H, W multiples of 8")
@@ -93,7 +96,9 @@ public final class VAETrainer: RunnableTrainer {
         let z = gaussianSample(moments, noise: Tensor(shape: [m[0], m[1] / 2, m[2], m[3]], floats: noise))
         let reconstruction = l1Loss(vae.decode(z), x)
         let kl = gaussianKL(moments)
-        return (klWeight > 0 ? reconstruction + kl * klWeight : reconstruction, reconstruction.value.floats[0], kl.value.floats[0])
+        let logvar = DiagonalGaussian(moments: moments.value).logvar.floats
+        let sd = logvar.reduce(0.0) { $0 + exp(Double($1) / 2) } / Double(max(logvar.count, 1))
+        return (klWeight > 0 ? reconstruction + kl * klWeight : reconstruction, reconstruction.value.floats[0], kl.value.floats[0], sd)
     }
 
     /// Mean L1 reconstruction error of `pixels` through the posterior mean (no sampling).

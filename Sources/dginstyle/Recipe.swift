@@ -109,12 +109,14 @@ struct RecipeCommand: ParsableCommand {
 
     func run() throws {
         let recipe: Recipe
-        do { recipe = try Recipe.load(file) } catch let e as Recipe.Failure { throw ValidationError(e.description) }
+        recipe = try Recipe.load(file)
         let fm = FileManager.default
+        // Errors are Recipe.Failure, not ValidationError: ArgumentParser prints the usage after a
+        // ValidationError, and a recipe's problem is not its command line.
         // Every step's arguments are parsed before anything runs, so a typo in the last step costs nothing.
         for (i, step) in recipe.steps.enumerated() {
             do { _ = try DGInStyle.parseAsRoot(recipe.arguments(step)) } catch {
-                throw ValidationError("\(file): step \(i + 1) (\(step.name)): \(DGInStyle.message(for: error))")
+                throw Recipe.Failure("\(file): step \(i + 1) (\(step.name)): \(DGInStyle.message(for: error))")
             }
         }
         let missing = recipe.requires.filter { !fm.fileExists(atPath: $0) }
@@ -128,7 +130,7 @@ struct RecipeCommand: ParsableCommand {
             for o in recipe.outputs { emit("  output \(o.from) -> \(o.to)") }
             return
         }
-        if let m = missing.first { throw ValidationError("\(file): requires \(m), which is missing (run the recipe that makes it first)") }
+        if let m = missing.first { throw Recipe.Failure("\(file): requires \(m), which is missing (run the recipe that makes it first)") }
 
         let started = Date()
         var records: [JSON] = []
@@ -148,11 +150,11 @@ struct RecipeCommand: ParsableCommand {
                 var command = try DGInStyle.parseAsRoot(recipe.arguments(step))
                 try command.run()
             } catch {
-                throw ValidationError("\(file): step \(i + 1) (\(step.name)) failed: \(DGInStyle.message(for: error))")
+                throw Recipe.Failure("\(file): step \(i + 1) (\(step.name)) failed: \(DGInStyle.message(for: error))")
             }
             let seconds = Date().timeIntervalSince(t0)
             guard fm.fileExists(atPath: step.creates) else {
-                throw ValidationError("\(file): step \(i + 1) (\(step.name)) finished but did not create \(step.creates)")
+                throw Recipe.Failure("\(file): step \(i + 1) (\(step.name)) finished but did not create \(step.creates)")
             }
             emit("\(label): done in \(String(format: "%.1f", seconds)) s")
             records.append(["name": .string(step.name), "command": .string(recipe.arguments(step).joined(separator: " ")),
@@ -160,10 +162,10 @@ struct RecipeCommand: ParsableCommand {
         }
         for o in recipe.outputs {
             var isDir: ObjCBool = false
-            guard fm.fileExists(atPath: o.from, isDirectory: &isDir) else { throw ValidationError("\(file): output \(o.from) is missing after the steps") }
-            guard !isDir.boolValue else { throw ValidationError("\(file): output \(o.from) is a folder; outputs are files") }
+            guard fm.fileExists(atPath: o.from, isDirectory: &isDir) else { throw Recipe.Failure("\(file): output \(o.from) is missing after the steps") }
+            guard !isDir.boolValue else { throw Recipe.Failure("\(file): output \(o.from) is a folder; outputs are files") }
             try fm.createDirectory(atPath: URL(fileURLWithPath: o.to).deletingLastPathComponent().path, withIntermediateDirectories: true)
-            guard let bytes = fm.contents(atPath: o.from) else { throw ValidationError("\(file): cannot read \(o.from)") }
+            guard let bytes = fm.contents(atPath: o.from) else { throw Recipe.Failure("\(file): cannot read \(o.from)") }
             try writeFileAtomically(o.to, Array(bytes))
             emit("[\(recipe.name)] \(o.from) -> \(o.to) (\(bytes.count / 1024) KiB)")
         }

@@ -326,6 +326,9 @@ struct TrainVAE: ParsableCommand {
     @Option(help: "Weight of the mean KL term.")
     var klWeight: Float = 1e-4
 
+    @Option(parsing: .unconditional, help: "Set the log-variance half of quant_conv's bias to this before training (a fresh VAE: -6 starts the posterior narrow).")
+    var initialLogvar: Float?
+
     @Flag(help: "Keep the config's scaling_factor instead of measuring it at export.")
     var keepScalingFactor = false
 
@@ -348,6 +351,17 @@ struct TrainVAE: ParsableCommand {
             throw CheckpointError(common.pipeline, "holds no AutoencoderKL")
         }
         let vae = try loadModel(c).1 as! AutoencoderKL
+        if let initialLogvar {
+            // A fresh encoder's posterior has std ~1 while its means are small, so the decoder sees
+            // mostly noise and learns a grey blur for hundreds of steps; a narrow start avoids that.
+            // (Restoring a checkpoint on --resume overwrites this.)
+            guard let bias = vae.quant_conv?.bias, let v = bias.value else {
+                throw ValidationError("--initial-logvar needs a VAE with quant_conv (use_quant_conv)")
+            }
+            var b = v.converted(to: .f32).floats
+            for i in (b.count / 2)..<b.count { b[i] = initialLogvar }
+            bias.value = Tensor(shape: v.shape, floats: b)
+        }
         let source = try ImageCropSource(folders: data, resolution: common.resolution, seed: common.seed)
         let trainer = try VAETrainer(vae: vae, source: source, klWeight: klWeight, options: common.options(learningRate: lr))
         if !keepScalingFactor { trainer.scalingSamples = try source.validationBatch(16)?.pixels }
