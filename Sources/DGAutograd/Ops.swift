@@ -1,3 +1,4 @@
+import Foundation
 import DGTensor
 
 // The differentiable ops Stable Diffusion needs. Each computes its value with a kernel and
@@ -287,4 +288,83 @@ public func sum(_ x: Var) -> Var {
 public func mseLoss(_ prediction: Var, _ target: Var) -> Var {
     let d = prediction - target
     return mean(d * d)
+}
+
+// MARK: autoencoder losses
+
+/// Mean absolute error over all elements (PyTorch's l1_loss); the gradient at a tie is 0.
+public func l1Loss(_ prediction: Var, _ target: Var) -> Var {
+    let p = prediction.value.contiguous().floats, t = target.value.contiguous().floats
+    let shape = prediction.shape, n = Float(p.count)
+    var total = 0.0
+    for i in p.indices { total += Double(abs(p[i] - t[i])) }
+    return record("l1_loss", Tensor(shape: [], floats: [Float(total / Double(p.count))]), [prediction, target]) { g, need in
+        let s = g.floats[0] / n
+        var d = [Float](repeating: 0, count: p.count)
+        for i in p.indices { d[i] = p[i] > t[i] ? s : p[i] < t[i] ? -s : 0 }
+        return [need[0] ? Tensor(shape: shape, floats: d) : nil, need[1] ? Tensor(shape: shape, floats: d.map { -$0 }) : nil]
+    }
+}
+
+/// Splits VAE moments [N, 2C, H, W] into mean and log-variance, the latter clamped to
+/// [-30, 20] as diffusers' DiagonalGaussianDistribution does (the clamp passes no gradient).
+private func splitMoments(_ moments: Tensor) -> (mean: [Float], logvar: [Float], clamped: [Bool], shape: [Int]) {
+    let s = moments.shape, c = s[1] / 2, plane = s[2] * s[3]
+    let m = moments.contiguous().floats
+    var mean: [Float] = [], logvar: [Float] = [], clamped: [Bool] = []
+    mean.reserveCapacity(m.count / 2)
+    for b in 0..<s[0] {
+        let base = b * 2 * c * plane
+        mean += m[base..<(base + c * plane)]
+        for v in m[(base + c * plane)..<(base + 2 * c * plane)] {
+            logvar.append(min(max(v, -30), 20))
+            clamped.append(v < -30 || v > 20)
+        }
+    }
+    return (mean, logvar, clamped, [s[0], c, s[2], s[3]])
+}
+
+/// Gathers per-latent gradients of mean and log-variance back into the moments' layout.
+private func joinMoments(_ dMean: [Float], _ dLogvar: [Float], _ s: [Int]) -> Tensor {
+    let plane = s[1] * s[2] * s[3]
+    var out: [Float] = []
+    out.reserveCapacity(2 * dMean.count)
+    for b in 0..<s[0] {
+        out += dMean[(b * plane)..<((b + 1) * plane)]
+        out += dLogvar[(b * plane)..<((b + 1) * plane)]
+    }
+    return Tensor(shape: [s[0], 2 * s[1], s[2], s[3]], floats: out)
+}
+
+/// A reparameterised sample mean + exp(logvar / 2) * noise of the VAE posterior given by
+/// `moments` [N, 2C, H, W]; differentiable in the moments.
+public func gaussianSample(_ moments: Var, noise: Tensor) -> Var {
+    let (m, lv, clamped, shape) = splitMoments(moments.value)
+    let e = noise.contiguous().floats
+    let sd = lv.map { Float(exp(Double($0) * 0.5)) }
+    var z = [Float](repeating: 0, count: m.count)
+    for i in m.indices { z[i] = m[i] + sd[i] * e[i] }
+    return record("gaussian_sample", Tensor(shape: shape, floats: z), [moments]) { g, _ in
+        let gz = g.contiguous().floats
+        var dlv = [Float](repeating: 0, count: gz.count)
+        for i in gz.indices where !clamped[i] { dlv[i] = gz[i] * 0.5 * sd[i] * e[i] }
+        return [joinMoments(gz, dlv, shape)]
+    }
+}
+
+/// KL(N(mean, exp(logvar)) || N(0, 1)) averaged over the latent elements:
+/// 0.5 * (mean^2 + exp(logvar) - 1 - logvar). diffusers sums it per image; the mean keeps its
+/// weight independent of the crop size.
+public func gaussianKL(_ moments: Var) -> Var {
+    let (m, lv, clamped, shape) = splitMoments(moments.value)
+    let n = Float(m.count)
+    var total = 0.0
+    for i in m.indices { total += 0.5 * (Double(m[i] * m[i]) + exp(Double(lv[i])) - 1 - Double(lv[i])) }
+    return record("gaussian_kl", Tensor(shape: [], floats: [Float(total / Double(m.count))]), [moments]) { g, _ in
+        let s = g.floats[0] / n
+        let dm = m.map { $0 * s }
+        var dlv = [Float](repeating: 0, count: lv.count)
+        for i in lv.indices where !clamped[i] { dlv[i] = 0.5 * (Float(exp(Double(lv[i]))) - 1) * s }
+        return [joinMoments(dm, dlv, shape)]
+    }
 }

@@ -94,9 +94,21 @@ public struct CropSampler: Sendable {
     /// the model also learns the unconditional case classifier-free guidance needs.
     public let emptyPromptProbability: Double
     public var state: State
+    /// Each sample's weather word (nil: unknown), and the probability that a caption becomes
+    /// "A city street scene with <classes>, in <weather> weather." as at generation time.
+    public let weathers: [String?]
+    public let weatherProbability: Double
 
     public init(samples: [Sample], cropWidth: Int, cropHeight: Int, rcs: RareClassSampling? = nil,
-                emptyPromptProbability: Double = 0, seed: UInt64) throws {
+                emptyPromptProbability: Double = 0, weathers: [String?] = [], weatherProbability: Double = 0, seed: UInt64) throws {
+        guard (0...1).contains(weatherProbability) else {
+            throw DataError("crop sampler", "the weather-caption probability must lie in [0, 1], not \(weatherProbability)")
+        }
+        guard weatherProbability == 0 || weathers.count == samples.count else {
+            throw DataError("crop sampler", "weather captions need a weather per sample (\(weathers.count) for \(samples.count) samples)")
+        }
+        self.weathers = weathers
+        self.weatherProbability = weatherProbability
         guard !samples.isEmpty else { throw DataError("crop sampler", "no samples") }
         guard cropWidth > 0, cropHeight > 0 else { throw DataError("crop sampler", "crop size \(cropWidth)x\(cropHeight) is empty") }
         guard (0...1).contains(emptyPromptProbability) else {
@@ -134,6 +146,10 @@ public struct CropSampler: Sendable {
         }
         let cropLabels = labels.cropped(rect)
         var caption = Cityscapes.caption(classes: Cityscapes.classes(present: cropLabels))
+        // Only drawn when weather captions are on, so older runs keep their sequences.
+        if weatherProbability > 0, rng.uniform() < weatherProbability, let w = weathers[index] {
+            caption = caption.isEmpty ? "A city street scene, in \(w) weather." : "A city street scene with \(caption), in \(w) weather."
+        }
         // Drawn whatever the probability, so the sequence does not depend on it.
         if rng.uniform() < emptyPromptProbability { caption = "" }
         state.rng = rng

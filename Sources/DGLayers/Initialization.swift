@@ -67,3 +67,35 @@ func normal(_ shape: [Int], _ seed: UInt64, _ stream: UInt64) -> Tensor {
         return Float((-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2))
     })
 }
+
+extension Module {
+    /// transformers' initialisation of CLIP-like text models: Linear weights and embeddings
+    /// normal with standard deviation `std` (initializer_range, 0.02), biases 0, LayerNorm
+    /// weight 1 and bias 0. transformers further scales some projections by the depth; at
+    /// two layers that refinement does not matter. Streams as in `initializeParameters`.
+    public func initializeNormal(std: Float = 0.02, seed: UInt64) {
+        var index: UInt64 = 0
+        func next() -> UInt64 { index += 1; return index }
+        func scaled(_ t: Tensor) -> Tensor { Tensor(shape: t.shape, floats: t.floats.map { $0 * std }) }
+        for m in allModules() {
+            switch m {
+            case let l as Linear:
+                l.weight.value = scaled(normal(l.weight.shape, seed, next()))
+                if let b = l.bias { b.value = Tensor(zeros: b.shape) }
+            case let c as Conv2d:
+                c.weight.value = scaled(normal(c.weight.shape, seed, next()))
+                if let b = c.bias { b.value = Tensor(zeros: b.shape) }
+            case let n as GroupNorm:
+                n.weight.value = Tensor(shape: n.weight.shape, floats: [Float](repeating: 1, count: n.channels))
+                n.bias.value = Tensor(zeros: n.bias.shape)
+            case let n as LayerNorm:
+                n.weight.value = Tensor(shape: n.weight.shape, floats: [Float](repeating: 1, count: n.dim))
+                n.bias.value = Tensor(zeros: n.bias.shape)
+            case let e as Embedding:
+                e.weight.value = scaled(normal(e.weight.shape, seed, next()))
+            default:
+                break
+            }
+        }
+    }
+}

@@ -14,12 +14,15 @@ public final class DatasetBatchSource: TrainingBatchSource {
     public let resolution: Int
     public let rareClassSampling: Bool
     public let emptyPromptProbability: Double
+    public let weatherProbability: Double
     public let samples: [Sample]
     var sampler: CropSampler
     let seed: UInt64
 
-    public init(root: String, resolution: Int, rareClassSampling: Bool, emptyPromptProbability: Double, seed: UInt64) throws {
+    public init(root: String, resolution: Int, rareClassSampling: Bool, emptyPromptProbability: Double,
+                weatherProbability: Double = 0, seed: UInt64) throws {
         self.root = root
+        self.weatherProbability = weatherProbability
         self.resolution = resolution
         self.rareClassSampling = rareClassSampling
         self.emptyPromptProbability = emptyPromptProbability
@@ -28,8 +31,27 @@ public final class DatasetBatchSource: TrainingBatchSource {
         let rcs = rareClassSampling
             ? try RareClassSampling(statistics: try ClassStatistics.load(samples, root: root))
             : nil
+        let weathers = weatherProbability > 0 ? try Self.weathers(root: root, samples: samples) : []
         sampler = try CropSampler(samples: samples, cropWidth: resolution, cropHeight: resolution, rcs: rcs,
-                                  emptyPromptProbability: emptyPromptProbability, seed: seed)
+                                  emptyPromptProbability: emptyPromptProbability, weathers: weathers,
+                                  weatherProbability: weatherProbability, seed: seed)
+    }
+
+    /// Each sample's weather word, from the per-image weather `dginstyle synth` records in
+    /// ROOT/synth.json.
+    static func weathers(root: String, samples: [Sample]) throws -> [String?] {
+        let path = root + "/synth.json"
+        guard let bytes = FileManager.default.contents(atPath: path) else {
+            throw TrainingError.badInput("\(path): missing; weather captions need the per-image weather of a `dginstyle synth` dataset")
+        }
+        guard let table = try JSON.parse(bytes: Array(bytes))["weather"] else {
+            throw TrainingError.badInput("\(path): records no per-image weather (made by an older dginstyle synth?)")
+        }
+        return try samples.map { s in
+            let name = URL(fileURLWithPath: s.imagePath).lastPathComponent
+            guard let w = table[name]?.string else { throw TrainingError.badInput("\(path): no weather for \(name)") }
+            return Synth.promptWeather(w)
+        }
     }
 
     public func next(_ count: Int) throws -> TrainingBatch {
@@ -59,15 +81,18 @@ public final class DatasetBatchSource: TrainingBatchSource {
 
     /// The folder's name rather than its path, so that a moved dataset still resumes.
     public var identity: JSON {
-        ["dataset": .string(URL(fileURLWithPath: root).lastPathComponent), "files": .int(samples.count),
-         "resolution": .int(resolution), "rcs": .bool(rareClassSampling), "empty_prompt_prob": .double(emptyPromptProbability)]
+        var id: JSON = ["dataset": .string(URL(fileURLWithPath: root).lastPathComponent), "files": .int(samples.count),
+                        "resolution": .int(resolution), "rcs": .bool(rareClassSampling), "empty_prompt_prob": .double(emptyPromptProbability)]
+        if weatherProbability > 0 { id.set("weather_prob", .double(weatherProbability)) }
+        return id
     }
 
     /// Crops from a sampler of their own (fixed seed, full captions), so validation shows the
     /// same masks at every step and takes nothing from the training sequence.
     public func validationBatch(_ count: Int) throws -> TrainingBatch? {
         var own = try CropSampler(samples: samples, cropWidth: resolution, cropHeight: resolution, rcs: sampler.rcs,
-                                  emptyPromptProbability: 0, seed: seed ^ 0x5EED_7A11)
+                                  emptyPromptProbability: 0, weathers: sampler.weathers, weatherProbability: sampler.weatherProbability,
+                                  seed: seed ^ 0x5EED_7A11)
         var crops: [TrainingCrop] = []
         for _ in 0..<count { crops.append(try own.next()) }
         return Self.batch(crops)

@@ -6,7 +6,7 @@ import Foundation
 
 /// Renders validation images during a run; returns what it wrote and numbers to log.
 public protocol TrainingValidator: AnyObject {
-    func validate(step: Int, trainer: DiffusionTrainer, directory: String) throws -> (path: String, metrics: JSON)
+    func validate(step: Int, trainer: RunnableTrainer, directory: String) throws -> (path: String, metrics: JSON)
 }
 
 public struct RunSettings {
@@ -47,7 +47,7 @@ public struct RunSummary {
 /// the loss plot, validation images, the final export. Every file it writes appears whole or
 /// not at all, so the process may be killed at any moment and resumed with `resume`.
 public final class TrainingRun {
-    public let trainer: DiffusionTrainer
+    public let trainer: RunnableTrainer
     public let settings: RunSettings
     public let validator: TrainingValidator?
     public let store: CheckpointStore
@@ -55,7 +55,7 @@ public final class TrainingRun {
     /// Lines for the user (resumed from, checkpoints written); the command prints them.
     public var log: (String) -> Void = { _ in }
 
-    public init(trainer: DiffusionTrainer, settings: RunSettings, validator: TrainingValidator? = nil) {
+    public init(trainer: RunnableTrainer, settings: RunSettings, validator: TrainingValidator? = nil) {
         self.trainer = trainer
         self.settings = settings
         self.validator = validator
@@ -64,7 +64,7 @@ public final class TrainingRun {
     }
 
     public var modelPath: String {
-        settings.output + "/" + trainer.target.rawValue + (settings.exportFormat == .native ? ".dginstyle" : "")
+        settings.output + "/" + trainer.modelName + (settings.exportFormat == .native ? ".dginstyle" : "")
     }
 
     public func run() throws -> RunSummary {
@@ -121,11 +121,13 @@ public final class TrainingRun {
             let stepSeconds = now.timeIntervalSince(stepStart)
             losses.append(result.loss)
             let elapsed = elapsedBefore + now.timeIntervalSince(started)
-            try metrics.append([
+            var record: JSON = [
                 "step": .int(result.step), "loss": .double(result.loss), "lr": .double(result.learningRate),
                 "grad_norm": .double(Double(result.gradientNorm)), "step_s": .double(round(stepSeconds * 1e4) / 1e4),
                 "it_per_s": .double(round(1 / max(stepSeconds, 1e-9) * 1e4) / 1e4), "elapsed_s": .double(round(elapsed * 1e3) / 1e3),
-            ])
+            ] as JSON
+            for (k, v) in result.terms { record.set(k, .double(v)) }
+            try metrics.append(record)
             bar.update(Double(result.step), note: String(format: "loss %.4f lr %.2e", result.loss, result.learningRate))
             let step = result.step
             let last = step == total
@@ -199,8 +201,7 @@ public final class TrainingRun {
 
     /// The trained network, as a diffusers model folder or a native file.
     public func export() throws {
-        let config = trainer.target == .controlnet ? trainer.controlnet!.config : trainer.unet.config
-        let ck = Checkpoint(inMemory: [try Component(model: trainer.trainable, config: config)])
+        let ck = Checkpoint(inMemory: [try trainer.exportComponent()])
         try ck.write(to: modelPath, format: settings.exportFormat,
                      options: WriteOptions(dtype: .f32, overwrite: true, progress: false))
         log("wrote \(modelPath)")

@@ -105,6 +105,8 @@ public struct StepResult: Sendable {
     public var learningRate: Double
     /// Global gradient norm before clipping.
     public var gradientNorm: Float
+    /// Parts of the loss and other numbers worth logging (the autoencoder's terms).
+    public var terms: [(String, Double)] = []
 }
 
 /// The training loop of diffusers' train_controlnet.py / train_dreambooth.py, one optimizer
@@ -117,7 +119,7 @@ public struct StepResult: Sendable {
 /// s are pure functions of (seed, s). Together with a deterministic batch source and
 /// deterministic kernels, the weights after step k depend only on the options and the data,
 /// not on how many times the run was stopped and resumed.
-public final class DiffusionTrainer {
+public final class DiffusionTrainer: RunnableTrainer {
     public let target: TrainingTarget
     public let options: TrainingOptions
     public let unet: UNet2DConditionModel
@@ -297,43 +299,9 @@ public final class DiffusionTrainer {
     // MARK: checkpoints
 
     /// Writes everything needed to continue exactly from here into one native file,
-    /// atomically: the trainable weights (a component loadable as a model), the AdamW moments,
-    /// and `training_state.json` (step, options, data-source state, `extra`).
+    /// atomically (see `TrainerState.save`).
     public func saveCheckpoint(to path: String, extra: JSON = .object([])) throws {
-        let name = target.rawValue
-        let model = trainable
-        let config = target == .controlnet ? controlnet!.config : unet.config
-        let w = try NativeWriter(path: path, kind: "training-checkpoint")
-        do {
-            var state: JSON = [
-                "format": "dginstyle-training-checkpoint", "version": 1, "target": .string(name),
-                "step": .int(step), "optimizer_step": .int(optimizer.step), "options": options.json,
-                "data": source.identity, "data_state": source.saveState(),
-                // Sums split by thread count: another count continues only to float rounding.
-                "threads": .int(Parallel.threads),
-            ]
-            for (k, v) in extra.objectPairs ?? [] { state.set(k, v) }
-            try w.addFile("training_state.json", Array((state.pretty + "\n").utf8))
-            try w.addFile(name + "/config.json", Array((config.pretty + "\n").utf8))
-            w.addComponent(name, className: target == .controlnet ? "ControlNetModel" : "UNet2DConditionModel")
-            for (pname, p) in model.namedParameters() {
-                let t = p.value!.contiguous()
-                try t.withRawBytes { try w.addTensor(component: name, entry: TensorEntry(name: pname, dtype: t.dtype, shape: t.shape), bytes: $0) }
-            }
-            w.addComponent("optimizer", className: "AdamW")
-            for (i, (pname, _)) in trainableParameters.enumerated() {
-                for (label, moment) in [("exp_avg", optimizer.firstMoments[i]), ("exp_avg_sq", optimizer.secondMoments[i])] {
-                    guard let m = moment?.contiguous() else { continue }
-                    try m.withRawBytes {
-                        try w.addTensor(component: "optimizer", entry: TensorEntry(name: label + "." + pname, dtype: m.dtype, shape: m.shape), bytes: $0)
-                    }
-                }
-            }
-            try w.finish()
-        } catch {
-            w.abort()
-            throw error
-        }
+        try state.save(to: path, step: step, extra: extra)
     }
 
     /// Restores a checkpoint written by `saveCheckpoint`; returns its training state. Checks
@@ -341,50 +309,21 @@ public final class DiffusionTrainer {
     /// the checkpoint reads back intact.
     @discardableResult
     public func restore(from path: String) throws -> JSON {
-        let file = try NativeFile(path: path)
-        let state: JSON
-        do { state = try JSON.parse(bytes: try file.file("training_state.json")) } catch let e as CheckpointError { throw e } catch {
-            throw CheckpointError(path, "training_state.json: \(error)")
-        }
-        guard state["format"]?.string == "dginstyle-training-checkpoint" else { throw CheckpointError(path, "is not a training checkpoint") }
-        guard state["target"]?.string == target.rawValue else {
-            throw TrainingError.resume("\(path) is a checkpoint of \(state["target"]?.string ?? "?") training, not \(target.rawValue)")
-        }
-        let conflicts = options.conflicts(with: state["options"] ?? .null)
-        if !conflicts.isEmpty {
-            throw TrainingError.resume("\(path) was made with other settings (\(conflicts.joined(separator: ", "))); resume with the same ones or start a new run")
-        }
-        if let data = state["data"], data != source.identity {
-            throw TrainingError.resume("\(path) was made on other data (\(data.compact)); this run reads \(source.identity.compact)")
-        }
-        guard let savedStep = state["step"]?.int, let optimizerStep = state["optimizer_step"]?.int else {
-            throw CheckpointError(path, "training_state.json has no step")
-        }
-        let weights = file.source(target.rawValue)
-        let problems = compareToModel(weights.entries, trainable)
-        guard problems.isEmpty else { throw CheckpointError(path, "does not fit the model: \(problems.prefix(4).joined(separator: "; "))") }
-        let moments = file.source("optimizer")
-        let byName = Dictionary(uniqueKeysWithValues: moments.entries.map { ($0.name, $0) })
-        var values: [Tensor] = [], first: [Tensor?] = [], second: [Tensor?] = []
-        for (name, p) in trainableParameters {
-            values.append(try weights.tensor(name).converted(to: .f32).copied())
-            for (label, list) in [("exp_avg", 0), ("exp_avg_sq", 1)] {
-                var m: Tensor?
-                if let e = byName[label + "." + name] {
-                    guard e.shape == p.shape, e.dtype == .f32 else { throw CheckpointError(path, "optimizer state \(e.name) has shape \(e.shape) \(e.dtype.name)") }
-                    m = try moments.tensor(e.name).copied()
-                }
-                if list == 0 { first.append(m) } else { second.append(m) }
-            }
-        }
-        try source.restoreState(state["data_state"] ?? .null)
-        for ((_, p), v) in zip(trainableParameters, values) {
-            p.value = v
-            p.grad = nil
-        }
-        optimizer.restore(step: optimizerStep, first: first, second: second)
-        step = savedStep
-        return state
+        let (json, saved) = try state.restore(from: path)
+        step = saved
+        return json
+    }
+
+    var state: TrainerState {
+        TrainerState(name: target.rawValue, className: target == .controlnet ? "ControlNetModel" : "UNet2DConditionModel",
+                     config: target == .controlnet ? controlnet!.config : unet.config, model: trainable,
+                     parameters: trainableParameters, optimizer: optimizer, options: options, source: source)
+    }
+
+    public var modelName: String { target.rawValue }
+
+    public func exportComponent() throws -> Component {
+        try Component(model: trainable, config: target == .controlnet ? controlnet!.config : unet.config)
     }
 }
 

@@ -149,7 +149,8 @@ public final class StyleSwapValidator: TrainingValidator {
     /// Noise of "samples" the training never reaches, for evaluation.
     static let evaluationSamples = 1 << 40
 
-    public func validate(step: Int, trainer: DiffusionTrainer, directory: String) throws -> (path: String, metrics: JSON) {
+    public func validate(step: Int, trainer: RunnableTrainer, directory: String) throws -> (path: String, metrics: JSON) {
+        guard let trainer = trainer as? DiffusionTrainer else { throw TrainingError.badInput("Style Swap validation needs a diffusion trainer") }
         let rows = render(trainer: trainer)
         let path = directory + "/" + String(format: "step-%08d.png", step)
         try compose(rows, path)

@@ -27,31 +27,12 @@ struct Swap: ParsableCommand {
     @Option(help: "A UNet to use instead of the base pipeline's (any checkpoint holding one).")
     var unet: String?
 
-    @Option(help: "Output folder (diffusers) or file (native).")
-    var out: String
+    @OptionGroup var output: PipelineOutput
 
-    @Option(help: "diffusers or native.")
-    var format: OutputFormat = .diffusers
+    func validate() throws { try output.validate() }
 
-    @Option(help: "Store floating-point tensors as f32, f16 or bf16.")
-    var dtype: DType?
-
-    @Flag(help: "Replace the output if it exists.")
-    var overwrite = false
-
-    @Flag(help: "Do not draw a progress bar.")
-    var quiet = false
-
-    func validate() throws {
-        guard [.diffusers, .native].contains(format) else { throw ValidationError("--format must be diffusers or native") }
-    }
-
+    // `assemble` with a ControlNet: one code path.
     func run() throws {
-        let baseCk = try Checkpoint.open(base)
-        let cn = try Checkpoint.open(controlnet, options: .init(configDirectory: controlnetConfig))
-        let u = try unet.map { try Checkpoint.open($0, options: .init(configDirectory: base)) }
-        let swapped = try StyleSwap.pipeline(base: baseCk, controlnet: cn, unet: u)
-        try swapped.write(to: out, format: format, options: WriteOptions(dtype: dtype, overwrite: overwrite, progress: !quiet))
-        if !quiet { emit("wrote \(out): \(base)\(unet.map { " with the UNet of \($0)" } ?? "") + ControlNet \(controlnet) (\(format.rawValue))") }
+        try output.write(base: base, unet: unet, vae: nil, textEncoder: nil, controlnet: controlnet, controlnetConfig: controlnetConfig)
     }
 }

@@ -158,22 +158,52 @@ struct FinetuneUNet: ParsableCommand {
         objective is the noise (epsilon) at timesteps uniform in [0, 1000), the caption is --prompt (the \
         paper: empty). The fine-tuned UNet is written to OUT/unet (a diffusers model folder, or \
         OUT/unet.dginstyle with --format native); pass it to train-controlnet --unet.
+
+        With --data instead of --images this is text-to-image training (how the miniature's base UNet \
+        U^P is made): random crops of a labelled dataset, each captioned with the classes of its label \
+        map as ControlNet training does ("road sidewalk building sky car"); with --weather-prob P that \
+        caption becomes "A city street scene with <classes>, in <weather> weather." with the image's true \
+        weather from DATA/synth.json, and with --empty-prompt-prob Q it is "" (for classifier-free guidance).
         """)
 
     @OptionGroup var common: TrainingArguments
 
-    @Option(help: "Folder of source-domain images (GTA5 layout or plain).")
-    var images: String
+    @Option(help: "Folder of source-domain images (GTA5 layout or plain), all captioned with --prompt.")
+    var images: String?
 
-    @Option(help: "Instance prompt.")
+    @Option(help: "Labelled dataset (GTA5 or Cityscapes layout): crops captioned with their classes (text-to-image training).")
+    var data: String?
+
+    @Option(help: "Instance prompt (--images).")
     var prompt = ""
+
+    @Option(help: "--data: probability of the weather sentence in a caption (the image's weather, from DATA/synth.json).")
+    var weatherProb = 0.0
+
+    @Option(help: "--data: probability of training a crop with the empty caption.")
+    var emptyPromptProb = 0.0
 
     @Option(help: "Learning rate (DGInStyle: 2e-6, constant).")
     var lr = 2e-6
 
+    func validate() throws {
+        guard (images == nil) != (data == nil) else { throw ValidationError("give exactly one of --images and --data") }
+        guard (0...1).contains(weatherProb) else { throw ValidationError("--weather-prob must lie in [0, 1]") }
+        guard (0...1).contains(emptyPromptProb) else { throw ValidationError("--empty-prompt-prob must lie in [0, 1]") }
+        if images != nil, weatherProb > 0 || emptyPromptProb > 0 {
+            throw ValidationError("--weather-prob and --empty-prompt-prob need --data (--images uses one --prompt)")
+        }
+    }
+
     func run() throws {
         let (models, schedule) = try common.loadPipeline()
-        let source = try ImageFolderSource(folder: images, resolution: common.resolution, prompt: prompt, seed: common.seed)
+        let source: TrainingBatchSource
+        if let data {
+            source = try DatasetBatchSource(root: data, resolution: common.resolution, rareClassSampling: false,
+                                            emptyPromptProbability: emptyPromptProb, weatherProbability: weatherProb, seed: common.seed)
+        } else {
+            source = try ImageFolderSource(folder: images!, resolution: common.resolution, prompt: prompt, seed: common.seed)
+        }
         let trainer = try DiffusionTrainer(target: .unet, unet: models.unet!, controlnet: nil, vae: models.vae!,
                                            textEncoder: models.textEncoder!, tokenizer: models.tokenizer!,
                                            noiseSchedule: schedule, source: source, options: common.options(learningRate: lr))
@@ -265,6 +295,79 @@ struct TrainControlNet: ParsableCommand {
             validator = v
         }
         try runTraining(TrainingRun(trainer: trainer, settings: common.settings(label: "train-controlnet", validateEvery: validateEvery),
+                                    validator: validator), quiet: common.quiet)
+    }
+}
+
+struct TrainVAE: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train-vae",
+        abstract: "Train the pipeline's AutoencoderKL (encoder, decoder, quant convs) on image crops.",
+        discussion: """
+        Square crops of --resolution (any multiple of 8: the autoencoder is fully convolutional, so it may \
+        train on crops smaller than the images it will code) are drawn at random from every image of every \
+        --data folder (GTA5 layout or plain) and flipped left-right with probability 1/2. Loss: mean L1 \
+        between the image and the decoded reparameterised posterior sample, plus --kl-weight x the mean KL \
+        divergence of the posterior from N(0, I); AdamW. LDM's perceptual and adversarial terms are not used. \
+        With --validate-every, OUT/validation/step-N.png shows fixed crops beside their reconstructions and \
+        metrics.jsonl logs their L1 error. The trained VAE is written to OUT/vae (or OUT/vae.dginstyle), \
+        with scaling_factor set to 1 / the standard deviation of the latents of 16 fixed crops (how SD's \
+        0.18215 was chosen), unless --keep-scaling-factor.
+        """)
+
+    @OptionGroup var common: TrainingArguments
+
+    @Option(help: "Image folder (GTA5 layout or plain); repeat for several.")
+    var data: [String] = []
+
+    @Option(help: "Learning rate.")
+    var lr = 1e-4
+
+    @Option(help: "Weight of the mean KL term.")
+    var klWeight: Float = 1e-4
+
+    @Option(parsing: .unconditional, help: "Set the log-variance half of quant_conv's bias to this before training (a fresh VAE: -6 starts the posterior narrow).")
+    var initialLogvar: Float?
+
+    @Flag(help: "Keep the config's scaling_factor instead of measuring it at export.")
+    var keepScalingFactor = false
+
+    @Option(help: "Validation reconstructions every this many updates (and at the start and end); 0: none.")
+    var validateEvery = 0
+
+    @Option(help: "Validation crops.")
+    var validationCount = 4
+
+    func validate() throws {
+        guard !data.isEmpty else { throw ValidationError("give at least one --data folder") }
+        guard klWeight >= 0 else { throw ValidationError("--kl-weight must not be negative") }
+        guard validateEvery >= 0 else { throw ValidationError("--validate-every must not be negative") }
+        guard validationCount > 0 else { throw ValidationError("--validation-count must be positive") }
+    }
+
+    func run() throws {
+        let ck = try Checkpoint.open(common.pipeline)
+        guard let c = ck.component("vae") ?? (ck.components.count == 1 ? ck.components[0] : nil), c.className == "AutoencoderKL" else {
+            throw CheckpointError(common.pipeline, "holds no AutoencoderKL")
+        }
+        let vae = try loadModel(c).1 as! AutoencoderKL
+        if let initialLogvar {
+            // A fresh encoder's posterior has std ~1 while its means are small, so the decoder sees
+            // mostly noise and learns a grey blur for hundreds of steps; a narrow start avoids that.
+            // (Restoring a checkpoint on --resume overwrites this.)
+            guard let bias = vae.quant_conv?.bias, let v = bias.value else {
+                throw ValidationError("--initial-logvar needs a VAE with quant_conv (use_quant_conv)")
+            }
+            var b = v.converted(to: .f32).floats
+            for i in (b.count / 2)..<b.count { b[i] = initialLogvar }
+            bias.value = Tensor(shape: v.shape, floats: b)
+        }
+        let source = try ImageCropSource(folders: data, resolution: common.resolution, seed: common.seed)
+        let trainer = try VAETrainer(vae: vae, source: source, klWeight: klWeight, options: common.options(learningRate: lr))
+        if !keepScalingFactor { trainer.scalingSamples = try source.validationBatch(16)?.pixels }
+        var validator: VAEReconstructionValidator?
+        if validateEvery > 0, let samples = try source.validationBatch(validationCount) { validator = VAEReconstructionValidator(samples: samples.pixels) }
+        try runTraining(TrainingRun(trainer: trainer, settings: common.settings(label: "train-vae", validateEvery: validateEvery),
                                     validator: validator), quiet: common.quiet)
     }
 }

@@ -92,6 +92,22 @@ final class AutogradTests: XCTestCase {
         gradcheck([random([4, 3])]) { mean($0[0]) * 3 }
     }
 
+    /// The autoencoder's losses: reparameterised sample, KL and L1 (away from its kinks).
+    func testAutoencoderLosses() {
+        let noise = random([2, 3, 2, 2])
+        gradcheck([random([2, 6, 2, 2])]) { gaussianSample($0[0], noise: noise) }
+        gradcheck([random([2, 6, 2, 2], scale: 2)]) { gaussianKL($0[0]) }
+        let x = random([2, 3, 4])
+        let target = Tensor(shape: x.shape, floats: x.floats.enumerated().map { $0.element + ($0.offset % 3 == 0 ? 0.3 : -0.2) })
+        gradcheck([x]) { l1Loss($0[0], Var(target)) }
+        // KL of N(0, 1) is 0; of N(1, e^0) it is 1/2 per element.
+        XCTAssertEqual(gaussianKL(Var(Tensor(zeros: [1, 2, 1, 1]))).value.floats[0], 0, accuracy: 1e-7)
+        XCTAssertEqual(gaussianKL(Var(Tensor(shape: [1, 2, 1, 1], floats: [1, 0]))).value.floats[0], 0.5, accuracy: 1e-6)
+        // The sample is mean + exp(logvar / 2) * noise, mean first on the channel axis.
+        let z = gaussianSample(Var(Tensor(shape: [1, 2, 1, 1], floats: [0.5, 2 * log(3)])), noise: Tensor(shape: [1, 1, 1, 1], floats: [2]))
+        XCTAssertEqual(z.value.floats[0], 6.5, accuracy: 1e-5)
+    }
+
     func testGradientsAccumulateIntoParametersAndNoGradRecordsNothing() {
         let p = Parameter([3])
         p.value = Tensor(shape: [3], floats: [1, 2, 3])

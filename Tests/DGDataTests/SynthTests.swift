@@ -35,6 +35,32 @@ final class SynthTests: XCTestCase {
         XCTAssertEqual(Set(try FileManager.default.contentsOfDirectory(atPath: dir)), ["a", "b", "c"], "no staging folders left")
     }
 
+    /// synth.json records each photo's true weather, and captions can say it.
+    func testRecordsEachImagesWeatherForCaptions() throws {
+        let out = dir + "/photo"
+        try Synth.writeDataset(to: out, count: 12, width: 64, height: 32, style: .photo, seed: 3, progress: false)
+        let meta = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/synth.json"))) as! [String: Any]
+        let table = meta["weather"] as! [String: String]
+        let truth = (0..<12).map { Synth.frame(index: $0, width: 64, height: 32, style: .photo, seed: 3).weather }
+        XCTAssertEqual((0..<12).map { table[Synth.fileName($0, count: 12)] }, truth)
+        XCTAssertGreaterThan(Set(truth).count, 1, "twelve photos should not all share one weather")
+        XCTAssertEqual(Synth.frame(index: 0, style: .game, seed: 3).weather, "clear")
+
+        let samples = try Dataset.samples(root: out)
+        let words = truth.map(Synth.promptWeather)
+        var always = try CropSampler(samples: samples, cropWidth: 32, cropHeight: 32, weathers: words, weatherProbability: 1, seed: 1)
+        for _ in 0..<6 {
+            let crop = try always.next()
+            XCTAssertTrue(crop.caption.hasPrefix("A city street scene"), crop.caption)
+            XCTAssertTrue(crop.caption.hasSuffix(", in \(words[crop.sampleIndex]) weather."), crop.caption)
+        }
+        // Off, the sampler draws what it always drew (older runs keep their sequences).
+        var plain = try CropSampler(samples: samples, cropWidth: 32, cropHeight: 32, seed: 1)
+        var zero = try CropSampler(samples: samples, cropWidth: 32, cropHeight: 32, weathers: words, weatherProbability: 0, seed: 1)
+        for _ in 0..<4 { XCTAssertEqual(try plain.next().caption, try zero.next().caption) }
+        XCTAssertThrowsError(try CropSampler(samples: samples, cropWidth: 32, cropHeight: 32, weathers: [], weatherProbability: 0.5, seed: 1))
+    }
+
     func testWritesTheGTA5LayoutAndRefusesToClobber() throws {
         let out = dir + "/gta"
         let summary = try Synth.writeDataset(to: out, count: 3, width: 64, height: 32, seed: 1, progress: false)

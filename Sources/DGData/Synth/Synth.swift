@@ -42,7 +42,7 @@ public enum Synth {
                              style: SynthStyle = .game, seed: UInt64 = 0) -> SynthFrame {
         var rng = SplitMix64(seed: seed, stream: UInt64(index))
         // Drawn in both styles so that a seed gives the same scenes (and label maps) in each.
-        let photoWeather = Weather.allCases[rng.index(weights: [0.35, 0.2, 0.15, 0.15, 0.15])]
+        let photoWeather = drawWeather(&rng)
         let weather: Weather = style == .game ? .clear : photoWeather
         let (w, h) = (Double(width), Double(height))
         let cam = Camera(focal: w * rng.uniform(0.6, 0.85), cx: w * rng.uniform(0.42, 0.58),
@@ -62,6 +62,24 @@ public enum Synth {
         return SynthFrame(image: Image(width: width, height: height, channels: 3, pixels: pixels),
                           labelIds: LabelMap(width: width, height: height, ids: renderer.labelIds()),
                           weather: weather.rawValue, items: items, itemBuffer: renderer.buffer)
+    }
+
+    private static func drawWeather(_ rng: inout SplitMix64) -> Weather {
+        Weather.allCases[rng.index(weights: [0.35, 0.2, 0.15, 0.15, 0.15])]
+    }
+
+    /// The weather of scene `index` (clear, overcast, fog, rain, night; always clear in the
+    /// game style), without rendering it.
+    public static func weather(index: Int, style: SynthStyle, seed: UInt64) -> String {
+        guard style == .photo else { return Weather.clear.rawValue }
+        var rng = SplitMix64(seed: seed, stream: UInt64(index))
+        return drawWeather(&rng).rawValue
+    }
+
+    /// A synth weather as the captions' weather words say it (DGInStyle's prompts use
+    /// sunny, rainy, foggy, night, snowy).
+    public static func promptWeather(_ weather: String) -> String {
+        ["clear": "sunny", "rain": "rainy", "fog": "foggy"][weather] ?? weather
     }
 
     /// The palette of synthetic label files: Cityscapes label id -> its colour, so the files
@@ -111,6 +129,8 @@ public enum Synth {
             ("generator", .string("dginstyle synth")), ("layout", .string("gta5")), ("labels", .string("cityscapes label ids")),
             ("count", .int(count)), ("width", .int(width)), ("height", .int(height)),
             ("style", .string(style.rawValue)), ("seed", .string(String(seed))),
+            // Per image, so that captions can tell each photo's true weather.
+            ("weather", .object((0..<count).map { (fileName($0, count: count), .string(weather(index: $0, style: style, seed: seed))) })),
             ("class_pixels", .object(zip(Cityscapes.classNames, classPixels).map { ($0, .int($1)) })),
         ])
         try PNG.writeAtomically(staging + "/synth.json", Array((meta.pretty + "\n").utf8), durable: false)

@@ -1,0 +1,119 @@
+import DGCheckpoint
+import DGLayers
+import DGModels
+import DGTensor
+import Foundation
+
+/// What `TrainingRun` drives: one network learning by AdamW from a batch source, with
+/// checkpoints it can continue from exactly.
+public protocol RunnableTrainer: AnyObject {
+    /// Optimizer updates done.
+    var step: Int { get }
+    var options: TrainingOptions { get }
+    /// The trained model's component name ("unet", "controlnet", "vae"): the checkpoint
+    /// component and the exported model's file or folder name.
+    var modelName: String { get }
+    @discardableResult func trainStep() throws -> StepResult
+    func saveCheckpoint(to path: String, extra: JSON) throws
+    @discardableResult func restore(from path: String) throws -> JSON
+    /// The trained model as written at the end of the run.
+    func exportComponent() throws -> Component
+}
+
+/// The checkpoint file every trainer writes: the trainable weights (a component loadable as
+/// a model), the AdamW moments, and `training_state.json` (step, options, data-source state,
+/// `extra`). One implementation, so that every kind of training resumes the same way.
+struct TrainerState {
+    let name: String
+    let className: String
+    let config: JSON
+    let model: Module
+    let parameters: [(name: String, parameter: Parameter)]
+    let optimizer: AdamW
+    let options: TrainingOptions
+    let source: TrainingBatchSource
+
+    /// One native file, written atomically.
+    func save(to path: String, step: Int, extra: JSON) throws {
+        let w = try NativeWriter(path: path, kind: "training-checkpoint")
+        do {
+            var state: JSON = [
+                "format": "dginstyle-training-checkpoint", "version": 1, "target": .string(name),
+                "step": .int(step), "optimizer_step": .int(optimizer.step), "options": options.json,
+                "data": source.identity, "data_state": source.saveState(),
+                // Sums split by thread count: another count continues only to float rounding.
+                "threads": .int(Parallel.threads),
+            ]
+            for (k, v) in extra.objectPairs ?? [] { state.set(k, v) }
+            try w.addFile("training_state.json", Array((state.pretty + "\n").utf8))
+            try w.addFile(name + "/config.json", Array((config.pretty + "\n").utf8))
+            w.addComponent(name, className: className)
+            for (pname, p) in model.namedParameters() {
+                let t = p.value!.contiguous()
+                try t.withRawBytes { try w.addTensor(component: name, entry: TensorEntry(name: pname, dtype: t.dtype, shape: t.shape), bytes: $0) }
+            }
+            w.addComponent("optimizer", className: "AdamW")
+            for (i, (pname, _)) in parameters.enumerated() {
+                for (label, moment) in [("exp_avg", optimizer.firstMoments[i]), ("exp_avg_sq", optimizer.secondMoments[i])] {
+                    guard let m = moment?.contiguous() else { continue }
+                    try m.withRawBytes {
+                        try w.addTensor(component: "optimizer", entry: TensorEntry(name: label + "." + pname, dtype: m.dtype, shape: m.shape), bytes: $0)
+                    }
+                }
+            }
+            try w.finish()
+        } catch {
+            w.abort()
+            throw error
+        }
+    }
+
+    /// Checks that the options and the data agree with the checkpoint, then restores weights,
+    /// moments and the data source; changes nothing unless all of it reads back intact.
+    /// Returns the training state and its step.
+    func restore(from path: String) throws -> (JSON, Int) {
+        let file = try NativeFile(path: path)
+        let state: JSON
+        do { state = try JSON.parse(bytes: try file.file("training_state.json")) } catch let e as CheckpointError { throw e } catch {
+            throw CheckpointError(path, "training_state.json: \(error)")
+        }
+        guard state["format"]?.string == "dginstyle-training-checkpoint" else { throw CheckpointError(path, "is not a training checkpoint") }
+        guard state["target"]?.string == name else {
+            throw TrainingError.resume("\(path) is a checkpoint of \(state["target"]?.string ?? "?") training, not \(name)")
+        }
+        let conflicts = options.conflicts(with: state["options"] ?? .null)
+        if !conflicts.isEmpty {
+            throw TrainingError.resume("\(path) was made with other settings (\(conflicts.joined(separator: ", "))); resume with the same ones or start a new run")
+        }
+        if let data = state["data"], data != source.identity {
+            throw TrainingError.resume("\(path) was made on other data (\(data.compact)); this run reads \(source.identity.compact)")
+        }
+        guard let savedStep = state["step"]?.int, let optimizerStep = state["optimizer_step"]?.int else {
+            throw CheckpointError(path, "training_state.json has no step")
+        }
+        let weights = file.source(name)
+        let problems = compareToModel(weights.entries, model)
+        guard problems.isEmpty else { throw CheckpointError(path, "does not fit the model: \(problems.prefix(4).joined(separator: "; "))") }
+        let moments = file.source("optimizer")
+        let byName = Dictionary(uniqueKeysWithValues: moments.entries.map { ($0.name, $0) })
+        var values: [Tensor] = [], first: [Tensor?] = [], second: [Tensor?] = []
+        for (pname, p) in parameters {
+            values.append(try weights.tensor(pname).converted(to: .f32).copied())
+            for (label, list) in [("exp_avg", 0), ("exp_avg_sq", 1)] {
+                var m: Tensor?
+                if let e = byName[label + "." + pname] {
+                    guard e.shape == p.shape, e.dtype == .f32 else { throw CheckpointError(path, "optimizer state \(e.name) has shape \(e.shape) \(e.dtype.name)") }
+                    m = try moments.tensor(e.name).copied()
+                }
+                if list == 0 { first.append(m) } else { second.append(m) }
+            }
+        }
+        try source.restoreState(state["data_state"] ?? .null)
+        for ((_, p), v) in zip(parameters, values) {
+            p.value = v
+            p.grad = nil
+        }
+        optimizer.restore(step: optimizerStep, first: first, second: second)
+        return (state, savedStep)
+    }
+}
