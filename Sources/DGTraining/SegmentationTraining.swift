@@ -11,7 +11,7 @@ public struct SegmentationOptions: Equatable, Sendable {
     public var steps = 600
     public var batchSize = 8
     public var crop = 128
-    public var learningRate = 2e-3
+    public var learningRate = 5e-3
     public var weightDecay: Float = 1e-2
     /// Linear warm-up, then a half-cosine to 0 at `steps`.
     public var warmupSteps = 30
