@@ -160,6 +160,24 @@ public struct Tensor: @unchecked Sendable {
         let dst = out.rawPointer
         let rank = self.rank
         let shape = self.shape, strides = self.strides, base = offset
+        // Trailing dimensions laid out contiguously (a slice along a leading axis: a channel
+        // range of [N, C, H, W]) form runs that are copied whole.
+        var run = 1, inner = rank
+        while inner > 0 && strides[inner - 1] == run { run *= shape[inner - 1]; inner -= 1 }
+        if run >= 16 && inner > 0 {
+            let runBytes = run * size
+            Parallel.forEach(count / run, minimumChunk: Swift.max(1, 65536 / run)) { range in
+                for o in range {
+                    var rem = o, off = base
+                    for d in stride(from: inner - 1, through: 0, by: -1) {
+                        off += (rem % shape[d]) * strides[d]
+                        rem /= shape[d]
+                    }
+                    (dst + o * runBytes).copyMemory(from: src + off * size, byteCount: runBytes)
+                }
+            }
+            return
+        }
         Parallel.forEach(count, minimumChunk: 65536) { range in
             var index = [Int](repeating: 0, count: rank)
             var rem = range.lowerBound

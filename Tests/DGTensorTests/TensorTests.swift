@@ -17,6 +17,24 @@ final class TensorTests: XCTestCase {
         XCTAssertEqual(p.floats, [0, 2, 4, 6, 1, 3, 5, 7])
     }
 
+    /// A channel range of [N, C, H, W] is copied in whole runs of H W; an offset view and a
+    /// view whose inner dimension is strided take the element-wise path. Both must agree with
+    /// indexing by hand.
+    func testContiguousCopyOfSlicesAndOffsets() {
+        let (n, c, h, w) = (2, 5, 4, 8)
+        let t = Tensor(shape: [n, c, h, w], floats: (0..<(n * c * h * w)).map(Float.init))
+        let s = t.slice(axis: 1, 1..<4)
+        XCTAssertFalse(s.isContiguous)
+        var expected: [Float] = []
+        for i in 0..<n { for ch in 1..<4 { for p in 0..<(h * w) { expected.append(Float((i * c + ch) * h * w + p)) } } }
+        XCTAssertEqual(s.contiguous().floats, expected)
+        let inner = t.slice(axis: 3, 2..<5)
+        var expectedInner: [Float] = []
+        for i in 0..<(n * c * h) { for x in 2..<5 { expectedInner.append(Float(i * w + x)) } }
+        XCTAssertEqual(inner.contiguous().floats, expectedInner)
+        XCTAssertEqual(t.slice(axis: 0, 1..<2).slice(axis: 1, 4..<5).contiguous().floats, (0..<(h * w)).map { Float((c + 4) * h * w + $0) })
+    }
+
     func testConversionsRoundTrip() {
         let values: [Float] = [0, -0.0, 1, -2.5, 65504, 1e-8, 3.14159, -1e30, .infinity]
         let t = Tensor(shape: [values.count], floats: values)

@@ -1,0 +1,123 @@
+import DGCheckpoint
+import Foundation
+
+/// Pixel counts of (ground-truth class, predicted class) over an evaluated set. Pixels whose
+/// ground truth is not a class (255 = ignore, or any id >= classes) are not counted;
+/// predictions are always classes.
+public struct ConfusionMatrix: Equatable, Sendable {
+    public let classes: Int
+    /// Row-major [truth][prediction].
+    public private(set) var counts: [Int]
+
+    public init(classes: Int) {
+        self.classes = classes
+        counts = [Int](repeating: 0, count: classes * classes)
+    }
+
+    public subscript(truth: Int, predicted: Int) -> Int { counts[truth * classes + predicted] }
+
+    /// Adds one image's pixels (the two arrays are the same pixels in the same order).
+    public mutating func add(truth: [UInt8], predicted: [UInt8]) {
+        let c = classes
+        counts.withUnsafeMutableBufferPointer { m in
+            for (t, p) in zip(truth, predicted) where Int(t) < c && Int(p) < c { m[Int(t) * c + Int(p)] += 1 }
+        }
+    }
+
+    /// Pixels of each class in the ground truth (row sums).
+    public var truthPixels: [Int] { (0..<classes).map { t in (0..<classes).reduce(0) { $0 + self[t, $1] } } }
+    /// Pixels predicted as each class (column sums).
+    public var predictedPixels: [Int] { (0..<classes).map { p in (0..<classes).reduce(0) { $0 + self[$1, p] } } }
+    public var totalPixels: Int { counts.reduce(0, +) }
+
+    /// Intersection over union of each class, TP / (TP + FP + FN); nil for a class absent from
+    /// the ground truth (its IoU would only measure false positives, or be 0/0).
+    public var iou: [Double?] {
+        let truth = truthPixels, predicted = predictedPixels
+        return (0..<classes).map { c in
+            guard truth[c] > 0 else { return nil }
+            let tp = self[c, c]
+            return Double(tp) / Double(truth[c] + predicted[c] - tp)
+        }
+    }
+
+    /// Mean IoU over the classes present in the ground truth (the convention of this project's
+    /// reports; nil when no pixel was counted).
+    public var meanIoU: Double? {
+        let present = iou.compactMap { $0 }
+        return present.isEmpty ? nil : present.reduce(0, +) / Double(present.count)
+    }
+
+    /// Mean IoU over every class whose union is not empty (mmsegmentation's nanmean): also
+    /// counts, with IoU 0, a class absent from the ground truth but predicted somewhere. Only
+    /// classes neither present nor predicted (0/0 = NaN) are excluded.
+    public var meanIoUOverPredictedOrPresent: Double? {
+        let truth = truthPixels, predicted = predictedPixels
+        var values: [Double] = []
+        for c in 0..<classes {
+            let union = truth[c] + predicted[c] - self[c, c]
+            if union > 0 { values.append(Double(self[c, c]) / Double(union)) }
+        }
+        return values.isEmpty ? nil : values.reduce(0, +) / Double(values.count)
+    }
+
+    /// Correctly classified pixels / counted pixels.
+    public var pixelAccuracy: Double? {
+        let total = totalPixels
+        return total == 0 ? nil : Double((0..<classes).reduce(0) { $0 + self[$1, $1] }) / Double(total)
+    }
+}
+
+/// The report `segment eval` prints: one JSON object.
+public struct SegmentationReport {
+    public var confusion: ConfusionMatrix
+    public var classNames: [String]
+    public var images: Int
+    public var model: String
+    public var data: [String]
+    public var seconds: Double
+
+    public init(confusion: ConfusionMatrix, classNames: [String], images: Int, model: String, data: [String], seconds: Double) {
+        self.confusion = confusion
+        self.classNames = classNames
+        self.images = images
+        self.model = model
+        self.data = data
+        self.seconds = seconds
+    }
+
+    public var json: JSON {
+        func number(_ v: Double?) -> JSON { v.map { .double(($0 * 1e6).rounded() / 1e6) } ?? .null }
+        let iou = confusion.iou, truth = confusion.truthPixels, predicted = confusion.predictedPixels
+        return [
+            "model": .string(model), "data": .array(data.map { .string($0) }), "images": .int(images),
+            "pixels": .int(confusion.totalPixels),
+            "miou": number(confusion.meanIoU),
+            "miou_convention": "mean over the classes present in the ground truth of the evaluated set",
+            "miou_nonempty_union": number(confusion.meanIoUOverPredictedOrPresent),
+            "classes_present": .int(iou.compactMap { $0 }.count),
+            "pixel_accuracy": number(confusion.pixelAccuracy),
+            "iou": .object(zip(classNames, iou).map { ($0, number($1)) }),
+            "class_pixels": .object(classNames.indices.map {
+                (classNames[$0], ["truth": .int(truth[$0]), "predicted": .int(predicted[$0])] as JSON)
+            }),
+            "confusion": .array((0..<confusion.classes).map { t in .array((0..<confusion.classes).map { .int(confusion[t, $0]) }) }),
+            "seconds": .double((seconds * 1000).rounded() / 1000),
+        ]
+    }
+
+    /// A table for people: per-class IoU, then the means.
+    public var text: String {
+        var lines = ["\(model) on \(data.joined(separator: ", ")): \(images) images, \(confusion.totalPixels) labelled pixels"]
+        let truth = confusion.truthPixels
+        for (c, v) in confusion.iou.enumerated() {
+            let name = classNames[c].padding(toLength: 14, withPad: " ", startingAt: 0)
+            lines.append("  \(name) " + (v.map { String(format: "%6.2f", $0 * 100) } ?? "     -") + String(format: "  (%d px)", truth[c]))
+        }
+        func pct(_ v: Double?) -> String { v.map { String(format: "%.2f", $0 * 100) } ?? "-" }
+        lines.append("mIoU \(pct(confusion.meanIoU)) (over the \(confusion.iou.compactMap { $0 }.count) classes present in the ground truth)")
+        lines.append("mIoU \(pct(confusion.meanIoUOverPredictedOrPresent)) (over classes present or predicted)")
+        lines.append("pixel accuracy \(pct(confusion.pixelAccuracy))")
+        return lines.joined(separator: "\n")
+    }
+}

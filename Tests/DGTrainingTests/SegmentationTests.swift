@@ -1,0 +1,177 @@
+import DGCheckpoint
+import DGData
+import DGLayers
+import DGModels
+import DGTensor
+import Foundation
+import XCTest
+@testable import DGTraining
+
+final class SegmentationTests: XCTestCase {
+    var dir = ""
+
+    override func setUpWithError() throws {
+        dir = NSTemporaryDirectory() + "dginstyle-seg-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() { try? FileManager.default.removeItem(atPath: dir) }
+
+    // MARK: metrics
+
+    func testIoUAndMeansOfHandMadeMasks() {
+        // Six pixels, four classes; the last pixel is ignored (its prediction 2 does not count).
+        var m = ConfusionMatrix(classes: 4)
+        m.add(truth: [0, 0, 1, 1, 2, 255], predicted: [0, 1, 1, 1, 0, 2])
+        XCTAssertEqual(m.totalPixels, 5)
+        XCTAssertEqual(m.truthPixels, [2, 2, 1, 0])
+        XCTAssertEqual(m.predictedPixels, [2, 3, 0, 0])
+        // class 0: TP 1, FP 1 (pixel 4), FN 1 (pixel 1) -> 1/3; class 1: TP 2, FP 1 -> 2/3;
+        // class 2: TP 0, FN 1 -> 0; class 3 is absent from the truth and never predicted.
+        let iou = m.iou
+        XCTAssertEqual(iou[0]!, 1.0 / 3, accuracy: 1e-12)
+        XCTAssertEqual(iou[1]!, 2.0 / 3, accuracy: 1e-12)
+        XCTAssertEqual(iou[2]!, 0)
+        XCTAssertNil(iou[3])
+        XCTAssertEqual(m.meanIoU!, 1.0 / 3, accuracy: 1e-12)
+        XCTAssertEqual(m.meanIoUOverPredictedOrPresent!, 1.0 / 3, accuracy: 1e-12)
+        XCTAssertEqual(m.pixelAccuracy!, 3.0 / 5, accuracy: 1e-12)
+
+        // A class predicted but absent from the truth: left out of mIoU (present classes), counted
+        // with IoU 0 by the non-empty-union mean.
+        var p = ConfusionMatrix(classes: 4)
+        p.add(truth: [0, 0], predicted: [0, 3])
+        XCTAssertNil(p.iou[3])
+        XCTAssertEqual(p.meanIoU!, 0.5, accuracy: 1e-12)
+        XCTAssertEqual(p.meanIoUOverPredictedOrPresent!, 0.25, accuracy: 1e-12)
+
+        var empty = ConfusionMatrix(classes: 4)
+        empty.add(truth: [255, 255], predicted: [0, 1])
+        XCTAssertNil(empty.meanIoU)
+        XCTAssertNil(empty.pixelAccuracy)
+    }
+
+    func testReportNamesClassesAndWritesNullForAbsentOnes() throws {
+        var m = ConfusionMatrix(classes: 3)
+        m.add(truth: [0, 1, 1], predicted: [0, 1, 0])
+        let report = SegmentationReport(confusion: m, classNames: ["road", "sky", "car"], images: 1, model: "m", data: ["d"], seconds: 0)
+        let json = try JSON.parse(report.json.compact)
+        XCTAssertEqual(json["iou"]?["road"]?.double ?? -1, 0.5, accuracy: 1e-6)
+        XCTAssertEqual(json["iou"]?["sky"]?.double ?? -1, 0.5, accuracy: 1e-6)
+        XCTAssertEqual(json["iou"]?["car"], .null)
+        XCTAssertEqual(json["miou"]?.double ?? -1, 0.5, accuracy: 1e-6)
+        XCTAssertEqual(json["pixel_accuracy"]?.double ?? -1, 2.0 / 3, accuracy: 1e-6)
+        XCTAssertEqual(json["confusion"], [[1, 0, 0], [1, 1, 0], [0, 0, 0]])
+    }
+
+    // MARK: model
+
+    func testSegmenterShapesNamesAndSaveLoad() throws {
+        let model = Segmenter(SegmenterConfig(classNames: Cityscapes.classNames))
+        let names = model.namedParameters().map(\.name)
+        XCTAssertTrue(names.contains("down_blocks.0.conv1.weight"))
+        XCTAssertTrue(names.contains("down_blocks.3.downsample.weight"))
+        XCTAssertFalse(names.contains("down_blocks.0.downsample.weight"))
+        XCTAssertTrue(names.contains("up_blocks.2.conv1.weight"))
+        XCTAssertEqual(model.up_blocks[2].conv1.weight.shape, [16, 32, 3, 3])
+        XCTAssertEqual(model.conv_out.weight.shape, [19, 16, 1, 1])
+        model.initializeParameters(seed: 3)
+        let x = Tensor(shape: [1, 3, 16, 24], floats: (0..<(3 * 16 * 24)).map { Float($0 % 17) / 8 - 1 })
+        XCTAssertEqual(Autograd.noGrad { model(Var(x)) }.shape, [1, 19, 16, 24])
+        // Sides that are no multiple of 8 are padded inside predict; the answer has the image's size.
+        let odd = Tensor(shape: [1, 3, 13, 21], floats: (0..<(3 * 13 * 21)).map { Float($0 % 5) / 3 - 0.5 })
+        XCTAssertEqual(model.predict(odd).count, 13 * 21)
+
+        let path = dir + "/s.dginstyle"
+        try model.save(to: path)
+        let loaded = try Segmenter.load(from: path)
+        XCTAssertEqual(loaded.config, model.config)
+        XCTAssertEqual(loaded.predict(odd), model.predict(odd))
+        XCTAssertThrowsError(try Segmenter.load(from: dir + "/missing.dginstyle"))
+    }
+
+    // MARK: training
+
+    func writeData(_ name: String, count: Int, seed: UInt64) throws -> String {
+        let root = dir + "/" + name
+        try Synth.writeDataset(to: root, count: count, width: 64, height: 32, style: .game, seed: seed, progress: false)
+        return root
+    }
+
+    func options(steps: Int) -> SegmentationOptions {
+        var o = SegmentationOptions()
+        o.steps = steps
+        o.batchSize = 2
+        o.crop = 32
+        o.warmupSteps = 0
+        o.learningRate = 3e-3
+        o.seed = 5
+        return o
+    }
+
+    func trainer(_ data: SegmentationData, steps: Int) throws -> SegmentationTrainer {
+        var config = SegmenterConfig(classNames: Cityscapes.classNames)
+        config.blockOutChannels = [8, 16, 16]
+        let model = Segmenter(config)
+        model.initializeParameters(seed: 1)
+        return try SegmentationTrainer(model: model, crops: SegmentationCrops(data: data, crop: 32, seed: 5), options: options(steps: steps))
+    }
+
+    /// A few updates on two small synthetic images lower the loss on a fixed batch of their crops.
+    func testAFewStepsLowerTheLoss() throws {
+        let data = try SegmentationData(roots: [try writeData("a", count: 2, seed: 1)])
+        let t = try trainer(data, steps: 25)
+        let fixed = try t.crops.batch(firstSample: 1000, count: 4)
+        func loss() -> Float {
+            Autograd.noGrad { crossEntropy(t.model(Var(fixed.pixels)), targets: fixed.targets) }.value.floats[0]
+        }
+        let before = loss()
+        for _ in 0..<25 { try t.trainStep() }
+        let after = loss()
+        XCTAssertLessThan(after, before * 0.8, "loss \(before) -> \(after)")
+    }
+
+    /// Crops mix both folders, come from streams keyed by the sample index (the same k gives the
+    /// same crop), and hold only train ids or 255.
+    func testCropsPoolFoldersAndAreReproducible() throws {
+        let data = try SegmentationData(roots: [try writeData("a", count: 3, seed: 1), try writeData("b", count: 2, seed: 2)])
+        XCTAssertEqual(data.counts, [3, 2])
+        let crops = SegmentationCrops(data: data, crop: 32, seed: 9)
+        let again = SegmentationCrops(data: data, crop: 32, seed: 9)
+        for k in [0, 7, 31] { XCTAssertEqual(try crops.sample(k).1, try again.sample(k).1) }
+        let b = try crops.batch(firstSample: 0, count: 6)
+        XCTAssertEqual(b.pixels.shape, [6, 3, 32, 32])
+        XCTAssertTrue(b.targets.allSatisfy { $0 < 19 || $0 == 255 })
+        // A crop larger than the image is padded with ignored pixels.
+        let big = SegmentationCrops(data: data, crop: 72, seed: 9)
+        let (_, labels) = try big.sample(0)
+        XCTAssertEqual(labels.width, 72)
+        XCTAssertTrue(labels.ids[(72 - 1) * 72] == 255)   // row 71 lies below the 32-pixel image
+    }
+
+    /// Stopped after a checkpoint and resumed, a run ends with the same weights as one that ran through.
+    func testResumeGivesTheSameWeights() throws {
+        let data = try SegmentationData(roots: [try writeData("a", count: 2, seed: 1)])
+        func run(_ out: String, stopAfter: Int?, resume: Bool) throws -> SegmentationRun {
+            var s = RunSettings(output: out)
+            s.checkpointEvery = 3
+            s.progress = false
+            s.resume = resume
+            s.stopAfter = stopAfter
+            let r = SegmentationRun(trainer: try trainer(data, steps: 6), settings: s)
+            _ = try r.run()
+            return r
+        }
+        _ = try run(dir + "/straight", stopAfter: nil, resume: false)
+        let first = try run(dir + "/split", stopAfter: 3, resume: false)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: first.modelPath))
+        XCTAssertThrowsError(try run(dir + "/split", stopAfter: nil, resume: false))   // checkpoints there: needs --resume
+        _ = try run(dir + "/split", stopAfter: nil, resume: true)
+        let a = try Segmenter.load(from: dir + "/straight/" + SegmentationRun.modelName)
+        let b = try Segmenter.load(from: dir + "/split/" + SegmentationRun.modelName)
+        for ((name, p), (_, q)) in zip(a.namedParameters(), b.namedParameters()) {
+            XCTAssertEqual(p.value!.floats, q.value!.floats, name)
+        }
+        XCTAssertEqual(MetricsLog(path: dir + "/split/metrics.jsonl").records().compactMap { $0["step"]?.int }, [1, 2, 3, 4, 5, 6])
+    }
+}
