@@ -7,7 +7,7 @@ struct DGInStyle: ParsableCommand {
         commandName: "dginstyle",
         abstract: "Convert, fine-tune and sample Stable Diffusion 1.5 + ControlNet for DGInStyle data generation.",
         subcommands: [Inspect.self, Convert.self, Parity.self, SynthCommand.self, FinetuneUNet.self, TrainControlNet.self,
-                      Sample.self, Generate.self, Swap.self, Bench.self])
+                      Sample.self, Generate.self, Swap.self, Demo.self, Measure.self, Bench.self])
 }
 
 /// Prints to standard output in one write (progress bars share the terminal on stderr).
