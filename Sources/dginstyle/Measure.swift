@@ -215,7 +215,16 @@ enum ExperimentReport {
         return (m, v.squareRoot())
     }
 
-    static func markdown(_ r: JSON) -> String {
+    /// The same value with every null member of an object removed: a step that did not run
+    /// reads as absent, like one the script left out.
+    static func withoutNulls(_ j: JSON) -> JSON {
+        if let pairs = j.objectPairs { return .object(pairs.filter { !$0.1.isNull }.map { ($0.0, withoutNulls($0.1)) }) }
+        if let items = j.array { return .array(items.map(withoutNulls)) }
+        return j
+    }
+
+    static func markdown(_ results: JSON) -> String {
+        let r = withoutNulls(results)
         var md = "# Experiment results\n\n"
         if let s = r["settings"], let pairs = s.objectPairs, !pairs.isEmpty {
             md += "Settings: " + pairs.map { "\($0.0) = \($0.1.string ?? $0.1.compact)" }.joined(separator: ", ") + "\n\n"

@@ -137,6 +137,7 @@ final class DemoCommandTests: XCTestCase, CommandRunning {
         XCTAssertTrue(r.stdout.contains("| pole | 0.100 | 0.150 | +0.050 |"), r.stdout)
         XCTAssertTrue(r.stdout.contains("| traffic light | – | – | – |"), r.stdout)
         XCTAssertTrue(r.stdout.contains("| game source only | 0.200 | 0.300 | 0.250 ± 0.071 |"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("| source + generated (Style Swap + MRLF) | 0.300 | 0.400 | 0.350 ± 0.071 |"), r.stdout)
         XCTAssertTrue(r.stdout.contains("Difference of the means: +0.100 mIoU"), r.stdout)
         XCTAssertTrue(r.stdout.contains("held-out accuracy 0.950"), r.stdout)
 
