@@ -105,6 +105,15 @@ struct Demo: ParsableCommand {
         try checkModel(pipeline, "--pipeline")
         try checkModel(unetSource, "--unet-source")
         try checkModel(controlnet, "--controlnet")
+        // Every model is loaded and checked before anything is written or removed.
+        let sourcePipe = try ControlNetPipeline(pipeline: pipeline, controlnet: controlnet, unet: unetSource)
+        let swapPipe = try ControlNetPipeline(pipeline: pipeline, controlnet: controlnet)
+        guard let cn = swapPipe.controlnet, cn.conditioning_channels == Cityscapes.classCount + 1 else {
+            throw GenerationError("\(controlnet): the ControlNet takes \(swapPipe.controlnet?.conditioning_channels ?? 0) condition channels, not the \(Cityscapes.classCount + 1) of one-hot Cityscapes labels")
+        }
+        guard resolution % swapPipe.sizeMultiple == 0 else {
+            throw GenerationError("--resolution \(resolution) is not a multiple of \(swapPipe.sizeMultiple) (the VAE's and UNet's downsampling)")
+        }
         let fm = FileManager.default
         let jobs = DemoVariant.all.map(job)
         if overwrite {
@@ -117,9 +126,6 @@ struct Demo: ParsableCommand {
                 }
             }
         }
-        // Every model is loaded and checked before anything is written.
-        let sourcePipe = try ControlNetPipeline(pipeline: pipeline, controlnet: controlnet, unet: unetSource)
-        let swapPipe = try ControlNetPipeline(pipeline: pipeline, controlnet: controlnet)
 
         let start = Date()
         try Synth.writeDataset(to: out + "/masks", count: count, width: size[0], height: size[1], style: .game, seed: seed,
