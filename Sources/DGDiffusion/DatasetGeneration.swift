@@ -214,7 +214,11 @@ public final class DatasetGenerator {
 
     /// Renders this shard's unfinished items, then rewrites generation.jsonl. Inputs, models and
     /// the settings of an existing output folder are checked before anything is written.
-    public func run(progress: Bool = true, log: (String) -> Void = { _ in }) throws -> Summary {
+    /// `loaded`, when given, is the job's pipeline already assembled from the job's paths (a caller
+    /// running several jobs on the same models loads them once); `progressLabel` names the bar.
+    @discardableResult
+    public func run(progress: Bool = true, progressLabel: String = "generate", loaded: ControlNetPipeline? = nil,
+                    log: (String) -> Void = { _ in }) throws -> Summary {
         let fm = FileManager.default
         let existing = try runSettingsMatch()
         let items = shardItems
@@ -225,7 +229,7 @@ public final class DatasetGenerator {
         }
         var pipe: ControlNetPipeline?
         if !pending.isEmpty {
-            let p = try ControlNetPipeline(pipeline: job.pipeline, controlnet: job.controlnet, unet: job.unet)
+            let p = try loaded ?? ControlNetPipeline(pipeline: job.pipeline, controlnet: job.controlnet, unet: job.unet)
             guard let cn = p.controlnet else { throw GenerationError("\(job.pipeline): has no ControlNet; pass --controlnet") }
             guard cn.conditioning_channels == Cityscapes.classCount + 1 else {
                 throw GenerationError("\(job.controlnet ?? job.pipeline): the ControlNet takes \(cn.conditioning_channels) condition channels, not the \(Cityscapes.classCount + 1) of one-hot Cityscapes labels")
@@ -242,7 +246,7 @@ public final class DatasetGenerator {
         }
         if !existing { try writeFileAtomically(job.out + "/run.json", Array((job.settings.pretty + "\n").utf8)) }
         if let pipe {
-            let bar = ProgressBar("generate", total: Double(pending.count), unit: " img", enabled: progress)
+            let bar = ProgressBar(progressLabel, total: Double(pending.count), unit: " img", enabled: progress)
             for (k, item) in pending.enumerated() {
                 try render(item, pipe) { fraction in bar.update(Double(k) + fraction) }
                 summary.generated += 1

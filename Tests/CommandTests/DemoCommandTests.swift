@@ -1,0 +1,153 @@
+import Foundation
+import XCTest
+
+/// `demo` and `measure` as a user runs them.
+final class DemoCommandTests: XCTestCase, CommandRunning {
+    static let tiny = CommandTests.fixtures + "/sd-tiny"
+
+    func run(_ arguments: [String], in directory: String) throws -> CommandResult {
+        let p = try process(arguments)
+        p.currentDirectoryURL = URL(fileURLWithPath: directory)
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return CommandResult(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    /// PNG width and height from the IHDR chunk.
+    func pngSize(_ path: String) throws -> (Int, Int) {
+        let d = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        func be(_ i: Int) -> Int { d[i..<(i + 4)].reduce(0) { $0 << 8 | Int($1) } }
+        return (be(16), be(20))
+    }
+
+    /// The demo on the fixture models: three dataset folders of the same items, and a contact
+    /// sheet of one row per item and four columns under a title strip; a rerun reuses everything;
+    /// other settings in the same folder are refused without touching it; missing shipped models
+    /// are named with what makes them.
+    func testDemoOnFixtureModels() throws {
+        let dir = scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let models = ["--pipeline", Self.tiny + "/tiny-sd", "--unet-source", Self.tiny + "/tiny-sd", "--controlnet", Self.tiny + "/tiny-controlnet"]
+        let args = ["demo", "--out", dir + "/demo", "--count", "2", "--steps", "2", "--resolution", "64", "--mask-size", "128x64"] + models
+        var r = try run(args)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        for folder in ["a-source-unet", "b-style-swap", "c-style-swap-mrlf"] {
+            let images = try FileManager.default.contentsOfDirectory(atPath: "\(dir)/demo/\(folder)/images").sorted()
+            XCTAssertEqual(images, ["000000_00001.png", "000001_00002.png"], folder)
+            let log = try String(contentsOfFile: "\(dir)/demo/\(folder)/generation.jsonl", encoding: .utf8)
+            XCTAssertEqual(log.split(separator: "\n").count, 2, folder)
+            XCTAssertTrue(log.contains("\"mrlf\":\(folder.hasSuffix("mrlf"))"), folder)
+        }
+        // Same crops and prompts in every variant: the columns differ only by the generator.
+        func records(_ folder: String) throws -> [String] {
+            try String(contentsOfFile: "\(dir)/demo/\(folder)/generation.jsonl", encoding: .utf8).split(separator: "\n").map { line in
+                let o = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+                return "\(o["crop"]!) \(o["prompt"]!) \(o["seed"]!)"
+            }
+        }
+        XCTAssertEqual(try records("a-source-unet"), try records("c-style-swap-mrlf"))
+        let (w, h) = try pngSize(dir + "/demo/contact-sheet.png")
+        // 4 columns of 64 px with 2-px gaps; an 11-px title strip and 2 rows of 64 px, each under a 2-px gap.
+        XCTAssertEqual(w, 4 * 64 + 3 * 2)
+        XCTAssertEqual(h, 11 + 2 * (64 + 2))
+        XCTAssertTrue(r.stdout.contains("mask R²"), r.stdout)
+
+        r = try run(args)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(r.stdout.components(separatedBy: "0 generated, 2 reused").count - 1, 3, r.stdout)
+
+        let sheet = try Data(contentsOf: URL(fileURLWithPath: dir + "/demo/contact-sheet.png"))
+        r = try run(args + ["--seed", "5"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.contains("--overwrite") && r.stderr.split(separator: "\n").count == 1, r.stderr)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "/demo/contact-sheet.png")), sheet)
+
+        // The shipped defaults are relative to the working directory: from an empty one, none exists.
+        r = try run(["demo", "--out", dir + "/none"], in: dir)
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.contains("weights/tiny-sd.dginstyle: not found") && r.stderr.contains("recipes/"), r.stderr)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+        r = try run(["demo", "--out", dir + "/none", "--pipeline", Self.tiny + "/tiny-sd", "--unet-source", Self.tiny + "/tiny-sd"], in: dir)
+        XCTAssertTrue(r.stderr.contains("weights/tiny-controlnet.dginstyle: not found"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/none"))
+    }
+
+    /// `measure style` tells synth photo renders from game renders on images it never saw, and
+    /// `measure masks` finds game renders (flat colours per object) closer to their masks than
+    /// photo renders of the same scenes (light, texture, weather).
+    func testMeasureStyleAndMasksOnSynth() throws {
+        let dir = scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for (name, style, seed) in [("photo", "photo", "1"), ("game", "game", "2"), ("photo-test", "photo", "3"), ("game-test", "game", "3")] {
+            let r = try run(["synth", "--out", "\(dir)/\(name)", "--count", name.hasSuffix("test") ? "8" : "24", "--size", "128x64", "--style", style, "--seed", seed])
+            XCTAssertEqual(r.status, 0, r.stderr)
+        }
+        var r = try run(["measure", "style", "--photo", dir + "/photo", "--game", dir + "/game", "--images", dir + "/photo-test",
+                         "--images", dir + "/game-test", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let o = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        let classifier = o["classifier"] as! [String: Any]
+        XCTAssertGreaterThanOrEqual(classifier["held_out_accuracy"] as! Double, 0.9)
+        let sets = o["sets"] as! [[String: Any]]
+        XCTAssertEqual(sets.map { $0["name"] as! String }, ["photo-test", "game-test"])
+        XCTAssertGreaterThan(sets[0]["mean_p_photo"] as! Double, 0.8)
+        XCTAssertLessThan(sets[1]["mean_p_photo"] as! Double, 0.2)
+        XCTAssertGreaterThan(sets[0]["photo_closeness"] as! Double, sets[1]["photo_closeness"] as! Double)
+
+        r = try run(["measure", "masks", "--images", dir + "/game-test", "--images", dir + "/photo-test", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let masks = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [[String: Any]]
+        XCTAssertEqual(masks.map { $0["count"] as! Int }, [8, 8])
+        XCTAssertGreaterThan(masks[0]["mean"] as! Double, masks[1]["mean"] as! Double)
+
+        r = try run(["measure", "masks", "--images", dir + "/nothing"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.contains("nothing") && r.stderr.split(separator: "\n").count == 1, r.stderr)
+        r = try run(["measure", "style", "--photo", dir + "/photo", "--game", dir + "/nothing", "--images", dir + "/photo"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.contains("nothing: no such folder"), r.stderr)
+    }
+
+    /// `measure report` turns results.json into the three claims' tables, and says which
+    /// sections did not run.
+    func testMeasureReport() throws {
+        let dir = scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        func eval(_ miou: Double, _ pole: Double?) -> String {
+            "{\"miou\": \(miou), \"pixel_accuracy\": 0.8, \"iou\": {\"road\": 0.9, \"pole\": \(pole.map { "\($0)" } ?? "null"), \"person\": 0.25}}"
+        }
+        let results = """
+        {"settings": {"quick": true},
+         "style": {"classifier": {"held_out_accuracy": 0.95, "held_out": 20, "train": 60},
+                   "sets": [{"name": "a-source-unet", "count": 10, "mean_p_photo": 0.2, "photo_share": 0.1, "photo_closeness": 0.3},
+                            {"name": "b-style-swap", "count": 10, "mean_p_photo": 0.7, "photo_share": 0.8, "photo_closeness": 0.6}]},
+         "masks": {"a-source-unet": {"count": 10, "mean": 0.41, "median": 0.4}, "b-style-swap": {"count": 10, "mean": 0.39, "median": 0.38}},
+         "mrlf": {"oracle": \(eval(0.6, 0.3)), "without": \(eval(0.3, 0.1)), "with": \(eval(0.35, 0.15))},
+         "generalisation": {"seeds": ["1", "2"], "source_only": [\(eval(0.2, nil)), \(eval(0.3, nil))],
+                            "source_plus_generated": [\(eval(0.3, nil)), \(eval(0.4, nil))]}}
+        """
+        try results.write(toFile: dir + "/results.json", atomically: true, encoding: .utf8)
+        var r = try run(["measure", "report", dir + "/results.json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("| (b) Style Swap: ControlNet on U^P | 10 | 0.700 | 80.0% | 0.600 | 0.390 | 0.380 |"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("| pole | 0.100 | 0.150 | +0.050 |"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("| traffic light | – | – | – |"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("| game source only | 0.200 | 0.300 | 0.250 ± 0.071 |"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("| source + generated (Style Swap + MRLF) | 0.300 | 0.400 | 0.350 ± 0.071 |"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("Difference of the means: +0.100 mIoU"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("held-out accuracy 0.950"), r.stdout)
+
+        try "{\"style\": {\"sets\": []}}".write(toFile: dir + "/partial.json", atomically: true, encoding: .utf8)
+        r = try run(["measure", "report", dir + "/partial.json", "--out", dir + "/partial.md"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(try String(contentsOfFile: dir + "/partial.md", encoding: .utf8).components(separatedBy: "Not run.").count - 1, 3)
+        try "{".write(toFile: dir + "/bad.json", atomically: true, encoding: .utf8)
+        r = try run(["measure", "report", dir + "/bad.json"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.contains("bad.json: invalid JSON"), r.stderr)
+    }
+}
