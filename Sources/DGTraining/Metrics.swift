@@ -33,6 +33,19 @@ public struct CheckpointStore {
         return old
     }
 
+    /// The state restored from the newest checkpoint that reads back intact (an older one,
+    /// with a warning, if the newest is damaged); nil when there is none.
+    public func restoreNewest(log: (String) -> Void, _ restore: (String) throws -> JSON) throws -> JSON? {
+        for (_, path) in list().reversed() {
+            do {
+                return try restore(path)
+            } catch let e as CheckpointError {
+                log("warning: skipping \(path): \(e)")
+            }
+        }
+        return nil
+    }
+
     /// Temporary files of checkpoint writes that a killed process left behind.
     @discardableResult
     public func removeAbandonedWrites() -> Int {
@@ -74,6 +87,16 @@ public final class MetricsLog {
     public func records() -> [JSON] {
         guard let data = FileManager.default.contents(atPath: path) else { return [] }
         return data.split(separator: UInt8(ascii: "\n")).compactMap { try? JSON.parse(bytes: $0) }
+    }
+
+    /// The loss of every update so far as an SVG curve, written atomically; a plot that cannot be
+    /// written is not worth stopping a run for.
+    public func writeLossPlot(to file: String, title: String) {
+        let points = records().compactMap { r -> (Int, Double)? in
+            guard let s = r["step"]?.int, let l = r["loss"]?.double else { return nil }
+            return (s, l)
+        }
+        try? writeFileAtomically(file, Array(LossPlot.svg(points, title: title).utf8))
     }
 
     /// Drops records of steps after `step` (logged by a run that was killed before its next

@@ -168,26 +168,9 @@ public final class TrainingRun {
         store.list().first { $0.path == path }?.step ?? -1
     }
 
-    /// The newest checkpoint that reads back intact (an older one if the newest is damaged).
-    func restoreNewest() throws -> JSON? {
-        for (_, path) in store.list().reversed() {
-            do {
-                return try trainer.restore(from: path)
-            } catch let e as CheckpointError {
-                log("warning: skipping \(path): \(e)")
-            }
-        }
-        return nil
-    }
+    func restoreNewest() throws -> JSON? { try store.restoreNewest(log: log, trainer.restore(from:)) }
 
-    func writePlot() {
-        let points = metrics.records().compactMap { r -> (Int, Double)? in
-            guard let s = r["step"]?.int, let l = r["loss"]?.double else { return nil }
-            return (s, l)
-        }
-        let svg = LossPlot.svg(points, title: "\(settings.label): training loss")
-        try? writeFileAtomically(settings.output + "/loss.svg", Array(svg.utf8))
-    }
+    func writePlot() { metrics.writeLossPlot(to: settings.output + "/loss.svg", title: "\(settings.label): training loss") }
 
     /// What an export killed midway leaves: its staging folder or file, and the previous
     /// model it was replacing (the export is redone on resume).

@@ -59,12 +59,7 @@ public final class SegmentationTrainer {
         self.crops = crops
         self.options = options
         parameters = model.namedParameters()
-        for (name, p) in parameters {
-            guard let v = p.value else { throw TrainingError.badInput("parameter \(name) has no value") }
-            if v.dtype != .f32 { p.value = v.converted(to: .f32) }
-            p.requiresGrad = true
-            p.grad = nil
-        }
+        try makeTrainable(parameters)
         optimizer = AdamW(parameters.map(\.parameter), learningRate: Float(options.learningRate), weightDecay: options.weightDecay)
     }
 
@@ -272,24 +267,9 @@ public final class SegmentationRun {
                           model: finished ? modelPath : nil, seconds: Date().timeIntervalSince(started))
     }
 
-    func restoreNewest() throws -> JSON? {
-        for (_, path) in store.list().reversed() {
-            do {
-                return try trainer.restore(from: path)
-            } catch let e as CheckpointError {
-                log("warning: skipping \(path): \(e)")
-            }
-        }
-        return nil
-    }
+    func restoreNewest() throws -> JSON? { try store.restoreNewest(log: log, trainer.restore(from:)) }
 
-    func writePlot() {
-        let points = metrics.records().compactMap { r -> (Int, Double)? in
-            guard let s = r["step"]?.int, let l = r["loss"]?.double else { return nil }
-            return (s, l)
-        }
-        try? writeFileAtomically(settings.output + "/loss.svg", Array(LossPlot.svg(points, title: "\(settings.label): cross-entropy").utf8))
-    }
+    func writePlot() { metrics.writeLossPlot(to: settings.output + "/loss.svg", title: "\(settings.label): cross-entropy") }
 }
 
 /// Runs a segmenter over a labelled set, image by image at full size, and counts the confusion.

@@ -158,13 +158,7 @@ public final class DiffusionTrainer: RunnableTrainer {
         for m in frozen { freeze(m, storage: options.frozenDType) }
         let trainable: Module = target == .controlnet ? controlnet! : unet
         trainableParameters = trainable.namedParameters()
-        for (name, p) in trainableParameters {
-            guard let v = p.value else { throw TrainingError.badInput("trainable parameter \(name) has no value") }
-            // Trainable weights are updated in place in float32.
-            if v.dtype != .f32 { p.value = v.converted(to: .f32) }
-            p.requiresGrad = true
-            p.grad = nil
-        }
+        try makeTrainable(trainableParameters)
         optimizer = AdamW(trainableParameters.map(\.parameter), learningRate: Float(options.learningRate),
                           beta1: options.adamBeta1, beta2: options.adamBeta2, eps: options.adamEpsilon,
                           weightDecay: options.weightDecay)

@@ -117,3 +117,14 @@ struct TrainerState {
         return (state, savedStep)
     }
 }
+
+/// Makes parameters trainable: float32 values (updated in place by the optimizer), gradients
+/// on, none accumulated yet.
+func makeTrainable(_ parameters: [(name: String, parameter: Parameter)]) throws {
+    for (name, p) in parameters {
+        guard let v = p.value else { throw TrainingError.badInput("trainable parameter \(name) has no value") }
+        if v.dtype != .f32 { p.value = v.converted(to: .f32) }
+        p.requiresGrad = true
+        p.grad = nil
+    }
+}

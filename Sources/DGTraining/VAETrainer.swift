@@ -29,12 +29,7 @@ public final class VAETrainer: RunnableTrainer {
         self.klWeight = klWeight
         self.source = source
         trainableParameters = vae.namedParameters()
-        for (name, p) in trainableParameters {
-            guard let v = p.value else { throw TrainingError.badInput("trainable parameter \(name) has no value") }
-            if v.dtype != .f32 { p.value = v.converted(to: .f32) }
-            p.requiresGrad = true
-            p.grad = nil
-        }
+        try makeTrainable(trainableParameters)
         optimizer = AdamW(trainableParameters.map(\.parameter), learningRate: Float(options.learningRate),
                           beta1: options.adamBeta1, beta2: options.adamBeta2, eps: options.adamEpsilon,
                           weightDecay: options.weightDecay)
