@@ -6,6 +6,7 @@
 # Makes a local venv with torch + diffusers the first time (never needed by CI or tests).
 # Usage: tools/bench-vs-torch.sh [WORKLOAD...]   e.g. "unet:256:1" (workload:resolution:batch[:ckpt])
 # SKIP="generation sgemm convert" leaves sections out; RUNS=N sets the timed runs per workload.
+# BENCH_DIR=DIR is the conversion benchmark's scratch folder (default /tmp/dginstyle-bench, ~18 GB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${DGINSTYLE_TORCH_VENV:-.venv-torch}
@@ -49,7 +50,9 @@ if [[ $skip != *" generation "* ]]; then
     theirs=$("$venv/bin/python" tools/bench-generation.py 2>/dev/null)
     total() { grep -m1 "$1" | grep -oE '[0-9]+(\.[0-9]+)?' | tail -1; }
     op=$(echo "$ours" | total "DDIM-20 ControlNet image"); om=$(echo "$ours" | total "MRLF image")
-    tp=$(echo "$theirs" | sed 's/;/\n/' | total "ControlNet image"); tm=$(echo "$theirs" | sed 's/;/\n/' | total "MRLF image:")
+    # PyTorch's summary line: "DDIM-20 ControlNet image: 202 s; MRLF image: 5306 s (MRLF step: ...)".
+    first_after() { grep -oE "$1 [0-9]+(\.[0-9]+)?" | head -1 | grep -oE '[0-9]+(\.[0-9]+)?$'; }
+    tp=$(echo "$theirs" | first_after "ControlNet image:"); tm=$(echo "$theirs" | first_after "MRLF image:")
     echo "| image | dginstyle | PyTorch | ratio |"
     echo "|---|---|---|---|"
     printf "| DDIM-20 ControlNet, guidance 7.5, 512 px | %.0f s | %.0f s | %.2f |\n" "$op" "$tp" "$(echo "$op / $tp" | bc -l)"
@@ -70,5 +73,5 @@ if [[ $skip != *" convert "* ]]; then
     echo
     echo "### 6. Checkpoint conversion against cp"
     echo
-    RUNS=$runs tools/bench-convert.sh
+    RUNS=$runs tools/bench-convert.sh ${BENCH_DIR:+"$BENCH_DIR"}
 fi

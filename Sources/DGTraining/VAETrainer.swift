@@ -12,23 +12,35 @@ import Foundation
 /// the perceptual and adversarial terms are left out (a tiny model on flat synthetic scenes
 /// does not need them, and they would need networks we do not have). Both terms are means
 /// over elements, so --kl-weight does not depend on the crop size.
+/// With `decoderOnly` the encoder and quant_conv stay frozen (the loss is then the L1 term
+/// alone): the latents every model downstream was trained on stay exactly as they are while
+/// the decoder sharpens, as Stability's ft-MSE decoders were made for SD 1.x.
 public final class VAETrainer: RunnableTrainer {
     public let vae: AutoencoderKL
     public let options: TrainingOptions
     public let klWeight: Float
+    public let decoderOnly: Bool
     public let source: TrainingBatchSource
     public let optimizer: AdamW
     public private(set) var step = 0
     let trainableParameters: [(name: String, parameter: Parameter)]
 
-    public init(vae: AutoencoderKL, source: TrainingBatchSource, klWeight: Float, options: TrainingOptions) throws {
+    public init(vae: AutoencoderKL, source: TrainingBatchSource, klWeight: Float, decoderOnly: Bool = false,
+                options: TrainingOptions) throws {
         try options.validate()
         guard klWeight >= 0, klWeight.isFinite else { throw TrainingError.badInput("the KL weight must not be negative, not \(klWeight)") }
         self.vae = vae
         self.options = options
         self.klWeight = klWeight
+        self.decoderOnly = decoderOnly
         self.source = source
-        trainableParameters = vae.namedParameters()
+        if decoderOnly {
+            freeze(vae.encoder)
+            if let q = vae.quant_conv { freeze(q) }
+            trainableParameters = vae.namedParameters().filter { $0.name.hasPrefix("decoder.") || $0.name.hasPrefix("post_quant_conv.") }
+        } else {
+            trainableParameters = vae.namedParameters()
+        }
         try makeTrainable(trainableParameters)
         optimizer = AdamW(trainableParameters.map(\.parameter), learningRate: Float(options.learningRate),
                           beta1: options.adamBeta1, beta2: options.adamBeta2, eps: options.adamEpsilon,
@@ -83,7 +95,7 @@ public final class VAETrainer: RunnableTrainer {
             throw TrainingError.badInput("the data gives pixel batches of shape \(s), expected [B, \(vae.in_channels), H, W] with H, W multiples of 8")
         }
         let x = Var(pixels)
-        let moments = vae.encodeMoments(x)
+        let moments = decoderOnly ? Var(Autograd.noGrad { vae.encodeMoments(x).value }) : vae.encodeMoments(x)
         let per = moments.value.count / s[0] / 2
         var noise: [Float] = []
         for b in 0..<s[0] { noise += RandomStream(seed: options.seed, 1, UInt64(firstSample + b)).normals(per) }
@@ -93,7 +105,7 @@ public final class VAETrainer: RunnableTrainer {
         let kl = gaussianKL(moments)
         let logvar = DiagonalGaussian(moments: moments.value).logvar.floats
         let sd = logvar.reduce(0.0) { $0 + exp(Double($1) / 2) } / Double(max(logvar.count, 1))
-        return (klWeight > 0 ? reconstruction + kl * klWeight : reconstruction, reconstruction.value.floats[0], kl.value.floats[0], sd)
+        return (klWeight > 0 && !decoderOnly ? reconstruction + kl * klWeight : reconstruction, reconstruction.value.floats[0], kl.value.floats[0], sd)
     }
 
     /// Mean L1 reconstruction error of `pixels` through the posterior mean (no sampling).
@@ -138,7 +150,7 @@ public final class VAETrainer: RunnableTrainer {
 
     public func exportComponent() throws -> Component {
         var config = vae.config
-        if let samples = scalingSamples {
+        if let samples = scalingSamples, !decoderOnly {
             config.set("scaling_factor", .double((latentScalingFactor(samples) * 1e5).rounded() / 1e5))
         }
         return try Component(model: vae, config: config)

@@ -312,7 +312,9 @@ struct TrainVAE: ParsableCommand {
         With --validate-every, OUT/validation/step-N.png shows fixed crops beside their reconstructions and \
         metrics.jsonl logs their L1 error. The trained VAE is written to OUT/vae (or OUT/vae.dginstyle), \
         with scaling_factor set to 1 / the standard deviation of the latents of 16 fixed crops (how SD's \
-        0.18215 was chosen), unless --keep-scaling-factor.
+        0.18215 was chosen), unless --keep-scaling-factor. With --decoder-only the encoder and quant_conv stay \
+        frozen and only the decoder and post_quant_conv learn (L1 alone; latents and scaling_factor unchanged), \
+        so a VAE whose latents other models were trained on can be sharpened afterwards.
         """)
 
     @OptionGroup var common: TrainingArguments
@@ -331,6 +333,9 @@ struct TrainVAE: ParsableCommand {
 
     @Flag(help: "Keep the config's scaling_factor instead of measuring it at export.")
     var keepScalingFactor = false
+
+    @Flag(help: "Train only the decoder and post_quant_conv; the encoder's latents stay as they are.")
+    var decoderOnly = false
 
     @Option(help: "Validation reconstructions every this many updates (and at the start and end); 0: none.")
     var validateEvery = 0
@@ -352,6 +357,7 @@ struct TrainVAE: ParsableCommand {
         }
         let vae = try loadModel(c).1 as! AutoencoderKL
         if let initialLogvar {
+            guard !decoderOnly else { throw ValidationError("--initial-logvar changes the encoder's posterior; it cannot go with --decoder-only") }
             // A fresh encoder's posterior has std ~1 while its means are small, so the decoder sees
             // mostly noise and learns a grey blur for hundreds of steps; a narrow start avoids that.
             // (Restoring a checkpoint on --resume overwrites this.)
@@ -363,8 +369,9 @@ struct TrainVAE: ParsableCommand {
             bias.value = Tensor(shape: v.shape, floats: b)
         }
         let source = try ImageCropSource(folders: data, resolution: common.resolution, seed: common.seed)
-        let trainer = try VAETrainer(vae: vae, source: source, klWeight: klWeight, options: common.options(learningRate: lr))
-        if !keepScalingFactor { trainer.scalingSamples = try source.validationBatch(16)?.pixels }
+        let trainer = try VAETrainer(vae: vae, source: source, klWeight: klWeight, decoderOnly: decoderOnly,
+                                     options: common.options(learningRate: lr))
+        if !keepScalingFactor && !decoderOnly { trainer.scalingSamples = try source.validationBatch(16)?.pixels }
         var validator: VAEReconstructionValidator?
         if validateEvery > 0, let samples = try source.validationBatch(validationCount) { validator = VAEReconstructionValidator(samples: samples.pixels) }
         try runTraining(TrainingRun(trainer: trainer, settings: common.settings(label: "train-vae", validateEvery: validateEvery),

@@ -61,6 +61,31 @@ final class VAETrainingTests: XCTestCase {
         XCTAssertEqual(terms.count, 6)
     }
 
+    /// --decoder-only: the encoder and quant_conv (hence every latent) stay bit for bit, the decoder
+    /// learns, the loss is the L1 term alone, and the export keeps the config's scaling_factor.
+    func testDecoderOnlyKeepsTheLatents() throws {
+        let dir = Tiny.scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Synth.writeDataset(to: dir + "/images", count: 3, width: 64, height: 48, style: .game, seed: 4, progress: false)
+        let (models, _) = try Tiny.models()
+        let vae = models.vae!
+        func bytes(_ prefixes: [String]) -> [[Float]] {
+            vae.namedParameters().filter { p in prefixes.contains { p.name.hasPrefix($0) } }.map { $0.parameter.value!.converted(to: .f32).floats }
+        }
+        let encoderBefore = bytes(["encoder.", "quant_conv."]), decoderBefore = bytes(["decoder.", "post_quant_conv."])
+        let source = try ImageCropSource(folders: [dir + "/images"], resolution: 32, seed: 5)
+        let t = try VAETrainer(vae: vae, source: source, klWeight: 1e-3, decoderOnly: true, options: Tiny.options(steps: 3, lr: 2e-3, batch: 2))
+        t.scalingSamples = try source.validationBatch(4)!.pixels
+        XCTAssertEqual(Set(t.trainableParameters.map { $0.name.split(separator: ".")[0] }), ["decoder", "post_quant_conv"])
+        var last = StepResult(step: 0, loss: 0, learningRate: 0, gradientNorm: 0)
+        for _ in 0..<3 { last = try t.trainStep() }
+        XCTAssertEqual(bytes(["encoder.", "quant_conv."]), encoderBefore)
+        XCTAssertNotEqual(bytes(["decoder.", "post_quant_conv."]), decoderBefore)
+        let l1 = last.terms.first { $0.0 == "l1" }!.1
+        XCTAssertEqual(last.loss, l1, accuracy: 1e-6 * max(1, abs(l1)))
+        XCTAssertEqual(try t.exportComponent().config!["scaling_factor"]!.double, vae.config["scaling_factor"]!.double)
+    }
+
     /// Every parameter of encoder and decoder gets the gradient finite differences give.
     func testGradientsReachEveryParameter() throws {
         let (models, _) = try Tiny.models()
