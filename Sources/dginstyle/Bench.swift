@@ -139,13 +139,18 @@ extension Bench {
         func run() throws {
             var rows: [String] = []
             var objects: [JSON] = []
+            // A sample is a batch of calls lasting ~20 ms: small products take 0.01-0.1 ms, where one
+            // timed call measures thread wake-up jitter (best-of-40 single calls of one attention
+            // ranged 71-146% of the same sgemm).
             func gflops(_ flops: Double, _ body: () -> Void) -> Double {
+                let t0 = DispatchTime.now().uptimeNanoseconds
                 body()
+                let calls = Swift.max(1, Int(20_000_000 / Swift.max(1, DispatchTime.now().uptimeNanoseconds - t0)))
                 var best = Double.infinity
                 for _ in 0..<repeats {
                     let t = DispatchTime.now().uptimeNanoseconds
-                    body()
-                    best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t) / 1e9)
+                    for _ in 0..<calls { body() }
+                    best = Swift.min(best, Double(DispatchTime.now().uptimeNanoseconds - t) / 1e9 / Double(calls))
                 }
                 return flops / best / 1e9
             }
