@@ -74,14 +74,8 @@ public final class SegmentationTrainer {
         let value = loss.value.floats[0]
         guard value.isFinite else { throw TrainingError.nonFinite(step: step, what: "the loss is \(value)") }
         Autograd.backward(loss)
-        let norm = clipGradientNorm(optimizer.parameters, maxNorm: .infinity)
-        guard norm.isFinite else {
-            optimizer.zeroGrad()
-            throw TrainingError.nonFinite(step: step, what: "the gradient norm is \(norm)")
-        }
-        optimizer.learningRate = Float(lr)
-        optimizer.update()
-        optimizer.zeroGrad()
+        let norm = try clippedGradientNorm(optimizer, maxNorm: nil, step: step)
+        applyUpdate(optimizer, learningRate: lr)
         step += 1
         return StepResult(step: step, loss: Double(value), learningRate: lr, gradientNorm: norm)
     }

@@ -174,9 +174,7 @@ public final class DiffusionTrainer: RunnableTrainer {
     public func trainStep() throws -> StepResult {
         let lr = currentLearningRate
         let (loss, norm) = try accumulateGradients()
-        optimizer.learningRate = Float(lr)
-        optimizer.update()
-        optimizer.zeroGrad()
+        applyUpdate(optimizer, learningRate: lr)
         step += 1
         return StepResult(step: step, loss: loss, learningRate: lr, gradientNorm: norm)
     }
@@ -196,12 +194,7 @@ public final class DiffusionTrainer: RunnableTrainer {
             }
             lossSum += Double(loss)
         }
-        let norm = clipGradientNorm(optimizer.parameters, maxNorm: options.maxGradNorm ?? .infinity)
-        guard norm.isFinite else {
-            optimizer.zeroGrad()
-            throw TrainingError.nonFinite(step: step, what: "the gradient norm is \(norm)")
-        }
-        return (lossSum / Double(accumulation), norm)
+        return (lossSum / Double(accumulation), try clippedGradientNorm(optimizer, maxNorm: options.maxGradNorm, step: step))
     }
 
     /// The diffusion inputs of a batch: noisy latents, the noise, the timesteps. Sample s of the

@@ -128,3 +128,21 @@ func makeTrainable(_ parameters: [(name: String, parameter: Parameter)]) throws 
         p.grad = nil
     }
 }
+
+/// The global gradient norm, gradients clipped to `maxNorm` first; a non-finite norm clears the
+/// gradients and stops the run before any weight changes.
+func clippedGradientNorm(_ optimizer: AdamW, maxNorm: Float?, step: Int) throws -> Float {
+    let norm = clipGradientNorm(optimizer.parameters, maxNorm: maxNorm ?? .infinity)
+    guard norm.isFinite else {
+        optimizer.zeroGrad()
+        throw TrainingError.nonFinite(step: step, what: "the gradient norm is \(norm)")
+    }
+    return norm
+}
+
+/// One optimizer update at `learningRate`, then the gradients cleared for the next step.
+func applyUpdate(_ optimizer: AdamW, learningRate: Double) {
+    optimizer.learningRate = Float(learningRate)
+    optimizer.update()
+    optimizer.zeroGrad()
+}

@@ -70,14 +70,8 @@ public final class VAETrainer: RunnableTrainer {
             klSum += Double(kl)
             sdSum += sd
         }
-        let norm = clipGradientNorm(optimizer.parameters, maxNorm: options.maxGradNorm ?? .infinity)
-        guard norm.isFinite else {
-            optimizer.zeroGrad()
-            throw TrainingError.nonFinite(step: step, what: "the gradient norm is \(norm)")
-        }
-        optimizer.learningRate = Float(lr)
-        optimizer.update()
-        optimizer.zeroGrad()
+        let norm = try clippedGradientNorm(optimizer, maxNorm: options.maxGradNorm, step: step)
+        applyUpdate(optimizer, learningRate: lr)
         step += 1
         let n = Double(accumulation)
         var result = StepResult(step: step, loss: lossSum / n, learningRate: lr, gradientNorm: norm)

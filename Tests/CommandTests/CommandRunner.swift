@@ -31,8 +31,10 @@ extension CommandRunning {
         return p
     }
 
-    func run(_ arguments: [String]) throws -> CommandResult {
+    /// Runs to the end, in `directory` when given (relative paths then resolve there).
+    func run(_ arguments: [String], in directory: String? = nil) throws -> CommandResult {
         let p = try process(arguments)
+        if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err

@@ -5,18 +5,6 @@ import XCTest
 final class DemoCommandTests: XCTestCase, CommandRunning {
     static let tiny = CommandTests.fixtures + "/sd-tiny"
 
-    func run(_ arguments: [String], in directory: String) throws -> CommandResult {
-        let p = try process(arguments)
-        p.currentDirectoryURL = URL(fileURLWithPath: directory)
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return CommandResult(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
-    }
-
     /// PNG width and height from the IHDR chunk.
     func pngSize(_ path: String) throws -> (Int, Int) {
         let d = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))

@@ -104,15 +104,7 @@ final class RecipeCommandTests: XCTestCase, CommandRunning {
     }
 
     func runRecipe(_ arguments: [String], in dir: String) throws -> CommandResult {
-        let p = try process(["recipe"] + arguments)
-        p.currentDirectoryURL = URL(fileURLWithPath: dir)
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return CommandResult(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+        try run(["recipe"] + arguments, in: dir)
     }
 
     func testRecipeRunsSkipsWhatIsDoneAndRecordsTimes() throws {
