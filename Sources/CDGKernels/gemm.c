@@ -748,10 +748,13 @@ TGT void dg_attention_panel(long keys, long d, long dv, float scale, const float
     dg_bsource pp = { 0 };
     pp.kind = DG_B_PACKED; pp.b = st; pp.rs = 32; pp.cs = keys;
     dg_gemm(dv, 32, keys, 1, v, 1, ldv, &pp, 0, 0, ot, 32, 0, 0);     // O^T [dv, 32]
-    for (long j = 0; j < nq; j++) {
-        float f = inverse[j], *o = out + j * ldo;
-        for (long t = 0; t < dv; t++) o[t] = ot[t * 32 + j] * f;
+    // Each query's 1/sum scales a column of O^T; 16 x 16 register transposes then write the rows.
+    __m512 f0 = _mm512_loadu_ps(inverse), f1 = _mm512_loadu_ps(inverse + 16);
+    for (long t = 0; t < dv; t++) {
+        _mm512_storeu_ps(ot + t * 32, _mm512_mul_ps(_mm512_loadu_ps(ot + t * 32), f0));
+        _mm512_storeu_ps(ot + t * 32 + 16, _mm512_mul_ps(_mm512_loadu_ps(ot + t * 32 + 16), f1));
     }
+    dg_transpose(ot, dv, nq, 32, out, ldo);
 }
 
 TGT void dg_attention_probabilities(long rows, long keys, float *s, long ld, const float *lse, int causal, long qpos0) {

@@ -17,11 +17,12 @@ public enum Parallel {
         BLAS.setThreads(threads)
     }
 
-    /// The chunk boundaries used for `count` items: a pure function of `count`, `threads`
-    /// and `minimumChunk`.
-    public static func chunks(_ count: Int, minimumChunk: Int = 16384) -> [Range<Int>] {
+    /// The chunk boundaries used for `count` items: a pure function of `count`, `threads`,
+    /// `minimumChunk` and `perThread` (up to that many chunks per thread when several threads run).
+    public static func chunks(_ count: Int, minimumChunk: Int = 16384, perThread: Int = 1) -> [Range<Int>] {
         guard count > 0 else { return [] }
-        let n = max(1, min(threads, (count + minimumChunk - 1) / max(minimumChunk, 1)))
+        let most = threads == 1 ? 1 : threads * max(1, perThread)
+        let n = max(1, min(most, (count + minimumChunk - 1) / max(minimumChunk, 1)))
         let size = (count + n - 1) / n
         return stride(from: 0, to: count, by: size).map { $0..<min(count, $0 + size) }
     }

@@ -67,7 +67,7 @@ extension Kernels {
             // Panels of 32 queries, computed transposed (`dg_attention_panel`): K and V are read in place.
             let panels = (s.lq + 31) / 32
             withSingleThreadedBLAS {
-                forEachChunk(s.count * panels, minimumChunk: 1) { _, items in
+                forEachChunk(s.count * panels, minimumChunk: 1, perThread: 8) { _, items in
                     let scratch = UnsafeMutablePointer<Float>.allocate(capacity: (s.lk + s.d + s.dv) * 32)
                     defer { scratch.deallocate() }
                     for item in items {
