@@ -43,6 +43,25 @@ public struct SegmentationData {
 
     /// Checks, from the PNG headers alone, that every image has a label map of its size: the
     /// whole set is known to be readable before anything is computed or written.
+    /// Pixels of each class over all label maps (255 and other non-classes not counted).
+    public func classPixels(classes: Int = Cityscapes.classCount) throws -> [Int] {
+        var counts = [Int](repeating: 0, count: classes)
+        for sample in samples {
+            let h = try Self.load(sample, classes: classes).labels.histogram()
+            for c in 0..<classes { counts[c] += h[c] }
+        }
+        return counts
+    }
+
+    /// ENet's class weights, 1 / ln(1.02 + f) for a class holding the fraction f of the labelled
+    /// pixels: 1.4 for a class covering half the pixels, ~50 for the rarest; bounded, unlike the
+    /// inverse frequency.
+    public func balancedClassWeights(classes: Int = Cityscapes.classCount) throws -> [Float] {
+        let counts = try classPixels(classes: classes)
+        let total = Double(max(1, counts.reduce(0, +)))
+        return counts.map { Float(1 / Foundation.log(1.02 + Double($0) / total)) }
+    }
+
     public func checkSizes() throws {
         for s in samples {
             let i = try PNG.header(s.imagePath), l = try PNG.header(s.labelPath)

@@ -1,4 +1,5 @@
 import DGCheckpoint
+import DGTensor
 import Foundation
 
 /// Pixel counts of (ground-truth class, predicted class) over an evaluated set. Pixels whose
@@ -14,7 +15,20 @@ public struct ConfusionMatrix: Equatable, Sendable {
         counts = [Int](repeating: 0, count: classes * classes)
     }
 
+    /// From row-major counts [truth][prediction] (as a report's "per_image" lists them).
+    public init?(classes: Int, counts: [Int]) {
+        guard classes > 0, counts.count == classes * classes, counts.allSatisfy({ $0 >= 0 }) else { return nil }
+        self.classes = classes
+        self.counts = counts
+    }
+
     public subscript(truth: Int, predicted: Int) -> Int { counts[truth * classes + predicted] }
+
+    /// Adds another matrix's counts (the same classes).
+    public mutating func add(_ other: ConfusionMatrix) {
+        precondition(other.classes == classes, "ConfusionMatrix.add: \(other.classes) classes into \(classes)")
+        for i in counts.indices { counts[i] += other.counts[i] }
+    }
 
     /// Adds one image's pixels (the two arrays are the same pixels in the same order).
     public mutating func add(truth: [UInt8], predicted: [UInt8]) {
@@ -68,6 +82,48 @@ public struct ConfusionMatrix: Equatable, Sendable {
     }
 }
 
+/// How much better set B's images are segmented than set A's, paired image by image (the same
+/// masks, different images): the mean over `classes` of IoU(B) - IoU(A), and a percentile
+/// bootstrap interval over images — resampling which images count, with replacement, and
+/// summing their matrices, as the IoU itself is summed over a set.
+public enum PairedIoUBootstrap {
+    /// The statistic on summed matrices: mean over the classes present in the ground truth of
+    /// both of IoU(b) - IoU(a); nil when none is present.
+    public static func difference(_ a: ConfusionMatrix, _ b: ConfusionMatrix, classes: [Int]) -> Double? {
+        let ia = a.iou, ib = b.iou
+        let d = classes.compactMap { c -> Double? in
+            guard let x = ia[c], let y = ib[c] else { return nil }
+            return y - x
+        }
+        return d.isEmpty ? nil : d.reduce(0, +) / Double(d.count)
+    }
+
+    /// (difference on all images, lower and upper end of the central `level` interval over
+    /// `resamples` bootstrap sets); nil without images or classes present.
+    public static func interval(_ a: [ConfusionMatrix], _ b: [ConfusionMatrix], classes: [Int], resamples: Int = 2000,
+                                level: Double = 0.95, seed: UInt64 = 0) -> (difference: Double, low: Double, high: Double)? {
+        guard !a.isEmpty, a.count == b.count, let first = a.first else { return nil }
+        func summed(_ set: [ConfusionMatrix], _ pick: [Int]) -> ConfusionMatrix {
+            var m = ConfusionMatrix(classes: first.classes)
+            for i in pick { m.add(set[i]) }
+            return m
+        }
+        let all = Array(a.indices)
+        guard let full = difference(summed(a, all), summed(b, all), classes: classes) else { return nil }
+        var rng = SplitMix64(seed: seed)
+        var values: [Double] = []
+        for _ in 0..<max(1, resamples) {
+            let pick = all.map { _ in rng.int(below: a.count) }
+            if let d = difference(summed(a, pick), summed(b, pick), classes: classes) { values.append(d) }
+        }
+        values.sort()
+        guard !values.isEmpty else { return nil }
+        let tail = (1 - level) / 2
+        func at(_ q: Double) -> Double { values[min(values.count - 1, max(0, Int((q * Double(values.count)).rounded(.down))))] }
+        return (full, at(tail), at(1 - tail))
+    }
+}
+
 /// The report `segment eval` prints: one JSON object.
 public struct SegmentationReport {
     public var confusion: ConfusionMatrix
@@ -76,6 +132,8 @@ public struct SegmentationReport {
     public var model: String
     public var data: [String]
     public var seconds: Double
+    /// Each image's own matrix (name, counts), for statistics over images; nil: not reported.
+    public var perImage: [(name: String, confusion: ConfusionMatrix)]?
 
     public init(confusion: ConfusionMatrix, classNames: [String], images: Int, model: String, data: [String], seconds: Double) {
         self.confusion = confusion
@@ -89,7 +147,7 @@ public struct SegmentationReport {
     public var json: JSON {
         func number(_ v: Double?) -> JSON { v.map { .double(($0 * 1e6).rounded() / 1e6) } ?? .null }
         let iou = confusion.iou, truth = confusion.truthPixels, predicted = confusion.predictedPixels
-        return [
+        var j: JSON = [
             "model": .string(model), "data": .array(data.map { .string($0) }), "images": .int(images),
             "pixels": .int(confusion.totalPixels),
             "miou": number(confusion.meanIoU),
@@ -104,6 +162,10 @@ public struct SegmentationReport {
             "confusion": .array((0..<confusion.classes).map { t in .array((0..<confusion.classes).map { .int(confusion[t, $0]) }) }),
             "seconds": .double((seconds * 1000).rounded() / 1000),
         ]
+        if let perImage {
+            j.set("per_image", .array(perImage.map { ["image": .string($0.name), "counts": .array($0.confusion.counts.map { .int($0) })] as JSON }))
+        }
+        return j
     }
 
     /// A table for people: per-class IoU, then the means.

@@ -17,6 +17,9 @@ public struct SegmentationOptions: Equatable, Sendable {
     public var warmupSteps = 30
     public var flip = true
     public var seed: UInt64 = 0
+    /// Weigh each pixel's loss by its class (`SegmentationData.balancedClassWeights`): rare, thin
+    /// classes (poles, signs, people) are otherwise never predicted by a small network.
+    public var balanceClasses = false
 
     public init() {}
 
@@ -31,11 +34,14 @@ public struct SegmentationOptions: Equatable, Sendable {
     public var schedule: LRSchedule { LRSchedule(.cosine, warmupSteps: min(warmupSteps, steps / 2), totalSteps: steps) }
 
     public var json: JSON {
-        [
+        var j: JSON = [
             "steps": .int(steps), "batch_size": .int(batchSize), "crop": .int(crop), "learning_rate": .double(learningRate),
             "weight_decay": .double(Double(weightDecay)), "warmup_steps": .int(warmupSteps), "flip": .bool(flip),
             "seed": .string(String(seed)), "schedule": "cosine",
         ]
+        // Only when set, so that checkpoints made before the option existed still resume.
+        if balanceClasses { j.set("class_weights", "balanced") }
+        return j
     }
 
     /// Keys whose values differ from `saved`.
@@ -50,6 +56,8 @@ public final class SegmentationTrainer {
     public let crops: SegmentationCrops
     public let options: SegmentationOptions
     public let optimizer: AdamW
+    /// Per-class loss weights (with `balanceClasses`), from the training labels.
+    public let classWeights: [Float]?
     public private(set) var step = 0
     private let parameters: [(name: String, parameter: Parameter)]
 
@@ -58,6 +66,7 @@ public final class SegmentationTrainer {
         self.model = model
         self.crops = crops
         self.options = options
+        classWeights = options.balanceClasses ? try crops.data.balancedClassWeights(classes: model.config.numClasses) : nil
         parameters = model.namedParameters()
         try makeTrainable(parameters)
         optimizer = AdamW(parameters.map(\.parameter), learningRate: Float(options.learningRate), weightDecay: options.weightDecay)
@@ -70,7 +79,7 @@ public final class SegmentationTrainer {
     public func trainStep() throws -> StepResult {
         let lr = currentLearningRate
         let batch = try crops.batch(firstSample: step * options.batchSize, count: options.batchSize)
-        let loss = crossEntropy(model(Var(batch.pixels)), targets: batch.targets)
+        let loss = crossEntropy(model(Var(batch.pixels)), targets: batch.targets, weights: classWeights)
         let value = loss.value.floats[0]
         guard value.isFinite else { throw TrainingError.nonFinite(step: step, what: "the loss is \(value)") }
         Autograd.backward(loss)
@@ -251,6 +260,7 @@ public final class SegmentationRun {
             var info = description
             info.set("options", trainer.options.json)
             info.set("data", trainer.crops.data.identity)
+            if let w = trainer.classWeights { info.set("class_weights", .array(w.map { .double(Double($0)) })) }
             try trainer.model.save(to: modelPath, extra: info)
             log("wrote \(modelPath)")
             writePlot()
@@ -270,8 +280,10 @@ public final class SegmentationRun {
 public enum SegmentationEvaluation {
     /// `predictions`: a folder for each image's predicted classes in palette colours
     /// (`<image name>.png`), written only after every input has been checked.
-    public static func evaluate(_ model: Segmenter, data: SegmentationData, predictions: String? = nil,
-                                progress: Bool = false) throws -> (confusion: ConfusionMatrix, images: Int) {
+    /// `perImage`: also each image's own matrix, named like the image.
+    public static func evaluate(_ model: Segmenter, data: SegmentationData, predictions: String? = nil, perImage: Bool = false,
+                                progress: Bool = false) throws -> (confusion: ConfusionMatrix, images: Int,
+                                                                   perImage: [(name: String, confusion: ConfusionMatrix)]) {
         try data.checkSizes()
         if let predictions {
             do { try FileManager.default.createDirectory(atPath: predictions, withIntermediateDirectories: true) } catch {
@@ -279,6 +291,7 @@ public enum SegmentationEvaluation {
             }
         }
         var confusion = ConfusionMatrix(classes: model.config.numClasses)
+        var images: [(name: String, confusion: ConfusionMatrix)] = []
         let bar = ProgressBar("segment eval", total: Double(data.samples.count), unit: "img", enabled: progress)
         // A failure midway (a label id out of range) takes back the predictions already written.
         var written: [String] = []
@@ -290,7 +303,10 @@ public enum SegmentationEvaluation {
                 throw error
             }
             let predicted = model.predict(image.tensor())
-            confusion.add(truth: labels.ids, predicted: predicted)
+            var own = ConfusionMatrix(classes: model.config.numClasses)
+            own.add(truth: labels.ids, predicted: predicted)
+            confusion.add(own)
+            if perImage { images.append((URL(fileURLWithPath: sample.imagePath).lastPathComponent, own)) }
             if let predictions {
                 let name = URL(fileURLWithPath: sample.imagePath).lastPathComponent
                 let colours = Cityscapes.colorize(LabelMap(width: image.width, height: image.height, ids: predicted))
@@ -303,6 +319,6 @@ public enum SegmentationEvaluation {
             bar.update(Double(i + 1))
         }
         bar.finish()
-        return (confusion, data.samples.count)
+        return (confusion, data.samples.count, images)
     }
 }

@@ -223,6 +223,27 @@ enum ExperimentReport {
         return j
     }
 
+    /// The paired bootstrap of the small classes' IoU gain, from the two reports' "per_image"
+    /// matrices (`segment eval --per-image`), images matched by name.
+    static func smallClassInterval(_ without: JSON, _ with: JSON) -> (Double, Double, Double, Int)? {
+        func matrices(_ report: JSON) -> [String: ConfusionMatrix]? {
+            guard let list = report["per_image"]?.array else { return nil }
+            var out: [String: ConfusionMatrix] = [:]
+            for item in list {
+                guard let name = item["image"]?.string, let counts = item["counts"]?.array?.compactMap(\.int) else { return nil }
+                let side = Int(Double(counts.count).squareRoot())
+                guard let m = ConfusionMatrix(classes: side, counts: counts) else { return nil }
+                out[name] = m
+            }
+            return out
+        }
+        guard let a = matrices(without), let b = matrices(with) else { return nil }
+        let names = a.keys.filter { b[$0] != nil }.sorted()
+        let classes = smallClasses.compactMap { Cityscapes.classNames.firstIndex(of: $0) }
+        guard let r = PairedIoUBootstrap.interval(names.map { a[$0]! }, names.map { b[$0]! }, classes: classes) else { return nil }
+        return (r.difference, r.low, r.high, names.count)
+    }
+
     static func markdown(_ results: JSON) -> String {
         let r = withoutNulls(results)
         var md = "# Experiment results\n\n"
@@ -262,16 +283,23 @@ enum ExperimentReport {
 
         md += "## Claim 2: MRLF and small classes (segmenter trained on held-out photo renders)\n\n"
         if let m = r["mrlf"], let without = m["without"], let with = m["with"] {
-            md += "| class | IoU without MRLF | IoU with MRLF | difference |\n|---|---|---|---|\n"
+            // The judge's own IoU on photo renders says which classes it can rate at all.
+            let judge = m["oracle"]
+            md += "| class | judge on photo renders | IoU without MRLF | IoU with MRLF | difference |\n|---|---|---|---|---|\n"
             var gains: [Double] = []
             for name in smallClasses {
                 let a = without["iou"]?[name]?.double, b = with["iou"]?[name]?.double
                 if let a, let b { gains.append(b - a) }
-                md += "| \(name) | \(f(a)) | \(f(b)) | \(a != nil && b != nil ? String(format: "%+.3f", b! - a!) : "–") |\n"
+                md += "| \(name) | \(f(judge?["iou"]?[name]?.double)) | \(f(a)) | \(f(b)) | \(a != nil && b != nil ? String(format: "%+.3f", b! - a!) : "–") |\n"
             }
-            if let (g, _) = meanStd(gains) { md += "| **small classes, mean** | | | \(String(format: "%+.3f", g)) |\n" }
+            if let (g, _) = meanStd(gains) { md += "| **small classes, mean** | | | | \(String(format: "%+.3f", g)) |\n" }
+            let interval = smallClassInterval(without, with)
             let a = without["miou"]?.double, b = with["miou"]?.double
-            md += "| mIoU (all classes) | \(f(a)) | \(f(b)) | \(a != nil && b != nil ? String(format: "%+.3f", b! - a!) : "–") |\n"
+            md += "| mIoU (all classes) | \(f(judge?["miou"]?.double)) | \(f(a)) | \(f(b)) | \(a != nil && b != nil ? String(format: "%+.3f", b! - a!) : "–") |\n"
+            if let (d, lo, hi, n) = interval {
+                md += "\nSmall classes, mean IoU difference (with - without MRLF, classes present in both): "
+                    + String(format: "%+.3f, 95%% bootstrap interval [%+.3f, %+.3f] over the %d images (paired, 2000 resamples).", d, lo, hi, n) + "\n"
+            }
             if let o = m["oracle"] { md += "\nThe judging segmenter's own mIoU on held-out photo renders: \(f(o["miou"]?.double)).\n" }
             md += "\n"
         } else {

@@ -55,6 +55,9 @@ struct SegmentTrain: ParsableCommand {
     @Flag(help: "No random horizontal flips.")
     var noFlip = false
 
+    @Flag(help: "Weigh each pixel's loss by its class, 1 / ln(1.02 + the class's share of the training pixels) (ENet's weights): rare, thin classes get learnt.")
+    var balanceClasses = false
+
     @Option(help: "Seed of the initial weights and of the crops.")
     var seed: UInt64 = 0
 
@@ -92,6 +95,7 @@ struct SegmentTrain: ParsableCommand {
         options.warmupSteps = warmupSteps
         options.flip = !noFlip
         options.seed = seed
+        options.balanceClasses = balanceClasses
         try options.validate()
         let levels = channels.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard !levels.isEmpty, levels.allSatisfy({ $0 != nil }) else { throw ValidationError("--channels must be integers separated by commas, not \(channels)") }
@@ -119,6 +123,10 @@ struct SegmentTrain: ParsableCommand {
         if !quiet {
             let counts = zip(pooled.roots, pooled.counts).map { "\($0.0) (\($0.1))" }.joined(separator: ", ")
             FileHandle.standardError.write(Data("segmenter: \(model.parameterCount) parameters; data: \(counts)\n".utf8))
+            if let w = trainer.classWeights {
+                let list = zip(config.classNames, w).map { "\($0.0) " + String(format: "%.1f", $0.1) }.joined(separator: ", ")
+                FileHandle.standardError.write(Data("class weights: \(list)\n".utf8))
+            }
         }
         let summary = try run.run()
         if Profiler.enabled { emit("per update:\n" + Profiler.report(runs: max(1, summary.endStep - summary.startStep))) }
@@ -165,6 +173,9 @@ struct SegmentEval: ParsableCommand {
     @Option(help: "Write each image's prediction in Cityscapes colours to this folder.")
     var predDir: String?
 
+    @Flag(help: "Add each image's confusion matrix to the JSON report (\"per_image\": image name and row-major counts).")
+    var perImage = false
+
     @Flag(help: "No progress bar.")
     var quiet = false
 
@@ -172,9 +183,11 @@ struct SegmentEval: ParsableCommand {
         let segmenter = try Segmenter.load(from: model)
         let set = try SegmentationData(roots: [data], split: split)
         let started = Date()
-        let (confusion, images) = try SegmentationEvaluation.evaluate(segmenter, data: set, predictions: predDir, progress: !quiet)
-        let report = SegmentationReport(confusion: confusion, classNames: segmenter.config.classNames, images: images,
+        let (confusion, images, each) = try SegmentationEvaluation.evaluate(segmenter, data: set, predictions: predDir,
+                                                                            perImage: perImage, progress: !quiet)
+        var report = SegmentationReport(confusion: confusion, classNames: segmenter.config.classNames, images: images,
                                         model: model, data: [data], seconds: Date().timeIntervalSince(started))
+        if perImage { report.perImage = each }
         if let out { try writeFileAtomically(out, Array((report.json.pretty + "\n").utf8)) }
         emit(json ? report.json.compact : report.text)
     }

@@ -105,8 +105,18 @@ final class DemoCommandTests: XCTestCase, CommandRunning {
     func testMeasureReport() throws {
         let dir = scratch()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        func eval(_ miou: Double, _ pole: Double?) -> String {
-            "{\"miou\": \(miou), \"pixel_accuracy\": 0.8, \"iou\": {\"road\": 0.9, \"pole\": \(pole.map { "\($0)" } ?? "null"), \"person\": 0.25}}"
+        func eval(_ miou: Double, _ pole: Double?, poleHits: [Int]? = nil) -> String {
+            // Per image: 10 pole pixels (train id 5), `hits` of them predicted pole, the rest road.
+            let perImage = poleHits.map { hits in
+                ", \"per_image\": [" + hits.enumerated().map { i, hit in
+                    var counts = [Int](repeating: 0, count: 19 * 19)
+                    counts[5 * 19 + 5] = hit
+                    counts[5 * 19 + 0] = 10 - hit
+                    counts[0] = 50
+                    return "{\"image\": \"\(i).png\", \"counts\": \(counts)}"
+                }.joined(separator: ", ") + "]"
+            } ?? ""
+            return "{\"miou\": \(miou), \"pixel_accuracy\": 0.8, \"iou\": {\"road\": 0.9, \"pole\": \(pole.map { "\($0)" } ?? "null"), \"person\": 0.25}\(perImage)}"
         }
         let results = """
         {"settings": {"quick": true},
@@ -114,7 +124,7 @@ final class DemoCommandTests: XCTestCase, CommandRunning {
                    "sets": [{"name": "a-source-unet", "count": 10, "mean_p_photo": 0.2, "photo_share": 0.1, "photo_closeness": 0.3},
                             {"name": "b-style-swap", "count": 10, "mean_p_photo": 0.7, "photo_share": 0.8, "photo_closeness": 0.6}]},
          "masks": {"a-source-unet": {"count": 10, "mean": 0.41, "median": 0.4}, "b-style-swap": {"count": 10, "mean": 0.39, "median": 0.38}},
-         "mrlf": {"oracle": \(eval(0.6, 0.3)), "without": \(eval(0.3, 0.1)), "with": \(eval(0.35, 0.15))},
+         "mrlf": {"oracle": \(eval(0.6, 0.3)), "without": \(eval(0.3, 0.1, poleHits: [2, 4, 3])), "with": \(eval(0.35, 0.15, poleHits: [6, 8, 7]))},
          "generalisation": {"seeds": ["1", "2"], "source_only": [\(eval(0.2, nil)), \(eval(0.3, nil))],
                             "source_plus_generated": [\(eval(0.3, nil)), \(eval(0.4, nil))]}}
         """
@@ -122,8 +132,11 @@ final class DemoCommandTests: XCTestCase, CommandRunning {
         var r = try run(["measure", "report", dir + "/results.json"])
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertTrue(r.stdout.contains("| (b) Style Swap: ControlNet on U^P | 10 | 0.700 | 80.0% | 0.600 | 0.390 | 0.380 |"), r.stdout)
-        XCTAssertTrue(r.stdout.contains("| pole | 0.100 | 0.150 | +0.050 |"), r.stdout)
-        XCTAssertTrue(r.stdout.contains("| traffic light | – | – | – |"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("| pole | 0.300 | 0.100 | 0.150 | +0.050 |"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("| traffic light | – | – | – | – |"), r.stdout)
+        // From the per-image matrices: pole IoU 9/30 = 0.3 without, 21/30 = 0.7 with, on every resample above 0.
+        XCTAssertTrue(r.stdout.contains("+0.400, 95% bootstrap interval [+0."), r.stdout)
+        XCTAssertTrue(r.stdout.contains("over the 3 images"), r.stdout)
         XCTAssertTrue(r.stdout.contains("| game source only | 0.200 | 0.300 | 0.250 ± 0.071 |"), r.stdout)
         XCTAssertTrue(r.stdout.contains("| source + generated (Style Swap + MRLF) | 0.300 | 0.400 | 0.350 ± 0.071 |"), r.stdout)
         XCTAssertTrue(r.stdout.contains("Difference of the means: +0.100 mIoU"), r.stdout)

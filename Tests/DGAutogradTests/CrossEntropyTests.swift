@@ -6,10 +6,10 @@ import DGTensor
 /// edge cases a training run meets (ignored pixels, a crop with nothing but ignored pixels).
 final class CrossEntropyTests: XCTestCase {
     /// Gradient of the loss with respect to the logits, and the loss.
-    func lossAndGradient(_ logits: Tensor, _ targets: [UInt8]) -> (Float, [Float]) {
+    func lossAndGradient(_ logits: Tensor, _ targets: [UInt8], weights: [Float]? = nil) -> (Float, [Float]) {
         var grad: Tensor?
         let x = Var.leaf(logits) { grad = $0 }
-        let loss = crossEntropy(x, targets: targets)
+        let loss = crossEntropy(x, targets: targets, weights: weights)
         Autograd.backward(loss)
         return (loss.value.floats[0], grad?.floats ?? [])
     }
@@ -24,6 +24,21 @@ final class CrossEntropyTests: XCTestCase {
         // (softmax - onehot) / 2: pixel 0 (1/4, 3/4) - (0, 1); pixel 1 (1/2, 1/2) - (1, 0); pixel 2 nothing.
         let expected: [Float] = [0.125, -0.25, 0, -0.125, 0.25, 0]
         for (a, b) in zip(g, expected) { XCTAssertEqual(a, b, accuracy: 1e-6) }
+    }
+
+    /// PyTorch's `weight=`: sum w(t) nll / sum w(t), the gradient of each pixel scaled by w(t).
+    func testClassWeightsByHand() {
+        let logits = Tensor(shape: [1, 2, 1, 3], floats: [0, 0, 5, Float(log(3.0)), 0, -5])
+        let (loss, g) = lossAndGradient(logits, [1, 0, 255], weights: [3, 1])
+        // Pixel 0 (class 1, weight 1): -log(3/4); pixel 1 (class 0, weight 3): -log(1/2); over 1 + 3.
+        XCTAssertEqual(Double(loss), (log(4.0 / 3) + 3 * log(2.0)) / 4, accuracy: 1e-6)
+        // (softmax - onehot) w / 4.
+        let expected: [Float] = [0.0625, -0.375, 0, -0.0625, 0.375, 0]
+        for (a, b) in zip(g, expected) { XCTAssertEqual(a, b, accuracy: 1e-6) }
+        // Equal weights give the unweighted loss.
+        let (plain, _) = lossAndGradient(logits, [1, 0, 255])
+        let (equal, _) = lossAndGradient(logits, [1, 0, 255], weights: [2.5, 2.5])
+        XCTAssertEqual(plain, equal, accuracy: 1e-7)
     }
 
     func testAllIgnoredGivesZeroLossAndZeroGradient() {
@@ -48,15 +63,23 @@ final class CrossEntropyTests: XCTestCase {
     }
 
     func testGradientMatchesFiniteDifferences() {
+        checkFiniteDifferences(weights: nil)
+    }
+
+    func testWeightedGradientMatchesFiniteDifferences() {
+        checkFiniteDifferences(weights: [0.5, 4, 1, 20, 2])
+    }
+
+    func checkFiniteDifferences(weights: [Float]?) {
         var rng = SplitMix64(seed: 7)
         let (n, c, h, w) = (2, 5, 3, 4)
         let values = (0..<(n * c * h * w)).map { _ in Float.random(in: -2...2, using: &rng) }
         var targets = (0..<(n * h * w)).map { _ in UInt8.random(in: 0..<UInt8(c), using: &rng) }
         for i in stride(from: 0, to: targets.count, by: 5) { targets[i] = 255 }
         let logits = Tensor(shape: [n, c, h, w], floats: values)
-        let (_, analytic) = lossAndGradient(logits, targets)
+        let (_, analytic) = lossAndGradient(logits, targets, weights: weights)
         func loss(_ v: [Float]) -> Double {
-            Double(Autograd.noGrad { crossEntropy(Var(Tensor(shape: [n, c, h, w], floats: v)), targets: targets) }.value.floats[0])
+            Double(Autograd.noGrad { crossEntropy(Var(Tensor(shape: [n, c, h, w], floats: v)), targets: targets, weights: weights) }.value.floats[0])
         }
         let eps: Float = 1e-2
         var diff = 0.0, norm = 0.0

@@ -64,6 +64,40 @@ final class SegmentationTests: XCTestCase {
         XCTAssertEqual(json["confusion"], [[1, 0, 0], [1, 1, 0], [0, 0, 0]])
     }
 
+    /// The paired bootstrap of `measure report`: a set no better than another gives 0 and an
+    /// interval around it; a set better on every image an interval above 0.
+    func testPairedIoUBootstrap() throws {
+        func image(_ hits: Int) -> ConfusionMatrix {
+            var m = ConfusionMatrix(classes: 3)
+            // 10 pixels of class 2, `hits` predicted right, the rest as class 0; 20 pixels of class 0.
+            m.add(truth: [UInt8](repeating: 2, count: 10) + [UInt8](repeating: 0, count: 20),
+                  predicted: [UInt8](repeating: 2, count: hits) + [UInt8](repeating: 0, count: 30 - hits))
+            return m
+        }
+        let a = [2, 5, 3, 8].map(image), better = [4, 7, 5, 10].map(image)
+        let same = try XCTUnwrap(PairedIoUBootstrap.interval(a, a, classes: [2], resamples: 500))
+        XCTAssertEqual(same.difference, 0)
+        XCTAssertEqual(same.low, 0)
+        XCTAssertEqual(same.high, 0)
+        let up = try XCTUnwrap(PairedIoUBootstrap.interval(a, better, classes: [2], resamples: 500))
+        XCTAssertEqual(up.difference, 26.0 / 40 - 18.0 / 40, accuracy: 1e-12)   // IoU = hits / 10 summed: 18/40 -> 26/40
+        XCTAssertGreaterThan(up.low, 0)
+        XCTAssertLessThanOrEqual(up.low, up.difference)
+        XCTAssertGreaterThanOrEqual(up.high, up.difference)
+        // Only classes present in the truth count; none present: nil.
+        XCTAssertNil(PairedIoUBootstrap.interval(a, better, classes: [1]))
+        XCTAssertNil(PairedIoUBootstrap.interval([], [], classes: [2]))
+        // Matrices from a report's counts.
+        XCTAssertEqual(ConfusionMatrix(classes: 3, counts: image(4).counts), image(4))
+        XCTAssertNil(ConfusionMatrix(classes: 3, counts: [1, 2]))
+        var report = SegmentationReport(confusion: image(4), classNames: ["road", "sky", "pole"], images: 1, model: "m", data: ["d"], seconds: 0)
+        XCTAssertNil(try JSON.parse(report.json.compact)["per_image"])
+        report.perImage = [("x.png", image(4))]
+        let listed = try JSON.parse(report.json.compact)["per_image"]?.array
+        XCTAssertEqual(listed?.first?["image"]?.string, "x.png")
+        XCTAssertEqual(listed?.first?["counts"]?.array?.compactMap(\.int), image(4).counts)
+    }
+
     // MARK: model
 
     func testSegmenterShapesNamesAndSaveLoad() throws {
@@ -147,6 +181,41 @@ final class SegmentationTests: XCTestCase {
         let (_, labels) = try big.sample(0)
         XCTAssertEqual(labels.width, 72)
         XCTAssertTrue(labels.ids[(72 - 1) * 72] == 255)   // row 71 lies below the 32-pixel image
+    }
+
+    /// `balanceClasses`: ENet's weights 1 / ln(1.02 + share) from the training labels, used by the
+    /// loss, recorded in the options (a checkpoint made without them does not resume with them).
+    func testBalancedClassWeights() throws {
+        let data = try SegmentationData(roots: [try writeData("a", count: 2, seed: 1)])
+        let counts = try data.classPixels()
+        let total = Double(counts.reduce(0, +))
+        XCTAssertGreaterThan(total, 0)
+        let weights = try data.balancedClassWeights()
+        XCTAssertEqual(weights.count, 19)
+        for c in 0..<19 { XCTAssertEqual(Double(weights[c]), 1 / log(1.02 + Double(counts[c]) / total), accuracy: 1e-4) }
+        let present = (0..<19).filter { counts[$0] > 0 }.sorted { counts[$0] < counts[$1] }
+        XCTAssertGreaterThan(present.count, 1)
+        XCTAssertGreaterThan(weights[present.first!], weights[present.last!])
+
+        var o = options(steps: 2)
+        o.balanceClasses = true
+        var config = SegmenterConfig(classNames: Cityscapes.classNames)
+        config.blockOutChannels = [8, 16, 16]
+        let model = Segmenter(config)
+        model.initializeParameters(seed: 1)
+        let t = try SegmentationTrainer(model: model, crops: SegmentationCrops(data: data, crop: 32, seed: 5), options: o)
+        XCTAssertEqual(t.classWeights, weights)
+        XCTAssertNil(try trainer(data, steps: 2).classWeights)
+        XCTAssertEqual(o.json["class_weights"]?.string, "balanced")
+        XCTAssertNil(options(steps: 2).json["class_weights"])
+        XCTAssertFalse(o.conflicts(with: options(steps: 2).json).isEmpty)
+        // The weighted loss is what the trainer optimises: it differs from the plain one on a batch.
+        let batch = try t.crops.batch(firstSample: 0, count: 2)
+        let logits = Autograd.noGrad { t.model(Var(batch.pixels)) }
+        let weighted = crossEntropy(logits, targets: batch.targets, weights: weights).value.floats[0]
+        let plain = crossEntropy(logits, targets: batch.targets).value.floats[0]
+        XCTAssertNotEqual(weighted, plain)
+        XCTAssertEqual(try t.trainStep().loss, Double(weighted), accuracy: 1e-5)
     }
 
     /// Stopped after a checkpoint and resumed, a run ends with the same weights as one that ran through.
