@@ -98,9 +98,19 @@ public struct CropSampler: Sendable {
     /// "A city street scene with <classes>, in <weather> weather." as at generation time.
     public let weathers: [String?]
     public let weatherProbability: Double
+    /// Scale of each crop: the image is taken as if resized by a factor drawn uniformly from this
+    /// range (a region of crop / factor pixels, resized to the crop; antialiased bilinear for the
+    /// image, nearest for the labels). Above 1 the crop sees a smaller part of the scene, larger:
+    /// the view MRLF's high-resolution windows give the models.
+    public let zoom: ClosedRange<Double>
 
     public init(samples: [Sample], cropWidth: Int, cropHeight: Int, rcs: RareClassSampling? = nil,
-                emptyPromptProbability: Double = 0, weathers: [String?] = [], weatherProbability: Double = 0, seed: UInt64) throws {
+                emptyPromptProbability: Double = 0, weathers: [String?] = [], weatherProbability: Double = 0,
+                zoom: ClosedRange<Double> = 1...1, seed: UInt64) throws {
+        guard zoom.lowerBound > 0, zoom.upperBound.isFinite else {
+            throw DataError("crop sampler", "the zoom range must be positive and finite, not \(zoom)")
+        }
+        self.zoom = zoom
         guard (0...1).contains(weatherProbability) else {
             throw DataError("crop sampler", "the weather-caption probability must lie in [0, 1], not \(weatherProbability)")
         }
@@ -131,20 +141,30 @@ public struct CropSampler: Sendable {
         let index = rareClass.map { rcs!.sampleFile(class: $0, &rng) } ?? rng.int(below: samples.count)
         let sample = samples[index]
         let (image, labels) = try sample.load()
-        guard image.width >= cropWidth, image.height >= cropHeight else {
-            throw DataError(sample.imagePath, "is \(image.width)x\(image.height), smaller than the \(cropWidth)x\(cropHeight) crop")
+        // Drawn only with a zoom range, so runs without one keep their sequences.
+        let factor = zoom.lowerBound == zoom.upperBound ? zoom.lowerBound
+            : zoom.lowerBound + (zoom.upperBound - zoom.lowerBound) * rng.uniform()
+        let (width, height) = factor == 1 ? (cropWidth, cropHeight)
+            : (Int((Double(cropWidth) / factor).rounded()), Int((Double(cropHeight) / factor).rounded()))
+        guard image.width >= width, image.height >= height else {
+            throw DataError(sample.imagePath, "is \(image.width)x\(image.height), smaller than the \(cropWidth)x\(cropHeight) crop"
+                            + (factor == 1 ? "" : String(format: " at zoom %.3f (a %dx%d region)", factor, width, height)))
         }
         let rect: CropRect
         if let c = rareClass {
             guard let (x, y) = randomPixel(of: c, in: labels, &rng) else {
                 throw DataError(sample.labelPath, "holds no pixel of \(Cityscapes.classNames[c]) any more; its statistics are stale")
             }
-            rect = .centred(on: x, y, width: cropWidth, height: cropHeight, boundsWidth: image.width, boundsHeight: image.height)
+            rect = .centred(on: x, y, width: width, height: height, boundsWidth: image.width, boundsHeight: image.height)
         } else {
-            rect = CropRect(x: rng.int(below: image.width - cropWidth + 1), y: rng.int(below: image.height - cropHeight + 1),
-                            width: cropWidth, height: cropHeight)
+            rect = CropRect(x: rng.int(below: image.width - width + 1), y: rng.int(below: image.height - height + 1),
+                            width: width, height: height)
         }
-        let cropLabels = labels.cropped(rect)
+        var cropImage = image.cropped(rect), cropLabels = labels.cropped(rect)
+        if width != cropWidth || height != cropHeight {
+            cropImage = cropImage.resized(width: cropWidth, height: cropHeight, filter: .bilinear)
+            cropLabels = cropLabels.resized(width: cropWidth, height: cropHeight)
+        }
         var caption = Cityscapes.caption(classes: Cityscapes.classes(present: cropLabels))
         // Only drawn when weather captions are on, so older runs keep their sequences.
         if weatherProbability > 0, rng.uniform() < weatherProbability, let w = weathers[index] {
@@ -154,7 +174,7 @@ public struct CropSampler: Sendable {
         if rng.uniform() < emptyPromptProbability { caption = "" }
         state.rng = rng
         state.drawn += 1
-        return TrainingCrop(image: image.cropped(rect), labels: cropLabels, caption: caption, sampleIndex: index, rect: rect, rareClass: rareClass)
+        return TrainingCrop(image: cropImage, labels: cropLabels, caption: caption, sampleIndex: index, rect: rect, rareClass: rareClass)
     }
 }
 

@@ -19,8 +19,9 @@ public final class DatasetBatchSource: TrainingBatchSource {
     var sampler: CropSampler
     let seed: UInt64
 
+    /// `zoom`: each crop sees the image resized by a factor drawn from this range (`CropSampler.zoom`).
     public init(root: String, resolution: Int, rareClassSampling: Bool, emptyPromptProbability: Double,
-                weatherProbability: Double = 0, seed: UInt64) throws {
+                weatherProbability: Double = 0, zoom: ClosedRange<Double> = 1...1, seed: UInt64) throws {
         self.root = root
         self.weatherProbability = weatherProbability
         self.resolution = resolution
@@ -34,7 +35,7 @@ public final class DatasetBatchSource: TrainingBatchSource {
         let weathers = weatherProbability > 0 ? try Self.weathers(root: root, samples: samples) : []
         sampler = try CropSampler(samples: samples, cropWidth: resolution, cropHeight: resolution, rcs: rcs,
                                   emptyPromptProbability: emptyPromptProbability, weathers: weathers,
-                                  weatherProbability: weatherProbability, seed: seed)
+                                  weatherProbability: weatherProbability, zoom: zoom, seed: seed)
     }
 
     /// Each sample's weather word, from the per-image weather `dginstyle synth` records in
@@ -84,24 +85,31 @@ public final class DatasetBatchSource: TrainingBatchSource {
         var id: JSON = ["dataset": .string(URL(fileURLWithPath: root).lastPathComponent), "files": .int(samples.count),
                         "resolution": .int(resolution), "rcs": .bool(rareClassSampling), "empty_prompt_prob": .double(emptyPromptProbability)]
         if weatherProbability > 0 { id.set("weather_prob", .double(weatherProbability)) }
+        if let z = zoomIdentity(sampler.zoom) { id.set("zoom", z) }
         return id
     }
 
-    /// Crops from a sampler of their own (fixed seed, full captions), so validation shows the
-    /// same masks at every step and takes nothing from the training sequence.
+    /// Crops from a sampler of their own (fixed seed, full captions, the smallest zoom), so
+    /// validation shows the same masks at every step and takes nothing from the training sequence.
     public func validationBatch(_ count: Int) throws -> TrainingBatch? {
         var own = try CropSampler(samples: samples, cropWidth: resolution, cropHeight: resolution, rcs: sampler.rcs,
                                   emptyPromptProbability: 0, weathers: sampler.weathers, weatherProbability: sampler.weatherProbability,
-                                  seed: seed ^ 0x5EED_7A11)
+                                  zoom: sampler.zoom.lowerBound...sampler.zoom.lowerBound, seed: seed ^ 0x5EED_7A11)
         var crops: [TrainingCrop] = []
         for _ in 0..<count { crops.append(try own.next()) }
         return Self.batch(crops)
     }
 }
 
+/// A zoom range in a source's identity (nil for the default 1...1, so older runs still resume).
+func zoomIdentity(_ zoom: ClosedRange<Double>) -> JSON? {
+    zoom == 1...1 ? nil : .array([.double(zoom.lowerBound), .double(zoom.upperBound)])
+}
+
 /// DreamBooth's instance images: every image of a folder, in a fresh random order each epoch
 /// (as a shuffled DataLoader), resized so the shorter side is `resolution` (antialiased
-/// bilinear, as torchvision's Resize) and cropped to a random square, all with one caption.
+/// bilinear, as torchvision's Resize) — times a factor drawn from `zoom` — and cropped to a
+/// random square, all with one caption.
 /// Position k of the run fixes the epoch, the image and the crop through counter-based
 /// streams, so the whole state is k.
 public final class ImageFolderSource: TrainingBatchSource {
@@ -109,10 +117,15 @@ public final class ImageFolderSource: TrainingBatchSource {
     public let files: [String]
     public let resolution: Int
     public let prompt: String
+    public let zoom: ClosedRange<Double>
     let seed: UInt64
     public private(set) var drawn = 0
 
-    public init(folder: String, resolution: Int, prompt: String, seed: UInt64) throws {
+    public init(folder: String, resolution: Int, prompt: String, zoom: ClosedRange<Double> = 1...1, seed: UInt64) throws {
+        guard zoom.lowerBound >= 1, zoom.upperBound.isFinite else {
+            throw TrainingError.badInput("the zoom range of an image folder must lie at or above 1 (its images are resized to the resolution), not \(zoom)")
+        }
+        self.zoom = zoom
         self.folder = folder
         files = try Dataset.imageFiles(in: folder)
         self.resolution = resolution
@@ -132,10 +145,12 @@ public final class ImageFolderSource: TrainingBatchSource {
     func crop(_ k: Int) throws -> Image {
         let path = files[fileIndex(k)]
         var image = try PNG.read(path).rgb()
-        let scale = Double(resolution) / Double(min(image.width, image.height))
+        let stream = RandomStream(seed: seed, 0xC209, UInt64(k))
+        let factor = zoom.lowerBound == zoom.upperBound ? zoom.lowerBound
+            : zoom.lowerBound + (zoom.upperBound - zoom.lowerBound) * stream.uniform(2)
+        let scale = Double(resolution) * factor / Double(min(image.width, image.height))
         let w = max(resolution, Int((Double(image.width) * scale).rounded())), h = max(resolution, Int((Double(image.height) * scale).rounded()))
         image = image.resized(width: w, height: h, filter: .bilinear)
-        let stream = RandomStream(seed: seed, 0xC209, UInt64(k))
         let x = Int(stream.bits(0) % UInt64(w - resolution + 1)), y = Int(stream.bits(1) % UInt64(h - resolution + 1))
         return image.cropped(CropRect(x: x, y: y, width: resolution, height: resolution))
     }
@@ -157,8 +172,10 @@ public final class ImageFolderSource: TrainingBatchSource {
     }
 
     public var identity: JSON {
-        ["images": .string(URL(fileURLWithPath: folder).lastPathComponent), "files": .int(files.count),
-         "resolution": .int(resolution), "prompt": .string(prompt)]
+        var id: JSON = ["images": .string(URL(fileURLWithPath: folder).lastPathComponent), "files": .int(files.count),
+                        "resolution": .int(resolution), "prompt": .string(prompt)]
+        if let z = zoomIdentity(zoom) { id.set("zoom", z) }
+        return id
     }
 }
 

@@ -69,6 +69,10 @@ struct TrainingArguments: ParsableArguments {
     @Option(help: "Seed of the noise, the timesteps and the data sampler.")
     var seed: UInt64 = 0
 
+    @Option(help: ArgumentHelp("Scale each training crop by a factor drawn uniformly from LO,HI (one number: fixed).",
+                               discussion: "--data: the stored image's scale (0.5,1 on 512x256 renders: crops as at 256x128, and up to twice as close); --images: on top of the resize to --resolution (at least 1)."))
+    var zoom = "1"
+
     @Option(help: "Checkpoint every this many updates (and after the last); 0: only at the end.")
     var checkpointEvery = 500
 
@@ -93,6 +97,15 @@ struct TrainingArguments: ParsableArguments {
         guard keep > 0 else { throw ValidationError("--keep must be at least 1") }
         guard format == .diffusers || format == .native else { throw ValidationError("--format is diffusers or native") }
         guard maxGradNorm >= 0 else { throw ValidationError("--max-grad-norm must not be negative") }
+        _ = try zoomRange()
+    }
+
+    func zoomRange() throws -> ClosedRange<Double> {
+        let parts = zoom.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+        guard (1...2).contains(parts.count), let lo = parts.first!, let hi = parts.last!, lo > 0, lo <= hi, hi.isFinite else {
+            throw ValidationError("--zoom is a positive factor or a range LO,HI with LO <= HI, not \(zoom)")
+        }
+        return lo...hi
     }
 
     func options(learningRate: Double) -> TrainingOptions {
@@ -200,9 +213,11 @@ struct FinetuneUNet: ParsableCommand {
         let source: TrainingBatchSource
         if let data {
             source = try DatasetBatchSource(root: data, resolution: common.resolution, rareClassSampling: false,
-                                            emptyPromptProbability: emptyPromptProb, weatherProbability: weatherProb, seed: common.seed)
+                                            emptyPromptProbability: emptyPromptProb, weatherProbability: weatherProb,
+                                            zoom: try common.zoomRange(), seed: common.seed)
         } else {
-            source = try ImageFolderSource(folder: images!, resolution: common.resolution, prompt: prompt, seed: common.seed)
+            source = try ImageFolderSource(folder: images!, resolution: common.resolution, prompt: prompt, zoom: try common.zoomRange(),
+                                           seed: common.seed)
         }
         let trainer = try DiffusionTrainer(target: .unet, unet: models.unet!, controlnet: nil, vae: models.vae!,
                                            textEncoder: models.textEncoder!, tokenizer: models.tokenizer!,
@@ -281,7 +296,7 @@ struct TrainControlNet: ParsableCommand {
             models.unet = nil
         }
         let source = try DatasetBatchSource(root: data, resolution: common.resolution, rareClassSampling: rcs,
-                                            emptyPromptProbability: emptyPromptProb, seed: common.seed)
+                                            emptyPromptProbability: emptyPromptProb, zoom: try common.zoomRange(), seed: common.seed)
         let controlnet = try ControlNetModel.initialized(from: trainUNet, conditioningChannels: SemanticCondition.classCount + 1,
                                                          seed: common.seed)
         let trainer = try DiffusionTrainer(target: .controlnet, unet: trainUNet, controlnet: controlnet, vae: models.vae!,

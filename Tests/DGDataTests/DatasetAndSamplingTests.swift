@@ -198,6 +198,27 @@ final class RareClassSamplingTests: XCTestCase {
         XCTAssertThrowsError(try tooBig.next()) { XCTAssertTrue("\($0)".contains("smaller than the 512x512 crop"), "\($0)") }
         var allEmpty = try CropSampler(samples: samples, cropWidth: 32, cropHeight: 32, emptyPromptProbability: 1, seed: 1)
         XCTAssertEqual(try allEmpty.next().caption, "")
+
+        // Zoom: a region of crop / factor pixels, resized to the crop; RCS still centres it on the class.
+        var zoomed = try CropSampler(samples: samples, cropWidth: 32, cropHeight: 32, rcs: rcs, zoom: 0.5...2, seed: 3)
+        let zc = try (0..<40).map { _ in try zoomed.next() }
+        XCTAssertTrue(zc.allSatisfy { $0.image.width == 32 && $0.image.height == 32 && $0.labels.width == 32 && $0.labels.height == 32 })
+        let sides = zc.map(\.rect.width)
+        XCTAssertTrue(sides.allSatisfy { (16...64).contains($0) }, "\(sides)")
+        XCTAssertTrue(sides.contains { $0 < 24 } && sides.contains { $0 > 48 }, "\(sides)")
+        XCTAssertTrue(zc.allSatisfy { $0.rect.width == $0.rect.height })
+        // The labels are the region's, nearest-resized; the region holds the rare class RCS drew.
+        for c in zc.prefix(8) {
+            let (_, labels) = try samples[c.sampleIndex].load()
+            XCTAssertEqual(labels.cropped(c.rect).resized(width: 32, height: 32).ids, c.labels.ids)
+            if let r = c.rareClass { XCTAssertTrue(labels.cropped(c.rect).ids.contains(UInt8(r)), "class \(r) not in \(c.rect)") }
+        }
+        // A fixed zoom of 1 is the plain sampler (the same sequence: no zoom is drawn).
+        var unzoomed = try CropSampler(samples: samples, cropWidth: 100, cropHeight: 50, zoom: 1...1, seed: 1)
+        XCTAssertEqual(try (0..<20).map { _ in try unzoomed.next().rect }, crops.map(\.rect))
+        var far = try CropSampler(samples: samples, cropWidth: 64, cropHeight: 64, zoom: 0.25...0.25, seed: 1)
+        XCTAssertThrowsError(try far.next()) { XCTAssertTrue("\($0)".contains("at zoom 0.250 (a 256x256 region)"), "\($0)") }
+        XCTAssertThrowsError(try CropSampler(samples: samples, cropWidth: 32, cropHeight: 32, zoom: 0...1, seed: 1))
     }
 
     func testRareClassCropsForGeneration() {

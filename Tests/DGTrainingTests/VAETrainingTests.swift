@@ -154,3 +154,30 @@ final class VAETrainingTests: XCTestCase {
         XCTAssertThrowsError(try ImageCropSource(folders: [dir + "/a"], resolution: 64, seed: 0).next(1))
     }
 }
+
+/// DreamBooth's image folder: every crop a `resolution` square, the same at the same run position,
+/// and with `zoom` taken from the image resized to `resolution` x the drawn factor.
+final class ImageFolderSourceTests: XCTestCase {
+    func testCropsAndZoom() throws {
+        let dir = Tiny.scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Synth.writeDataset(to: dir + "/data", count: 3, width: 64, height: 32, style: .game, seed: 5, progress: false)
+        let plain = try ImageFolderSource(folder: dir + "/data", resolution: 16, prompt: "", seed: 1)
+        let zoomed = try ImageFolderSource(folder: dir + "/data", resolution: 16, prompt: "", zoom: 2...2, seed: 1)
+        XCTAssertEqual(try plain.next(4).pixels.shape, [4, 3, 16, 16])
+        XCTAssertEqual(try zoomed.next(4).pixels.shape, [4, 3, 16, 16])
+        // Same position, same image: at zoom 2 the crop is taken from a twice larger resize (the
+        // image resized to 64x32 instead of 32x16), so it covers half the width and height.
+        let k = 5, path = plain.files[plain.fileIndex(k)]
+        XCTAssertEqual(path, zoomed.files[zoomed.fileIndex(k)])
+        let a = try plain.crop(k), b = try zoomed.crop(k), again = try zoomed.crop(k)
+        XCTAssertEqual(b.pixels, again.pixels)
+        XCTAssertNotEqual(a.pixels, b.pixels)
+        XCTAssertNil(plain.identity["zoom"])
+        XCTAssertEqual(zoomed.identity["zoom"], [2.0, 2.0])
+        XCTAssertThrowsError(try ImageFolderSource(folder: dir + "/data", resolution: 16, prompt: "", zoom: 0.5...1, seed: 1))
+        // A zoom range draws a factor per crop: crops differ from both fixed ends somewhere.
+        let ranged = try ImageFolderSource(folder: dir + "/data", resolution: 16, prompt: "", zoom: 1...2, seed: 1)
+        XCTAssertTrue((0..<6).contains { try! ranged.crop($0).pixels != plain.crop($0).pixels })
+    }
+}
