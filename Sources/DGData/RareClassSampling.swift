@@ -100,8 +100,8 @@ public struct CropSampler: Sendable {
     public let weatherProbability: Double
     /// Scale of each crop: the image is taken as if resized by a factor drawn uniformly from this
     /// range (a region of crop / factor pixels, resized to the crop; antialiased bilinear for the
-    /// image, nearest for the labels). Above 1 the crop sees a smaller part of the scene, larger:
-    /// the view MRLF's high-resolution windows give the models.
+    /// image, nearest for the labels). Above 1 the crop sees a smaller part of the scene, enlarged,
+    /// as MRLF's high-resolution windows show it to the models.
     public let zoom: ClosedRange<Double>
 
     public init(samples: [Sample], cropWidth: Int, cropHeight: Int, rcs: RareClassSampling? = nil,
@@ -141,9 +141,7 @@ public struct CropSampler: Sendable {
         let index = rareClass.map { rcs!.sampleFile(class: $0, &rng) } ?? rng.int(below: samples.count)
         let sample = samples[index]
         let (image, labels) = try sample.load()
-        // Drawn only with a zoom range, so runs without one keep their sequences.
-        let factor = zoom.lowerBound == zoom.upperBound ? zoom.lowerBound
-            : zoom.lowerBound + (zoom.upperBound - zoom.lowerBound) * rng.uniform()
+        let factor = drawZoom(zoom) { rng.uniform() }
         let (width, height) = factor == 1 ? (cropWidth, cropHeight)
             : (Int((Double(cropWidth) / factor).rounded()), Int((Double(cropHeight) / factor).rounded()))
         guard image.width >= width, image.height >= height else {
@@ -176,6 +174,12 @@ public struct CropSampler: Sendable {
         state.drawn += 1
         return TrainingCrop(image: cropImage, labels: cropLabels, caption: caption, sampleIndex: index, rect: rect, rareClass: rareClass)
     }
+}
+
+/// A zoom factor uniform in `range`; `uniform` (a draw in [0, 1)) is called only for a range of
+/// more than one value, so a sampler with a fixed zoom keeps the random sequence it had without one.
+public func drawZoom(_ range: ClosedRange<Double>, _ uniform: () -> Double) -> Double {
+    range.lowerBound == range.upperBound ? range.lowerBound : range.lowerBound + (range.upperBound - range.lowerBound) * uniform()
 }
 
 /// A uniformly drawn pixel of class `c`, nil when there is none.

@@ -146,8 +146,7 @@ public final class ImageFolderSource: TrainingBatchSource {
         let path = files[fileIndex(k)]
         var image = try PNG.read(path).rgb()
         let stream = RandomStream(seed: seed, 0xC209, UInt64(k))
-        let factor = zoom.lowerBound == zoom.upperBound ? zoom.lowerBound
-            : zoom.lowerBound + (zoom.upperBound - zoom.lowerBound) * stream.uniform(2)
+        let factor = drawZoom(zoom) { stream.uniform(2) }
         let scale = Double(resolution) * factor / Double(min(image.width, image.height))
         let w = max(resolution, Int((Double(image.width) * scale).rounded())), h = max(resolution, Int((Double(image.height) * scale).rounded()))
         image = image.resized(width: w, height: h, filter: .bilinear)
