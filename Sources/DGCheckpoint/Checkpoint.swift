@@ -1,3 +1,4 @@
+import DGBase
 import DGTensor
 import Foundation
 
@@ -79,12 +80,12 @@ public final class Checkpoint {
     public static func open(_ path: String, options: Options = Options()) throws -> Checkpoint {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw CheckpointError(path, "no such file or directory")
+            throw FileError(path, "no such file or directory")
         }
         if isDirectory.boolValue { return try openFolder(path, options: options) }
         let lower = path.lowercased()
         if lower.hasSuffix(".ckpt") || lower.hasSuffix(".bin") || lower.hasSuffix(".pt") || lower.hasSuffix(".pth") {
-            throw CheckpointError(path, "PyTorch pickle files are not read (they can run code); convert them to safetensors first")
+            throw FileError(path, "PyTorch pickle files are not read (they can run code); convert them to safetensors first")
         }
         if try isNative(path) { return try openNative(path) }
         let source = try openSafeTensors(path: path)
@@ -99,7 +100,7 @@ public final class Checkpoint {
     }
 
     static func isNative(_ path: String) throws -> Bool {
-        guard let h = FileHandle(forReadingAtPath: path) else { throw CheckpointError(path, "cannot open for reading") }
+        guard let h = FileHandle(forReadingAtPath: path) else { throw FileError(path, "cannot open for reading") }
         defer { try? h.close() }
         let head = h.readData(ofLength: 8)
         return Array(head) == NativeFormat.magic
@@ -130,15 +131,15 @@ public final class Checkpoint {
     static func parseConfig(_ bytes: [UInt8], path: String) throws -> JSON {
         do {
             let json = try JSON.parse(bytes: bytes)
-            guard json.objectPairs != nil else { throw CheckpointError(path, "config is not a JSON object") }
+            guard json.objectPairs != nil else { throw FileError(path, "config is not a JSON object") }
             return json
         } catch let e as JSON.ParseError {
-            throw CheckpointError(path, "\(e)")
+            throw FileError(path, "\(e)")
         }
     }
 
     static func readFile(_ path: String) throws -> [UInt8] {
-        guard let data = FileManager.default.contents(atPath: path) else { throw CheckpointError(path, "cannot read") }
+        guard let data = FileManager.default.contents(atPath: path) else { throw FileError(path, "cannot read") }
         return Array(data)
     }
 
@@ -158,10 +159,10 @@ public final class Checkpoint {
         let variants = names.filter { n in stems.contains { n.hasPrefix($0 + ".") } && n.hasSuffix(".safetensors") }.sorted()
         if let only = variants.first, variants.count == 1 { return dir + "/" + only }
         if variants.count > 1 {
-            throw CheckpointError(dir, "holds several weight variants (\(variants.joined(separator: ", "))); choose one with --variant")
+            throw FileError(dir, "holds several weight variants (\(variants.joined(separator: ", "))); choose one with --variant")
         }
         if names.contains(where: { $0.hasSuffix(".bin") }) {
-            throw CheckpointError(dir, "holds only PyTorch pickle weights (.bin); convert them to safetensors first")
+            throw FileError(dir, "holds only PyTorch pickle weights (.bin); convert them to safetensors first")
         }
         return nil
     }
@@ -201,16 +202,16 @@ public final class Checkpoint {
                 components.append(Component(name: name, className: cls, config: config, source: source,
                                             metadata: (source as? SafeTensorsFile)?.metadata))
             }
-            guard !components.isEmpty else { throw CheckpointError(path, "model_index.json names no component with safetensors weights") }
+            guard !components.isEmpty else { throw FileError(path, "model_index.json names no component with safetensors weights") }
             return Checkpoint(path: path, layout: .diffusersPipeline, components: components, files: files)
         }
         if fm.fileExists(atPath: path + "/config.json") {
             let config = try parseConfig(try readFile(path + "/config.json"), path: path + "/config.json")
             guard let cls = className(of: config), let name = classToComponent[cls] else {
-                throw CheckpointError(path + "/config.json", "describes no model this program knows (_class_name / architectures)")
+                throw FileError(path + "/config.json", "describes no model this program knows (_class_name / architectures)")
             }
             guard let weights = try weightsFile(in: path, variant: options.variant) else {
-                throw CheckpointError(path, "holds a config.json but no safetensors weights")
+                throw FileError(path, "holds a config.json but no safetensors weights")
             }
             let source = try openSafeTensors(path: weights)
             let files = try looseFiles(in: path, prefix: name + "/")
@@ -219,7 +220,7 @@ public final class Checkpoint {
                                                      metadata: (source as? SafeTensorsFile)?.metadata)],
                               files: files)
         }
-        throw CheckpointError(path, "is not a diffusers folder (no model_index.json or config.json)")
+        throw FileError(path, "is not a diffusers folder (no model_index.json or config.json)")
     }
 
     /// Which model a file of diffusers-named tensors holds, from its names.
@@ -261,7 +262,7 @@ public final class Checkpoint {
 
     private static func openPlain(_ source: TensorSource, options: Options) throws -> Checkpoint {
         guard let name = guessComponent(source.entries.map(\.name)) else {
-            throw CheckpointError(source.path, "holds no UNet, VAE, CLIP text encoder or ControlNet this program recognises")
+            throw FileError(source.path, "holds no UNet, VAE, CLIP text encoder or ControlNet this program recognises")
         }
         let (config, files) = try config(for: name, near: source.path, options: options)
         let cls = componentToClass[name]!

@@ -1,3 +1,4 @@
+import DGBase
 import DGTensor
 import Foundation
 
@@ -41,14 +42,14 @@ extension Checkpoint {
     public func write(to destination: String, format: OutputFormat, options: WriteOptions = WriteOptions()) throws {
         let exists = FileManager.default.fileExists(atPath: destination)
         if exists && !options.overwrite {
-            throw CheckpointError(destination, "already exists (pass --overwrite to replace it)")
+            throw FileError(destination, "already exists (pass --overwrite to replace it)")
         }
         let selected = try componentsToWrite(format: format, options: options)
         let parent = URL(fileURLWithPath: destination).deletingLastPathComponent().path
         do {
             try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
         } catch {
-            throw CheckpointError(destination, "cannot create the directory \(parent): \(error.localizedDescription)")
+            throw FileError(destination, "cannot create the directory \(parent): \(error.localizedDescription)")
         }
         let total = selected.reduce(0) { $0 + $1.source.entries.reduce(0) { $0 + outputEntry($1, options).byteCount } }
         let progress = ProgressBar("convert", total: Double(total), unit: "B", enabled: options.progress)
@@ -69,17 +70,17 @@ extension Checkpoint {
     private func componentsToWrite(format: OutputFormat, options: WriteOptions) throws -> [Component] {
         if let name = options.component {
             guard let c = component(name) else {
-                throw CheckpointError(path, "has no component \(name) (it holds \(components.map(\.name).joined(separator: ", ")))")
+                throw FileError(path, "has no component \(name) (it holds \(components.map(\.name).joined(separator: ", ")))")
             }
             return [c]
         }
         if format == .safetensors && components.count > 1 {
-            throw CheckpointError(path, "holds \(components.count) models (\(components.map(\.name).joined(separator: ", "))); choose one with --component")
+            throw FileError(path, "holds \(components.count) models (\(components.map(\.name).joined(separator: ", "))); choose one with --component")
         }
         if format == .ldm {
             let known = components.filter { ["unet", "vae", "text_encoder", "controlnet"].contains($0.name) }
             if known.contains(where: { $0.name == "controlnet" }) && known.count > 1 {
-                throw CheckpointError(path, "the original layouts keep a ControlNet in its own file; write it with --component controlnet")
+                throw FileError(path, "the original layouts keep a ControlNet in its own file; write it with --component controlnet")
             }
             return known
         }
@@ -144,7 +145,7 @@ extension Checkpoint {
             for e in c.source.entries where !LDMKeyMap.isIgnoredDiffusersName(e.name, component: kind) {
                 kept[c.name, default: []].insert(e.name)
                 guard let m = map.mapping(component: kind, diffusersName: e.name), let shape = m.ldmShape(fromDiffusers: e.shape) else {
-                    throw CheckpointError(path, "\(c.name) tensor \(e.name) \(e.shape) has no place in the original layout")
+                    throw FileError(path, "\(c.name) tensor \(e.name) \(e.shape) has no place in the original layout")
                 }
                 entries.append(outputEntry(TensorEntry(name: m.ldm, dtype: e.dtype, shape: shape), options))
             }
@@ -160,14 +161,14 @@ extension Checkpoint {
                                 replacing: Bool) throws {
         let fm = FileManager.default
         let parent = URL(fileURLWithPath: dst).deletingLastPathComponent().path
-        guard fm.fileExists(atPath: parent) else { throw CheckpointError(dst, "the directory \(parent) does not exist") }
+        guard fm.fileExists(atPath: parent) else { throw FileError(dst, "the directory \(parent) does not exist") }
         // Built beside the destination and renamed into place when complete.
         let staging = parent + "/." + URL(fileURLWithPath: dst).lastPathComponent + ".tmp-\(getpid())"
         try? fm.removeItem(atPath: staging)
         do {
             try fm.createDirectory(atPath: staging, withIntermediateDirectories: false)
         } catch {
-            throw CheckpointError(dst, "cannot create \(staging): \(error.localizedDescription)")
+            throw FileError(dst, "cannot create \(staging): \(error.localizedDescription)")
         }
         do {
             let asPipeline = isPipeline && options.component == nil
@@ -187,7 +188,7 @@ extension Checkpoint {
                 try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
                 if !fm.fileExists(atPath: dir + "/config.json") {
                     guard let config = c.config else {
-                        throw CheckpointError(path, "has no config for \(c.name); pass --config DIR with a diffusers folder")
+                        throw FileError(path, "has no config for \(c.name); pass --config DIR with a diffusers folder")
                     }
                     try writeFileAtomically(dir + "/config.json", Array((config.pretty + "\n").utf8))
                 }
@@ -200,7 +201,7 @@ extension Checkpoint {
                 try fm.moveItem(atPath: staging, toPath: dst)
                 try? fm.removeItem(atPath: old)
             } else {
-                guard rename(staging, dst) == 0 else { throw CheckpointError(dst, "cannot rename into place: \(String(cString: strerror(errno)))") }
+                guard rename(staging, dst) == 0 else { throw FileError(dst, "cannot rename into place: \(String(cString: strerror(errno)))") }
             }
         } catch {
             try? fm.removeItem(atPath: staging)

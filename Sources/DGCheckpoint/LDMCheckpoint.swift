@@ -1,3 +1,4 @@
+import DGBase
 import DGTensor
 import Foundation
 
@@ -17,7 +18,7 @@ final class RenamedSource: TensorSource {
     var path: String { base.path }
 
     func tensor(_ name: String) throws -> Tensor {
-        guard let baseName = baseNames[name], let e = entry(name) else { throw CheckpointError(path, "has no tensor \(name)") }
+        guard let baseName = baseNames[name], let e = entry(name) else { throw FileError(path, "has no tensor \(name)") }
         let t = try base.tensor(baseName)
         return t.shape == e.shape ? t : t.reshaped(e.shape)
     }
@@ -45,7 +46,7 @@ extension Checkpoint {
                                 textEncoderConfig: configs["text_encoder"], controlnetConfig: configs["controlnet"])
         let present = Set(source.entries.map(\.name))
         if options.ema && layout == .ldm && !present.contains(where: { $0.hasPrefix("model_ema.") }) {
-            throw CheckpointError(source.path, "holds no EMA weights (model_ema.*), but --ema asked for them")
+            throw FileError(source.path, "holds no EMA weights (model_ema.*), but --ema asked for them")
         }
 
         var mapped: [String: [(entry: TensorEntry, baseName: String)]] = [:]
@@ -56,12 +57,12 @@ extension Checkpoint {
                 continue
             }
             guard let shape = m.diffusersShape(fromLDM: e.shape) else {
-                throw CheckpointError(source.path, "\(e.name) has shape \(e.shape), which \(m.diffusers) cannot take")
+                throw FileError(source.path, "\(e.name) has shape \(e.shape), which \(m.diffusers) cannot take")
             }
             var baseName = e.name
             if options.ema && m.component == .unet {
                 guard let ema = LDMKeyMap.emaKey(forLDM: m.ldm), present.contains(ema) else {
-                    throw CheckpointError(source.path, "has no EMA weight for \(e.name)")
+                    throw FileError(source.path, "has no EMA weight for \(e.name)")
                 }
                 baseName = ema
             }
@@ -72,7 +73,7 @@ extension Checkpoint {
             return Component(name: name, className: componentToClass[name]!, config: configs[name],
                              source: RenamedSource(base: source, mapping: mapping), metadata: nil)
         }
-        guard !components.isEmpty else { throw CheckpointError(source.path, "holds no tensor of a known model") }
+        guard !components.isEmpty else { throw FileError(source.path, "holds no tensor of a known model") }
 
         files += try pipelineFiles(for: components, options: options)
         let ck = Checkpoint(path: source.path, layout: layout, components: components, files: files)

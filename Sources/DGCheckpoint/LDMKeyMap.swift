@@ -1,3 +1,4 @@
+import DGBase
 /// The names of Stable Diffusion 1.x parameters in the original single-file layouts and in the
 /// diffusers / transformers layout, both ways, as one table.
 ///
@@ -88,12 +89,17 @@ public struct LDMKeyMap: Sendable {
     public init(unetConfig: JSON? = nil, vaeConfig: JSON? = nil, textEncoderConfig: JSON? = nil,
                 controlnetConfig: JSON? = nil, clipTextModelPrefix: Bool = false) throws {
         var table = Table()
-        try table.addUNet(UNetLayout(unetConfig ?? LDMKeyMap.sd15UNet, what: "unet config", withUpBlocks: true))
-        try table.addVAE(VAELayout(vaeConfig ?? LDMKeyMap.sd15VAE))
-        try table.addTextEncoder(layers: ConfigReader(textEncoderConfig.map { $0["text_config"] ?? $0 },
-                                                      what: "text_encoder config").int("num_hidden_layers", 12),
-                                 ldmPrefix: clipTextModelPrefix ? LDMKeyMap.clipRoot + "text_model." : LDMKeyMap.clipRoot)
-        try table.addControlNet(ControlNetLayout(controlnetConfig ?? LDMKeyMap.sd15ControlNet))
+        do {
+            try table.addUNet(UNetLayout(unetConfig ?? LDMKeyMap.sd15UNet, model: "unet", withUpBlocks: true))
+            try table.addVAE(VAELayout(vaeConfig ?? LDMKeyMap.sd15VAE))
+            try table.addTextEncoder(layers: ConfigReader(textEncoderConfig.map { $0["text_config"] ?? $0 } ?? .object([]),
+                                                          model: "text_encoder").positiveInt("num_hidden_layers", default: 12),
+                                     ldmPrefix: clipTextModelPrefix ? LDMKeyMap.clipRoot + "text_model." : LDMKeyMap.clipRoot)
+            try table.addControlNet(ControlNetLayout(controlnetConfig ?? LDMKeyMap.sd15ControlNet))
+        } catch let e as ModelConfigError {
+            // A config the key map cannot follow is a problem of the checkpoint being converted.
+            throw FileError(e.model + " config", e.key.isEmpty ? e.problem : "\"\(e.key)\" \(e.problem)")
+        }
 
         var byLDM: [String: Int] = [:], byDiffusers: [String: Int] = [:], ema: [String: String] = [:]
         for (i, m) in table.mappings.enumerated() {
@@ -439,73 +445,6 @@ public struct LDMKeyMap: Sendable {
     // MARK: configs
 
     /// Reads config values, with the model class's defaults for absent or null keys.
-    struct ConfigReader {
-        let json: JSON?
-        let what: String
-        init(_ json: JSON?, what: String) {
-            self.json = json
-            self.what = what
-        }
-
-        func value(_ key: String) -> JSON? {
-            guard let v = json?[key], !v.isNull else { return nil }
-            return v
-        }
-
-        func error(_ problem: String) -> CheckpointError { CheckpointError(what, problem) }
-
-        func int(_ key: String, _ fallback: Int) throws -> Int {
-            guard let v = value(key) else { return fallback }
-            guard let i = v.int, i >= 0 else { throw error("\(key) must be a non-negative integer, not \(v.compact)") }
-            return i
-        }
-
-        func bool(_ key: String, _ fallback: Bool) throws -> Bool {
-            guard let v = value(key) else { return fallback }
-            guard let b = v.bool else { throw error("\(key) must be true or false, not \(v.compact)") }
-            return b
-        }
-
-        func string(_ key: String, _ fallback: String?) throws -> String? {
-            guard let v = value(key) else { return fallback }
-            guard let s = v.string else { throw error("\(key) must be a string, not \(v.compact)") }
-            return s
-        }
-
-        func strings(_ key: String, _ fallback: [String]) throws -> [String] {
-            guard let v = value(key) else { return fallback }
-            guard let a = v.array, !a.isEmpty, a.allSatisfy({ $0.string != nil }) else {
-                throw error("\(key) must be a non-empty list of strings, not \(v.compact)")
-            }
-            return a.map { $0.string! }
-        }
-
-        func ints(_ key: String, _ fallback: [Int]) throws -> [Int] {
-            guard let v = value(key) else { return fallback }
-            guard let a = v.array, !a.isEmpty, a.allSatisfy({ ($0.int ?? -1) > 0 }) else {
-                throw error("\(key) must be a non-empty list of positive integers, not \(v.compact)")
-            }
-            return a.map { $0.int! }
-        }
-
-        /// An integer or one integer per block.
-        func perBlock(_ key: String, _ fallback: Int, count: Int) throws -> [Int] {
-            guard let v = value(key) else { return Array(repeating: fallback, count: count) }
-            if let i = v.int, i >= 0 { return Array(repeating: i, count: count) }
-            guard let a = v.array, a.count == count, a.allSatisfy({ ($0.int ?? -1) >= 0 }) else {
-                throw error("\(key) must be an integer or a list of \(count) integers, not \(v.compact)")
-            }
-            return a.map { $0.int! }
-        }
-
-        /// Keys that would add parameters this table does not know must be absent or null.
-        func requireUnset(_ keys: [String]) throws {
-            for key in keys where value(key) != nil {
-                throw error("\(key) = \(value(key)!.compact) is not supported")
-            }
-        }
-    }
-
     enum MidBlock: Equatable { case crossAttention(depth: Int), plain, absent }
 
     /// The block structure of a UNet2DConditionModel (or of a ControlNetModel's encoder half).
@@ -519,50 +458,46 @@ public struct LDMKeyMap: Sendable {
         var upDepth: [Int] = []
         var mid: MidBlock
 
-        init(_ json: JSON, what: String, withUpBlocks: Bool) throws {
-            let r = ConfigReader(json, what: what)
-            try r.requireUnset(["class_embed_type", "num_class_embeds", "addition_embed_type", "encoder_hid_dim",
-                                "encoder_hid_dim_type", "time_cond_proj_dim", "time_embedding_dim"])
-            if try r.bool("dual_cross_attention", false) { throw r.error("dual_cross_attention is not supported") }
-            if let t = try r.string("attention_type", "default"), t != "default" {
-                throw r.error("attention_type \"\(t)\" is not supported")
-            }
-            if let t = try r.string("time_embedding_type", "positional"), t != "positional" {
-                throw r.error("time_embedding_type \"\(t)\" is not supported")
-            }
-            let down = try r.strings("down_block_types", ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"])
-            channels = try r.ints("block_out_channels", [320, 640, 1280, 1280])
+        init(_ json: JSON, model: String, withUpBlocks: Bool) throws {
+            let r = try ConfigReader(json, model: model)
+            for key in ["class_embed_type", "num_class_embeds", "addition_embed_type", "encoder_hid_dim",
+                        "encoder_hid_dim_type", "time_cond_proj_dim", "time_embedding_dim"] { try r.requireUnset(key) }
+            try r.require("dual_cross_attention", in: [false])
+            try r.require("attention_type", in: ["default"])
+            try r.require("time_embedding_type", in: ["positional"])
+            let down = try r.strings("down_block_types", default: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"])
+            channels = try r.positiveInts("block_out_channels", default: [320, 640, 1280, 1280])
             guard channels.count == down.count else {
-                throw r.error("block_out_channels has \(channels.count) entries for \(down.count) down blocks")
+                throw r.error("block_out_channels", "has \(channels.count) entries for \(down.count) down blocks")
             }
             downAttention = try down.map {
                 switch $0 {
                 case "CrossAttnDownBlock2D": return true
                 case "DownBlock2D": return false
-                default: throw r.error("down block type \($0) is not supported")
+                default: throw r.error("down_block_types", "holds \($0), which is not supported")
                 }
             }
-            layers = try r.perBlock("layers_per_block", 2, count: down.count)
-            depth = try r.perBlock("transformer_layers_per_block", 1, count: down.count)
-            switch try r.string("mid_block_type", "UNetMidBlock2DCrossAttn") {
+            layers = try r.perBlockPositiveInts("layers_per_block", count: down.count, default: 2)
+            depth = try r.perBlockPositiveInts("transformer_layers_per_block", count: down.count, default: 1)
+            switch r.json["mid_block_type"] == nil ? "UNetMidBlock2DCrossAttn" : try r.optionalString("mid_block_type") {
             case "UNetMidBlock2DCrossAttn"?: mid = .crossAttention(depth: depth[depth.count - 1])
             case "UNetMidBlock2D"?: mid = .plain
             case nil: mid = .absent
-            case let t?: throw r.error("mid block type \(t) is not supported")
+            case let t?: throw r.error("mid_block_type", "\(t) is not supported")
             }
             guard withUpBlocks else { return }
-            let up = try r.strings("up_block_types", ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"])
-            guard up.count == down.count else { throw r.error("\(up.count) up blocks for \(down.count) down blocks") }
+            let up = try r.strings("up_block_types", default: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"])
+            guard up.count == down.count else { throw r.error("up_block_types", "has \(up.count) up blocks for \(down.count) down blocks") }
             upAttention = try up.map {
                 switch $0 {
                 case "CrossAttnUpBlock2D": return true
                 case "UpBlock2D": return false
-                default: throw r.error("up block type \($0) is not supported")
+                default: throw r.error("up_block_types", "holds \($0), which is not supported")
                 }
             }
             upLayers = layers.reversed().map { $0 + 1 }
-            upDepth = r.value("reverse_transformer_layers_per_block") == nil
-                ? depth.reversed() : try r.perBlock("reverse_transformer_layers_per_block", 1, count: up.count)
+            upDepth = r.present("reverse_transformer_layers_per_block") == nil
+                ? depth.reversed() : try r.perBlockPositiveInts("reverse_transformer_layers_per_block", count: up.count, default: 1)
         }
     }
 
@@ -574,20 +509,20 @@ public struct LDMKeyMap: Sendable {
         var postQuantConv: Bool
 
         init(_ json: JSON) throws {
-            let r = ConfigReader(json, what: "vae config")
-            let down = try r.strings("down_block_types", ["DownEncoderBlock2D"])
-            let up = try r.strings("up_block_types", ["UpDecoderBlock2D"])
-            channels = try r.ints("block_out_channels", [64])
+            let r = try ConfigReader(json, model: "vae")
+            let down = try r.strings("down_block_types", default: ["DownEncoderBlock2D"])
+            let up = try r.strings("up_block_types", default: ["UpDecoderBlock2D"])
+            channels = try r.positiveInts("block_out_channels", default: [64])
             guard down.allSatisfy({ $0 == "DownEncoderBlock2D" }), up.allSatisfy({ $0 == "UpDecoderBlock2D" }) else {
-                throw r.error("only DownEncoderBlock2D / UpDecoderBlock2D blocks are supported")
+                throw r.error("down_block_types", "only DownEncoderBlock2D / UpDecoderBlock2D blocks are supported")
             }
             guard down.count == channels.count, up.count == channels.count else {
-                throw r.error("\(down.count) down blocks and \(up.count) up blocks for \(channels.count) block_out_channels")
+                throw r.error("block_out_channels", "\(down.count) down blocks and \(up.count) up blocks for \(channels.count) block_out_channels")
             }
-            layers = try r.int("layers_per_block", 1)
-            midAttention = try r.bool("mid_block_add_attention", true)
-            quantConv = try r.bool("use_quant_conv", true)
-            postQuantConv = try r.bool("use_post_quant_conv", true)
+            layers = try r.positiveInt("layers_per_block", default: 1)
+            midAttention = try r.bool("mid_block_add_attention", default: true)
+            quantConv = try r.bool("use_quant_conv", default: true)
+            postQuantConv = try r.bool("use_post_quant_conv", default: true)
         }
     }
 
@@ -596,9 +531,8 @@ public struct LDMKeyMap: Sendable {
         var hintChannels: Int  // entries of conditioning_embedding_out_channels
 
         init(_ json: JSON) throws {
-            unet = try UNetLayout(json, what: "controlnet config", withUpBlocks: false)
-            let r = ConfigReader(json, what: "controlnet config")
-            hintChannels = try r.ints("conditioning_embedding_out_channels", [16, 32, 96, 256]).count
+            unet = try UNetLayout(json, model: "controlnet", withUpBlocks: false)
+            hintChannels = try ConfigReader(json, model: "controlnet").positiveInts("conditioning_embedding_out_channels", default: [16, 32, 96, 256]).count
         }
     }
 

@@ -1,3 +1,4 @@
+import DGBase
 import DGTensor
 
 /// The project's own checkpoint format (see docs/FORMAT.md): one file holding one model or a
@@ -71,7 +72,7 @@ public final class NativeWriter {
     public func addTensor(component: String, entry: TensorEntry, bytes: UnsafeRawBufferPointer,
                           compression: Compression = .none, level: Int32 = 3) throws {
         guard bytes.count == entry.byteCount else {
-            throw CheckpointError(path, "tensor \(entry.name) has \(bytes.count) bytes, expected \(entry.byteCount)")
+            throw FileError(path, "tensor \(entry.name) has \(bytes.count) bytes, expected \(entry.byteCount)")
         }
         var stored: [UInt8] = []
         switch compression {
@@ -135,9 +136,9 @@ public final class NativeFile {
 
     public init(path: String) throws {
         self.path = path
-        do { map = try MappedFile(path: path) } catch { throw CheckpointError(path, "\(error)") }
+        do { map = try MappedFile(path: path) } catch { throw FileError(path, "\(error)") }
         let size = map.size
-        func fail(_ problem: String) -> CheckpointError { CheckpointError(path, problem) }
+        func fail(_ problem: String) -> FileError { FileError(path, problem) }
         guard size >= NativeFormat.prologueSize else { throw fail("file is \(size) bytes, too short for a dginstyle native file") }
         let b = map.bytes
         guard Array(b[0..<8]) == NativeFormat.magic else { throw fail("not a dginstyle native file (bad magic)") }
@@ -239,10 +240,10 @@ public final class NativeFile {
 
     /// The bytes of a loose file, checksum verified.
     public func file(_ path: String) throws -> [UInt8] {
-        guard let blob = files.first(where: { $0.path == path }) else { throw CheckpointError(self.path, "holds no file \(path)") }
+        guard let blob = files.first(where: { $0.path == path }) else { throw FileError(self.path, "holds no file \(path)") }
         let bytes = UnsafeRawBufferPointer(rebasing: map.bytes[blob.offset..<(blob.offset + blob.length)])
         guard XXH64.hex(bytes) == blob.checksum else {
-            throw CheckpointError(self.path, "file \(path) fails its checksum: the file is corrupt")
+            throw FileError(self.path, "file \(path) fails its checksum: the file is corrupt")
         }
         return Array(bytes)
     }
@@ -256,7 +257,7 @@ public final class NativeFile {
         let what = "tensor \(t.component)/\(t.entry.name)"
         let stored = UnsafeRawBufferPointer(rebasing: map.bytes[t.offset..<(t.offset + t.storedLength)])
         if verify, XXH64.hex(stored) != t.checksum {
-            throw CheckpointError(path, "\(what) fails its checksum: the file is corrupt")
+            throw FileError(path, "\(what) fails its checksum: the file is corrupt")
         }
         do {
             switch t.compression {
@@ -279,7 +280,7 @@ public final class NativeFile {
                 return out
             }
         } catch let e as Zstd.Failure {
-            throw CheckpointError(path, "\(what): \(e.description)")
+            throw FileError(path, "\(what): \(e.description)")
         }
     }
 
@@ -304,7 +305,7 @@ final class NativeComponentSource: TensorSource {
     var path: String { file.path }
 
     func tensor(_ name: String) throws -> Tensor {
-        guard let i = index[name] else { throw CheckpointError(path, "component \(component) has no tensor \(name)") }
+        guard let i = index[name] else { throw FileError(path, "component \(component) has no tensor \(name)") }
         return try file.read(stored[i], verify: true)
     }
 

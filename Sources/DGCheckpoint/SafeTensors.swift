@@ -1,3 +1,4 @@
+import DGBase
 import DGTensor
 import Foundation
 
@@ -45,7 +46,7 @@ public final class SafeTensorsFile: TensorSource {
     public func contains(_ name: String) -> Bool { index[name] != nil }
 
     private func position(_ name: String) throws -> Int {
-        guard let i = index[name] else { throw CheckpointError(path, "no tensor named \(SafeTensorsHeader.quoted(name))") }
+        guard let i = index[name] else { throw FileError(path, "no tensor named \(SafeTensorsHeader.quoted(name))") }
         return i
     }
 
@@ -92,12 +93,12 @@ public final class SafeTensorsFile: TensorSource {
     }
 }
 
-/// Maps a file, with MappedFile's error reworded: CheckpointError puts the path in front.
+/// Maps a file, with MappedFile's error reworded: FileError puts the path in front.
 func mapFile(_ path: String) throws -> MappedFile {
     do {
         return try MappedFile(path: path)
     } catch let error as TensorError {
-        throw CheckpointError(path, error.description.replacingOccurrences(of: path, with: "file"))
+        throw FileError(path, error.description.replacingOccurrences(of: path, with: "file"))
     }
 }
 
@@ -110,7 +111,7 @@ struct SafeTensorsHeader {
     var dataOffset = 0
 
     init(file: UnsafeRawBufferPointer, path: String) throws {
-        func fail(_ problem: String) -> CheckpointError { CheckpointError(path, problem) }
+        func fail(_ problem: String) -> FileError { FileError(path, problem) }
 
         guard file.count >= 8 else {
             throw fail("file is \(file.count) bytes, too short to be a safetensors file (it must start with an 8-byte header length)")
@@ -184,7 +185,7 @@ struct SafeTensorsHeader {
         }
     }
 
-    private static func metadata(_ value: JSON, _ fail: (String) -> CheckpointError) throws -> [(String, String)] {
+    private static func metadata(_ value: JSON, _ fail: (String) -> FileError) throws -> [(String, String)] {
         guard let pairs = value.objectPairs else { throw fail("__metadata__ must be an object of strings, not \(describe(value))") }
         return try pairs.map { key, v in
             guard let s = v.string else {
@@ -194,10 +195,10 @@ struct SafeTensorsHeader {
         }
     }
 
-    private static func tensor(_ name: String, _ value: JSON, _ fail: (String) -> CheckpointError) throws
+    private static func tensor(_ name: String, _ value: JSON, _ fail: (String) -> FileError) throws
         -> (entry: TensorEntry, range: Range<Int>) {
         // Built only on failure: quoting every name of a large header costs.
-        func bad(_ problem: String) -> CheckpointError { fail("tensor \(quoted(name))" + problem) }
+        func bad(_ problem: String) -> FileError { fail("tensor \(quoted(name))" + problem) }
         guard let fields = value.objectPairs else { throw bad(" must be an object, not \(describe(value))") }
         var dtypeValue: JSON?, shapeValue: JSON?, offsetsValue: JSON?
         for (key, v) in fields {
@@ -211,7 +212,7 @@ struct SafeTensorsHeader {
                 throw bad(" has an unexpected field \(quoted(key)) (only dtype, shape and data_offsets are allowed)")
             }
         }
-        func missing(_ key: String) -> CheckpointError { bad(" is missing the field \"\(key)\"") }
+        func missing(_ key: String) -> FileError { bad(" is missing the field \"\(key)\"") }
         guard let dtypeValue else { throw missing("dtype") }
         guard let shapeValue else { throw missing("shape") }
         guard let offsetsValue else { throw missing("data_offsets") }

@@ -1,3 +1,4 @@
+import DGBase
 import DGTensor
 import Foundation
 
@@ -23,7 +24,7 @@ public final class SafeTensorsWriter {
     public init(path: String, entries: [TensorEntry], metadata: [(String, String)]? = nil) throws {
         self.path = path
         self.entries = entries
-        func fail(_ problem: String) -> CheckpointError { CheckpointError(path, problem) }
+        func fail(_ problem: String) -> FileError { FileError(path, problem) }
 
         let header = try Self.header(entries: entries, metadata: metadata, fail)
         var padded = Array(header.utf8)
@@ -49,7 +50,7 @@ public final class SafeTensorsWriter {
     /// Compact JSON: `__metadata__` first, then the tensors in the given order with their
     /// offsets, laid out back to back.
     private static func header(entries: [TensorEntry], metadata: [(String, String)]?,
-                               _ fail: (String) -> CheckpointError) throws -> String {
+                               _ fail: (String) -> FileError) throws -> String {
         var pairs: [(String, JSON)] = []
         pairs.reserveCapacity(entries.count + 1)
         var names = Set<String>()
@@ -84,14 +85,14 @@ public final class SafeTensorsWriter {
     /// The next bytes of the current entry. An entry may come in several pieces, but a piece
     /// may not run into the next entry: that would mean the caller's idea of the layout differs.
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
-        guard !done else { throw CheckpointError(path, "write after the writer finished or failed") }
+        guard !done else { throw FileError(path, "write after the writer finished or failed") }
         guard !bytes.isEmpty else { return }
         guard current < entries.count else {
-            throw CheckpointError(path, "\(bytes.count) bytes written after all \(entries.count) tensors are complete")
+            throw FileError(path, "\(bytes.count) bytes written after all \(entries.count) tensors are complete")
         }
         let entry = entries[current]
         guard bytes.count <= entry.byteCount - written else {
-            throw CheckpointError(path, "tensor \(SafeTensorsHeader.quoted(entry.name)) is \(entry.byteCount) bytes but \(written + bytes.count) were written for it")
+            throw FileError(path, "tensor \(SafeTensorsHeader.quoted(entry.name)) is \(entry.byteCount) bytes but \(written + bytes.count) were written for it")
         }
         do {
             try out.write(bytes)
@@ -112,11 +113,11 @@ public final class SafeTensorsWriter {
     public func write(_ tensor: Tensor) throws {
         guard tensor.count > 0 else { return }
         guard current < entries.count, written == 0 else {
-            throw CheckpointError(path, "a whole tensor was written while \(current < entries.count ? "tensor \(SafeTensorsHeader.quoted(entries[current].name)) is half written" : "no tensor is left")")
+            throw FileError(path, "a whole tensor was written while \(current < entries.count ? "tensor \(SafeTensorsHeader.quoted(entries[current].name)) is half written" : "no tensor is left")")
         }
         let entry = entries[current]
         guard entry.dtype == tensor.dtype, entry.shape == tensor.shape else {
-            throw CheckpointError(path, "tensor \(SafeTensorsHeader.quoted(entry.name)) is \(entry.dtype.name) \(entry.shape) but a \(tensor.dtype.name) \(tensor.shape) tensor was written for it")
+            throw FileError(path, "tensor \(SafeTensorsHeader.quoted(entry.name)) is \(entry.dtype.name) \(entry.shape) but a \(tensor.dtype.name) \(tensor.shape) tensor was written for it")
         }
         // The copy must outlive the write: rawBytes does not keep its storage alive.
         let source = tensor.contiguous()
@@ -129,11 +130,11 @@ public final class SafeTensorsWriter {
 
     /// Checks every byte arrived, makes the file durable, and puts it in place atomically.
     public func finish() throws {
-        guard !done else { throw CheckpointError(path, "finish after the writer finished or failed") }
+        guard !done else { throw FileError(path, "finish after the writer finished or failed") }
         guard current == entries.count else {
             let entry = entries[current]
             abort()
-            throw CheckpointError(path, "incomplete: tensor \(SafeTensorsHeader.quoted(entry.name)) got \(written) of its \(entry.byteCount) bytes")
+            throw FileError(path, "incomplete: tensor \(SafeTensorsHeader.quoted(entry.name)) got \(written) of its \(entry.byteCount) bytes")
         }
         do {
             try out.commit()

@@ -1,3 +1,4 @@
+import DGBase
 import DGTensor
 
 /// A checkpoint split over several safetensors files, described by a `*.safetensors.index.json`
@@ -17,7 +18,7 @@ public final class ShardedSafeTensors: TensorSource {
 
     public init(indexPath: String) throws {
         path = indexPath
-        func fail(_ problem: String) -> CheckpointError { CheckpointError(indexPath, problem) }
+        func fail(_ problem: String) -> FileError { FileError(indexPath, problem) }
 
         let json = try Self.readIndex(indexPath)
         guard json.objectPairs != nil else { throw fail("index is not a JSON object") }
@@ -72,17 +73,17 @@ public final class ShardedSafeTensors: TensorSource {
     private static func readIndex(_ path: String) throws -> JSON {
         let file = try mapFile(path)
         guard file.size <= SafeTensorsFile.maximumHeaderSize else {
-            throw CheckpointError(path, "index is \(file.size) bytes, more than the \(SafeTensorsFile.maximumHeaderSize) allowed")
+            throw FileError(path, "index is \(file.size) bytes, more than the \(SafeTensorsFile.maximumHeaderSize) allowed")
         }
         do {
             return try JSON.parse(bytes: file.bytes)
         } catch let e as JSON.ParseError {
-            throw CheckpointError(path, "index is not valid JSON: \(e)")
+            throw FileError(path, "index is not valid JSON: \(e)")
         }
     }
 
     private func shard(_ name: String) throws -> SafeTensorsFile {
-        guard let i = shardOf[name] else { throw CheckpointError(path, "no tensor named \(SafeTensorsHeader.quoted(name))") }
+        guard let i = shardOf[name] else { throw FileError(path, "no tensor named \(SafeTensorsHeader.quoted(name))") }
         return shards[i]
     }
 

@@ -1,3 +1,4 @@
+import DGBase
 /// The Cityscapes label definitions (cityscapesScripts `labels.py`), in one place: the 19
 /// train classes every DGInStyle model, caption and dataset uses, and the 34 label ids that
 /// GTA5 and Cityscapes label files store.
@@ -93,7 +94,7 @@ public enum Cityscapes {
     /// A colour mask (train-id palette) back to train ids; colours not in the palette -> 255.
     public static func labels(fromColors image: Image) throws -> LabelMap {
         try image.validate("colour mask")
-        guard image.channels == 3 else { throw DataError("colour mask", "has \(image.channels) channel(s); a colour mask is RGB") }
+        guard image.channels == 3 else { throw FileError("colour mask", "has \(image.channels) channel(s); a colour mask is RGB") }
         var byColor: [UInt32: UInt8] = [:]
         for (c, rgb) in palette.enumerated() { byColor[UInt32(rgb.0) << 16 | UInt32(rgb.1) << 8 | UInt32(rgb.2)] = UInt8(c) }
         var ids = [UInt8](repeating: ignoreLabel, count: image.width * image.height)

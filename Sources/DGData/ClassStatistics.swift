@@ -1,4 +1,4 @@
-import DGCheckpoint
+import DGBase
 import DGTensor
 import Foundation
 
@@ -126,7 +126,7 @@ public struct ClassStatistics: Sendable {
             guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
                   let size = (attributes[.size] as? NSNumber)?.intValue,
                   let date = attributes[.modificationDate] as? Date else {
-                throw DataError(path, "cannot read the label file's size and modification time")
+                throw FileError(path, "cannot read the label file's size and modification time")
             }
             self.init(size: size, modified: date.timeIntervalSince1970, trainIds: trainIds)
         }

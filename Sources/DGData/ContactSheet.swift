@@ -1,3 +1,4 @@
+import DGBase
 /// A 5x7 bitmap font of capitals, digits and a little punctuation, so pictures can carry their
 /// own captions without a font library. Lower case draws as upper case; other characters as '?'.
 public enum BitmapFont {
@@ -119,10 +120,10 @@ public enum ContactSheet {
     /// resized, bilinear) and grey pictures are drawn as RGB. Titles are centred over their columns
     /// and clipped to them.
     public static func compose(rows: [[Image]], titles: [String]) throws -> Image {
-        guard let first = rows.first?.first else { throw DataError("contact sheet", "has no pictures") }
+        guard let first = rows.first?.first else { throw FileError("contact sheet", "has no pictures") }
         let columns = titles.count
         guard columns > 0, rows.allSatisfy({ $0.count == columns }) else {
-            throw DataError("contact sheet", "every row needs one picture per title (\(columns))")
+            throw FileError("contact sheet", "every row needs one picture per title (\(columns))")
         }
         let (cw, ch) = (first.width, first.height)
         let scale = titleScale(titles: titles, cellWidth: cw)

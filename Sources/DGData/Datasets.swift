@@ -1,3 +1,4 @@
+import DGBase
 import Foundation
 
 /// One (image, label map) pair of a dataset on disk.
@@ -26,7 +27,7 @@ public struct Sample: Sendable, Codable, Equatable {
     public func load() throws -> (image: Image, labels: LabelMap) {
         let image = try loadImage(), labels = try loadLabels()
         guard image.width == labels.width, image.height == labels.height else {
-            throw DataError(labelPath, "is \(labels.width)x\(labels.height) but its image \(imagePath) is \(image.width)x\(image.height)")
+            throw FileError(labelPath, "is \(labels.width)x\(labels.height) but its image \(imagePath) is \(image.width)x\(image.height)")
         }
         return (image, labels)
     }
@@ -52,8 +53,8 @@ public enum Dataset {
     public static func layout(of root: String) throws -> DatasetLayout {
         if isDirectory(root + "/images") && isDirectory(root + "/labels") { return .gta5 }
         if isDirectory(root + "/leftImg8bit") && isDirectory(root + "/gtFine") { return .cityscapes }
-        guard isDirectory(root) else { throw DataError(root, "no such dataset folder") }
-        throw DataError(root, "not a dataset: expected images/ + labels/ (GTA5 layout) or leftImg8bit/ + gtFine/ (Cityscapes layout)")
+        guard isDirectory(root) else { throw FileError(root, "no such dataset folder") }
+        throw FileError(root, "not a dataset: expected images/ + labels/ (GTA5 layout) or leftImg8bit/ + gtFine/ (Cityscapes layout)")
     }
 
     /// GTA5 layout. Every image needs a label file and every label file an image; a ready
@@ -80,7 +81,7 @@ public enum Dataset {
         if !missing.isEmpty { throw missingError(root, "label file", missing) }
         let orphans = labels.subtracting(used).sorted()
         if !orphans.isEmpty { throw missingError(root, "image for label file", orphans.map { labelDir + "/" + $0 }) }
-        guard !samples.isEmpty else { throw DataError(imageDir, "holds no PNG images") }
+        guard !samples.isEmpty else { throw FileError(imageDir, "holds no PNG images") }
         return samples
     }
 
@@ -88,7 +89,7 @@ public enum Dataset {
     /// cityscapesScripts' createTrainIdLabelImgs) or a `_gtFine_labelIds.png`.
     public static func cityscapes(root: String, split: String) throws -> [Sample] {
         let imageRoot = root + "/leftImg8bit/" + split, labelRoot = root + "/gtFine/" + split
-        guard isDirectory(imageRoot) else { throw DataError(imageRoot, "no such split folder") }
+        guard isDirectory(imageRoot) else { throw FileError(imageRoot, "no such split folder") }
         var samples: [Sample] = [], missing: [String] = []
         for city in try subdirectories(of: imageRoot) {
             for name in try pngFiles(in: imageRoot + "/" + city) where name.hasSuffix("_leftImg8bit.png") {
@@ -105,7 +106,7 @@ public enum Dataset {
             }
         }
         if !missing.isEmpty { throw missingError(root, "label file", missing) }
-        guard !samples.isEmpty else { throw DataError(imageRoot, "holds no *_leftImg8bit.png images") }
+        guard !samples.isEmpty else { throw FileError(imageRoot, "holds no *_leftImg8bit.png images") }
         return samples
     }
 
@@ -114,17 +115,17 @@ public enum Dataset {
     public static func imageFiles(in dir: String) throws -> [String] {
         let folder = isDirectory(dir + "/images") ? dir + "/images" : dir
         let names = try pngFiles(in: folder)
-        guard !names.isEmpty else { throw DataError(folder, "holds no PNG images") }
+        guard !names.isEmpty else { throw FileError(folder, "holds no PNG images") }
         return names.map { folder + "/" + $0 }
     }
 
     // MARK: file system
 
     static func pngFiles(in dir: String) throws -> [String] {
-        guard isDirectory(dir) else { throw DataError(dir, "no such folder") }
+        guard isDirectory(dir) else { throw FileError(dir, "no such folder") }
         let names: [String]
         do { names = try FileManager.default.contentsOfDirectory(atPath: dir) } catch {
-            throw DataError(dir, "cannot list: \(error.localizedDescription)")
+            throw FileError(dir, "cannot list: \(error.localizedDescription)")
         }
         return names.filter { $0.hasSuffix(".png") && !$0.hasPrefix(".") }.sorted()
     }
@@ -132,7 +133,7 @@ public enum Dataset {
     static func subdirectories(of dir: String) throws -> [String] {
         let names: [String]
         do { names = try FileManager.default.contentsOfDirectory(atPath: dir) } catch {
-            throw DataError(dir, "cannot list: \(error.localizedDescription)")
+            throw FileError(dir, "cannot list: \(error.localizedDescription)")
         }
         return names.filter { !$0.hasPrefix(".") && isDirectory(dir + "/" + $0) }.sorted()
     }
@@ -147,9 +148,9 @@ public enum Dataset {
         return FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && !isDir.boolValue
     }
 
-    private static func missingError(_ root: String, _ what: String, _ paths: [String]) -> DataError {
+    private static func missingError(_ root: String, _ what: String, _ paths: [String]) -> FileError {
         let shown = paths.prefix(3).joined(separator: ", ")
         let more = paths.count > 3 ? " and \(paths.count - 3) more" : ""
-        return DataError(root, "missing \(what) \(shown)\(more)")
+        return FileError(root, "missing \(what) \(shown)\(more)")
     }
 }

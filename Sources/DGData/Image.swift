@@ -1,3 +1,4 @@
+import DGBase
 /// An 8-bit image: 1 channel (grey) or 3 (RGB), rows top to bottom, channels interleaved.
 public struct Image: Sendable, Equatable {
     public var width: Int
@@ -23,10 +24,10 @@ public struct Image: Sendable, Equatable {
 
     /// Throws unless the fields describe a consistent image (untrusted callers, writers).
     public func validate(_ what: String = "image") throws {
-        guard width > 0, height > 0 else { throw DataError(what, "has no pixels (\(width)x\(height))") }
-        guard channels == 1 || channels == 3 else { throw DataError(what, "has \(channels) channels; 1 or 3 are supported") }
+        guard width > 0, height > 0 else { throw FileError(what, "has no pixels (\(width)x\(height))") }
+        guard channels == 1 || channels == 3 else { throw FileError(what, "has \(channels) channels; 1 or 3 are supported") }
         guard pixels.count == width * height * channels else {
-            throw DataError(what, "holds \(pixels.count) bytes, not \(width)x\(height)x\(channels)")
+            throw FileError(what, "holds \(pixels.count) bytes, not \(width)x\(height)x\(channels)")
         }
     }
 }
@@ -84,18 +85,4 @@ public struct CropRect: Sendable, Equatable, Codable, CustomStringConvertible {
     }
 
     public var description: String { "\(width)x\(height)+\(x)+\(y)" }
-}
-
-/// Every problem with an input or output of the data layer, worded for a one-line message
-/// that names the file (or thing) and what is wrong with it.
-public struct DataError: Error, CustomStringConvertible, Equatable {
-    public let path: String
-    public let problem: String
-
-    public init(_ path: String, _ problem: String) {
-        self.path = path
-        self.problem = problem
-    }
-
-    public var description: String { "\(path): \(problem)" }
 }

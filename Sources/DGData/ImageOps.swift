@@ -8,12 +8,14 @@ public enum ResizeFilter: String, Sendable, CaseIterable {
     /// Triangle filter (PIL's BILINEAR): plain bilinear interpolation when upsampling,
     /// antialiased when downsampling.
     case bilinear
-    /// Lanczos, a = 3 (PIL's LANCZOS), as MRLF upsamples its low-resolution pass.
+    /// Lanczos, a = 3 (PIL's LANCZOS); MRLF's float-tensor resize (`Resize.lanczos`) uses this kernel too.
     case lanczos
 
-    var support: Double { self == .lanczos ? 3 : 1 }
+    /// Half-width of the kernel in source pixels at scale 1.
+    public var support: Double { self == .lanczos ? 3 : 1 }
 
-    func weight(_ x: Double) -> Double {
+    /// The kernel at offset `x` (in source pixels at scale 1), as Pillow defines it.
+    public func weight(_ x: Double) -> Double {
         switch self {
         case .nearest: return 0
         case .bilinear: return max(0, 1 - abs(x))
@@ -111,6 +113,11 @@ extension Image {
               pixels: cropRows(pixels, width: width, channels: channels, rect: rect))
     }
 
+    /// Left and right swapped (the horizontal flip of training augmentation).
+    public func mirrored() -> Image {
+        Image(width: width, height: height, channels: channels, pixels: mirrorRows(pixels, width: width, channels: channels))
+    }
+
     public func resized(width newWidth: Int, height newHeight: Int, filter: ResizeFilter) -> Image {
         if newWidth == width && newHeight == height { return self }
         let out = filter == .nearest
@@ -160,6 +167,9 @@ extension LabelMap {
         return LabelMap(width: rect.width, height: rect.height, ids: cropRows(ids, width: width, channels: 1, rect: rect))
     }
 
+    /// Left and right swapped, as `Image.mirrored` swaps the pixels.
+    public func mirrored() -> LabelMap { LabelMap(width: width, height: height, ids: mirrorRows(ids, width: width, channels: 1)) }
+
     /// Nearest-neighbour only: ids cannot be interpolated.
     public func resized(width newWidth: Int, height newHeight: Int) -> LabelMap {
         if newWidth == width && newHeight == height { return self }
@@ -184,6 +194,18 @@ private func cropRows(_ src: [UInt8], width: Int, channels: Int, rect: CropRect)
                 let from = ((rect.y + y) * width + rect.x) * channels
                 for i in 0..<rowBytes { o[y * rowBytes + i] = s[from + i] }
             }
+        }
+    }
+    return out
+}
+
+private func mirrorRows(_ src: [UInt8], width: Int, channels: Int) -> [UInt8] {
+    var out = src
+    let rows = width > 0 ? src.count / (width * channels) : 0
+    for y in 0..<rows {
+        for x in 0..<width {
+            let from = (y * width + x) * channels, to = (y * width + width - 1 - x) * channels
+            for c in 0..<channels { out[to + c] = src[from + c] }
         }
     }
     return out

@@ -1,5 +1,5 @@
 import CPNG
-import DGCheckpoint
+import DGBase
 import Foundation
 
 /// PNG files through libpng's simplified `png_image` API, which reports errors in
@@ -69,13 +69,13 @@ public enum PNG {
                         png_image_finish_read(&image, nil, buf.baseAddress, png_int_32(header.width), cm.baseAddress)
                     }
                 }
-                guard ok != 0 else { throw DataError(path, "corrupt PNG (libpng: \(message(&image)))") }
+                guard ok != 0 else { throw FileError(path, "corrupt PNG (libpng: \(message(&image)))") }
                 let count = min(Int(image.colormap_entries), entries)
                 let palette = (0..<count).map { (colormap[$0 * entrySize], colormap[$0 * entrySize + 1], colormap[$0 * entrySize + 2]) }
                 return Indexed(width: header.width, height: header.height, indices: indices, palette: palette)
             }
             guard !header.isColor else {
-                throw DataError(path, "is a colour PNG, not a label map of class ids (grey or palette); colour masks are read with Cityscapes.labels(fromColors:)")
+                throw FileError(path, "is a colour PNG, not a label map of class ids (grey or palette); colour masks are read with Cityscapes.labels(fromColors:)")
             }
             let alpha = image.format & formatAlpha != 0
             image.format = alpha ? formatAlpha : 0
@@ -93,7 +93,7 @@ public enum PNG {
     /// The header of a PNG file (size, bit depth, colour type).
     public static func header(_ path: String) throws -> Header {
         var bytes = [UInt8](repeating: 0, count: 33)
-        guard let f = fopen(path, "rb") else { throw DataError(path, "cannot open: \(String(cString: strerror(errno)))") }
+        guard let f = fopen(path, "rb") else { throw FileError(path, "cannot open: \(String(cString: strerror(errno)))") }
         let n = fread(&bytes, 1, 33, f)
         fclose(f)
         return try parseHeader(Array(bytes[0..<n]), path: path)
@@ -118,11 +118,11 @@ public enum PNG {
     public static func writeIndexed(width: Int, height: Int, indices: [UInt8], palette: [(UInt8, UInt8, UInt8)],
                                     to path: String, fast: Bool = false, durable: Bool = true) throws {
         guard width > 0, height > 0, indices.count == width * height else {
-            throw DataError(path, "holds \(indices.count) indices, not \(width)x\(height)")
+            throw FileError(path, "holds \(indices.count) indices, not \(width)x\(height)")
         }
-        guard !palette.isEmpty, palette.count <= 256 else { throw DataError(path, "a palette needs 1...256 entries, not \(palette.count)") }
+        guard !palette.isEmpty, palette.count <= 256 else { throw FileError(path, "a palette needs 1...256 entries, not \(palette.count)") }
         if let bad = indices.first(where: { Int($0) >= palette.count }) {
-            throw DataError(path, "index \(bad) is outside the \(palette.count)-entry palette")
+            throw FileError(path, "index \(bad) is outside the \(palette.count)-entry palette")
         }
         var png = png_image()
         png.version = png_uint_32(PNG_IMAGE_VERSION)
@@ -154,7 +154,7 @@ public enum PNG {
             var image = png_image()
             image.version = png_uint_32(PNG_IMAGE_VERSION)
             guard png_image_begin_read_from_memory(&image, raw.baseAddress, raw.count) != 0 else {
-                throw DataError(path, "corrupt PNG (libpng: \(message(&image)))")
+                throw FileError(path, "corrupt PNG (libpng: \(message(&image)))")
             }
             defer { png_image_free(&image) }
             guard image.format & formatLinear == 0 else { throw sixteenBit(path) }
@@ -166,29 +166,29 @@ public enum PNG {
         let (w, h) = (Int(image.width), Int(image.height))
         var buffer = [UInt8](repeating: 0, count: w * h * channels)
         let ok = buffer.withUnsafeMutableBytes { png_image_finish_read(&image, nil, $0.baseAddress, png_int_32(w * channels), nil) }
-        guard ok != 0 else { throw DataError(path, "corrupt or truncated PNG (libpng: \(message(&image)))") }
+        guard ok != 0 else { throw FileError(path, "corrupt or truncated PNG (libpng: \(message(&image)))") }
         return buffer
     }
 
     private static func parseHeader(_ bytes: [UInt8], path: String) throws -> Header {
-        guard bytes.count >= 8, Array(bytes[0..<8]) == signature else { throw DataError(path, "not a PNG file") }
-        guard bytes.count >= 33 else { throw DataError(path, "truncated PNG (no complete header)") }
+        guard bytes.count >= 8, Array(bytes[0..<8]) == signature else { throw FileError(path, "not a PNG file") }
+        guard bytes.count >= 33 else { throw FileError(path, "truncated PNG (no complete header)") }
         guard bigEndian(bytes, 8) == 13, String(decoding: bytes[12..<16], as: UTF8.self) == "IHDR" else {
-            throw DataError(path, "corrupt PNG (the first chunk is not IHDR)")
+            throw FileError(path, "corrupt PNG (the first chunk is not IHDR)")
         }
         let header = Header(width: bigEndian(bytes, 16), height: bigEndian(bytes, 20), bitDepth: Int(bytes[24]), colorType: Int(bytes[25]))
         guard header.bitDepth != 16 else { throw sixteenBit(path) }
         guard [1, 2, 4, 8].contains(header.bitDepth), [0, 2, 3, 4, 6].contains(header.colorType) else {
-            throw DataError(path, "corrupt PNG (bit depth \(header.bitDepth), colour type \(header.colorType))")
+            throw FileError(path, "corrupt PNG (bit depth \(header.bitDepth), colour type \(header.colorType))")
         }
         guard header.width > 0, header.height > 0, header.width * header.height <= maximumPixels else {
-            throw DataError(path, "unsupported PNG size \(header.width)x\(header.height)")
+            throw FileError(path, "unsupported PNG size \(header.width)x\(header.height)")
         }
         return header
     }
 
-    private static func sixteenBit(_ path: String) -> DataError {
-        DataError(path, "16-bit PNG is not supported (8-bit images and label maps only); convert it to 8 bits first")
+    private static func sixteenBit(_ path: String) -> FileError {
+        FileError(path, "16-bit PNG is not supported (8-bit images and label maps only); convert it to 8 bits first")
     }
 
     /// The stream without gAMA/cHRM/sRGB/iCCP chunks. Anything malformed is left in place for
@@ -260,23 +260,23 @@ public enum PNG {
                 out.removeSubrange(Int(size)...)
                 return out
             }
-            guard Int(size) > capacity else { throw DataError(path, "cannot encode PNG (libpng: \(message(&attempt)))") }
+            guard Int(size) > capacity else { throw FileError(path, "cannot encode PNG (libpng: \(message(&attempt)))") }
             capacity = Int(size)
         }
-        throw DataError(path, "cannot encode PNG (libpng needed a larger buffer twice)")
+        throw FileError(path, "cannot encode PNG (libpng needed a larger buffer twice)")
     }
 
     /// Temporary file beside the destination, renamed over it: readers see the old file or
     /// the complete new one.
     static func writeAtomically(_ path: String, _ bytes: [UInt8], durable: Bool) throws {
         if durable {
-            do { try writeFileAtomically(path, bytes) } catch let e as CheckpointError { throw DataError(e.path, e.problem) }
+            do { try writeFileAtomically(path, bytes) } catch let e as FileError { throw FileError(e.path, e.problem) }
             return
         }
         let url = URL(fileURLWithPath: path)
         let temporary = url.deletingLastPathComponent().path + "/." + url.lastPathComponent + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw DataError(path, "cannot create \(temporary): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw FileError(path, "cannot create \(temporary): \(String(cString: strerror(errno)))") }
         var written = 0
         let failed: Int32? = bytes.withUnsafeBytes { raw in
             while written < raw.count {
@@ -292,12 +292,12 @@ public enum PNG {
         close(fd)
         if let failed {
             unlink(temporary)
-            throw DataError(path, "write failed: \(String(cString: strerror(failed)))")
+            throw FileError(path, "write failed: \(String(cString: strerror(failed)))")
         }
         guard rename(temporary, path) == 0 else {
             let e = errno
             unlink(temporary)
-            throw DataError(path, "rename failed: \(String(cString: strerror(e)))")
+            throw FileError(path, "rename failed: \(String(cString: strerror(e)))")
         }
     }
 }
@@ -305,17 +305,17 @@ public enum PNG {
 /// The whole file, with one-line errors for missing files and folders.
 func readFile(_ path: String) throws -> [UInt8] {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw DataError(path, "cannot open: \(String(cString: strerror(errno)))") }
+    guard fd >= 0 else { throw FileError(path, "cannot open: \(String(cString: strerror(errno)))") }
     defer { close(fd) }
     var st = stat()
-    guard fstat(fd, &st) == 0 else { throw DataError(path, "cannot stat: \(String(cString: strerror(errno)))") }
-    guard st.st_mode & S_IFMT == S_IFREG else { throw DataError(path, "is not a regular file") }
+    guard fstat(fd, &st) == 0 else { throw FileError(path, "cannot stat: \(String(cString: strerror(errno)))") }
+    guard st.st_mode & S_IFMT == S_IFREG else { throw FileError(path, "is not a regular file") }
     var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
     var done = 0
     while done < bytes.count {
         let n = bytes.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress! + done, $0.count - done) }
         if n < 0 && errno == EINTR { continue }
-        guard n > 0 else { throw DataError(path, "read failed: \(n == 0 ? "file shrank while reading" : String(cString: strerror(errno)))") }
+        guard n > 0 else { throw FileError(path, "read failed: \(n == 0 ? "file shrank while reading" : String(cString: strerror(errno)))") }
         done += n
     }
     return bytes

@@ -1,3 +1,4 @@
+import DGBase
 import DGTensor
 import Foundation
 
@@ -28,7 +29,7 @@ public struct RareClassSampling: Sendable {
 
     public init(statistics: ClassStatistics, temperature: Double = 0.01, minPixels: Int = 3000,
                 referenceArea: Int? = RareClassSampling.referenceArea) throws {
-        guard temperature > 0 else { throw DataError("rare-class sampling", "the temperature must be positive, not \(temperature)") }
+        guard temperature > 0 else { throw FileError("rare-class sampling", "the temperature must be positive, not \(temperature)") }
         self.temperature = temperature
         self.minPixels = minPixels
         self.referenceArea = referenceArea
@@ -42,7 +43,7 @@ public struct RareClassSampling: Sendable {
         probabilities = RareClassSampling.probabilities(frequencies: frequencies, temperature: temperature,
                                                         eligible: files.map { !$0.isEmpty })
         guard probabilities.contains(where: { $0 > 0 }) else {
-            throw DataError("rare-class sampling", "no file holds \(minPixels) pixels (scaled to its size) of any class")
+            throw FileError("rare-class sampling", "no file holds \(minPixels) pixels (scaled to its size) of any class")
         }
     }
 
@@ -108,24 +109,24 @@ public struct CropSampler: Sendable {
                 emptyPromptProbability: Double = 0, weathers: [String?] = [], weatherProbability: Double = 0,
                 zoom: ClosedRange<Double> = 1...1, seed: UInt64) throws {
         guard zoom.lowerBound > 0, zoom.upperBound.isFinite else {
-            throw DataError("crop sampler", "the zoom range must be positive and finite, not \(zoom)")
+            throw FileError("crop sampler", "the zoom range must be positive and finite, not \(zoom)")
         }
         self.zoom = zoom
         guard (0...1).contains(weatherProbability) else {
-            throw DataError("crop sampler", "the weather-caption probability must lie in [0, 1], not \(weatherProbability)")
+            throw FileError("crop sampler", "the weather-caption probability must lie in [0, 1], not \(weatherProbability)")
         }
         guard weatherProbability == 0 || weathers.count == samples.count else {
-            throw DataError("crop sampler", "weather captions need a weather per sample (\(weathers.count) for \(samples.count) samples)")
+            throw FileError("crop sampler", "weather captions need a weather per sample (\(weathers.count) for \(samples.count) samples)")
         }
         self.weathers = weathers
         self.weatherProbability = weatherProbability
-        guard !samples.isEmpty else { throw DataError("crop sampler", "no samples") }
-        guard cropWidth > 0, cropHeight > 0 else { throw DataError("crop sampler", "crop size \(cropWidth)x\(cropHeight) is empty") }
+        guard !samples.isEmpty else { throw FileError("crop sampler", "no samples") }
+        guard cropWidth > 0, cropHeight > 0 else { throw FileError("crop sampler", "crop size \(cropWidth)x\(cropHeight) is empty") }
         guard (0...1).contains(emptyPromptProbability) else {
-            throw DataError("crop sampler", "the empty-prompt probability must lie in [0, 1], not \(emptyPromptProbability)")
+            throw FileError("crop sampler", "the empty-prompt probability must lie in [0, 1], not \(emptyPromptProbability)")
         }
         if let rcs, rcs.filesWithClass.flatMap({ $0 }).contains(where: { $0 >= samples.count }) {
-            throw DataError("crop sampler", "the rare-class statistics describe other samples")
+            throw FileError("crop sampler", "the rare-class statistics describe other samples")
         }
         self.samples = samples
         self.cropWidth = cropWidth
@@ -145,13 +146,13 @@ public struct CropSampler: Sendable {
         let (width, height) = factor == 1 ? (cropWidth, cropHeight)
             : (Int((Double(cropWidth) / factor).rounded()), Int((Double(cropHeight) / factor).rounded()))
         guard image.width >= width, image.height >= height else {
-            throw DataError(sample.imagePath, "is \(image.width)x\(image.height), smaller than the \(cropWidth)x\(cropHeight) crop"
+            throw FileError(sample.imagePath, "is \(image.width)x\(image.height), smaller than the \(cropWidth)x\(cropHeight) crop"
                             + (factor == 1 ? "" : String(format: " at zoom %.3f (a %dx%d region)", factor, width, height)))
         }
         let rect: CropRect
         if let c = rareClass {
             guard let (x, y) = randomPixel(of: c, in: labels, &rng) else {
-                throw DataError(sample.labelPath, "holds no pixel of \(Cityscapes.classNames[c]) any more; its statistics are stale")
+                throw FileError(sample.labelPath, "holds no pixel of \(Cityscapes.classNames[c]) any more; its statistics are stale")
             }
             rect = .centred(on: x, y, width: width, height: height, boundsWidth: image.width, boundsHeight: image.height)
         } else {
@@ -201,7 +202,7 @@ func pixels(of c: Int, in labels: LabelMap) -> [Int32] {
     return out
 }
 
-/// Rare-class crops for generation (issue 5): a crop centred on a random pixel of the class,
+/// Rare-class crops for generation: a crop centred on a random pixel of the class,
 /// clamped to the image, redrawn until the class covers more than `minimumFraction` of it.
 public enum RareClassCrop {
     /// nil when the map has no pixel of the class, is smaller than the crop, or no attempt

@@ -1,3 +1,4 @@
+import DGBase
 import DGCheckpoint
 import DGData
 import DGTensor

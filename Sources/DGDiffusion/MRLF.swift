@@ -150,18 +150,3 @@ func select(_ mask: [Bool], _ a: Tensor, else b: Tensor) -> Tensor {
     for i in 0..<out.count where mask[i % plane] { out[i] = av[i] }
     return Tensor(shape: b.shape, floats: out)
 }
-
-extension SemanticCondition {
-    /// One-hot condition [1, classes + 1, H, W] of a row-major label map.
-    public static func oneHot(ids: [UInt8], width: Int, height: Int, classes: Int = classCount) -> Tensor {
-        let out = Tensor(zeros: [1, classes + 1, height, width])
-        let plane = width * height
-        out.withMutableFloats { o in
-            for p in 0..<plane {
-                let id = Int(ids[p])
-                o[(id < classes ? id : classes) * plane + p] = 1
-            }
-        }
-        return out
-    }
-}

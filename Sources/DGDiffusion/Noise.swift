@@ -1,3 +1,4 @@
+import DGBase
 import DGTensor
 import Foundation
 
@@ -15,29 +16,15 @@ public final class NoiseGenerator {
 
     public init(seed: UInt64) {
         self.seed = seed
-        key = NoiseGenerator.mix(seed ^ 0x6A09_E667_F3BC_C909)
-    }
-
-    /// The SplitMix64 output function (Steele, Lea, Flood 2014).
-    @inline(__always)
-    static func mix(_ x: UInt64) -> UInt64 {
-        var z = x
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
+        key = SplitMix64.finalize(seed ^ 0x6A09_E667_F3BC_C909)
     }
 
     /// The two normals of pair `p` of the stream.
     @inline(__always)
     func pair(_ p: UInt64) -> (Float, Float) {
-        let a = NoiseGenerator.mix(key &+ (2 &* p &+ 1) &* 0x9E37_79B9_7F4A_7C15)
-        let b = NoiseGenerator.mix(key &+ (2 &* p &+ 2) &* 0x9E37_79B9_7F4A_7C15)
-        // u1 in (0, 1] keeps the logarithm finite.
-        let u1 = (Double(a >> 11) + 1) * 0x1p-53
-        let u2 = Double(b >> 11) * 0x1p-53
-        let r = (-2 * Foundation.log(u1)).squareRoot()
-        let angle = 2 * Double.pi * u2
-        return (Float(r * Foundation.cos(angle)), Float(r * Foundation.sin(angle)))
+        let (z0, z1) = boxMuller(SplitMix64.finalize(key &+ (2 &* p &+ 1) &* 0x9E37_79B9_7F4A_7C15),
+                                 SplitMix64.finalize(key &+ (2 &* p &+ 2) &* 0x9E37_79B9_7F4A_7C15))
+        return (Float(z0), Float(z1))
     }
 
     /// A tensor of `shape` filled with the next values of the stream.
@@ -65,5 +52,5 @@ public final class NoiseGenerator {
 /// index, so that any subset of the items (a shard, a rerun) gets exactly the seeds that a full
 /// run gives them.
 public func itemSeed(base: UInt64, index: Int) -> UInt64 {
-    NoiseGenerator.mix(NoiseGenerator.mix(base &+ 0x9E37_79B9_7F4A_7C15) ^ UInt64(index) &* 0xD1B5_4A32_D192_ED03)
+    SplitMix64.finalize(SplitMix64.mix(base) ^ UInt64(index) &* 0xD1B5_4A32_D192_ED03)
 }

@@ -1,3 +1,4 @@
+import DGBase
 import DGLayers
 import DGCheckpoint
 import DGTensor

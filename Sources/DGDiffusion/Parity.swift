@@ -1,3 +1,5 @@
+import DGAutograd
+import DGBase
 import DGLayers
 import DGCheckpoint
 import DGModels
@@ -69,7 +71,7 @@ public struct ParityRun {
             if ck.layout == .ldm { ldm = path }
             if ck.layout == .controlnetLDM { controlLDM = path }
         }
-        guard let pipeline else { throw CheckpointError(fixture, "holds no diffusers pipeline folder (model_index.json)") }
+        guard let pipeline else { throw FileError(fixture, "holds no diffusers pipeline folder (model_index.json)") }
         var out: [(String, Checkpoint, Checkpoint?)] = [("diffusers", try Checkpoint.open(pipeline), try controlnet.map { try Checkpoint.open($0) })]
         if let ldm {
             out.append(("ldm", try Checkpoint.open(ldm, options: .init(configDirectory: pipeline)),

@@ -1,3 +1,4 @@
+import DGData
 import DGTensor
 import Foundation
 
@@ -46,27 +47,16 @@ public enum Resize {
     static func coefficients(inSize: Int, outSize: Int) -> [(Int, [Double])] {
         let scale = Double(inSize) / Double(outSize)
         let filterScale = max(scale, 1)
-        let support = 3 * filterScale
+        let support = ResizeFilter.lanczos.support * filterScale
         return (0..<outSize).map { o in
             let center = (Double(o) + 0.5) * scale
             let lo = max(Int(center - support + 0.5), 0)
             let hi = min(Int(center + support + 0.5), inSize)
-            var weights = (lo..<hi).map { lanczos3((Double($0) - center + 0.5) / filterScale) }
+            var weights = (lo..<hi).map { ResizeFilter.lanczos.weight((Double($0) - center + 0.5) / filterScale) }
             let total = weights.reduce(0, +)
             if total != 0 { weights = weights.map { $0 / total } }
             return (lo, weights)
         }
-    }
-
-    static func lanczos3(_ x: Double) -> Double {
-        guard x > -3 && x < 3 else { return 0 }
-        return sinc(x) * sinc(x / 3)
-    }
-
-    static func sinc(_ x: Double) -> Double {
-        if x == 0 { return 1 }
-        let px = Double.pi * x
-        return Foundation.sin(px) / px
     }
 
     /// Nearest-neighbour resampling as torch's `interpolate(mode="nearest")`: output pixel i

@@ -1,3 +1,4 @@
+import DGAutograd
 import DGLayers
 import DGModels
 import DGTensor

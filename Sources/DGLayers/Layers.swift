@@ -1,3 +1,4 @@
+import DGAutograd
 import DGTensor
 
 // The building blocks, with the parameter names and shapes PyTorch gives them.

@@ -1,5 +1,5 @@
-@_exported import DGAutograd
-@_exported import DGTensor
+import DGAutograd
+import DGTensor
 
 /// A node of a model. Children and parameters are discovered from stored properties by
 /// reflection, so a property's name *is* its state-dict key: `let conv_in: Conv2d` yields

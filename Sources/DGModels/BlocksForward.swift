@@ -1,4 +1,6 @@
+import DGAutograd
 import DGLayers
+import DGTensor
 import Foundation
 
 // The forward passes of the blocks in Blocks.swift, in the same order, as diffusers computes them.

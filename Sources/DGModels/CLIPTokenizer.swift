@@ -1,18 +1,6 @@
+import DGBase
 import DGCheckpoint
 import Foundation
-
-/// A tokenizer file that cannot be used: names the file (or field) and what is wrong with it.
-public struct CLIPTokenizerError: Error, CustomStringConvertible, Equatable {
-    public let file: String
-    public let problem: String
-
-    public init(_ file: String, _ problem: String) {
-        self.file = file
-        self.problem = problem
-    }
-
-    public var description: String { "\(file): \(problem)" }
-}
 
 /// CLIP's byte-level BPE tokenizer, token for token as the reference computes it: the
 /// `CLIPTokenizer` of transformers 5.24 that diffusers' Stable Diffusion pipelines use (backed
@@ -60,7 +48,7 @@ public final class CLIPTokenizer: @unchecked Sendable {
                 for json in [tokenizerConfig, specialTokensMap] {
                     guard let value = json?[key], !value.isNull else { continue }
                     if let s = value.string ?? value["content"]?.string, !s.isEmpty { return s }
-                    throw CLIPTokenizerError(file, "\"\(key)\" must be a non-empty string or an object with a \"content\" string, not \(value.compact)")
+                    throw FileError(file, "\"\(key)\" must be a non-empty string or an object with a \"content\" string, not \(value.compact)")
                 }
                 return nil
             }
@@ -71,7 +59,7 @@ public final class CLIPTokenizer: @unchecked Sendable {
             if let value = tokenizerConfig?["model_max_length"], !value.isNull {
                 // transformers writes a huge float (1e30) for "no limit".
                 guard let d = value.double, d >= 2 else {
-                    throw CLIPTokenizerError(file, "\"model_max_length\" must be a number of at least 2, not \(value.compact)")
+                    throw FileError(file, "\"model_max_length\" must be a number of at least 2, not \(value.compact)")
                 }
                 modelMaxLength = d < 1e15 ? Int(d) : Int.max
             }
@@ -118,28 +106,28 @@ public final class CLIPTokenizer: @unchecked Sendable {
         do {
             json = try JSON.parse(bytes: vocabBytes)
         } catch let e as JSON.ParseError {
-            throw CLIPTokenizerError("vocab.json", "is not valid JSON at byte \(e.offset): \(e.message)")
+            throw FileError("vocab.json", "is not valid JSON at byte \(e.offset): \(e.message)")
         }
-        guard let pairs = json.objectPairs else { throw CLIPTokenizerError("vocab.json", "must be a JSON object of token -> id") }
-        guard !pairs.isEmpty else { throw CLIPTokenizerError("vocab.json", "is empty") }
+        guard let pairs = json.objectPairs else { throw FileError("vocab.json", "must be a JSON object of token -> id") }
+        guard !pairs.isEmpty else { throw FileError("vocab.json", "is empty") }
         var vocabulary: [String: Int] = [:]
         vocabulary.reserveCapacity(pairs.count)
         var maxID = 0
         for (token, value) in pairs {
             guard case .int(let id) = value, id >= 0, id < 1 << 31 else {
-                throw CLIPTokenizerError("vocab.json", "the id of token \(JSON.string(token).compact) must be a non-negative integer below 2^31, not \(value.compact)")
+                throw FileError("vocab.json", "the id of token \(JSON.string(token).compact) must be a non-negative integer below 2^31, not \(value.compact)")
             }
             vocabulary[token] = id
             maxID = max(maxID, id)
         }
         guard maxID < 16 * pairs.count + 1024 else {
-            throw CLIPTokenizerError("vocab.json", "ids go up to \(maxID) for only \(pairs.count) tokens")
+            throw FileError("vocab.json", "ids go up to \(maxID) for only \(pairs.count) tokens")
         }
         var tokens = [String?](repeating: nil, count: maxID + 1)
         for (token, id) in vocabulary {
             if let other = tokens[id] {
                 let (a, b) = token < other ? (token, other) : (other, token)
-                throw CLIPTokenizerError("vocab.json", "tokens \(JSON.string(a).compact) and \(JSON.string(b).compact) share the id \(id)")
+                throw FileError("vocab.json", "tokens \(JSON.string(a).compact) and \(JSON.string(b).compact) share the id \(id)")
             }
             tokens[id] = token
         }
@@ -147,9 +135,9 @@ public final class CLIPTokenizer: @unchecked Sendable {
         self.tokens = tokens
 
         func specialID(_ token: String, _ role: String) throws -> Int {
-            guard !token.isEmpty else { throw CLIPTokenizerError("tokenizer configuration", "the \(role) token is empty") }
+            guard !token.isEmpty else { throw FileError("tokenizer configuration", "the \(role) token is empty") }
             guard let id = vocabulary[token] else {
-                throw CLIPTokenizerError("vocab.json", "has no \(role) token \(JSON.string(token).compact)")
+                throw FileError("vocab.json", "has no \(role) token \(JSON.string(token).compact)")
             }
             return id
         }
@@ -186,13 +174,13 @@ public final class CLIPTokenizer: @unchecked Sendable {
         func read(_ name: String, required: Bool) throws -> [UInt8]? {
             let path = (folder as NSString).appendingPathComponent(name)
             guard FileManager.default.fileExists(atPath: path) else {
-                if required { throw CLIPTokenizerError(path, "not found (a CLIP tokenizer folder holds vocab.json and merges.txt)") }
+                if required { throw FileError(path, "not found (a CLIP tokenizer folder holds vocab.json and merges.txt)") }
                 return nil
             }
             do {
                 return [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
             } catch {
-                throw CLIPTokenizerError(path, "cannot be read: \(error.localizedDescription)")
+                throw FileError(path, "cannot be read: \(error.localizedDescription)")
             }
         }
         func json(_ name: String) throws -> JSON? {
@@ -200,7 +188,7 @@ public final class CLIPTokenizer: @unchecked Sendable {
             do {
                 return try JSON.parse(bytes: bytes)
             } catch let e as JSON.ParseError {
-                throw CLIPTokenizerError((folder as NSString).appendingPathComponent(name), "is not valid JSON at byte \(e.offset): \(e.message)")
+                throw FileError((folder as NSString).appendingPathComponent(name), "is not valid JSON at byte \(e.offset): \(e.message)")
             }
         }
         let configPath = (folder as NSString).appendingPathComponent("tokenizer_config.json")
@@ -210,10 +198,10 @@ public final class CLIPTokenizer: @unchecked Sendable {
         let merges = try read("merges.txt", required: true)!
         do {
             try self.init(vocab: vocab, merges: merges, configuration: configuration)
-        } catch let e as CLIPTokenizerError {
+        } catch let e as FileError {
             // Name the file with its folder.
-            let name = e.file == "vocab.json" || e.file == "merges.txt" ? (folder as NSString).appendingPathComponent(e.file) : e.file
-            throw CLIPTokenizerError(name, e.problem)
+            let name = e.path == "vocab.json" || e.path == "merges.txt" ? (folder as NSString).appendingPathComponent(e.path) : e.path
+            throw FileError(name, e.problem)
         }
     }
 
@@ -221,11 +209,11 @@ public final class CLIPTokenizer: @unchecked Sendable {
     /// priority order (the first line merges first). Both sides and their concatenation must be
     /// tokens of the vocabulary, as the reference requires. A later duplicate takes the later rank.
     private static func readMerges(_ bytes: [UInt8], _ vocabulary: [String: Int]) throws -> [UInt64: UInt64] {
-        func fail(_ line: Int, _ problem: String) -> CLIPTokenizerError {
-            CLIPTokenizerError("merges.txt", "line \(line): \(problem)")
+        func fail(_ line: Int, _ problem: String) -> FileError {
+            FileError("merges.txt", "line \(line): \(problem)")
         }
         guard String(validating: bytes, as: UTF8.self) != nil else {
-            throw CLIPTokenizerError("merges.txt", "is not valid UTF-8")
+            throw FileError("merges.txt", "is not valid UTF-8")
         }
         // Split as bytes: as Characters, "\r\n" is one and a space may join a combining mark.
         var lines = bytes.split(separator: 0x0A, omittingEmptySubsequences: false)

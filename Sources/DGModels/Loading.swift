@@ -1,5 +1,8 @@
+import DGAutograd
+import DGBase
 import DGCheckpoint
 import DGLayers
+import DGTensor
 
 extension Module {
     /// Fills every parameter from `source` (diffusers names), as float32. Missing, unexpected
@@ -7,7 +10,7 @@ extension Module {
     public func load(from source: TensorSource) throws {
         let problems = compareToModel(source.entries, self)
         if !problems.isEmpty {
-            throw CheckpointError(source.path, "does not fit the model: \(problems.prefix(6).joined(separator: "; "))\(problems.count > 6 ? "; and \(problems.count - 6) more" : "")")
+            throw FileError(source.path, "does not fit the model: \(problems.prefix(6).joined(separator: "; "))\(problems.count > 6 ? "; and \(problems.count - 6) more" : "")")
         }
         let parameters = Dictionary(namedParameters().map { ($0.name, $0.parameter) }, uniquingKeysWith: { a, _ in a })
         let shapes = parameters.mapValues(\.shape)
@@ -22,7 +25,7 @@ extension Module {
 /// Builds the model a checkpoint component describes and loads its weights.
 public func loadModel(_ component: Component) throws -> (ModelKind, Module) {
     guard let config = component.config else {
-        throw CheckpointError(component.source.path, "has no config for \(component.name); pass a diffusers folder or --config")
+        throw FileError(component.source.path, "has no config for \(component.name); pass a diffusers folder or --config")
     }
     let (kind, model) = try buildModel(config: config)
     try model.load(from: component.source)
@@ -70,8 +73,8 @@ public final class ModuleSource: TensorSource {
     }
 
     public func tensor(_ name: String) throws -> Tensor {
-        guard let p = parameters[name] else { throw CheckpointError(path, "has no parameter \(name)") }
-        guard let value = p.value else { throw CheckpointError(path, "parameter \(name) has no value (never loaded or initialised)") }
+        guard let p = parameters[name] else { throw FileError(path, "has no parameter \(name)") }
+        guard let value = p.value else { throw FileError(path, "parameter \(name) has no value (never loaded or initialised)") }
         return value
     }
 }

@@ -1,5 +1,7 @@
+import DGAutograd
 import Foundation
 import DGLayers
+import DGTensor
 
 // The four models' forward passes, top to bottom as diffusers / transformers run them.
 

@@ -1,4 +1,4 @@
-/// Matrix products on float32 tensors, through OpenBLAS.
+/// Matrix products on float32 tensors, through `GEMM` (our AVX-512 kernels, or OpenBLAS).
 extension Tensor {
     /// [.., m, k] x [.., k, n] -> [.., m, n]; leading (batch) dimensions must agree, or `other`
     /// may be a plain [k, n] matrix shared by every batch entry.

@@ -1,3 +1,4 @@
+import DGBase
 import DGCheckpoint
 import DGTensor
 
@@ -22,14 +23,9 @@ public struct TrainingBatch {
 /// Where training batches come from. A source must be deterministic given its seed and
 /// state: restoring a saved state and drawing again yields exactly the batches an
 /// uninterrupted source would have yielded, which is what makes resumed runs bit-identical.
-public protocol TrainingBatchSource: AnyObject {
+public protocol TrainingBatchSource: CheckpointedData {
     /// The next `count` samples; advances the source.
     func next(_ count: Int) throws -> TrainingBatch
-    /// Everything needed to continue from here (sampler position, generator state).
-    func saveState() -> JSON
-    func restoreState(_ state: JSON) throws
-    /// What the data is (folder, file count, sampling mode): a resumed run must see the same.
-    var identity: JSON { get }
     /// Fixed samples for validation images; drawing them does not advance the source.
     func validationBatch(_ count: Int) throws -> TrainingBatch?
 }

@@ -1,3 +1,4 @@
+import DGBase
 import DGCheckpoint
 import Foundation
 
@@ -39,7 +40,7 @@ public struct CheckpointStore {
         for (_, path) in list().reversed() {
             do {
                 return try restore(path)
-            } catch let e as CheckpointError {
+            } catch let e as FileError {
                 log("warning: skipping \(path): \(e)")
             }
         }
@@ -69,9 +70,9 @@ public final class MetricsLog {
     public func append(_ record: JSON) throws {
         if handle == nil {
             if !FileManager.default.fileExists(atPath: path) {
-                guard FileManager.default.createFile(atPath: path, contents: nil) else { throw CheckpointError(path, "cannot create") }
+                guard FileManager.default.createFile(atPath: path, contents: nil) else { throw FileError(path, "cannot create") }
             }
-            guard let h = FileHandle(forWritingAtPath: path) else { throw CheckpointError(path, "cannot open for writing") }
+            guard let h = FileHandle(forWritingAtPath: path) else { throw FileError(path, "cannot open for writing") }
             h.seekToEndOfFile()
             handle = h
         }

@@ -1,3 +1,4 @@
+import DGBase
 import DGCheckpoint
 import DGLayers
 import DGModels
@@ -72,7 +73,7 @@ public final class TrainingRun {
         do {
             try fm.createDirectory(atPath: store.directory, withIntermediateDirectories: true)
         } catch {
-            throw CheckpointError(settings.output, "cannot create the run folder: \(error.localizedDescription)")
+            throw FileError(settings.output, "cannot create the run folder: \(error.localizedDescription)")
         }
         store.removeAbandonedWrites()
         removeAbandonedExports()
@@ -80,7 +81,7 @@ public final class TrainingRun {
         if settings.resume {
             if let state = try restoreNewest() {
                 elapsedBefore = state["elapsed_s"]?.double ?? 0
-                log("resumed from step \(trainer.step) of \(trainer.options.totalSteps)")
+                log("resumed from step \(trainer.step) of \(trainer.totalSteps)")
                 if let threads = state["threads"]?.int, threads != Parallel.threads {
                     log("warning: the checkpoint was made with \(threads) threads, this run uses \(Parallel.threads) (DGINSTYLE_THREADS): it continues the same run to float rounding, not bit for bit")
                 }
@@ -96,11 +97,12 @@ public final class TrainingRun {
         defer { metrics.close() }
         if trainer.step == 0 { try validate(step: 0) }
 
-        let total = trainer.options.totalSteps
+        let total = trainer.totalSteps
         let startStep = trainer.step
         let started = Date()
         let bar = ProgressBar(settings.label, total: Double(total), unit: "it", enabled: settings.progress, initial: Double(startStep))
         var losses: [Double] = []
+        var smoothed: Double?
         var lastGood: String? = store.list().last?.path
         while trainer.step < total {
             if let stop = settings.stopAfter, trainer.step - startStep >= stop { break }
@@ -120,6 +122,7 @@ public final class TrainingRun {
             // The update alone: validation and checkpoint writes are not part of it.
             let stepSeconds = now.timeIntervalSince(stepStart)
             losses.append(result.loss)
+            smoothed = smoothed.map { 0.95 * $0 + 0.05 * result.loss } ?? result.loss
             let elapsed = elapsedBefore + now.timeIntervalSince(started)
             var record: JSON = [
                 "step": .int(result.step), "loss": .double(result.loss), "lr": .double(result.learningRate),
@@ -128,7 +131,7 @@ public final class TrainingRun {
             ] as JSON
             for (k, v) in result.terms { record.set(k, .double(v)) }
             try metrics.append(record)
-            bar.update(Double(result.step), note: String(format: "loss %.4f lr %.2e", result.loss, result.learningRate))
+            bar.update(Double(result.step), note: String(format: "loss %.4f (avg %.4f) lr %.2e", result.loss, smoothed!, result.learningRate))
             let step = result.step
             let last = step == total
             if settings.validateEvery > 0, step % settings.validateEvery == 0 || last { try validate(step: step) }
@@ -184,9 +187,7 @@ public final class TrainingRun {
 
     /// The trained network, as a diffusers model folder or a native file.
     public func export() throws {
-        let ck = Checkpoint(inMemory: [try trainer.exportComponent()])
-        try ck.write(to: modelPath, format: settings.exportFormat,
-                     options: WriteOptions(dtype: .f32, overwrite: true, progress: false))
+        try trainer.export(to: modelPath, format: settings.exportFormat)
         log("wrote \(modelPath)")
     }
 }

@@ -1,3 +1,5 @@
+import DGAutograd
+import DGBase
 import DGCheckpoint
 import DGDiffusion
 import DGLayers
@@ -29,7 +31,7 @@ public enum TrainingError: Error, CustomStringConvertible {
 
 /// Everything that decides the numbers a run produces. Stored in every checkpoint; a resumed
 /// run must agree with it (except where noted), or it would not continue the same trajectory.
-public struct TrainingOptions: Sendable {
+public struct TrainingOptions: Sendable, RunOptions {
     public var learningRate: Double
     public var schedule: LRSchedule
     public var batchSize = 1
@@ -119,7 +121,7 @@ public struct StepResult: Sendable {
 /// s are pure functions of (seed, s). Together with a deterministic batch source and
 /// deterministic kernels, the weights after step k depend only on the options and the data,
 /// not on how many times the run was stopped and resumed.
-public final class DiffusionTrainer: RunnableTrainer {
+public final class DiffusionTrainer: ComponentTrainer {
     public let target: TrainingTarget
     public let options: TrainingOptions
     public let unet: UNet2DConditionModel
@@ -295,11 +297,7 @@ public final class DiffusionTrainer: RunnableTrainer {
     /// that the options and the data agree with it first, and changes nothing unless all of
     /// the checkpoint reads back intact.
     @discardableResult
-    public func restore(from path: String) throws -> JSON {
-        let (json, saved) = try state.restore(from: path)
-        step = saved
-        return json
-    }
+    public func restore(from path: String) throws -> JSON { try state.restore(from: path, step: &step) }
 
     var state: TrainerState {
         TrainerState(name: target.rawValue, className: target == .controlnet ? "ControlNetModel" : "UNet2DConditionModel",
@@ -308,6 +306,8 @@ public final class DiffusionTrainer: RunnableTrainer {
     }
 
     public var modelName: String { target.rawValue }
+
+    public var totalSteps: Int { options.totalSteps }
 
     public func exportComponent() throws -> Component {
         try Component(model: trainable, config: target == .controlnet ? controlnet!.config : unet.config)

@@ -1,3 +1,5 @@
+import DGAutograd
+import DGBase
 import DGCheckpoint
 import DGLayers
 import DGModels
@@ -9,15 +11,44 @@ import Foundation
 public protocol RunnableTrainer: AnyObject {
     /// Optimizer updates done.
     var step: Int { get }
-    var options: TrainingOptions { get }
-    /// The trained model's component name ("unet", "controlnet", "vae"): the checkpoint
-    /// component and the exported model's file or folder name.
+    /// Optimizer updates of the whole run.
+    var totalSteps: Int { get }
+    /// The trained model's component name ("unet", "controlnet", "vae", "segmenter"): the
+    /// checkpoint component and the exported model's file or folder name.
     var modelName: String { get }
     @discardableResult func trainStep() throws -> StepResult
     func saveCheckpoint(to path: String, extra: JSON) throws
     @discardableResult func restore(from path: String) throws -> JSON
-    /// The trained model as written at the end of the run.
+    /// Writes the trained model, atomically, as it stands at the end of the run.
+    func export(to path: String, format: OutputFormat) throws
+}
+
+/// The diffusers-model trainers export one component (a diffusers model folder or a native file).
+protocol ComponentTrainer: RunnableTrainer {
     func exportComponent() throws -> Component
+}
+
+extension ComponentTrainer {
+    public func export(to path: String, format: OutputFormat) throws {
+        try Checkpoint(inMemory: [try exportComponent()]).write(to: path, format: format,
+                                                                 options: WriteOptions(dtype: .f32, overwrite: true, progress: false))
+    }
+}
+
+/// The settings a checkpoint records; a resumed run must agree with them.
+public protocol RunOptions {
+    var json: JSON { get }
+    /// The differences with a checkpoint's options that would change the trajectory.
+    func conflicts(with stored: JSON) -> [String]
+}
+
+/// Where a run's samples come from, as a checkpoint records it.
+public protocol CheckpointedData: AnyObject {
+    /// What the data is (folder, file count, sampling mode): a resumed run must see the same.
+    var identity: JSON { get }
+    /// Everything needed to continue from here (sampler position, generator state).
+    func saveState() -> JSON
+    func restoreState(_ state: JSON) throws
 }
 
 /// The checkpoint file every trainer writes: the trainable weights (a component loadable as
@@ -30,8 +61,8 @@ struct TrainerState {
     let model: Module
     let parameters: [(name: String, parameter: Parameter)]
     let optimizer: AdamW
-    let options: TrainingOptions
-    let source: TrainingBatchSource
+    let options: RunOptions
+    let source: CheckpointedData
 
     /// One native file, written atomically.
     func save(to path: String, step: Int, extra: JSON) throws {
@@ -68,16 +99,16 @@ struct TrainerState {
         }
     }
 
-    /// Checks that the options and the data agree with the checkpoint, then restores weights,
-    /// moments and the data source; changes nothing unless all of it reads back intact.
-    /// Returns the training state and its step.
-    func restore(from path: String) throws -> (JSON, Int) {
+    /// Checks that the options, the model's config and the data agree with the checkpoint,
+    /// then restores weights, moments, the data source and `step`; changes nothing unless all
+    /// of it reads back intact. Returns the training state.
+    func restore(from path: String, step: inout Int) throws -> JSON {
         let file = try NativeFile(path: path)
         let state: JSON
-        do { state = try JSON.parse(bytes: try file.file("training_state.json")) } catch let e as CheckpointError { throw e } catch {
-            throw CheckpointError(path, "training_state.json: \(error)")
+        do { state = try JSON.parse(bytes: try file.file("training_state.json")) } catch let e as FileError { throw e } catch {
+            throw FileError(path, "training_state.json: \(error)")
         }
-        guard state["format"]?.string == "dginstyle-training-checkpoint" else { throw CheckpointError(path, "is not a training checkpoint") }
+        guard state["format"]?.string == "dginstyle-training-checkpoint" else { throw FileError(path, "is not a training checkpoint") }
         guard state["target"]?.string == name else {
             throw TrainingError.resume("\(path) is a checkpoint of \(state["target"]?.string ?? "?") training, not \(name)")
         }
@@ -89,11 +120,16 @@ struct TrainerState {
             throw TrainingError.resume("\(path) was made on other data (\(data.compact)); this run reads \(source.identity.compact)")
         }
         guard let savedStep = state["step"]?.int, let optimizerStep = state["optimizer_step"]?.int else {
-            throw CheckpointError(path, "training_state.json has no step")
+            throw FileError(path, "training_state.json has no step")
+        }
+        // Both sides through the same printer and parser, so equal configs compare equal.
+        let saved = try JSON.parse(bytes: try file.file(name + "/config.json"))
+        guard saved == (try JSON.parse(config.pretty)) else {
+            throw TrainingError.resume("\(path) holds a \(name) of another configuration (\(saved.compact))")
         }
         let weights = file.source(name)
         let problems = compareToModel(weights.entries, model)
-        guard problems.isEmpty else { throw CheckpointError(path, "does not fit the model: \(problems.prefix(4).joined(separator: "; "))") }
+        guard problems.isEmpty else { throw FileError(path, "does not fit the model: \(problems.prefix(4).joined(separator: "; "))") }
         let moments = file.source("optimizer")
         let byName = Dictionary(uniqueKeysWithValues: moments.entries.map { ($0.name, $0) })
         var values: [Tensor] = [], first: [Tensor?] = [], second: [Tensor?] = []
@@ -102,7 +138,7 @@ struct TrainerState {
             for (label, list) in [("exp_avg", 0), ("exp_avg_sq", 1)] {
                 var m: Tensor?
                 if let e = byName[label + "." + pname] {
-                    guard e.shape == p.shape, e.dtype == .f32 else { throw CheckpointError(path, "optimizer state \(e.name) has shape \(e.shape) \(e.dtype.name)") }
+                    guard e.shape == p.shape, e.dtype == .f32 else { throw FileError(path, "optimizer state \(e.name) has shape \(e.shape) \(e.dtype.name)") }
                     m = try moments.tensor(e.name).copied()
                 }
                 if list == 0 { first.append(m) } else { second.append(m) }
@@ -114,7 +150,8 @@ struct TrainerState {
             p.grad = nil
         }
         optimizer.restore(step: optimizerStep, first: first, second: second)
-        return (state, savedStep)
+        step = savedStep
+        return state
     }
 }
 

@@ -1,4 +1,5 @@
 import DGAutograd
+import DGBase
 import DGCheckpoint
 import DGData
 import DGLayers
@@ -15,7 +16,7 @@ import Foundation
 /// With `decoderOnly` the encoder and quant_conv stay frozen (the loss is then the L1 term
 /// alone): the latents every model downstream was trained on stay exactly as they are while
 /// the decoder sharpens, as Stability's ft-MSE decoders were made for SD 1.x.
-public final class VAETrainer: RunnableTrainer {
+public final class VAETrainer: ComponentTrainer {
     public let vae: AutoencoderKL
     public let options: TrainingOptions
     public let klWeight: Float
@@ -131,16 +132,14 @@ public final class VAETrainer: RunnableTrainer {
     }
 
     @discardableResult
-    public func restore(from path: String) throws -> JSON {
-        let (json, saved) = try state.restore(from: path)
-        step = saved
-        return json
-    }
+    public func restore(from path: String) throws -> JSON { try state.restore(from: path, step: &step) }
 
     var state: TrainerState {
         TrainerState(name: "vae", className: "AutoencoderKL", config: vae.config, model: vae, parameters: trainableParameters,
                      optimizer: optimizer, options: options, source: source)
     }
+
+    public var totalSteps: Int { options.totalSteps }
 
     public func exportComponent() throws -> Component {
         var config = vae.config
@@ -201,7 +200,7 @@ public final class ImageCropSource: TrainingBatchSource {
         if let hit = cache[i] { return hit }
         let image = try PNG.read(files[i]).rgb()
         guard image.width >= resolution, image.height >= resolution else {
-            throw DataError(files[i], "is \(image.width)x\(image.height), smaller than the \(resolution)x\(resolution) crop")
+            throw FileError(files[i], "is \(image.width)x\(image.height), smaller than the \(resolution)x\(resolution) crop")
         }
         cache[i] = image
         return image
@@ -211,20 +210,8 @@ public final class ImageCropSource: TrainingBatchSource {
         let stream = RandomStream(seed: seed, 0xC409, UInt64(k))
         let image = try self.image(Int(stream.bits(0) % UInt64(files.count)))
         let x = Int(stream.bits(1) % UInt64(image.width - resolution + 1)), y = Int(stream.bits(2) % UInt64(image.height - resolution + 1))
-        var crop = image.cropped(CropRect(x: x, y: y, width: resolution, height: resolution))
-        if stream.bits(3) & 1 == 1 {
-            var flipped = crop.pixels
-            for row in 0..<crop.height {
-                for col in 0..<crop.width {
-                    let from = (row * crop.width + col) * 3, to = (row * crop.width + crop.width - 1 - col) * 3
-                    flipped[to] = crop.pixels[from]
-                    flipped[to + 1] = crop.pixels[from + 1]
-                    flipped[to + 2] = crop.pixels[from + 2]
-                }
-            }
-            crop.pixels = flipped
-        }
-        return crop
+        let crop = image.cropped(CropRect(x: x, y: y, width: resolution, height: resolution))
+        return stream.bits(3) & 1 == 1 ? crop.mirrored() : crop
     }
 
     public func next(_ count: Int) throws -> TrainingBatch {

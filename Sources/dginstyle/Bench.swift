@@ -1,6 +1,7 @@
 import ArgumentParser
 import DGCheckpoint
 import DGAutograd
+import DGBase
 import DGTensor
 import DGModels
 import Foundation
@@ -104,9 +105,7 @@ extension Bench {
             }
             let median = times.sorted()[times.count / 2]
             let medianCPU = cpu.sorted()[cpu.count / 2]
-            var usage = rusage()
-            getrusage(RUSAGE_SELF.rawValue, &usage)
-            let peakMB = Double(usage.ru_maxrss) / 1024
+            let peakMB = peakRSS() / 1_048_576
             if json {
                 emit(JSON.object([
                     ("workload", .string(workload.rawValue)), ("resolution", .int(resolution)), ("batch", .int(batch)),
@@ -272,11 +271,11 @@ extension Bench {
         var output: String
 
         func run() throws {
-            guard let data = FileManager.default.contents(atPath: manifest) else { throw CheckpointError(manifest, "cannot read") }
+            guard let data = FileManager.default.contents(atPath: manifest) else { throw FileError(manifest, "cannot read") }
             let json = try JSON.parse(bytes: Array(data))
-            guard let pairs = json[section]?.objectPairs else { throw CheckpointError(manifest, "has no section \(section)") }
+            guard let pairs = json[section]?.objectPairs else { throw FileError(manifest, "has no section \(section)") }
             let entries = try pairs.map { name, shape -> TensorEntry in
-                guard let dims = shape.array?.compactMap(\.int) else { throw CheckpointError(manifest, "bad shape for \(name)") }
+                guard let dims = shape.array?.compactMap(\.int) else { throw FileError(manifest, "bad shape for \(name)") }
                 return TensorEntry(name: name, dtype: dtype, shape: dims)
             }
             let total = entries.reduce(0) { $0 + $1.byteCount }
@@ -341,13 +340,6 @@ extension Bench {
             emit(rows.joined(separator: "\n"))
         }
     }
-}
-
-/// User + system CPU time of the whole process (all threads), seconds.
-func processCPUTime() -> Double {
-    var u = rusage()
-    getrusage(RUSAGE_SELF.rawValue, &u)
-    return Double(u.ru_utime.tv_sec) + Double(u.ru_utime.tv_usec) / 1e6 + Double(u.ru_stime.tv_sec) + Double(u.ru_stime.tv_usec) / 1e6
 }
 
 /// Normal-ish values (sum of four uniforms) with the spread of initialised weights, from

@@ -1,4 +1,5 @@
 import ArgumentParser
+import DGBase
 import DGCheckpoint
 import DGDiffusion
 import DGLayers
@@ -37,10 +38,10 @@ extension Bench {
         var windowBatch = 4
 
         func run() throws {
-            guard let data = FileManager.default.contents(atPath: manifest) else { throw CheckpointError(manifest, "cannot read") }
+            guard let data = FileManager.default.contents(atPath: manifest) else { throw FileError(manifest, "cannot read") }
             let configs = try JSON.parse(bytes: Array(data))["configs"]
             func config(_ name: String, _ cls: String) throws -> JSON {
-                guard var c = configs?[name] else { throw CheckpointError(manifest, "has no config for \(name)") }
+                guard var c = configs?[name] else { throw FileError(manifest, "has no config for \(name)") }
                 c.set("_class_name", .string(cls))
                 return c
             }

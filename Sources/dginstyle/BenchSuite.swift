@@ -1,9 +1,10 @@
 import ArgumentParser
+import DGBase
 import DGCheckpoint
 import Foundation
 
 extension Bench {
-    /// The issue-7 workloads in one go. Each runs in its own child process (this executable's
+    /// The SD 1.5 workloads of docs/PERFORMANCE.md in one go. Each runs in its own child process (this executable's
     /// `bench model`), so every peak RSS is that workload's alone.
     struct Suite: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -19,7 +20,7 @@ extension Bench {
         static let defaultWorkloads = ["unet:256:1", "unet:512:1", "unet:512:2", "controlnet:512:1", "controlnet-train-step:256:1",
                                        "controlnet-train-step:256:1:ckpt", "vae-encode:512:1", "vae-decode:512:1"]
 
-        @Argument(help: "Workloads (default: the issue-7 list).")
+        @Argument(help: "Workloads (default: the SD 1.5 table's list).")
         var workloads: [String] = []
 
         @Option(help: "Timed runs per workload (the median is reported).")

@@ -1,4 +1,5 @@
 import ArgumentParser
+import DGBase
 import DGCheckpoint
 import DGModels
 import DGTensor
@@ -86,7 +87,7 @@ struct Convert: ParsableCommand {
             let problems = compareToModel(c.source.entries, model)
             if !problems.isEmpty {
                 let hint = ck.layout == .ldm || ck.layout == .controlnetLDM ? "; pass --config DIR with the model's diffusers configs" : ""
-                throw CheckpointError(c.source.path, "\(c.name) does not match its config: \(problems.prefix(4).joined(separator: "; "))\(problems.count > 4 ? "; ..." : "")\(hint)")
+                throw FileError(c.source.path, "\(c.name) does not match its config: \(problems.prefix(4).joined(separator: "; "))\(problems.count > 4 ? "; ..." : "")\(hint)")
             }
         }
     }

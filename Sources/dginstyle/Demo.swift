@@ -1,7 +1,9 @@
 import ArgumentParser
+import DGBase
 import DGCheckpoint
 import DGData
 import DGDiffusion
+import DGEval
 import DGTraining
 import Foundation
 

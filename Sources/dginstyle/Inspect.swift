@@ -1,4 +1,5 @@
 import ArgumentParser
+import DGBase
 import DGCheckpoint
 import DGModels
 import DGTensor
@@ -43,9 +44,9 @@ struct Inspect: ParsableCommand {
     }
 
     private func inspectConfig(_ path: String) throws {
-        guard let data = FileManager.default.contents(atPath: path) else { throw CheckpointError(path, "cannot read") }
+        guard let data = FileManager.default.contents(atPath: path) else { throw FileError(path, "cannot read") }
         let config: JSON
-        do { config = try JSON.parse(bytes: Array(data)) } catch { throw CheckpointError(path, "\(error)") }
+        do { config = try JSON.parse(bytes: Array(data)) } catch { throw FileError(path, "\(error)") }
         let (kind, model) = try buildModel(config: config)
         let params = model.namedParameters()
         if json {

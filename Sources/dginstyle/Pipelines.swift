@@ -1,4 +1,5 @@
 import ArgumentParser
+import DGBase
 import DGCheckpoint
 import DGDiffusion
 import DGLayers
@@ -55,7 +56,7 @@ struct InitPipeline: ParsableCommand {
     static func pipeline(configs: String, seed: UInt64) throws -> Checkpoint {
         let fm = FileManager.default
         func read(_ rel: String) throws -> [UInt8] {
-            guard let d = fm.contents(atPath: configs + "/" + rel) else { throw CheckpointError(configs, "has no \(rel)") }
+            guard let d = fm.contents(atPath: configs + "/" + rel) else { throw FileError(configs, "has no \(rel)") }
             return Array(d)
         }
         var files: [(String, [UInt8])] = [("model_index.json", try read("model_index.json"))]
@@ -67,7 +68,7 @@ struct InitPipeline: ParsableCommand {
         for (k, name) in models.enumerated() {
             let bytes = try read(name + "/config.json")
             let config: JSON
-            do { config = try JSON.parse(bytes: bytes) } catch { throw CheckpointError(configs + "/" + name + "/config.json", "\(error)") }
+            do { config = try JSON.parse(bytes: bytes) } catch { throw FileError(configs + "/" + name + "/config.json", "\(error)") }
             let (_, model) = try buildModel(config: config)
             let modelSeed = SplitMix64.mix(seed &+ UInt64(k + 1) &* 0x9E37_79B9_7F4A_7C15)
             if name == "text_encoder" {

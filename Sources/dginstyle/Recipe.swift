@@ -1,4 +1,5 @@
 import ArgumentParser
+import DGBase
 import DGCheckpoint
 import Foundation
 

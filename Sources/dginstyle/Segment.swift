@@ -1,6 +1,9 @@
 import ArgumentParser
+import DGAutograd
+import DGBase
 import DGCheckpoint
 import DGData
+import DGEval
 import DGModels
 import DGTensor
 import DGTraining
@@ -118,7 +121,8 @@ struct SegmentTrain: ParsableCommand {
         settings.resume = resume
         settings.progress = !quiet
         settings.label = "segment train"
-        let run = SegmentationRun(trainer: trainer, settings: settings)
+        settings.exportFormat = .native
+        let run = TrainingRun(trainer: trainer, settings: settings)
         run.log = { if !quiet { FileHandle.standardError.write(Data(($0 + "\n").utf8)) } }
         if !quiet {
             let counts = zip(pooled.roots, pooled.counts).map { "\($0.0) (\($0.1))" }.joined(separator: ", ")

@@ -1,4 +1,6 @@
 import ArgumentParser
+import DGAutograd
+import DGBase
 import DGCheckpoint
 import DGData
 import DGDiffusion
@@ -142,7 +144,7 @@ struct TrainingArguments: ParsableArguments {
         let models = try LoadedPipeline(ck)
         for (name, present) in [("unet", models.unet != nil), ("vae", models.vae != nil), ("text_encoder", models.textEncoder != nil),
                                 ("tokenizer", models.tokenizer != nil)] where !present {
-            throw CheckpointError(pipeline, "has no \(name); training needs the UNet, the VAE, the text encoder and the tokenizer")
+            throw FileError(pipeline, "has no \(name); training needs the UNet, the VAE, the text encoder and the tokenizer")
         }
         let schedulerConfig = ck.file("scheduler/scheduler_config.json") ?? Array(DefaultConfigs.schedulerText.utf8)
         return (models, try NoiseSchedule(config: try JSON.parse(bytes: schedulerConfig)))
@@ -152,7 +154,7 @@ struct TrainingArguments: ParsableArguments {
 func runTraining(_ run: TrainingRun, quiet: Bool) throws {
     run.log = { if !quiet { FileHandle.standardError.write(Data(($0 + "\n").utf8)) } }
     let summary = try run.run()
-    var line = "trained steps \(summary.startStep + 1)-\(summary.endStep) of \(run.trainer.options.totalSteps)"
+    var line = "trained steps \(summary.startStep + 1)-\(summary.endStep) of \(run.trainer.totalSteps)"
     line += String(format: " in %.1f s", summary.seconds)
     if let l = summary.recentLoss { line += String(format: ", recent loss %.5f", l) }
     if let m = summary.model { line += "; model: \(m)" }
@@ -283,7 +285,7 @@ struct TrainControlNet: ParsableCommand {
         if let unet {
             let ck = try Checkpoint.open(unet)
             guard let c = ck.component("unet") ?? (ck.components.count == 1 ? ck.components[0] : nil), c.className == "UNet2DConditionModel" else {
-                throw CheckpointError(unet, "holds no UNet2DConditionModel")
+                throw FileError(unet, "holds no UNet2DConditionModel")
             }
             let (_, model) = try loadModel(c)
             trainUNet = model as! UNet2DConditionModel
@@ -297,7 +299,7 @@ struct TrainControlNet: ParsableCommand {
         }
         let source = try DatasetBatchSource(root: data, resolution: common.resolution, rareClassSampling: rcs,
                                             emptyPromptProbability: emptyPromptProb, zoom: try common.zoomRange(), seed: common.seed)
-        let controlnet = try ControlNetModel.initialized(from: trainUNet, conditioningChannels: SemanticCondition.classCount + 1,
+        let controlnet = try ControlNetModel.initialized(from: trainUNet, conditioningChannels: Cityscapes.classCount + 1,
                                                          seed: common.seed)
         let trainer = try DiffusionTrainer(target: .controlnet, unet: trainUNet, controlnet: controlnet, vae: models.vae!,
                                            textEncoder: models.textEncoder!, tokenizer: models.tokenizer!,
@@ -368,7 +370,7 @@ struct TrainVAE: ParsableCommand {
     func run() throws {
         let ck = try Checkpoint.open(common.pipeline)
         guard let c = ck.component("vae") ?? (ck.components.count == 1 ? ck.components[0] : nil), c.className == "AutoencoderKL" else {
-            throw CheckpointError(common.pipeline, "holds no AutoencoderKL")
+            throw FileError(common.pipeline, "holds no AutoencoderKL")
         }
         let vae = try loadModel(c).1 as! AutoencoderKL
         if let initialLogvar {

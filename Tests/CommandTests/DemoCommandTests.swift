@@ -1,3 +1,5 @@
+import DGBase
+import DGEval
 import Foundation
 import XCTest
 

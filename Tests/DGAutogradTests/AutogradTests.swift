@@ -1,5 +1,6 @@
 import XCTest
 @testable import DGAutograd
+import DGBase
 import DGTensor
 
 /// Gradients through the recorded graph, checked against central finite differences of the

@@ -1,5 +1,6 @@
 import XCTest
 @testable import DGAutograd
+import DGBase
 import DGTensor
 
 /// The segmentation loss: values by hand, gradients against finite differences, and the

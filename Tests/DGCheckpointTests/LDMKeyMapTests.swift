@@ -1,6 +1,8 @@
+import DGBase
 import Foundation
 import XCTest
 @testable import DGCheckpoint
+import DGTensor
 
 final class LDMKeyMapTests: XCTestCase {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
@@ -299,7 +301,7 @@ final class LDMKeyMapTests: XCTestCase {
         ]
         for (unet, vae) in bad {
             XCTAssertThrowsError(try LDMKeyMap(unetConfig: unet, vaeConfig: vae)) { error in
-                XCTAssertTrue(error is CheckpointError, "\(error)")
+                XCTAssertTrue(error is FileError, "\(error)")
             }
         }
     }

@@ -1,3 +1,4 @@
+import DGBase
 import XCTest
 @testable import DGCheckpoint
 import DGTensor

@@ -1,3 +1,4 @@
+import DGBase
 import XCTest
 @testable import DGCheckpoint
 import DGTensor
@@ -47,18 +48,18 @@ class SafeTensorsTestCase: XCTestCase {
         try write(name, header: Array(header.utf8), data: data, length: length)
     }
 
-    /// Opening `path` fails with a CheckpointError naming the file and saying `phrase`.
+    /// Opening `path` fails with a FileError naming the file and saying `phrase`.
     func assertRefused(_ path: String, _ phrase: String, file: StaticString = #filePath, line: UInt = #line) {
         do {
             _ = try SafeTensorsFile(path: path)
             XCTFail("\(path) was accepted; expected \"\(phrase)\"", file: file, line: line)
-        } catch let error as CheckpointError {
+        } catch let error as FileError {
             XCTAssertEqual(error.path, path, file: file, line: line)
             XCTAssertTrue(error.description.hasPrefix(path + ": "), error.description, file: file, line: line)
             XCTAssertTrue(error.description.contains(phrase), "\"\(error.description)\" lacks \"\(phrase)\"", file: file, line: line)
             XCTAssertFalse(error.description.contains("\n"), "not one line: \(error.description)", file: file, line: line)
         } catch {
-            XCTFail("not a CheckpointError: \(error)", file: file, line: line)
+            XCTFail("not a FileError: \(error)", file: file, line: line)
         }
     }
 

@@ -1,3 +1,4 @@
+import DGBase
 @testable import DGData
 import DGTensor
 import Foundation

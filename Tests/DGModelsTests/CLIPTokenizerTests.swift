@@ -1,3 +1,4 @@
+import DGBase
 import DGCheckpoint
 @testable import DGModels
 import Foundation
@@ -229,7 +230,7 @@ final class CLIPTokenizerTests: XCTestCase {
             do {
                 _ = try CLIPTokenizer(vocab: vocab, merges: merges)
                 return nil
-            } catch let e as CLIPTokenizerError {
+            } catch let e as FileError {
                 return e.description
             } catch {
                 return "unexpected error \(error)"
@@ -257,7 +258,7 @@ final class CLIPTokenizerTests: XCTestCase {
 
         let missing = NSTemporaryDirectory() + "no-such-tokenizer-\(UUID().uuidString)"
         XCTAssertThrowsError(try CLIPTokenizer(folder: missing)) { error in
-            XCTAssertEqual((error as? CLIPTokenizerError)?.file, missing + "/vocab.json")
+            XCTAssertEqual((error as? FileError)?.path, missing + "/vocab.json")
         }
     }
 

@@ -1,3 +1,4 @@
+import DGBase
 import XCTest
 import DGCheckpoint
 import DGLayers

@@ -1,8 +1,10 @@
+import DGAutograd
 import DGCheckpoint
 import DGLayers
 import Foundation
 import XCTest
 @testable import DGModels
+import DGTensor
 
 /// What the parity command does not cover: gradient checkpointing, ControlNet initialisation from
 /// a UNet, saving trained models, and loading from every storage precision.

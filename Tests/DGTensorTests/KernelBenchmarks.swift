@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 @testable import DGTensor
 import CBLAS
+import DGBase
 
 /// Rough timings of the kernels at Stable Diffusion 1.5 sizes (512x512 image, 64x64 latent).
 /// Skipped unless DGINSTYLE_BENCH is set: `DGINSTYLE_BENCH=1 swift test -c release -Xswiftc -enable-testing --filter KernelBenchmarks`.

@@ -1,3 +1,4 @@
+import DGBase
 import Foundation
 import XCTest
 @testable import DGTensor

@@ -1,5 +1,8 @@
+import DGAutograd
+import DGBase
 import DGCheckpoint
 import DGData
+import DGEval
 import DGLayers
 import DGModels
 import DGTensor
@@ -103,11 +106,11 @@ final class SegmentationTests: XCTestCase {
     func testSegmenterShapesNamesAndSaveLoad() throws {
         let model = Segmenter(SegmenterConfig(classNames: Cityscapes.classNames))
         let names = model.namedParameters().map(\.name)
-        XCTAssertTrue(names.contains("down_blocks.0.conv1.weight"))
-        XCTAssertTrue(names.contains("down_blocks.3.downsample.weight"))
-        XCTAssertFalse(names.contains("down_blocks.0.downsample.weight"))
-        XCTAssertTrue(names.contains("up_blocks.2.conv1.weight"))
-        XCTAssertEqual(model.up_blocks[2].conv1.weight.shape, [16, 32, 3, 3])
+        XCTAssertTrue(names.contains("encoder.0.conv1.weight"))
+        XCTAssertTrue(names.contains("encoder.3.downsample.weight"))
+        XCTAssertFalse(names.contains("encoder.0.downsample.weight"))
+        XCTAssertTrue(names.contains("decoder.2.conv1.weight"))
+        XCTAssertEqual(model.decoder[2].conv1.weight.shape, [16, 32, 3, 3])
         XCTAssertEqual(model.conv_out.weight.shape, [19, 16, 1, 1])
         model.initializeParameters(seed: 3)
         let x = Tensor(shape: [1, 3, 16, 24], floats: (0..<(3 * 16 * 24)).map { Float($0 % 17) / 8 - 1 })
@@ -221,13 +224,14 @@ final class SegmentationTests: XCTestCase {
     /// Stopped after a checkpoint and resumed, a run ends with the same weights as one that ran through.
     func testResumeGivesTheSameWeights() throws {
         let data = try SegmentationData(roots: [try writeData("a", count: 2, seed: 1)])
-        func run(_ out: String, stopAfter: Int?, resume: Bool) throws -> SegmentationRun {
+        func run(_ out: String, stopAfter: Int?, resume: Bool) throws -> TrainingRun {
             var s = RunSettings(output: out)
+            s.exportFormat = .native
             s.checkpointEvery = 3
             s.progress = false
             s.resume = resume
             s.stopAfter = stopAfter
-            let r = SegmentationRun(trainer: try trainer(data, steps: 6), settings: s)
+            let r = TrainingRun(trainer: try trainer(data, steps: 6), settings: s)
             _ = try r.run()
             return r
         }
@@ -236,8 +240,8 @@ final class SegmentationTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: first.modelPath))
         XCTAssertThrowsError(try run(dir + "/split", stopAfter: nil, resume: false))   // checkpoints there: needs --resume
         _ = try run(dir + "/split", stopAfter: nil, resume: true)
-        let a = try Segmenter.load(from: dir + "/straight/" + SegmentationRun.modelName)
-        let b = try Segmenter.load(from: dir + "/split/" + SegmentationRun.modelName)
+        let a = try Segmenter.load(from: dir + "/straight/" + SegmentationTrainer.modelFile)
+        let b = try Segmenter.load(from: dir + "/split/" + SegmentationTrainer.modelFile)
         for ((name, p), (_, q)) in zip(a.namedParameters(), b.namedParameters()) {
             XCTAssertEqual(p.value!.floats, q.value!.floats, name)
         }

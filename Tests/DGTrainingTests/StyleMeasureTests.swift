@@ -1,4 +1,6 @@
+import DGBase
 import DGData
+import DGEval
 import DGTensor
 import Foundation
 import XCTest

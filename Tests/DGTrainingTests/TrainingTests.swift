@@ -1,3 +1,5 @@
+import DGAutograd
+import DGBase
 import DGCheckpoint
 import DGDiffusion
 import DGLayers

@@ -1,6 +1,7 @@
 import DGCheckpoint
 import DGData
 import DGAutograd
+import DGBase
 import DGModels
 import DGTensor
 import Foundation

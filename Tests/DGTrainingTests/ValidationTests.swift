@@ -1,5 +1,8 @@
+import DGAutograd
+import DGBase
 import DGCheckpoint
 import DGDiffusion
+import DGEval
 import DGLayers
 import DGModels
 import DGTensor

@@ -1,3 +1,4 @@
+import DGBase
 import DGTensor
 /// Fills the street with traffic, people and furniture at random depths, so that most
 /// instances are far away and small, as in driving footage.

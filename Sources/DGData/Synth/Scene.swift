@@ -1,3 +1,4 @@
+import DGBase
 import DGTensor
 import Foundation
 

@@ -1,3 +1,4 @@
+import DGBase
 import DGTensor
 /// The street itself: sky, ground (road, markings, sidewalks, terrain, rails), the buildings,
 /// walls, fences and vegetation lining it, and the backdrop at its end.

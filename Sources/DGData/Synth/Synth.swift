@@ -1,4 +1,4 @@
-import DGCheckpoint
+import DGBase
 import DGTensor
 import Foundation
 
@@ -100,27 +100,27 @@ public enum Synth {
     public static func writeDataset(to out: String, count: Int, width: Int = defaultWidth, height: Int = defaultHeight,
                                     style: SynthStyle = .game, seed: UInt64 = 0, overwrite: Bool = false,
                                     progress: Bool = true) throws -> SynthSummary {
-        guard count >= 1 else { throw DataError(out, "--count must be at least 1, not \(count)") }
+        guard count >= 1 else { throw FileError(out, "--count must be at least 1, not \(count)") }
         guard (16...8192).contains(width), (16...8192).contains(height) else {
-            throw DataError(out, "image size \(width)x\(height) is outside 16...8192 on a side")
+            throw FileError(out, "image size \(width)x\(height) is outside 16...8192 on a side")
         }
         let start = Date()
         let target = URL(fileURLWithPath: out).standardizedFileURL
         let parent = target.deletingLastPathComponent().path
         let fm = FileManager.default
         if fm.fileExists(atPath: target.path) {
-            guard Dataset.isDirectory(target.path) else { throw DataError(out, "exists and is not a folder") }
+            guard Dataset.isDirectory(target.path) else { throw FileError(out, "exists and is not a folder") }
             let contents = (try? fm.contentsOfDirectory(atPath: target.path)) ?? []
-            guard contents.isEmpty || overwrite else { throw DataError(out, "exists and is not empty (use --overwrite to replace it)") }
+            guard contents.isEmpty || overwrite else { throw FileError(out, "exists and is not empty (use --overwrite to replace it)") }
         }
         do { try fm.createDirectory(atPath: parent, withIntermediateDirectories: true) } catch {
-            throw DataError(parent, "cannot create the folder: \(error.localizedDescription)")
+            throw FileError(parent, "cannot create the folder: \(error.localizedDescription)")
         }
         let staging = parent + "/." + target.lastPathComponent + ".partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         do {
             try fm.createDirectory(atPath: staging + "/images", withIntermediateDirectories: true)
             try fm.createDirectory(atPath: staging + "/labels", withIntermediateDirectories: true)
-        } catch { throw DataError(staging, "cannot create the staging folder: \(error.localizedDescription)") }
+        } catch { throw FileError(staging, "cannot create the staging folder: \(error.localizedDescription)") }
         var committed = false
         defer { if !committed { try? fm.removeItem(atPath: staging) } }
 
@@ -137,15 +137,15 @@ public enum Synth {
         flushFileSystem(containing: staging)  // one flush for the whole dataset instead of an fsync per file
         if fm.fileExists(atPath: target.path) {
             let old = parent + "/." + target.lastPathComponent + ".old-\(getpid())"
-            guard rename(target.path, old) == 0 else { throw DataError(out, "cannot move the old dataset aside: \(String(cString: strerror(errno)))") }
+            guard rename(target.path, old) == 0 else { throw FileError(out, "cannot move the old dataset aside: \(String(cString: strerror(errno)))") }
             guard rename(staging, target.path) == 0 else {
                 let e = errno
                 _ = rename(old, target.path)
-                throw DataError(out, "cannot move the new dataset into place: \(String(cString: strerror(e)))")
+                throw FileError(out, "cannot move the new dataset into place: \(String(cString: strerror(e)))")
             }
             try? fm.removeItem(atPath: old)
         } else {
-            guard rename(staging, target.path) == 0 else { throw DataError(out, "cannot move the dataset into place: \(String(cString: strerror(errno)))") }
+            guard rename(staging, target.path) == 0 else { throw FileError(out, "cannot move the dataset into place: \(String(cString: strerror(errno)))") }
         }
         committed = true
         flushFileSystem(containing: parent)  // the rename itself

@@ -100,18 +100,22 @@ extension Kernels {
                     let sg = 1 / (1 + exp(-2 * u))
                     o[i] = g[i] * sg * (1 + 2 * v * (1 - sg) * du)
                 }
-            case .geluErf:   // Phi(x) + x phi(x)
-                for i in 0..<n {
-                    let v = s[i]
-                    let z = Swift.abs(v) * invSqrt2
-                    let (t, p) = erfcParts(z)
-                    let ez = exp(-0.5 * v * v)
-                    let half = 0.5 * t * ez * exp(p)
-                    let cdf = v >= 0 ? 1 - half : half
-                    o[i] = g[i] * (cdf + v * invSqrt2Pi * ez)
-                }
+            case .geluErf:
+                for i in 0..<n { o[i] = g[i] * geluDerivative(s[i]) }
             }
         }
         return dx
+    }
+
+    /// d/dx of the exact (erf) GELU: Phi(x) + x phi(x), with Phi from the same erfc
+    /// approximation as the forward pass.
+    @inline(__always)
+    static func geluDerivative(_ v: Float) -> Float {
+        let z = Swift.abs(v) * invSqrt2
+        let (t, p) = erfcParts(z)
+        let ez = exp(-0.5 * v * v)
+        let half = 0.5 * t * ez * exp(p)
+        let cdf = v >= 0 ? 1 - half : half
+        return cdf + v * invSqrt2Pi * ez
     }
 }

@@ -246,14 +246,9 @@ extension Kernels {
                 let a = hp + i * two, g = a + d, go = gp + i * d, da = dp + i * two, dg = da + d
                 for k in 0..<d {
                     let v = g[k]
-                    // d/da = gy gelu(g); d/dg = (gy a) gelu'(g), gelu' = Phi(v) + v phi(v)
-                    let z = Swift.abs(v) * invSqrt2
-                    let (t, p) = erfcParts(z)
-                    let ez = exp(-0.5 * v * v)
-                    let half = 0.5 * t * ez * exp(p)
-                    let cdf = v >= 0 ? 1 - half : half
+                    // d/da = gy gelu(g); d/dg = (gy a) gelu'(g)
                     da[k] = go[k] * (v * normalCDF(v))
-                    dg[k] = (go[k] * a[k]) * (cdf + v * invSqrt2Pi * ez)
+                    dg[k] = (go[k] * a[k]) * geluDerivative(v)
                 }
             }
         }

@@ -1,5 +1,3 @@
-import DGCheckpoint
-
 /// A config that this project cannot build a model from: a missing or mistyped value, or a
 /// feature the reference supports and we do not. The description is one line naming the key.
 public struct ModelConfigError: Error, CustomStringConvertible, Equatable {
@@ -21,11 +19,11 @@ public struct ModelConfigError: Error, CustomStringConvertible, Equatable {
 /// Reads a diffusers/transformers config with the reference defaults for absent keys, and turns
 /// every surprise into a `ModelConfigError`. A key that is present must have the right type:
 /// guessing around a mistyped value would build a model that silently differs from the weights.
-struct ConfigReader {
-    let json: JSON
-    let model: String
+public struct ConfigReader {
+    public let json: JSON
+    public let model: String
 
-    init(_ json: JSON, model: String) throws {
+    public init(_ json: JSON, model: String) throws {
         guard json.objectPairs != nil else {
             throw ModelConfigError(model: model, key: "", problem: "is not a JSON object")
         }
@@ -33,65 +31,65 @@ struct ConfigReader {
         self.model = model
     }
 
-    func error(_ key: String, _ problem: String) -> ModelConfigError {
+    public func error(_ key: String, _ problem: String) -> ModelConfigError {
         ModelConfigError(model: model, key: key, problem: problem)
     }
 
     /// The value, or nil when the key is absent or null (Python's None).
-    func present(_ key: String) -> JSON? {
+    public func present(_ key: String) -> JSON? {
         guard let v = json[key], !v.isNull else { return nil }
         return v
     }
 
-    func int(_ key: String, default value: Int) throws -> Int {
+    public func int(_ key: String, default value: Int) throws -> Int {
         guard let v = json[key] else { return value }
         guard let i = v.int else { throw error(key, "must be an integer, not \(v.compact)") }
         return i
     }
 
-    func positiveInt(_ key: String, default value: Int) throws -> Int {
+    public func positiveInt(_ key: String, default value: Int) throws -> Int {
         let i = try int(key, default: value)
         guard i > 0 else { throw error(key, "must be positive, not \(i)") }
         return i
     }
 
-    func optionalInt(_ key: String) throws -> Int? {
+    public func optionalInt(_ key: String) throws -> Int? {
         guard let v = present(key) else { return nil }
         guard let i = v.int else { throw error(key, "must be an integer or null, not \(v.compact)") }
         return i
     }
 
-    func double(_ key: String, default value: Double) throws -> Double {
+    public func double(_ key: String, default value: Double) throws -> Double {
         guard let v = json[key] else { return value }
         guard let d = v.double else { throw error(key, "must be a number, not \(v.compact)") }
         return d
     }
 
-    func optionalDouble(_ key: String) throws -> Double? {
+    public func optionalDouble(_ key: String) throws -> Double? {
         guard let v = present(key) else { return nil }
         guard let d = v.double else { throw error(key, "must be a number or null, not \(v.compact)") }
         return d
     }
 
-    func bool(_ key: String, default value: Bool) throws -> Bool {
+    public func bool(_ key: String, default value: Bool) throws -> Bool {
         guard let v = json[key] else { return value }
         guard let b = v.bool else { throw error(key, "must be true or false, not \(v.compact)") }
         return b
     }
 
-    func string(_ key: String, default value: String) throws -> String {
+    public func string(_ key: String, default value: String) throws -> String {
         guard let v = json[key] else { return value }
         guard let s = v.string else { throw error(key, "must be a string, not \(v.compact)") }
         return s
     }
 
-    func optionalString(_ key: String) throws -> String? {
+    public func optionalString(_ key: String) throws -> String? {
         guard let v = present(key) else { return nil }
         guard let s = v.string else { throw error(key, "must be a string or null, not \(v.compact)") }
         return s
     }
 
-    func strings(_ key: String, default value: [String]) throws -> [String] {
+    public func strings(_ key: String, default value: [String]) throws -> [String] {
         guard let v = json[key] else { return value }
         guard let a = v.array, case let s = a.compactMap(\.string), s.count == a.count, !s.isEmpty else {
             throw error(key, "must be a non-empty list of strings, not \(v.compact)")
@@ -99,7 +97,7 @@ struct ConfigReader {
         return s
     }
 
-    func positiveInts(_ key: String, default value: [Int]) throws -> [Int] {
+    public func positiveInts(_ key: String, default value: [Int]) throws -> [Int] {
         guard let v = json[key] else { return value }
         guard let a = v.array, case let i = a.compactMap(\.int), i.count == a.count, !i.isEmpty,
               i.allSatisfy({ $0 > 0 }) else {
@@ -108,7 +106,7 @@ struct ConfigReader {
         return i
     }
 
-    func optionalDoubles(_ key: String) throws -> [Double]? {
+    public func optionalDoubles(_ key: String) throws -> [Double]? {
         guard let v = present(key) else { return nil }
         guard let a = v.array, case let d = a.compactMap(\.double), d.count == a.count else {
             throw error(key, "must be a list of numbers or null, not \(v.compact)")
@@ -118,7 +116,7 @@ struct ConfigReader {
 
     /// diffusers lets many per-block settings be one value for every block or a list with one
     /// entry per block.
-    func perBlock(_ key: String, count: Int, default value: JSON) throws -> [JSON] {
+    public func perBlock(_ key: String, count: Int, default value: JSON) throws -> [JSON] {
         let v = json[key] ?? value
         if let a = v.array {
             guard a.count == count else {
@@ -129,7 +127,7 @@ struct ConfigReader {
         return Array(repeating: v, count: count)
     }
 
-    func perBlockPositiveInts(_ key: String, count: Int, default value: Int) throws -> [Int] {
+    public func perBlockPositiveInts(_ key: String, count: Int, default value: Int) throws -> [Int] {
         try perBlock(key, count: count, default: .int(value)).map { v in
             guard let i = v.int, i > 0 else {
                 throw error(key, "must be a positive integer or a list of them, not \(v.compact)")
@@ -141,20 +139,20 @@ struct ConfigReader {
     // MARK: refusing what we do not build
 
     /// The key must be absent, null, or equal to one of `allowed`.
-    func requireUnset(_ key: String, unless allowed: [JSON] = []) throws {
+    public func requireUnset(_ key: String, unless allowed: [JSON] = []) throws {
         guard let v = present(key), !allowed.contains(v) else { return }
         let also = allowed.isEmpty ? "" : " or " + allowed.map(\.compact).joined(separator: " or ")
         throw error(key, "= \(v.compact) is not supported (only null\(also))")
     }
 
     /// The key must be absent (meaning the reference default, `allowed[0]`) or one of `allowed`.
-    func require(_ key: String, in allowed: [JSON]) throws {
+    public func require(_ key: String, in allowed: [JSON]) throws {
         guard let v = json[key], !allowed.contains(v) else { return }
         throw error(key, "= \(v.compact) is not supported (only \(allowed.map(\.compact).joined(separator: " or ")))")
     }
 
     /// PyTorch refuses a GroupNorm whose group count does not divide its channels.
-    func requireGroups(_ groups: Int, divide channels: [Int], key: String = "norm_num_groups") throws {
+    public func requireGroups(_ groups: Int, divide channels: [Int], key: String = "norm_num_groups") throws {
         if let c = channels.first(where: { $0 % groups != 0 }) {
             throw error(key, "= \(groups) does not divide \(c) channels")
         }

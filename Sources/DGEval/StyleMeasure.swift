@@ -1,3 +1,4 @@
+import DGBase
 import DGCheckpoint
 import DGData
 import DGTensor
@@ -216,12 +217,12 @@ public struct StyleMeasure {
     public static func imageFiles(_ dir: String) throws -> [String] {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
-            throw DataError(dir, "no such folder")
+            throw FileError(dir, "no such folder")
         }
         var sub: ObjCBool = false
         let folder = FileManager.default.fileExists(atPath: dir + "/images", isDirectory: &sub) && sub.boolValue ? dir + "/images" : dir
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.lowercased().hasSuffix(".png") }.sorted()
-        guard !names.isEmpty else { throw DataError(folder, "holds no .png images") }
+        guard !names.isEmpty else { throw FileError(folder, "holds no .png images") }
         return names.map { folder + "/" + $0 }
     }
 
@@ -233,7 +234,7 @@ public struct StyleMeasure {
     /// `heldOutShare` of each class (at least one image when a class has two or more).
     public init(photo: [[Double]], game: [[Double]], seed: UInt64 = 0, heldOutShare: Double = 0.25) throws {
         guard photo.count >= 2, game.count >= 2 else {
-            throw DataError("style measure", "needs at least 2 photo and 2 game images (got \(photo.count) and \(game.count))")
+            throw FileError("style measure", "needs at least 2 photo and 2 game images (got \(photo.count) and \(game.count))")
         }
         var rng = SplitMix64(seed: seed)
         func split(_ rows: [[Double]]) -> (train: [[Double]], test: [[Double]]) {
@@ -299,7 +300,7 @@ public struct MaskAdherence: Sendable {
     /// `root` in the GTA5 layout: a `synth` dataset or a `generate` output folder.
     public static func measure(_ root: String) throws -> MaskAdherence {
         let samples = try Dataset.samples(root: root)
-        guard !samples.isEmpty else { throw DataError(root, "holds no images") }
+        guard !samples.isEmpty else { throw FileError(root, "holds no images") }
         let values = try samples.map { sample -> Double in
             let (image, labels) = try sample.load()
             return maskAlignment(image: image.rgb().tensor(), labels: labels.ids)

@@ -18,11 +18,11 @@ public final class AtomicFileWriter {
         let url = URL(fileURLWithPath: path)
         let dir = url.deletingLastPathComponent().path
         guard FileManager.default.fileExists(atPath: dir) else {
-            throw CheckpointError(path, "the directory \(dir) does not exist")
+            throw FileError(path, "the directory \(dir) does not exist")
         }
         temporaryPath = dir + "/." + url.lastPathComponent + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw CheckpointError(path, "cannot create \(temporaryPath): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw FileError(path, "cannot create \(temporaryPath): \(String(cString: strerror(errno)))") }
         buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
     }
 
@@ -100,8 +100,8 @@ public final class AtomicFileWriter {
         }
     }
 
-    private func ioError(_ what: String) -> CheckpointError {
-        CheckpointError(path, "\(what) failed: \(String(cString: strerror(errno)))")
+    private func ioError(_ what: String) -> FileError {
+        FileError(path, "\(what) failed: \(String(cString: strerror(errno)))")
     }
 }
 

@@ -1,5 +1,8 @@
+import DGAutograd
+import DGBase
 import DGCheckpoint
 import DGLayers
+import DGTensor
 import Foundation
 
 /// A small fully-convolutional encoder-decoder (a U-Net without attention) that scores every
@@ -8,13 +11,13 @@ import Foundation
 /// comparing training sets, not matching DAFormer.
 ///
 ///     conv_in                     3 -> c0, full resolution
-///     down_blocks.0               c0 at 1        -> skip 0
-///     down_blocks.1 (downsample)  c1 at 1/2      -> skip 1
-///     down_blocks.2 (downsample)  c2 at 1/4      -> skip 2
-///     down_blocks.3 (downsample)  c3 at 1/8        (the bottleneck)
-///     up_blocks.0                 nearest 2x, conv c3 -> c2, concat skip 2, block -> c2 at 1/4
-///     up_blocks.1                 ... -> c1 at 1/2
-///     up_blocks.2                 ... -> c0 at 1
+///     encoder.0                   c0 at 1        -> skip 0
+///     encoder.1 (downsample)      c1 at 1/2      -> skip 1
+///     encoder.2 (downsample)      c2 at 1/4      -> skip 2
+///     encoder.3 (downsample)      c3 at 1/8        (the bottleneck)
+///     decoder.0                   nearest 2x, conv c3 -> c2, concat skip 2, block -> c2 at 1/4
+///     decoder.1                   ... -> c1 at 1/2
+///     decoder.2                   ... -> c0 at 1
 ///     conv_norm_out, SiLU, conv_out (1x1)  c0 -> classes
 ///
 /// Every block is two 3x3 convolutions, each followed by GroupNorm and SiLU. Input sides must be
@@ -68,8 +71,8 @@ public final class Segmenter: Module {
     }
 
     public let conv_in: Conv2d
-    public let down_blocks: [DownBlock]
-    public let up_blocks: [UpBlock]
+    public let encoder: [DownBlock]
+    public let decoder: [UpBlock]
     public let conv_norm_out: GroupNorm
     public let conv_out: Conv2d
 
@@ -79,8 +82,8 @@ public final class Segmenter: Module {
         self.config = config
         let c = config.blockOutChannels, g = config.normGroups
         conv_in = Conv2d(config.inChannels, c[0], kernel: 3, padding: 1)
-        down_blocks = c.indices.map { i in DownBlock(i == 0 ? c[0] : c[i - 1], c[i], groups: g, downsample: i > 0) }
-        up_blocks = c.indices.dropFirst().reversed().map { i in UpBlock(c[i], c[i - 1], groups: g) }
+        encoder = c.indices.map { i in DownBlock(i == 0 ? c[0] : c[i - 1], c[i], groups: g, downsample: i > 0) }
+        decoder = c.indices.dropFirst().reversed().map { i in UpBlock(c[i], c[i - 1], groups: g) }
         conv_norm_out = GroupNorm(groups: g, channels: c[0])
         conv_out = Conv2d(c[0], config.numClasses, kernel: 1)
     }
@@ -92,12 +95,12 @@ public final class Segmenter: Module {
     public func callAsFunction(_ x: Var) -> Var {
         var h = conv_in(x)
         var skips: [Var] = []
-        for block in down_blocks {
+        for block in encoder {
             h = block(h)
             skips.append(h)
         }
         skips.removeLast()  // the bottleneck is the decoder's input, not a skip
-        for block in up_blocks { h = block(h, skip: skips.removeLast()) }
+        for block in decoder { h = block(h, skip: skips.removeLast()) }
         return conv_out(conv_norm_out.withSiLU(h))
     }
 
@@ -206,7 +209,7 @@ extension Segmenter {
             if let extra { try w.addFile(Self.componentName + "/training.json", Array((extra.pretty + "\n").utf8)) }
             w.addComponent(Self.componentName, className: SegmenterConfig.className)
             for (name, p) in namedParameters() {
-                guard let v = p.value else { throw CheckpointError(path, "parameter \(name) has no value") }
+                guard let v = p.value else { throw FileError(path, "parameter \(name) has no value") }
                 let t = v.converted(to: .f32).contiguous()
                 try t.withRawBytes { try w.addTensor(component: Self.componentName, entry: TensorEntry(name: name, dtype: .f32, shape: t.shape), bytes: $0) }
             }
@@ -221,13 +224,13 @@ extension Segmenter {
     public static func load(from path: String) throws -> Segmenter {
         let file = try NativeFile(path: path)
         guard file.components.contains(where: { $0.name == componentName && $0.className == SegmenterConfig.className }) else {
-            throw CheckpointError(path, "holds no segmenter (components: \(file.components.map(\.name).joined(separator: ", ")))")
+            throw FileError(path, "holds no segmenter (components: \(file.components.map(\.name).joined(separator: ", ")))")
         }
         let config: SegmenterConfig
         do {
             config = try SegmenterConfig(json: JSON.parse(bytes: try file.file(componentName + "/config.json")))
-        } catch let e as CheckpointError { throw e } catch {
-            throw CheckpointError(path, "segmenter/config.json: \(error)")
+        } catch let e as FileError { throw e } catch {
+            throw FileError(path, "segmenter/config.json: \(error)")
         }
         let model = Segmenter(config)
         try model.load(from: file.source(componentName))

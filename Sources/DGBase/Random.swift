@@ -81,3 +81,51 @@ extension SplitMix64 {
         return (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)
     }
 }
+
+/// Box-Muller on two 64-bit draws: u1 in (0, 1] from `a` (so the logarithm stays finite), u2 in
+/// [0, 1) from `b`, both with 53 random bits; the pair of normals in double precision.
+@inline(__always)
+public func boxMuller(_ a: UInt64, _ b: UInt64) -> (Double, Double) {
+    let u1 = (Double(a >> 11) + 1) * 0x1p-53
+    let u2 = Double(b >> 11) * 0x1p-53
+    let r = (-2 * Foundation.log(u1)).squareRoot(), angle = 2 * Double.pi * u2
+    return (r * Foundation.cos(angle), r * Foundation.sin(angle))
+}
+
+/// Counter-based random numbers: value i of the stream (seed, keys...) is a pure function of
+/// them. Training draws its noise and timesteps from streams keyed by the sample index, so a
+/// resumed run needs no generator state at all to draw exactly what an uninterrupted run draws.
+public struct RandomStream: Sendable {
+    let base: UInt64
+
+    public init(seed: UInt64, _ keys: UInt64...) {
+        var b = SplitMix64.mix(seed)
+        for k in keys { b = SplitMix64.mix(b ^ SplitMix64.mix(k &+ 0x632B_E59B_D9B4_E019)) }
+        base = b
+    }
+
+    @inline(__always)
+    public func bits(_ i: Int) -> UInt64 { SplitMix64.mix(base &+ UInt64(truncatingIfNeeded: i) &* 0xD1B5_4A32_D192_ED03) }
+
+    /// Uniform in [0, 1) with 53 random bits.
+    @inline(__always)
+    public func uniform(_ i: Int) -> Double { Double(bits(i) >> 11) * 0x1p-53 }
+
+    /// `count` standard normal values (Box-Muller on pairs of draws, in double precision).
+    public func normals(_ count: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: count)
+        var i = 0
+        while i < count {
+            let (z0, z1) = boxMuller(bits(i), bits(i + 1))
+            out[i] = Float(z0)
+            if i + 1 < count { out[i + 1] = Float(z1) }
+            i += 2
+        }
+        return out
+    }
+
+    /// `count` integers uniform in 0..<bound (bias below 2^-40 for any bound we use).
+    public func integers(_ count: Int, below bound: Int) -> [Int] {
+        (0..<count).map { Int((bits($0) >> 11) % UInt64(bound)) }
+    }
+}
