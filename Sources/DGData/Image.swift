@@ -86,3 +86,12 @@ public struct CropRect: Sendable, Equatable, Codable, CustomStringConvertible {
 
     public var description: String { "\(width)x\(height)+\(x)+\(y)" }
 }
+
+extension CropRect {
+    /// A `width` x `height` window at a position uniform among those inside a `boundsWidth` x
+    /// `boundsHeight` image (which must hold it), from two 64-bit random draws: x from `a`, y
+    /// from `b`. Every training crop source places its crops with this.
+    public static func uniform(width: Int, height: Int, boundsWidth: Int, boundsHeight: Int, _ a: UInt64, _ b: UInt64) -> CropRect {
+        CropRect(x: Int(a % UInt64(boundsWidth - width + 1)), y: Int(b % UInt64(boundsHeight - height + 1)), width: width, height: height)
+    }
+}

@@ -151,8 +151,7 @@ public final class ImageFolderSource: TrainingBatchSource {
         let scale = Double(resolution) * factor / Double(min(image.width, image.height))
         let w = max(resolution, Int((Double(image.width) * scale).rounded())), h = max(resolution, Int((Double(image.height) * scale).rounded()))
         image = image.resized(width: w, height: h, filter: .bilinear)
-        let x = Int(stream.bits(0) % UInt64(w - resolution + 1)), y = Int(stream.bits(1) % UInt64(h - resolution + 1))
-        return image.cropped(CropRect(x: x, y: y, width: resolution, height: resolution))
+        return image.cropped(.uniform(width: resolution, height: resolution, boundsWidth: w, boundsHeight: h, stream.bits(0), stream.bits(1)))
     }
 
     public func next(_ count: Int) throws -> TrainingBatch {

@@ -50,7 +50,8 @@ public final class SegmentationCrops: CheckpointedData {
         let (image, labels) = try load(index)
         // Smaller than the crop: padded with grey and `ignore`, which the loss skips.
         let (w, h) = (max(image.width, crop), max(image.height, crop))
-        let x = Int(r.bits(1) % UInt64(w - crop + 1)), y = Int(r.bits(2) % UInt64(h - crop + 1))
+        let window = CropRect.uniform(width: crop, height: crop, boundsWidth: w, boundsHeight: h, r.bits(1), r.bits(2))
+        let (x, y) = (window.x, window.y)
         let mirrored = flip && r.bits(3) & 1 == 1
         var outImage = [UInt8](repeating: 128, count: crop * crop * 3)
         var outLabels = [UInt8](repeating: Cityscapes.ignoreLabel, count: crop * crop)

@@ -209,8 +209,8 @@ public final class ImageCropSource: TrainingBatchSource {
     func crop(_ k: Int, seed: UInt64) throws -> Image {
         let stream = RandomStream(seed: seed, 0xC409, UInt64(k))
         let image = try self.image(Int(stream.bits(0) % UInt64(files.count)))
-        let x = Int(stream.bits(1) % UInt64(image.width - resolution + 1)), y = Int(stream.bits(2) % UInt64(image.height - resolution + 1))
-        let crop = image.cropped(CropRect(x: x, y: y, width: resolution, height: resolution))
+        let crop = image.cropped(.uniform(width: resolution, height: resolution, boundsWidth: image.width, boundsHeight: image.height,
+                                          stream.bits(1), stream.bits(2)))
         return stream.bits(3) & 1 == 1 ? crop.mirrored() : crop
     }
 
