@@ -131,12 +131,14 @@ public final class DiffusionTrainer: ComponentTrainer {
     public let tokenizer: CLIPTokenizer
     public let noiseSchedule: NoiseSchedule
     public let source: TrainingBatchSource
-    public let optimizer: AdamW
+    /// Forward, backward, clipping and AdamW on prepared inputs.
+    public let update: DiffusionUpdate
+    public var optimizer: AdamW { update.optimizer }
     /// Optimizer updates done.
     public private(set) var step = 0
     /// The network that learns (the ControlNet, or the UNet).
     public var trainable: Module { controlnet ?? unet }
-    let trainableParameters: [(name: String, parameter: Parameter)]
+    var trainableParameters: [(name: String, parameter: Parameter)] { update.trainableParameters }
     private var textCache: [String: Tensor] = [:]
 
     /// Builds the trainer: freezes the other networks (no gradients, optionally 16-bit
@@ -155,15 +157,8 @@ public final class DiffusionTrainer: ComponentTrainer {
         self.tokenizer = tokenizer
         self.noiseSchedule = noiseSchedule
         self.source = source
-        var frozen: [Module] = [vae, textEncoder]
-        if target == .controlnet { frozen.append(unet) }
-        for m in frozen { freeze(m, storage: options.frozenDType) }
-        let trainable: Module = target == .controlnet ? controlnet! : unet
-        trainableParameters = trainable.namedParameters()
-        try makeTrainable(trainableParameters)
-        optimizer = AdamW(trainableParameters.map(\.parameter), learningRate: Float(options.learningRate),
-                          beta1: options.adamBeta1, beta2: options.adamBeta2, eps: options.adamEpsilon,
-                          weightDecay: options.weightDecay)
+        for m in [vae, textEncoder] as [Module] { freeze(m, storage: options.frozenDType) }
+        update = try DiffusionUpdate(unet: unet, controlnet: self.controlnet, options: options)
     }
 
     /// The rate the next update uses.
@@ -176,7 +171,7 @@ public final class DiffusionTrainer: ComponentTrainer {
     public func trainStep() throws -> StepResult {
         let lr = currentLearningRate
         let (loss, norm) = try accumulateGradients()
-        applyUpdate(optimizer, learningRate: lr)
+        update.apply(learningRate: lr)
         step += 1
         return StepResult(step: step, loss: loss, learningRate: lr, gradientNorm: norm)
     }
@@ -189,14 +184,15 @@ public final class DiffusionTrainer: ComponentTrainer {
         for a in 0..<accumulation {
             let batch = try source.next(options.batchSize)
             let firstSample = (step * accumulation + a) * options.batchSize
-            let loss = try microStep(batch, firstSample: firstSample, scale: 1 / Float(accumulation))
+            try check(batch)
+            let loss = update.accumulate(prepare(batch, firstSample: firstSample), scale: 1 / Float(accumulation))
             guard loss.isFinite else {
                 optimizer.zeroGrad()
                 throw TrainingError.nonFinite(step: step, what: "the loss is \(loss)")
             }
             lossSum += Double(loss)
         }
-        return (lossSum / Double(accumulation), try clippedGradientNorm(optimizer, maxNorm: options.maxGradNorm, step: step))
+        return (lossSum / Double(accumulation), try update.clippedNorm(step: step))
     }
 
     /// The diffusion inputs of a batch: noisy latents, the noise, the timesteps. Sample s of the
@@ -222,37 +218,20 @@ public final class DiffusionTrainer: ComponentTrainer {
         }
     }
 
-    /// Forward and backward of one micro-batch (gradients accumulate into the trainable
-    /// parameters, scaled by `scale`); returns the unscaled loss.
-    func microStep(_ batch: TrainingBatch, firstSample: Int, scale: Float) throws -> Float {
-        try check(batch)
-        let loss = lossGraph(batch, firstSample: firstSample)
-        let value = loss.value.floats[0]
-        // A non-finite loss would only spread NaN through every gradient: stop before backward.
-        guard value.isFinite else { return value }
-        Autograd.backward(scale == 1 ? loss : loss * scale)
-        return value
-    }
-
-    func lossGraph(_ batch: TrainingBatch, firstSample: Int) -> Var {
-        let gc = options.gradientCheckpointing
-        let text = Var(encode(batch.captions))
+    /// A batch as the networks take it: text features, noisy latents, the noise, timesteps.
+    public func prepare(_ batch: TrainingBatch, firstSample: Int) -> DiffusionInputs {
+        let text = encode(batch.captions)
         let (noisy, noise, t) = diffusionInputs(batch.pixels, firstSample: firstSample)
-        let timesteps = t.map(Float.init)
-        let sample = Var(noisy)
-        var control: ControlResiduals?
-        if let controlnet, let condition = batch.condition {
-            control = controlnet(sample, timesteps: timesteps, text: text, condition: Var(condition), checkpoint: gc)
-        }
-        let prediction = unet(sample, timesteps: timesteps, text: text, control: control, checkpoint: gc)
-        return mseLoss(prediction, Var(noise))
+        return DiffusionInputs(noisy: noisy, noise: noise, timesteps: t.map(Float.init), text: text,
+                               condition: controlnet == nil ? nil : batch.condition)
     }
 
     /// The loss on `batch` with the noise of samples `firstSample...`, without training:
     /// a fixed yardstick (held-out batch, fixed noise) for comparing weights.
     public func evaluateLoss(_ batch: TrainingBatch, firstSample: Int) throws -> Double {
         try check(batch)
-        return Double(Autograd.noGrad { lossGraph(batch, firstSample: firstSample) }.value.floats[0])
+        let inputs = prepare(batch, firstSample: firstSample)
+        return Double(Autograd.noGrad { update.loss(inputs) }.value.floats[0])
     }
 
     func check(_ batch: TrainingBatch) throws {
@@ -321,5 +300,87 @@ public func freeze(_ model: Module, storage: DType = .f32) {
         p.requiresGrad = false
         p.grad = nil
         if let v = p.value, v.dtype != storage, v.dtype.isFloatingPoint { p.value = v.converted(to: storage) }
+    }
+}
+
+/// The inputs of one diffusion training micro-batch, ready for the networks.
+public struct DiffusionInputs {
+    public var noisy: Tensor
+    /// The target (epsilon objective).
+    public var noise: Tensor
+    public var timesteps: [Float]
+    /// Text features [B, 77, cross_attention_dim].
+    public var text: Tensor
+    /// One-hot label maps [B, C, H, W] for the ControlNet; nil when the UNet trains alone.
+    public var condition: Tensor?
+
+    public init(noisy: Tensor, noise: Tensor, timesteps: [Float], text: Tensor, condition: Tensor?) {
+        self.noisy = noisy
+        self.noise = noise
+        self.timesteps = timesteps
+        self.text = text
+        self.condition = condition
+    }
+}
+
+/// The part of a training step that costs: the (ControlNet-steered) UNet's noise prediction,
+/// MSE against the noise, backward, clipping and AdamW. `DiffusionTrainer` runs it on encoded
+/// batches and the training benchmarks on random inputs at SD 1.5 scale, so what the benchmarks
+/// time is what a user's run executes.
+public final class DiffusionUpdate {
+    public let unet: UNet2DConditionModel
+    /// The network that learns when given; the UNet is then frozen under it.
+    public let controlnet: ControlNetModel?
+    public let optimizer: AdamW
+    public let trainableParameters: [(name: String, parameter: Parameter)]
+    let gradientCheckpointing: Bool
+    let maxGradNorm: Float?
+
+    public init(unet: UNet2DConditionModel, controlnet: ControlNetModel?, options: TrainingOptions) throws {
+        self.unet = unet
+        self.controlnet = controlnet
+        if controlnet != nil { freeze(unet, storage: options.frozenDType) }
+        let trainable: Module = controlnet ?? unet
+        trainableParameters = trainable.namedParameters()
+        try makeTrainable(trainableParameters)
+        optimizer = AdamW(trainableParameters.map(\.parameter), learningRate: Float(options.learningRate),
+                          beta1: options.adamBeta1, beta2: options.adamBeta2, eps: options.adamEpsilon,
+                          weightDecay: options.weightDecay)
+        gradientCheckpointing = options.gradientCheckpointing
+        maxGradNorm = options.maxGradNorm
+    }
+
+    /// The loss graph of one micro-batch.
+    public func loss(_ inputs: DiffusionInputs) -> Var {
+        let gc = gradientCheckpointing
+        let text = Var(inputs.text), sample = Var(inputs.noisy)
+        var control: ControlResiduals?
+        if let controlnet, let condition = inputs.condition {
+            control = controlnet(sample, timesteps: inputs.timesteps, text: text, condition: Var(condition), checkpoint: gc)
+        }
+        let prediction = unet(sample, timesteps: inputs.timesteps, text: text, control: control, checkpoint: gc)
+        return mseLoss(prediction, Var(inputs.noise))
+    }
+
+    /// Forward and backward of one micro-batch (gradients accumulate into the trainable
+    /// parameters, scaled by `scale`); returns the unscaled loss.
+    public func accumulate(_ inputs: DiffusionInputs, scale: Float = 1) -> Float {
+        let loss = loss(inputs)
+        let value = loss.value.floats[0]
+        // A non-finite loss would only spread NaN through every gradient: stop before backward.
+        guard value.isFinite else { return value }
+        Profiler.measure("(backward pass)") { Autograd.backward(scale == 1 ? loss : loss * scale) }
+        return value
+    }
+
+    /// The global gradient norm before clipping (gradients clipped to the options' maximum);
+    /// throws on a non-finite norm before any weight changes.
+    public func clippedNorm(step: Int) throws -> Float {
+        try clippedGradientNorm(optimizer, maxNorm: maxGradNorm, step: step)
+    }
+
+    /// AdamW at `learningRate`, gradients cleared.
+    public func apply(learningRate: Double) {
+        Profiler.measure("(optimizer)") { applyUpdate(optimizer, learningRate: learningRate) }
     }
 }

@@ -3,6 +3,7 @@ import DGCheckpoint
 import DGAutograd
 import DGBase
 import DGTensor
+import DGTraining
 import DGModels
 import Foundation
 
@@ -68,17 +69,15 @@ extension Bench {
                             }
                         }
                     } else {
-                        for (_, p) in unet.namedParameters() { p.requiresGrad = false }
-                        let trainable = controlnet.namedParameters().map(\.parameter)
-                        let optimizer = AdamW(trainable, learningRate: 1e-5)
-                        let noise = Var(randomWeights(sample.shape, seed: 4, std: 1))
-                        let checkpoint = checkpointing
+                        var options = TrainingOptions(learningRate: 1e-5, schedule: LRSchedule(.constant, totalSteps: runs + 1))
+                        options.gradientCheckpointing = checkpointing
+                        let update = try DiffusionUpdate(unet: unet, controlnet: controlnet, options: options)
+                        let inputs = DiffusionInputs(noisy: sample.value, noise: randomWeights(sample.shape, seed: 4, std: 1),
+                                                     timesteps: timesteps, text: text.value, condition: cond.value)
                         body = {
-                            let control = controlnet(sample, timesteps: timesteps, text: text, condition: cond, checkpoint: checkpoint)
-                            let loss = mseLoss(unet(sample, timesteps: timesteps, text: text, control: control, checkpoint: checkpoint), noise)
-                            Profiler.measure("(backward pass)") { Autograd.backward(loss) }
-                            Profiler.measure("(optimizer)") { optimizer.update() }
-                            optimizer.zeroGrad()
+                            _ = update.accumulate(inputs)
+                            _ = try? update.clippedNorm(step: 0)
+                            update.apply(learningRate: options.learningRate)
                         }
                     }
                 }

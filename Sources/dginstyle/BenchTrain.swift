@@ -61,24 +61,26 @@ extension Bench {
             let t0 = Date()
             let unet = try UNet2DConditionModel(config: config)
             unet.initializeParameters(seed: seed)
-            var trainable: Module = unet
             var controlnet: ControlNetModel?
             if target == "controlnet" {
                 let cn = try ControlNetModel.initialized(from: unet, conditioningChannels: 20, seed: seed &+ 1)
                 // Non-zero output convolutions, so the whole ControlNet does real work in backward.
                 for block in cn.controlnet_down_blocks + [cn.controlnet_mid_block] { block.initializeParameters(seed: seed &+ 2) }
                 controlnet = cn
-                trainable = cn
-                freeze(unet, storage: frozenDtype)
             }
-            let params = trainable.namedParameters().map(\.parameter)
-            let optimizer = AdamW(params, learningRate: 1e-5)
+            var options = TrainingOptions(learningRate: 1e-5, schedule: LRSchedule(.constant, totalSteps: steps))
+            options.gradientCheckpointing = gradientCheckpointing
+            options.frozenDType = frozenDtype
+            options.maxGradNorm = 1
+            // The trainer's own update: what a run of train-controlnet / finetune-unet executes per step.
+            let update = try DiffusionUpdate(unet: unet, controlnet: controlnet, options: options)
+            let params = update.trainableParameters.map(\.parameter)
             let latentSide = resolution / 8
-            let text = Var(Tensor(shape: [batchSize, 77, unet.cross_attention_dim[0]],
-                                  floats: RandomStream(seed: seed, 10).normals(batchSize * 77 * unet.cross_attention_dim[0])))
+            let text = Tensor(shape: [batchSize, 77, unet.cross_attention_dim[0]],
+                              floats: RandomStream(seed: seed, 10).normals(batchSize * 77 * unet.cross_attention_dim[0]))
             let labels = Tensor(shape: [batchSize, resolution, resolution],
                                 floats: RandomStream(seed: seed, 11).integers(batchSize * resolution * resolution, below: 20).map(Float.init))
-            let condition = Var(SemanticCondition.oneHot(labels))
+            let condition = controlnet == nil ? nil : SemanticCondition.oneHot(labels)
             emit(String(format: "built %@ (%.1fM trainable parameters, frozen UNet %@) in %.1f s; peak RSS so far %@",
                         target, Double(params.reduce(0) { $0 + $1.count }) / 1e6, frozenDtype.name, Date().timeIntervalSince(t0),
                         ProgressBar.bytes(peakRSS())))
@@ -86,16 +88,15 @@ extension Bench {
             for step in 0..<steps {
                 let shape = [batchSize, unet.in_channels, latentSide, latentSide]
                 let n = shape.reduce(1, *)
-                let noisy = Var(Tensor(shape: shape, floats: RandomStream(seed: seed, 12, UInt64(step)).normals(n)))
-                let noise = Var(Tensor(shape: shape, floats: RandomStream(seed: seed, 13, UInt64(step)).normals(n)))
-                let timesteps = RandomStream(seed: seed, 14, UInt64(step)).integers(batchSize, below: 1000).map(Float.init)
+                let inputs = DiffusionInputs(noisy: Tensor(shape: shape, floats: RandomStream(seed: seed, 12, UInt64(step)).normals(n)),
+                                             noise: Tensor(shape: shape, floats: RandomStream(seed: seed, 13, UInt64(step)).normals(n)),
+                                             timesteps: RandomStream(seed: seed, 14, UInt64(step)).integers(batchSize, below: 1000).map(Float.init),
+                                             text: text, condition: condition)
                 let before = residentBytes()
                 resetPeakResident()
                 let start = Date()
                 // Phase by phase: what the forward keeps for backward, and each phase's peak.
-                var control = controlnet.map { $0(noisy, timesteps: timesteps, text: text, condition: condition, checkpoint: gradientCheckpointing) }
-                var loss: Var? = mseLoss(unet(noisy, timesteps: timesteps, text: text, control: control, checkpoint: gradientCheckpointing), noise)
-                control = nil
+                var loss: Var? = update.loss(inputs)
                 let lossValue = loss!.value.floats[0]
                 let kept = residentBytes() - before, forwardPeak = peakResidentSinceReset() - before
                 resetPeakResident()
@@ -103,9 +104,8 @@ extension Bench {
                 loss = nil
                 let backwardPeak = peakResidentSinceReset() - before
                 resetPeakResident()
-                clipGradientNorm(params, maxNorm: 1)
-                optimizer.update()
-                optimizer.zeroGrad()
+                _ = try update.clippedNorm(step: step)
+                update.apply(learningRate: options.learningRate)
                 let updatePeak = peakResidentSinceReset() - before
                 let seconds = Date().timeIntervalSince(start)
                 times.append(seconds)
