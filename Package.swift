@@ -2,7 +2,14 @@
 import PackageDescription
 
 // One target per layer; each depends only on the layers beneath it.
-let optimize: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+//
+// Release builds keep bounds checks and preconditions (-O) in every target that reads outside
+// input — JSON, checkpoints, PNG and label maps, tokenizer files, configs, recipes, gen_files —
+// so a parser's out-of-range index is a crash, not memory corruption. Only the numerical core
+// (tensors and kernels, autograd, layers), whose inner loops run per element and read no files,
+// is built -Ounchecked; docs/PERFORMANCE.md has the measurement behind the split.
+let unchecked: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+let checked: [SwiftSetting] = [.unsafeFlags(["-O", "-wmo"], .when(configuration: .release))]
 
 let package = Package(
     name: "dginstyle",
@@ -21,24 +28,24 @@ let package = Package(
         .target(name: "CDGKernels", cSettings: [.unsafeFlags(["-O3"], .when(configuration: .release))]),
         // JSON, atomic writes, the error type, the config reader, the random generator: what
         // every layer needs and that needs no tensors.
-        .target(name: "DGBase", swiftSettings: optimize),
-        .target(name: "DGTensor", dependencies: ["CBLAS", "CDGKernels"], swiftSettings: optimize),
-        .target(name: "DGAutograd", dependencies: ["DGTensor"], swiftSettings: optimize),
-        .target(name: "DGLayers", dependencies: ["DGBase", "DGTensor", "DGAutograd"], swiftSettings: optimize),
-        .target(name: "DGCheckpoint", dependencies: ["DGBase", "DGTensor", "CZstd"], swiftSettings: optimize),
-        .target(name: "DGModels", dependencies: ["DGBase", "DGTensor", "DGAutograd", "DGLayers", "DGCheckpoint"], swiftSettings: optimize),
-        .target(name: "DGData", dependencies: ["DGBase", "DGTensor", "CPNG"], swiftSettings: optimize),
+        .target(name: "DGBase", swiftSettings: checked),
+        .target(name: "DGTensor", dependencies: ["CBLAS", "CDGKernels"], swiftSettings: unchecked),
+        .target(name: "DGAutograd", dependencies: ["DGTensor"], swiftSettings: unchecked),
+        .target(name: "DGLayers", dependencies: ["DGBase", "DGTensor", "DGAutograd"], swiftSettings: unchecked),
+        .target(name: "DGCheckpoint", dependencies: ["DGBase", "DGTensor", "CZstd"], swiftSettings: checked),
+        .target(name: "DGModels", dependencies: ["DGBase", "DGTensor", "DGAutograd", "DGLayers", "DGCheckpoint"], swiftSettings: checked),
+        .target(name: "DGData", dependencies: ["DGBase", "DGTensor", "CPNG"], swiftSettings: checked),
         .target(name: "DGDiffusion", dependencies: ["DGBase", "DGTensor", "DGAutograd", "DGLayers", "DGCheckpoint", "DGModels", "DGData"],
-                swiftSettings: optimize),
+                swiftSettings: checked),
         // What measures rather than trains or generates: the judges of the experiment.
         .target(name: "DGEval", dependencies: ["DGBase", "DGTensor", "DGAutograd", "DGLayers", "DGCheckpoint", "DGModels",
-                                               "DGData", "DGDiffusion"], swiftSettings: optimize),
+                                               "DGData", "DGDiffusion"], swiftSettings: checked),
         .target(name: "DGTraining", dependencies: ["DGBase", "DGTensor", "DGAutograd", "DGLayers", "DGCheckpoint", "DGModels",
-                                                   "DGDiffusion", "DGData", "DGEval"], swiftSettings: optimize),
+                                                   "DGDiffusion", "DGData", "DGEval"], swiftSettings: checked),
         .executableTarget(name: "dginstyle", dependencies: [
             "DGBase", "DGTensor", "DGAutograd", "DGCheckpoint", "DGLayers", "DGModels", "DGDiffusion", "DGData", "DGEval", "DGTraining",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], swiftSettings: optimize),
+        ], swiftSettings: checked),
         .testTarget(name: "DGTensorTests", dependencies: ["DGBase", "DGTensor", "CBLAS"]),
         .testTarget(name: "DGAutogradTests", dependencies: ["DGBase", "DGTensor", "DGAutograd"]),
         .testTarget(name: "DGCheckpointTests", dependencies: ["DGBase", "DGTensor", "DGAutograd", "DGCheckpoint", "DGModels"]),
