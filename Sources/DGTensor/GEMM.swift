@@ -76,6 +76,21 @@ public enum GEMM {
         return packed(dst, k: k, nr: nr)
     }
 
+    // MARK: the backend rule
+
+    /// Whether a product of this shape runs on OpenBLAS rather than on our kernels: the rule, per
+    /// shape class, measured with `dginstyle bench sgemm --backends` (table and rule in
+    /// docs/PERFORMANCE.md, "GEMM backend per shape class"). On the CPU measured (Intel Xeon, family 6
+    /// model 207, AVX-512; OpenBLAS 0.3.21 does not know it and picks its generic "Prescott" SSE3
+    /// kernels) ours won at every class an SD 1.5 UNet runs: linear layers, text k/v, 1x1
+    /// convolutions, attention's QK^T and PV (2-12x), the implicit-GEMM 3x3 convolutions and the fused
+    /// attention against their OpenBLAS paths (1.6-10x), and the memory-bound small-n products of the
+    /// time embedding (a tie or better). So: ours wherever the switch allows; OpenBLAS for every product
+    /// where the CPU lacks AVX-512 or DGINSTYLE_GEMM=openblas. A class OpenBLAS is measured to win goes
+    /// here, by shape, and nowhere else (never a packed source: only our kernels read those).
+    @inline(__always)
+    static func usesOpenBLAS(m: Int, n: Int, k: Int) -> Bool { !vectorized }
+
     // MARK: products
 
     /// C[m, n] (row stride ldc) = alpha A B + beta C + rowBias[i] + colBias[j], where
@@ -86,7 +101,7 @@ public enum GEMM {
                             c: UnsafeMutablePointer<Float>, ldc: Int,
                             rowBias: UnsafePointer<Float>? = nil, colBias: UnsafePointer<Float>? = nil) {
         if m <= 0 || n <= 0 { return }
-        if !vectorized {
+        if usesOpenBLAS(m: m, n: n, k: k) {
             fallback(m: m, n: n, k: k, alpha: alpha, a: a, ars: ars, aks: aks, b: b, j0: j0, beta: beta,
                      c: c, ldc: ldc, rowBias: rowBias, colBias: colBias)
             return
