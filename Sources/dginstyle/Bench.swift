@@ -139,6 +139,9 @@ extension Bench {
         @Flag(help: "Instead: our kernels against OpenBLAS at every UNet product class, alternating samples (the backend rule's table).")
         var backends = false
 
+        @Option(help: "With --backends: only the product classes whose name contains this (e.g. \"small n\").")
+        var only: String?
+
         func run() throws {
             if backends { return try runBackends() }
             var rows: [String] = []

@@ -57,7 +57,9 @@ extension Bench.Sgemm {
         }
         /// A plain product C [m, n] = A B at a layer's layout: A row-major [m, k]; B row-major [k, n]
         /// or, `bTransposed`, the transpose of a row-major [n, k] (a weight read in place).
+        func wanted(_ shapeClass: String) -> Bool { only.map { shapeClass.localizedCaseInsensitiveContains($0) } ?? true }
         func product(_ shapeClass: String, _ what: String, _ res: Int, _ m: Int, _ n: Int, _ k: Int, bTransposed: Bool) {
+            guard wanted(shapeClass) else { return }
             let a = randomWeights([m, k], seed: 1, std: 1), b = randomWeights(bTransposed ? [n, k] : [k, n], seed: 2, std: 1)
             let c = Tensor(zeros: [m, n])
             withExtendedLifetime((a, b, c)) {
@@ -74,6 +76,7 @@ extension Bench.Sgemm {
         }
         /// A whole kernel with our kernels on, and with them off (its OpenBLAS path).
         func kernel(_ shapeClass: String, _ what: String, _ res: Int, _ m: Int, _ n: Int, _ k: Int, flops: Double, _ body: @escaping () -> Void) {
+            guard wanted(shapeClass) else { return }
             let (ours, blas) = alternate(flops, body) {
                 GEMM.vectorized = false
                 body()
