@@ -83,9 +83,10 @@ public enum GEMM {
     /// docs/PERFORMANCE.md, "GEMM backend per shape class"). On the CPU measured (Intel Xeon, family 6
     /// model 207, AVX-512; OpenBLAS 0.3.21 does not know it and picks its generic "Prescott" SSE3
     /// kernels) ours won at every class an SD 1.5 UNet runs: linear layers, text k/v, 1x1
-    /// convolutions, attention's QK^T and PV (2-12x), the implicit-GEMM 3x3 convolutions and the fused
+    /// convolutions, attention's QK^T and PV (1.7-12x), the implicit-GEMM 3x3 convolutions and the fused
     /// attention against their OpenBLAS paths (1.6-10x), and the memory-bound small-n products of the
-    /// time embedding (a tie or better). So: ours wherever the switch allows; OpenBLAS for every product
+    /// time embedding (0.94-3.1x: ties under load, 1.2-2.4x on an idle machine). So: ours wherever the
+    /// switch allows; OpenBLAS for every product
     /// where the CPU lacks AVX-512 or DGINSTYLE_GEMM=openblas. A class OpenBLAS is measured to win goes
     /// here, by shape, and nowhere else (never a packed source: only our kernels read those).
     @inline(__always)
