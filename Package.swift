@@ -25,7 +25,10 @@ let package = Package(
         .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
         .systemLibrary(name: "CZstd", path: "Sources/CZstd"),
         // AVX-512 matrix-multiply kernels, chosen at run time (see Sources/CDGKernels/include/dg_kernels.h).
-        .target(name: "CDGKernels", cSettings: [.unsafeFlags(["-O3"], .when(configuration: .release))]),
+        // -ffp-contract=off in every configuration: no a * b + c fused into an fma the Swift code does
+        // not do, so the C and Swift paths give the same bits (the kernels' fmas are explicit).
+        .target(name: "CDGKernels", cSettings: [.unsafeFlags(["-ffp-contract=off"]),
+                                                .unsafeFlags(["-O3"], .when(configuration: .release))]),
         // JSON, atomic writes, the error type, the config reader, the random generator: what
         // every layer needs and that needs no tensors.
         .target(name: "DGBase", swiftSettings: checked),

@@ -67,7 +67,7 @@ TGT static inline double lanes_sum(__m512 v) {
     return t;
 }
 
-TGT double dg_sum(const float *p, long n) {
+TGT static double sum_avx512(const float *p, long n) {
     double total = 0;
     long i = 0, vn = n & ~15L;
     while (i < vn) {
@@ -85,7 +85,7 @@ TGT double dg_sum(const float *p, long n) {
     return total;
 }
 
-TGT double dg_sum_sq_dev(const float *p, long n, float c) {
+TGT static double sum_sq_dev_avx512(const float *p, long n, float c) {
     double total = 0;
     long i = 0, vn = n & ~15L;
     __m512 cv = _mm512_set1_ps(c);
@@ -102,7 +102,7 @@ TGT double dg_sum_sq_dev(const float *p, long n, float c) {
     return total;
 }
 
-TGT double dg_dot(const float *p, const float *q, long n) {
+TGT static double dot_avx512(const float *p, const float *q, long n) {
     double total = 0;
     long i = 0, vn = n & ~15L;
     while (i < vn) {
@@ -117,7 +117,7 @@ TGT double dg_dot(const float *p, const float *q, long n) {
 
 // MARK: element-wise
 
-TGT void dg_affine(const float *x, float *y, long n, float a, float b, int silu) {
+TGT static void affine_avx512(const float *x, float *y, long n, float a, float b, int silu) {
     __m512 av = _mm512_set1_ps(a), bv = _mm512_set1_ps(b);
     for (long i = 0; i < n; i += 16) {
         __mmask16 m = lanes(n - i);
@@ -134,7 +134,7 @@ TGT static inline __m512 silu_grad(__m512 g, __m512 v) {
     return _mm512_mul_ps(_mm512_mul_ps(g, sg), _mm512_add_ps(one, _mm512_mul_ps(v, _mm512_sub_ps(one, sg))));
 }
 
-TGT void dg_affine_silu_backward(const float *x, const float *g, float *out, long n, float a, float b) {
+TGT static void affine_silu_backward_avx512(const float *x, const float *g, float *out, long n, float a, float b) {
     __m512 av = _mm512_set1_ps(a), bv = _mm512_set1_ps(b);
     for (long i = 0; i < n; i += 16) {
         __mmask16 m = lanes(n - i);
@@ -143,7 +143,7 @@ TGT void dg_affine_silu_backward(const float *x, const float *g, float *out, lon
     }
 }
 
-TGT void dg_norm_backward_row(const float *g, const float *x, float *d, long n, float a, float b, float c, float mean) {
+TGT static void norm_backward_row_avx512(const float *g, const float *x, float *d, long n, float a, float b, float c, float mean) {
     __m512 av = _mm512_set1_ps(a), bv = _mm512_set1_ps(b), cv = _mm512_set1_ps(c), mv = _mm512_set1_ps(mean);
     for (long i = 0; i < n; i += 16) {
         __mmask16 m = lanes(n - i);
@@ -153,7 +153,7 @@ TGT void dg_norm_backward_row(const float *g, const float *x, float *d, long n, 
     }
 }
 
-TGT void dg_silu(const float *x, float *y, long n) {
+TGT static void silu_avx512(const float *x, float *y, long n) {
     for (long i = 0; i < n; i += 16) {
         __mmask16 m = lanes(n - i);
         __m512 v = _mm512_maskz_loadu_ps(m, x + i);
@@ -162,14 +162,14 @@ TGT void dg_silu(const float *x, float *y, long n) {
     }
 }
 
-TGT void dg_silu_backward(const float *g, const float *x, float *dx, long n) {
+TGT static void silu_backward_avx512(const float *g, const float *x, float *dx, long n) {
     for (long i = 0; i < n; i += 16) {
         __mmask16 m = lanes(n - i);
         _mm512_mask_storeu_ps(dx + i, m, silu_grad(_mm512_maskz_loadu_ps(m, g + i), _mm512_maskz_loadu_ps(m, x + i)));
     }
 }
 
-TGT void dg_geglu(const float *h, float *y, long rows, long d) {
+TGT static void geglu_avx512(const float *h, float *y, long rows, long d) {
     for (long r = 0; r < rows; r++) {
         const float *a = h + r * 2 * d, *g = a + d;
         float *o = y + r * d;
@@ -182,7 +182,7 @@ TGT void dg_geglu(const float *h, float *y, long rows, long d) {
     }
 }
 
-TGT void dg_geglu_backward(const float *gy, const float *h, float *dh, long rows, long d) {
+TGT static void geglu_backward_avx512(const float *gy, const float *h, float *dh, long rows, long d) {
     const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
     for (long r = 0; r < rows; r++) {
         const float *a = h + r * 2 * d, *g = a + d, *go = gy + r * d;
@@ -203,17 +203,29 @@ TGT void dg_geglu_backward(const float *gy, const float *h, float *dh, long rows
     }
 }
 
+// The exported entry points: plain (baseline x86-64) code that checks the switch, then the AVX-512 code.
+double dg_sum(const float *p, long n) { DG_REQUIRE_AVX512("dg_sum"); return sum_avx512(p, n); }
+double dg_sum_sq_dev(const float *p, long n, float c) { DG_REQUIRE_AVX512("dg_sum_sq_dev"); return sum_sq_dev_avx512(p, n, c); }
+double dg_dot(const float *p, const float *q, long n) { DG_REQUIRE_AVX512("dg_dot"); return dot_avx512(p, q, n); }
+void dg_affine(const float *x, float *y, long n, float a, float b, int silu) { DG_REQUIRE_AVX512("dg_affine"); affine_avx512(x, y, n, a, b, silu); }
+void dg_affine_silu_backward(const float *x, const float *g, float *out, long n, float a, float b) { DG_REQUIRE_AVX512("dg_affine_silu_backward"); affine_silu_backward_avx512(x, g, out, n, a, b); }
+void dg_norm_backward_row(const float *g, const float *x, float *d, long n, float a, float b, float c, float mean) { DG_REQUIRE_AVX512("dg_norm_backward_row"); norm_backward_row_avx512(g, x, d, n, a, b, c, mean); }
+void dg_silu(const float *x, float *y, long n) { DG_REQUIRE_AVX512("dg_silu"); silu_avx512(x, y, n); }
+void dg_silu_backward(const float *g, const float *x, float *dx, long n) { DG_REQUIRE_AVX512("dg_silu_backward"); silu_backward_avx512(g, x, dx, n); }
+void dg_geglu(const float *h, float *y, long rows, long d) { DG_REQUIRE_AVX512("dg_geglu"); geglu_avx512(h, y, rows, d); }
+void dg_geglu_backward(const float *gy, const float *h, float *dh, long rows, long d) { DG_REQUIRE_AVX512("dg_geglu_backward"); geglu_backward_avx512(gy, h, dh, rows, d); }
+
 #else
 
-double dg_sum(const float *p, long n) { (void)p; (void)n; abort(); }
-double dg_sum_sq_dev(const float *p, long n, float c) { (void)p; (void)n; (void)c; abort(); }
-double dg_dot(const float *p, const float *q, long n) { (void)p; (void)q; (void)n; abort(); }
-void dg_affine(const float *x, float *y, long n, float a, float b, int silu) { (void)x; (void)y; (void)n; (void)a; (void)b; (void)silu; abort(); }
-void dg_affine_silu_backward(const float *x, const float *g, float *out, long n, float a, float b) { (void)x; (void)g; (void)out; (void)n; (void)a; (void)b; abort(); }
-void dg_norm_backward_row(const float *g, const float *x, float *d, long n, float a, float b, float c, float mean) { (void)g; (void)x; (void)d; (void)n; (void)a; (void)b; (void)c; (void)mean; abort(); }
-void dg_silu(const float *x, float *y, long n) { (void)x; (void)y; (void)n; abort(); }
-void dg_silu_backward(const float *g, const float *x, float *dx, long n) { (void)g; (void)x; (void)dx; (void)n; abort(); }
-void dg_geglu(const float *h, float *y, long rows, long d) { (void)h; (void)y; (void)rows; (void)d; abort(); }
-void dg_geglu_backward(const float *gy, const float *h, float *dh, long rows, long d) { (void)gy; (void)h; (void)dh; (void)rows; (void)d; abort(); }
+double dg_sum(const float *p, long n) { (void)p; (void)n; dg_refuse_avx512(__func__); }
+double dg_sum_sq_dev(const float *p, long n, float c) { (void)p; (void)n; (void)c; dg_refuse_avx512(__func__); }
+double dg_dot(const float *p, const float *q, long n) { (void)p; (void)q; (void)n; dg_refuse_avx512(__func__); }
+void dg_affine(const float *x, float *y, long n, float a, float b, int silu) { (void)x; (void)y; (void)n; (void)a; (void)b; (void)silu; dg_refuse_avx512(__func__); }
+void dg_affine_silu_backward(const float *x, const float *g, float *out, long n, float a, float b) { (void)x; (void)g; (void)out; (void)n; (void)a; (void)b; dg_refuse_avx512(__func__); }
+void dg_norm_backward_row(const float *g, const float *x, float *d, long n, float a, float b, float c, float mean) { (void)g; (void)x; (void)d; (void)n; (void)a; (void)b; (void)c; (void)mean; dg_refuse_avx512(__func__); }
+void dg_silu(const float *x, float *y, long n) { (void)x; (void)y; (void)n; dg_refuse_avx512(__func__); }
+void dg_silu_backward(const float *g, const float *x, float *dx, long n) { (void)g; (void)x; (void)dx; (void)n; dg_refuse_avx512(__func__); }
+void dg_geglu(const float *h, float *y, long rows, long d) { (void)h; (void)y; (void)rows; (void)d; dg_refuse_avx512(__func__); }
+void dg_geglu_backward(const float *gy, const float *h, float *dh, long rows, long d) { (void)gy; (void)h; (void)dh; (void)rows; (void)d; dg_refuse_avx512(__func__); }
 
 #endif

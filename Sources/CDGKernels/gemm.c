@@ -160,17 +160,13 @@ static void pack_b(const dg_bsource *s, long p0, long kc, long j0, long n, long 
 #include <immintrin.h>
 #include <cpuid.h>
 
-static int avx512_allowed = 1;
+#include <stdatomic.h>
 
-void dg_allow_avx512(int allowed) { avx512_allowed = allowed; }
-
-static int cpu_has_avx512(void);
-
-int dg_has_avx512(void) { return avx512_allowed && cpu_has_avx512(); }
-
-static int cpu_has_avx512(void) {
-    static int cached = -1;
-    if (cached >= 0) return cached;
+// CPU features and OS support for the zmm state (settings.c combines it with the switch).
+int dg_cpu_has_avx512(void) {
+    static _Atomic int cached = -1;
+    int known = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (__builtin_expect(known >= 0, 1)) return known;
     unsigned a, b, c, d;
     int ok = 0;
     if (__get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 27)) && (c & (1u << 12))) {   // OSXSAVE, FMA
@@ -181,7 +177,7 @@ static int cpu_has_avx512(void) {
         if ((lo & 0xE6) == 0xE6 && __get_cpuid_count(7, 0, &a, &b, &c, &d))
             ok = (b & (1u << 16)) && (b & (1u << 17)) && (b & (1u << 30)) && (b & (1u << 31));   // F DQ BW VL
     }
-    cached = ok;
+    atomic_store(&cached, ok);
     return ok;
 }
 
@@ -333,11 +329,13 @@ static void gemm(long m, long n, long k, float alpha, const float *a, long ars, 
 void dg_gemm(long m, long n, long k, float alpha, const float *a, long ars, long aks,
              const dg_bsource *b, long j0, float beta, float *c, long ldc,
              const float *rowBias, const float *colBias) {
+    DG_REQUIRE_AVX512("dg_gemm");
     gemm(m, n, k, alpha, a, ars, aks, 0, b, j0, beta, c, ldc, rowBias, colBias);
 }
 
 void dg_gemm_conv_t(long m, long n, long k, const float *w, long cin, long kk, long row0,
                     const dg_bsource *b, long j0, float *c, long ldc) {
+    DG_REQUIRE_AVX512("dg_gemm_conv_t");
     conv_t_source ct = { w, cin, kk, row0 };
     gemm(m, n, k, 1, 0, 1, 1, &ct, b, j0, 0, c, ldc, 0, 0);
 }
@@ -602,7 +600,7 @@ TGT static void pack_im2col_t_avx512(const dg_bsource *s, long p0, long kc, long
     }
 }
 
-TGT void dg_transpose(const float *src, long rows, long cols, long lds, float *dst, long ldd) {
+TGT static void transpose_avx512(const float *src, long rows, long cols, long lds, float *dst, long ldd) {
     for (long i0 = 0; i0 < rows; i0 += 16) {
         long ri = rows - i0 < 16 ? rows - i0 : 16;
         for (long j0 = 0; j0 < cols; j0 += 16) {
@@ -642,7 +640,7 @@ TGT static inline __m512 exp512(__m512 x) {
 
 TGT static inline __mmask16 tail_mask(long left) { return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1); }
 
-TGT void dg_exp(const float *x, float *y, long n) {
+TGT static void exp_avx512(const float *x, float *y, long n) {
     for (long j = 0; j < n; j += 16) {
         __mmask16 mk = tail_mask(n - j);
         _mm512_mask_storeu_ps(y + j, mk, exp512(_mm512_maskz_loadu_ps(mk, x + j)));
@@ -700,9 +698,9 @@ TGT static float max_row(const float *row, long n) {
 // of the product already in the packed-panel layout the second product reads, the softmax runs down
 // its columns (16 queries per vector, no horizontal reductions), and O^T = V^T P^T reads V in place.
 // No packing of K or V, and full-width tiles whatever the head size.
-TGT void dg_attention_panel(long keys, long d, long dv, float scale, const float *q, long ldq, long nq,
-                            const float *k, long ldk, const float *v, long ldv, float *out, long ldo, float *lse,
-                            int causal, long qpos0, float *scratch) {
+TGT static void attention_panel_avx512(long keys, long d, long dv, float scale, const float *q, long ldq, long nq,
+                                       const float *k, long ldk, const float *v, long ldv, float *out, long ldo, float *lse,
+                                       int causal, long qpos0, float *scratch) {
     float *st = scratch, *qt = st + keys * 32, *ot = qt + d * 32;
     if (causal && qpos0 + nq < keys) keys = qpos0 + nq;   // later keys are masked for every query here
     dg_bsource qs = { 0 };
@@ -710,7 +708,7 @@ TGT void dg_attention_panel(long keys, long d, long dv, float scale, const float
     dg_pack(&qs, d, 0, nq, 32, qt);                                   // Q^T [d, 32], zero-padded
     dg_bsource qp = { 0 };
     qp.kind = DG_B_PACKED; qp.b = qt; qp.rs = 32; qp.cs = d;
-    dg_gemm(keys, 32, d, scale, k, ldk, 1, &qp, 0, 0, st, 32, 0, 0);  // S^T [keys, 32]
+    gemm(keys, 32, d, scale, k, ldk, 1, 0, &qp, 0, 0, st, 32, 0, 0);  // S^T [keys, 32]
     float inverse[32];
     for (long half = 0; half < 2; half++) {
         float *col = st + half * 16;
@@ -747,17 +745,17 @@ TGT void dg_attention_panel(long keys, long d, long dv, float scale, const float
     }
     dg_bsource pp = { 0 };
     pp.kind = DG_B_PACKED; pp.b = st; pp.rs = 32; pp.cs = keys;
-    dg_gemm(dv, 32, keys, 1, v, 1, ldv, &pp, 0, 0, ot, 32, 0, 0);     // O^T [dv, 32]
+    gemm(dv, 32, keys, 1, v, 1, ldv, 0, &pp, 0, 0, ot, 32, 0, 0);     // O^T [dv, 32]
     // Each query's 1/sum scales a column of O^T; 16 x 16 register transposes then write the rows.
     __m512 f0 = _mm512_loadu_ps(inverse), f1 = _mm512_loadu_ps(inverse + 16);
     for (long t = 0; t < dv; t++) {
         _mm512_storeu_ps(ot + t * 32, _mm512_mul_ps(_mm512_loadu_ps(ot + t * 32), f0));
         _mm512_storeu_ps(ot + t * 32 + 16, _mm512_mul_ps(_mm512_loadu_ps(ot + t * 32 + 16), f1));
     }
-    dg_transpose(ot, dv, nq, 32, out, ldo);
+    transpose_avx512(ot, dv, nq, 32, out, ldo);
 }
 
-TGT void dg_attention_probabilities(long rows, long keys, float *s, long ld, const float *lse, int causal, long qpos0) {
+TGT static void attention_probabilities_avx512(long rows, long keys, float *s, long ld, const float *lse, int causal, long qpos0) {
     for (long i = 0; i < rows; i++) {
         float *row = s + i * ld;
         long n = causal ? (qpos0 + i + 1 < keys ? qpos0 + i + 1 : keys) : keys;
@@ -770,7 +768,7 @@ TGT void dg_attention_probabilities(long rows, long keys, float *s, long ld, con
     }
 }
 
-TGT void dg_attention_score_gradient(long rows, long keys, const float *p, float *dp, long ld, const float *delta) {
+TGT static void attention_score_gradient_avx512(long rows, long keys, const float *p, float *dp, long ld, const float *delta) {
     for (long i = 0; i < rows; i++) {
         const float *pr = p + i * ld;
         float *dr = dp + i * ld;
@@ -783,50 +781,73 @@ TGT void dg_attention_score_gradient(long rows, long keys, const float *p, float
     }
 }
 
+// The exported entry points: plain (baseline x86-64) code that checks the switch, then the AVX-512 code.
+void dg_transpose(const float *src, long rows, long cols, long lds, float *dst, long ldd) {
+    DG_REQUIRE_AVX512("dg_transpose");
+    transpose_avx512(src, rows, cols, lds, dst, ldd);
+}
+void dg_exp(const float *x, float *y, long n) {
+    DG_REQUIRE_AVX512("dg_exp");
+    exp_avx512(x, y, n);
+}
+void dg_attention_panel(long keys, long d, long dv, float scale, const float *q, long ldq, long nq,
+                        const float *k, long ldk, const float *v, long ldv, float *out, long ldo, float *lse,
+                        int causal, long qpos0, float *scratch) {
+    DG_REQUIRE_AVX512("dg_attention_panel");
+    attention_panel_avx512(keys, d, dv, scale, q, ldq, nq, k, ldk, v, ldv, out, ldo, lse, causal, qpos0, scratch);
+}
+void dg_attention_probabilities(long rows, long keys, float *s, long ld, const float *lse, int causal, long qpos0) {
+    DG_REQUIRE_AVX512("dg_attention_probabilities");
+    attention_probabilities_avx512(rows, keys, s, ld, lse, causal, qpos0);
+}
+void dg_attention_score_gradient(long rows, long keys, const float *p, float *dp, long ld, const float *delta) {
+    DG_REQUIRE_AVX512("dg_attention_score_gradient");
+    attention_score_gradient_avx512(rows, keys, p, dp, ld, delta);
+}
+
 #else
 
-int dg_has_avx512(void) { return 0; }
-void dg_allow_avx512(int allowed) { (void)allowed; }
+int dg_cpu_has_avx512(void) { return 0; }
 void dg_gemm_conv_t(long m, long n, long k, const float *w, long cin, long kk, long row0,
                     const dg_bsource *b, long j0, float *c, long ldc) {
     (void)m; (void)n; (void)k; (void)w; (void)cin; (void)kk; (void)row0; (void)b; (void)j0; (void)c; (void)ldc;
-    abort();
+    dg_refuse_avx512(__func__);
 }
 void dg_transpose(const float *src, long rows, long cols, long lds, float *dst, long ldd) {
     (void)src; (void)rows; (void)cols; (void)lds; (void)dst; (void)ldd;
-    abort();
+    dg_refuse_avx512(__func__);
 }
 static void pack_transposed_avx512(const float *b, long cs, long p0, long kc, long j0, long n, long nr, float *dst) {
-    (void)b; (void)cs; (void)p0; (void)kc; (void)j0; (void)n; (void)nr; (void)dst; abort();
+    (void)b; (void)cs; (void)p0; (void)kc; (void)j0; (void)n; (void)nr; (void)dst; dg_refuse_avx512(__func__);
 }
 static void pack_im2col_t_avx512(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst) {
-    (void)s; (void)p0; (void)kc; (void)j0; (void)n; (void)nr; (void)dst; abort();
+    (void)s; (void)p0; (void)kc; (void)j0; (void)n; (void)nr; (void)dst; dg_refuse_avx512(__func__);
 }
 static void pack_im2col_avx512(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst) {
-    (void)s; (void)p0; (void)kc; (void)j0; (void)n; (void)nr; (void)dst; abort();
+    (void)s; (void)p0; (void)kc; (void)j0; (void)n; (void)nr; (void)dst; dg_refuse_avx512(__func__);
 }
-void dg_exp(const float *x, float *y, long n) { (void)x; (void)y; (void)n; abort(); }
+void dg_exp(const float *x, float *y, long n) { (void)x; (void)y; (void)n; dg_refuse_avx512(__func__); }
 void dg_attention_panel(long keys, long d, long dv, float scale, const float *q, long ldq, long nq,
                         const float *k, long ldk, const float *v, long ldv, float *out, long ldo, float *lse,
                         int causal, long qpos0, float *scratch) {
     (void)keys; (void)d; (void)dv; (void)scale; (void)q; (void)ldq; (void)nq; (void)k; (void)ldk; (void)v; (void)ldv;
     (void)out; (void)ldo; (void)lse; (void)causal; (void)qpos0; (void)scratch;
-    abort();
+    dg_refuse_avx512(__func__);
 }
 void dg_attention_probabilities(long rows, long keys, float *s, long ld, const float *lse, int causal, long qpos0) {
     (void)rows; (void)keys; (void)s; (void)ld; (void)lse; (void)causal; (void)qpos0;
-    abort();
+    dg_refuse_avx512(__func__);
 }
 void dg_attention_score_gradient(long rows, long keys, const float *p, float *dp, long ld, const float *delta) {
     (void)rows; (void)keys; (void)p; (void)dp; (void)ld; (void)delta;
-    abort();
+    dg_refuse_avx512(__func__);
 }
 void dg_gemm(long m, long n, long k, float alpha, const float *a, long ars, long aks,
              const dg_bsource *b, long j0, float beta, float *c, long ldc,
              const float *rowBias, const float *colBias) {
     (void)m; (void)n; (void)k; (void)alpha; (void)a; (void)ars; (void)aks; (void)b; (void)j0;
     (void)beta; (void)c; (void)ldc; (void)rowBias; (void)colBias;
-    abort();
+    dg_refuse_avx512(__func__);
 }
 
 #endif

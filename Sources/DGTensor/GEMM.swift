@@ -11,23 +11,24 @@ import Foundation
 /// implicit im2col matrix of a convolution (never materialised on the AVX-512 path), its transpose,
 /// or panels packed beforehand (`pack`).
 public enum GEMM {
-    /// True when products run on the AVX-512 kernels: the CPU and OS support them and
-    /// DGINSTYLE_GEMM is not "openblas". Tests switch it off to check the portable paths (OpenBLAS
-    /// and the scalar packing code); it cannot be switched on where the CPU lacks AVX-512.
+    /// The one switch of every AVX-512 path (products, convolution, attention, the element-wise
+    /// kernels: `Kernels.avx512` is the same switch): true when the CPU and OS support AVX-512 and
+    /// it is not switched off. DGINSTYLE_GEMM=openblas switches it off before the first call
+    /// (`dg_has_avx512` reads it in C, whichever kernel asks first). Tests switch it off to check the
+    /// portable paths (OpenBLAS and the scalar packing code); it cannot be switched on where the CPU
+    /// lacks AVX-512. Atomic; the C entry points check it too and abort when called with it off.
     public static var vectorized: Bool {
-        get { _ = initialSetting; return dg_has_avx512() != 0 }
-        set { _ = initialSetting; dg_allow_avx512(newValue ? 1 : 0) }
+        get { dg_has_avx512() != 0 }
+        set { dg_allow_avx512(newValue ? 1 : 0) }
     }
-
-    private static let initialSetting: Void = {
-        if ProcessInfo.processInfo.environment["DGINSTYLE_GEMM"]?.lowercased() == "openblas" { dg_allow_avx512(0) }
-    }()
 
     /// Products below this many multiply-adds run on one thread.
     static let parallelThreshold = 1 << 20
 
-    /// Set while our own threads run several products at once (each must then stay on its thread).
-    nonisolated(unsafe) static var serial = false
+    /// True while our own threads run several products at once (each must then stay on its thread):
+    /// an atomic count of the callers inside `Kernels.withSingleThreadedBLAS`, so overlapping callers
+    /// on different threads do not switch it off under each other.
+    static var serial: Bool { dg_setting(Int32(DG_SETTING_SERIAL)) > 0 }
 
     // MARK: sources
 
@@ -75,6 +76,22 @@ public enum GEMM {
         return packed(dst, k: k, nr: nr)
     }
 
+    // MARK: the backend rule
+
+    /// Whether a product of this shape runs on OpenBLAS rather than on our kernels: the rule, per
+    /// shape class, measured with `dginstyle bench sgemm --backends` (table and rule in
+    /// docs/PERFORMANCE.md, "GEMM backend per shape class"). On the CPU measured (Intel Xeon, family 6
+    /// model 207, AVX-512; OpenBLAS 0.3.21 does not know it and picks its generic "Prescott" SSE3
+    /// kernels) ours won at every class an SD 1.5 UNet runs: linear layers, text k/v, 1x1
+    /// convolutions, attention's QK^T and PV (1.7-12x), the implicit-GEMM 3x3 convolutions and the fused
+    /// attention against their OpenBLAS paths (1.6-10x), and the memory-bound small-n products of the
+    /// time embedding (0.94-3.1x: ties under load, 1.2-2.4x on an idle machine). So: ours wherever the
+    /// switch allows; OpenBLAS for every product
+    /// where the CPU lacks AVX-512 or DGINSTYLE_GEMM=openblas. A class OpenBLAS is measured to win goes
+    /// here, by shape, and nowhere else (never a packed source: only our kernels read those).
+    @inline(__always)
+    static func usesOpenBLAS(m: Int, n: Int, k: Int) -> Bool { !vectorized }
+
     // MARK: products
 
     /// C[m, n] (row stride ldc) = alpha A B + beta C + rowBias[i] + colBias[j], where
@@ -85,7 +102,7 @@ public enum GEMM {
                             c: UnsafeMutablePointer<Float>, ldc: Int,
                             rowBias: UnsafePointer<Float>? = nil, colBias: UnsafePointer<Float>? = nil) {
         if m <= 0 || n <= 0 { return }
-        if !vectorized {
+        if usesOpenBLAS(m: m, n: n, k: k) {
             fallback(m: m, n: n, k: k, alpha: alpha, a: a, ars: ars, aks: aks, b: b, j0: j0, beta: beta,
                      c: c, ldc: ldc, rowBias: rowBias, colBias: colBias)
             return
@@ -172,11 +189,14 @@ public enum GEMM {
                     b, Int32(n), 0, c, Int32(n))
     }
 
+    /// OpenBLAS's name for the kernels it chose for this CPU (e.g. "Haswell", "SkylakeX", "Prescott").
+    public static var openBLASCoreName: String { String(cString: openblas_get_corename()) }
+
     /// The same product through OpenBLAS (im2col sources materialised in blocks of at most
-    /// `Kernels.columnBudget` bytes).
-    static func fallback(m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, ars: Int, aks: Int,
-                         b: dg_bsource, j0: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int,
-                         rowBias: UnsafePointer<Float>?, colBias: UnsafePointer<Float>?) {
+    /// `Kernels.columnBudget` bytes). Public for `dginstyle bench sgemm --backends`.
+    public static func fallback(m: Int, n: Int, k: Int, alpha: Float = 1, a: UnsafePointer<Float>, ars: Int, aks: Int,
+                                b: dg_bsource, j0: Int = 0, beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int,
+                                rowBias: UnsafePointer<Float>? = nil, colBias: UnsafePointer<Float>? = nil) {
         _ = Parallel.threads  // make sure OpenBLAS has been told the thread count
         var beta = beta
         if rowBias != nil || colBias != nil {

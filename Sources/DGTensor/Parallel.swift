@@ -1,3 +1,4 @@
+import CDGKernels
 import Foundation
 
 /// Data-parallel loops for the element-wise and reduction kernels. Work is split into
@@ -5,16 +6,24 @@ import Foundation
 /// the same input and thread count give bit-identical output.
 public enum Parallel {
     /// Threads used by our kernels and by OpenBLAS. Set from DGINSTYLE_THREADS, else the core count.
-    nonisolated(unsafe) public private(set) static var threads: Int = {
+    /// Atomic (tests change it while nothing else runs; a reader never sees a torn value).
+    public static var threads: Int {
+        let n = dg_setting(Int32(DG_SETTING_THREADS))
+        return n > 0 ? n : initialThreads
+    }
+
+    private static let initialThreads: Int = {
         let fromEnv = ProcessInfo.processInfo.environment["DGINSTYLE_THREADS"].flatMap(Int.init)
         let n = max(1, fromEnv ?? ProcessInfo.processInfo.activeProcessorCount)
-        BLAS.setThreads(n)
-        return n
+        // Unless `setThreads` came first.
+        if dg_init_setting(Int32(DG_SETTING_THREADS), 0, n) == 0 { BLAS.setThreads(n) }
+        return dg_setting(Int32(DG_SETTING_THREADS))
     }()
 
     public static func setThreads(_ n: Int) {
-        threads = max(1, n)
-        BLAS.setThreads(threads)
+        let n = max(1, n)
+        dg_set_setting(Int32(DG_SETTING_THREADS), n)
+        BLAS.setThreads(n)
     }
 
     /// The chunk boundaries used for `count` items: a pure function of `count`, `threads`,

@@ -134,7 +134,14 @@ extension Bench {
         @Flag(help: "Print one JSON object per line instead of the table.")
         var json = false
 
+        @Flag(help: "Instead: our kernels against OpenBLAS at every UNet product class, alternating samples (the backend rule's table).")
+        var backends = false
+
+        @Option(help: "With --backends: only the product classes whose name contains this (e.g. \"small n\").")
+        var only: String?
+
         func run() throws {
+            if backends { return try runBackends() }
             var rows: [String] = []
             var objects: [JSON] = []
             // A sample is a batch of calls lasting ~20 ms: small products take 0.01-0.1 ms, where one

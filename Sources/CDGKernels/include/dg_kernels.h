@@ -46,11 +46,36 @@ void dg_pack(const dg_bsource *b, long k, long j0, long n, long nr, float *dst);
 void dg_pack_block(const dg_bsource *b, long p0, long kc, long j0, long n, long nr, float *dst);
 long dg_panel_width(long n);
 
-/// 1 when the AVX-512 kernels may run (CPU features and OS support for the zmm state) and have
-/// not been switched off.
+/// The one switch: 1 when the AVX-512 kernels may run, i.e. the CPU and the OS support them (checked
+/// once, cached) and they are not switched off. They start off when DGINSTYLE_GEMM=openblas, read
+/// on the first call of anything here, so that setting turns every AVX-512 path off from the first
+/// call. Atomic: any thread may ask while another switches.
 int dg_has_avx512(void);
-/// Switches the AVX-512 code off (0) or back on (1), for tests of the portable paths.
+/// Switches the AVX-512 code off (0) or back on (1; no effect where the CPU lacks it), for tests of
+/// the portable paths and for `GEMM.vectorized`.
 void dg_allow_avx512(int allowed);
+
+/// Every exported function below that uses AVX-512 (the ones marked "needs AVX-512", and dg_gemm,
+/// dg_gemm_conv_t, dg_transpose) checks `dg_has_avx512()` itself on entry and, when it says 0,
+/// prints which function was called and why it may not run (CPU without AVX-512, or switched off)
+/// and aborts, instead of executing an illegal instruction or bypassing the switch. Callers still
+/// check `GEMM.vectorized` first and take their portable path. dg_pack, dg_pack_block and
+/// dg_panel_width are portable (they use AVX-512 internally only when the switch is on).
+
+/// Prints why `who` may not run AVX-512 code and aborts (used by the entry points' checks).
+void dg_refuse_avx512(const char *who) __attribute__((noreturn, cold));
+#define DG_REQUIRE_AVX512(who) do { if (__builtin_expect(!dg_has_avx512(), 0)) dg_refuse_avx512(who); } while (0)
+
+/// Process-wide settings of the Swift layer that tests change (atomic loads and stores, so a
+/// change made on one thread is seen whole by kernels running on others).
+enum { DG_SETTING_THREADS = 0, DG_SETTING_SERIAL = 1, DG_SETTING_COLUMN_BUDGET = 2, DG_SETTING_ATTENTION_BLOCK = 3,
+       DG_SETTING_COUNT = 4 };
+long dg_setting(int which);
+void dg_set_setting(int which, long value);
+/// Adds delta atomically and returns the new value.
+long dg_add_setting(int which, long delta);
+/// Stores value if the setting still holds expected; returns the value it held.
+long dg_init_setting(int which, long expected, long value);
 
 /// C[i, j] for i < m, j < n (row stride ldc) =
 ///   alpha sum_p A(i, p) B(p, j0 + j) + beta C[i, j] + rowBias[i] + colBias[j]
@@ -87,8 +112,9 @@ void dg_attention_score_gradient(long rows, long keys, const float *p, float *dp
 /// 0 below -87.3). y may equal x.
 void dg_exp(const float *x, float *y, long n);
 
-// MARK: element-wise kernels (AVX-512 only: callers check dg_has_avx512()). Each computes exactly what
-// its portable Swift counterpart computes, in the same order (same bits).
+// MARK: element-wise kernels (need AVX-512: callers check dg_has_avx512()). Each computes exactly what
+// its portable Swift counterpart computes, in the same order (same bits): the C is compiled with
+// -ffp-contract=off (Package.swift), so no a * b + c is fused into an fma the Swift code does not do.
 
 /// Kernels.sum / sumSquaredDeviations / dot: float lanes over runs of 512, runs added in double.
 double dg_sum(const float *p, long n);

@@ -11,8 +11,11 @@ import Foundation
 /// products, the exponentials and the reuse of the block buffer all stay in one core's cache. On the
 /// AVX-512 path the forward pass runs 32 queries at a time, transposed, in C (`dg_attention_panel`).
 extension Kernels {
-    /// Query rows per block; nil: automatic (`attentionRows`).
-    nonisolated(unsafe) static var attentionBlock: Int? = nil
+    /// Query rows per block; nil: automatic (`attentionRows`). Atomic (tests change it).
+    static var attentionBlock: Int? {
+        get { let v = dg_setting(Int32(DG_SETTING_ATTENTION_BLOCK)); return v > 0 ? v : nil }
+        set { dg_set_setting(Int32(DG_SETTING_ATTENTION_BLOCK), Swift.max(0, newValue ?? 0)) }
+    }
 
     /// About 2^18 scores per block (1 MB, one core's L2), 16 to 1024 rows: 64 rows for
     /// self-attention at L = 4096, 1024 for cross-attention over 77 text tokens (where small

@@ -1,3 +1,4 @@
+import CDGKernels
 import Foundation
 
 /// 2-D convolution (cross-correlation, as PyTorch's Conv2d) as products W [Cout, Cin kh kw] x im2col(x).
@@ -10,8 +11,11 @@ import Foundation
 /// path materialises it in blocks of at most `columnBudget` bytes (`GEMM.fallback`).
 extension Kernels {
     /// Upper bound, in bytes, for an im2col (or col2im) buffer on the paths that build one (at least one
-    /// output row or column is always used).
-    nonisolated(unsafe) static var columnBudget = 16 << 20
+    /// output row or column is always used). 16 MiB unless set; atomic (tests change it).
+    static var columnBudget: Int {
+        get { let v = dg_setting(Int32(DG_SETTING_COLUMN_BUDGET)); return v > 0 ? v : 16 << 20 }
+        set { dg_set_setting(Int32(DG_SETTING_COLUMN_BUDGET), Swift.max(1, newValue)) }
+    }
 
     struct ConvGeometry {
         /// `padding` on every side, plus `paddingEnd` more at the bottom and on the right (diffusers'

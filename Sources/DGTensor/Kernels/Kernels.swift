@@ -50,8 +50,8 @@ extension Kernels {
     static func withSingleThreadedBLAS<R>(_ body: () -> R) -> R {
         let threads = Parallel.threads
         if threads == 1 { return body() }
-        GEMM.serial = true
-        defer { GEMM.serial = false }
+        dg_add_setting(Int32(DG_SETTING_SERIAL), 1)
+        defer { dg_add_setting(Int32(DG_SETTING_SERIAL), -1) }
         // OpenBLAS is only used when our kernels are off (and resizing its pool is not free).
         if GEMM.vectorized { return body() }
         openblas_set_num_threads(1)
