@@ -222,6 +222,10 @@ def broken():
     write_archive(os.path.join(OUT, "huge-string.pt"), b"\x80\x02X\xff\xff\xff\x7f" + b"a" * 16 + b".", {})
     write_archive(os.path.join(OUT, "bad-memo.pt"), b"\x80\x02j\xff\xff\xff\x7f.", {})
     write_archive(os.path.join(OUT, "deep-nesting.pt"), b"\x80\x02)" + b"\x85" * 200000 + b".", {})
+    # A 100k-pair list handed to OrderedDict 1000 times: 10^8 copies from a 500 kB file.
+    bomb = (b"\x80\x02](" + b"K\x01K\x01\x86" * 100000 + b"eq\x000" + b"ccollections\nOrderedDict\nq\x010"
+            + b"h\x01h\x00\x85R0" * 1000 + b"}.")
+    write_archive(os.path.join(OUT, "copy-bomb.pt"), bomb, {})
     write_archive(os.path.join(OUT, "deflated.pt"), good, {"0": f32 * 64}, compression=zipfile.ZIP_DEFLATED)
     # A torch.save file cut short: the zip's central directory is gone.
     whole = open(os.path.join(OUT, "fp16-views.ckpt"), "rb").read()

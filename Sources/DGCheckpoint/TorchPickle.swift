@@ -136,6 +136,10 @@ struct TorchPickle {
     private var storageByKey: [String: Int] = [:]
     /// Bytes of all storages seen, all within the file: the bound for a tensor read contiguous.
     private var storageBytes = 0
+    /// Values copied or visited beyond what the opcodes themselves push (OrderedDict(list),
+    /// set(list), the placeholder check): a pickle can ask for the same large list many times, so
+    /// this is bounded by the pickle's length, or a small hostile file could cost hours or gigabytes.
+    private var work = 0
     /// The placeholder globals the pickle used, in first-use order (for the warning).
     private(set) var placeholders: [String] = []
 
@@ -218,6 +222,13 @@ struct TorchPickle {
     private func memoGet(_ i: Int) throws -> Value {
         guard let v = memo[i] else { throw fail("memo index \(i) at byte \(pos) was never stored") }
         return v
+    }
+
+    private mutating func spend(_ n: Int) throws {
+        work += n
+        guard work <= 4 * data.count + 100_000 else {
+            throw fail("asks for more copying than a pickle of \(data.count) bytes can need (hostile or corrupt)")
+        }
     }
 
     private mutating func tuple(_ items: [Value]) -> Value { tuples.append(items); return .tuple(tuples.count - 1) }
@@ -410,6 +421,7 @@ struct TorchPickle {
             guard let first = a.first else { return newDict() }
             // OrderedDict([(k, v), ...])
             guard case .list(let l) = first else { throw fail("\(what) with arguments it does not take") }
+            try spend(lists[l].count)
             var pairs: [(key: Value, value: Value)] = []
             for item in lists[l] {
                 guard case .tuple(let t) = item, tuples[t].count == 2 else { throw fail("\(what) item is not a pair") }
@@ -420,6 +432,7 @@ struct TorchPickle {
             let a = try args(argv, what)
             guard let first = a.first else { lists.append([]); return .set(lists.count - 1) }
             guard case .list(let l) = first else { throw fail("\(what) with arguments it does not take") }
+            try spend(lists[l].count)
             lists.append(lists[l])
             return .set(lists.count - 1)
         case .codecsEncode:
@@ -495,18 +508,19 @@ struct TorchPickle {
 
     /// The placeholder rule's other side: no tensor or storage may reach an object we do not
     /// rebuild, or weights could hide behind it (and its "state" would be dropped silently).
-    private func refuseTensors(in v: Value, given owner: Value) throws {
-        var work = [v]
+    private mutating func refuseTensors(in v: Value, given owner: Value) throws {
+        var pending = [v]
         var seenTuples = Set<Int>(), seenLists = Set<Int>(), seenDicts = Set<Int>()
-        while let x = work.popLast() {
+        while let x = pending.popLast() {
+            try spend(1)
             switch x {
             case .tensor, .storage:
                 var who = "an object"
                 if case .placeholder(let g) = owner { who = name(g) } else if case .global(let g) = owner { who = name(g) }
                 throw fail("refused: a tensor is handed to \(Self.printable(who)), which is not on the weights allow-list (only plain containers may hold tensors)")
-            case .tuple(let t): if seenTuples.insert(t).inserted { work += tuples[t] }
-            case .list(let l), .set(let l): if seenLists.insert(l).inserted { work += lists[l] }
-            case .dict(let d): if seenDicts.insert(d).inserted { for p in dicts[d] { work.append(p.key); work.append(p.value) } }
+            case .tuple(let t): if seenTuples.insert(t).inserted { pending += tuples[t] }
+            case .list(let l), .set(let l): if seenLists.insert(l).inserted { pending += lists[l] }
+            case .dict(let d): if seenDicts.insert(d).inserted { for p in dicts[d] { pending.append(p.key); pending.append(p.value) } }
             default: break
             }
         }

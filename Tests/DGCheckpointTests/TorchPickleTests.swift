@@ -114,6 +114,7 @@ final class TorchPickleTests: XCTestCase {
             ("huge-string.pt", "exceeds the"),
             ("bad-memo.pt", "memo index 2147483647"),
             ("deep-nesting.pt", "holds no dict at its top"),
+            ("copy-bomb.pt", "asks for more copying than a pickle of"),
             ("deflated.pt", "is deflate-compressed"),
             ("truncated.ckpt", "corrupt zip archive"),
             ("legacy.pt", "legacy serialization format"),
