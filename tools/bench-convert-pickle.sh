@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 dir=${1:-/tmp/dginstyle-bench}
 venv=${DGINSTYLE_TORCH_VENV:-.venv-torch}
 mkdir -p "$dir"
-swift build -c release --product dginstyle >/dev/null
-bin=.build/release/dginstyle
+# DGINSTYLE_BIN: an already built binary (skips the build).
+bin=${DGINSTYLE_BIN:-}
+if [ -z "$bin" ]; then swift build -c release --product dginstyle >/dev/null; bin=.build/release/dginstyle; fi
 export DGINSTYLE_NO_PROGRESS=1
 st=$dir/sd15-synthetic.safetensors
 src=$dir/sd15-synthetic.ckpt

@@ -1,4 +1,5 @@
 import DGTensor
+import Foundation
 
 /// The entries of a zip archive as `torch.save` writes it (PyTorch >= 1.6), read from the
 /// central directory of a memory-mapped file. Only stored (uncompressed) entries can be read:
@@ -71,6 +72,20 @@ struct ZipArchive {
         // Each central header is at least 46 bytes: a hostile count cannot make us reserve more.
         guard count <= cdSize / 46 else { throw fail("central directory claims \(count) entries in \(cdSize) bytes") }
 
+        // Local headers are read with pread, not through the map: they lie beside every storage,
+        // and touching them in the map would fault in (and count as resident) a large folio of
+        // the page cache per storage, hundreds of MB for an SD checkpoint that is only inspected.
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw CheckpointError(path, "cannot open for reading") }
+        defer { close(fd) }
+        var local30 = [UInt8](repeating: 0, count: 30)
+        func localHeader(_ offset: Int) -> (nameLength: Int, extraLength: Int)? {
+            guard offset + 30 <= bytes.count else { return nil }
+            let n = local30.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 30, off_t(offset)) }
+            guard n == 30, local30[0] == 0x50, local30[1] == 0x4B, local30[2] == 0x03, local30[3] == 0x04 else { return nil }
+            return (Int(local30[26]) | Int(local30[27]) << 8, Int(local30[28]) | Int(local30[29]) << 8)
+        }
+
         var at = cdOffset
         let end = cdOffset + cdSize
         entries.reserveCapacity(count)
@@ -107,10 +122,10 @@ struct ZipArchive {
             }
             guard flags & 1 == 0 else { throw CheckpointError(path, "zip entry \(name) is encrypted") }
             let localOffset = try int(local, "entry \(name)'s local header offset")
-            guard localOffset + 30 <= bytes.count, u32(localOffset) == 0x0403_4B50 else {
+            guard let header = localHeader(localOffset) else {
                 throw fail("entry \(name) has no local header at byte \(localOffset)")
             }
-            let dataOffset = localOffset + 30 + u16(localOffset + 26) + u16(localOffset + 28)
+            let dataOffset = localOffset + 30 + header.nameLength + header.extraLength
             let stored = try int(compressed, "entry \(name)'s size")
             guard dataOffset <= bytes.count, stored <= bytes.count - dataOffset else {
                 throw fail("entry \(name) (\(stored) bytes at byte \(dataOffset)) runs past the end of the file (truncated?)")
