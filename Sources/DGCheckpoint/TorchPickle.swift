@@ -455,8 +455,13 @@ struct TorchPickle {
         case .rebuildFromTypeV2:
             // (func, new_type, args, state): a tensor (or Parameter) rebuilt by func(*args).
             let a = try args(argv, what)
-            guard a.count == 4, case .global(let t) = a[1], globals[t].known == .tensorType, case .global = a[0] else {
+            guard a.count == 4, case .global(let t) = a[1], globals[t].known == .tensorType else {
                 throw fail("\(what) with a type other than torch.Tensor / Parameter")
+            }
+            // Only a tensor rebuild may be applied: nesting this function in itself would recurse
+            // as deep as a hostile file likes.
+            guard case .global(let f) = a[0], [.rebuildTensor, .rebuildTensorV2, .rebuildParameter, .rebuildParameterWithState].contains(globals[f].known) else {
+                throw fail("\(what) applied to something other than a tensor rebuild")
             }
             return try reduce(a[0], a[2])
         case .device:
