@@ -30,7 +30,6 @@ struct Convert: ParsableCommand {
         \(pickleFormatsHelp)
         """)
 
-
     @Argument(help: "Source: a diffusers folder, safetensors file (any layout), PyTorch .ckpt/.pt/.pth/.bin, sharded index, or native file.")
     var source: String
 
