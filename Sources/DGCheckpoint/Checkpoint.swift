@@ -83,12 +83,9 @@ public final class Checkpoint {
             throw FileError(path, "no such file or directory")
         }
         if isDirectory.boolValue { return try openFolder(path, options: options) }
-        let lower = path.lowercased()
-        if lower.hasSuffix(".ckpt") || lower.hasSuffix(".bin") || lower.hasSuffix(".pt") || lower.hasSuffix(".pth") {
-            throw FileError(path, "PyTorch pickle files are not read (they can run code); convert them to safetensors first")
-        }
         if try isNative(path) { return try openNative(path) }
-        let source = try openSafeTensors(path: path)
+        // .ckpt / .pt / .pth / .bin: read by our own pickle machine, which runs nothing (TorchPickle).
+        let source = try openTensorFile(path: path)
         let names = source.entries.map(\.name)
         if names.contains(where: { $0.hasPrefix("model.diffusion_model.") || $0.hasPrefix("first_stage_model.") || $0.hasPrefix("cond_stage_model.") }) {
             return try openLDM(source, layout: .ldm, options: options)
@@ -161,14 +158,21 @@ public final class Checkpoint {
         if variants.count > 1 {
             throw FileError(dir, "holds several weight variants (\(variants.joined(separator: ", "))); choose one with --variant")
         }
-        if names.contains(where: { $0.hasSuffix(".bin") }) {
-            throw FileError(dir, "holds only PyTorch pickle weights (.bin); convert them to safetensors first")
+        // Older repositories hold only torch.save weights; safetensors are preferred when both exist.
+        var bins: [String] = []
+        for stem in ["diffusion_pytorch_model", "pytorch_model"] {
+            if let variant { bins.append("\(stem).\(variant).bin") }
+            bins.append("\(stem).bin")
+        }
+        if let hit = bins.first(where: names.contains) { return dir + "/" + hit }
+        if names.contains(where: { $0.hasSuffix(".bin.index.json") }) {
+            throw FileError(dir, "holds sharded PyTorch .bin weights (*.bin.index.json), which are not read; convert them to safetensors")
         }
         return nil
     }
 
     private static func isWeightFile(_ name: String) -> Bool {
-        name.hasSuffix(".safetensors") || name.hasSuffix(".bin") || name.hasSuffix(".ckpt")
+        name.hasSuffix(".safetensors") || name.hasSuffix(".bin") || name.hasSuffix(".ckpt") || name.hasSuffix(".pt") || name.hasSuffix(".pth")
             || (name.contains(".safetensors.index") && name.hasSuffix(".json"))
     }
 
@@ -198,11 +202,11 @@ public final class Checkpoint {
                 let config = try (files.first { $0.0 == name + "/config.json" }?.1).map {
                     try parseConfig($0, path: dir + "/config.json")
                 }
-                let source = try openSafeTensors(path: weights)
+                let source = try openTensorFile(path: weights)
                 components.append(Component(name: name, className: cls, config: config, source: source,
                                             metadata: (source as? SafeTensorsFile)?.metadata))
             }
-            guard !components.isEmpty else { throw FileError(path, "model_index.json names no component with safetensors weights") }
+            guard !components.isEmpty else { throw FileError(path, "model_index.json names no component with weights (safetensors or .bin)") }
             return Checkpoint(path: path, layout: .diffusersPipeline, components: components, files: files)
         }
         if fm.fileExists(atPath: path + "/config.json") {
@@ -211,9 +215,9 @@ public final class Checkpoint {
                 throw FileError(path + "/config.json", "describes no model this program knows (_class_name / architectures)")
             }
             guard let weights = try weightsFile(in: path, variant: options.variant) else {
-                throw FileError(path, "holds a config.json but no safetensors weights")
+                throw FileError(path, "holds a config.json but no weights (safetensors or .bin)")
             }
-            let source = try openSafeTensors(path: weights)
+            let source = try openTensorFile(path: weights)
             let files = try looseFiles(in: path, prefix: name + "/")
             return Checkpoint(path: path, layout: .diffusersModel,
                               components: [Component(name: name, className: cls, config: config, source: source,

@@ -67,7 +67,8 @@ public struct ParityRun {
             if FileManager.default.fileExists(atPath: path + "/model_index.json") { pipeline = path; continue }
             if let data = FileManager.default.contents(atPath: path + "/config.json"),
                (try? JSON.parse(bytes: Array(data)))?["_class_name"]?.string == "ControlNetModel" { controlnet = path; continue }
-            guard name.hasSuffix(".safetensors"), let ck = try? Checkpoint.open(path, options: .init(configDirectory: pipeline)) else { continue }
+            let singleFile = [".safetensors", ".ckpt", ".pth", ".pt"].contains { name.hasSuffix($0) }
+            guard singleFile, let ck = try? Checkpoint.open(path, options: .init(configDirectory: pipeline)) else { continue }
             if ck.layout == .ldm { ldm = path }
             if ck.layout == .controlnetLDM { controlLDM = path }
         }

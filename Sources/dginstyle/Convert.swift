@@ -26,9 +26,12 @@ struct Convert: ParsableCommand {
         file in the original layout: model.diffusion_model.* / first_stage_model.* / cond_stage_model.transformer.*, \
         or control_model.* for a ControlNet), native (one dginstyle file, docs/FORMAT.md), safetensors (one \
         model with diffusers names). Conversion streams one tensor at a time and writes atomically.
+        Sources: diffusers folders (safetensors or .bin weights), safetensors files, sharded indexes, native \
+        files, and PyTorch checkpoints (.ckpt, .pt, .pth, .bin).
+        \(pickleFormatsHelp)
         """)
 
-    @Argument(help: "Source: a diffusers folder, safetensors file (any layout), sharded index, or native file.")
+    @Argument(help: "Source: a diffusers folder, safetensors file (any layout), PyTorch .ckpt/.pt/.pth/.bin, sharded index, or native file.")
     var source: String
 
     @Argument(help: "Destination file or folder.")
@@ -92,3 +95,15 @@ struct Convert: ParsableCommand {
         }
     }
 }
+
+/// What `inspect --help` and `convert --help` say about PyTorch pickles.
+let pickleFormatsHelp = """
+    PyTorch checkpoints are read in the torch.save zip format (PyTorch >= 1.6) by our own pickle \
+    reader, which runs nothing: it rebuilds only what a weights file needs (the allow-list of torch.load \
+    with weights_only=True: dicts, OrderedDict, tensors, parameters, storages, torch.device/Size), takes \
+    a few objects Lightning pickles beside the weights (pytorch_lightning.*, argparse.Namespace, \
+    omegaconf.*, numpy scalars) as inert placeholders with a warning, and refuses anything else \
+    (os.system, builtins.eval, subprocess.*, unknown classes) with one line naming it, since a pickle \
+    can name any function to be called. Also refused: the pre-1.6 legacy format, TorchScript archives, \
+    deflate-compressed archives, big-endian files. See docs/PICKLE.md.
+    """

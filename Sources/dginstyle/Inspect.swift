@@ -9,9 +9,11 @@ struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Describe a checkpoint (tensors, parameter counts, layout, model kind), or the parameters a config defines.",
         discussion: """
-        PATH may be a diffusers pipeline or model folder, a safetensors file (diffusers names, the original \
-        LDM single-file layout or the original ControlNet layout), a sharded *.safetensors.index.json, or a \
-        dginstyle native file. With --config, describes the model a diffusers config.json builds, without \
+        PATH may be a diffusers pipeline or model folder (safetensors or .bin weights), a safetensors file \
+        or a PyTorch checkpoint (.ckpt, .pt, .pth, .bin; diffusers names, the original LDM single-file layout \
+        or the original ControlNet layout), a sharded *.safetensors.index.json, or a dginstyle native file.
+        \(pickleFormatsHelp)
+        With --config, describes the model a diffusers config.json builds, without \
         allocating it.
         """)
 

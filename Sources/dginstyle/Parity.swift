@@ -11,7 +11,7 @@ struct Parity: ParsableCommand {
         discussion: """
         FIXTURE_DIR holds (names are free, kinds are detected): a diffusers pipeline folder (model_index.json), \
         optionally a diffusers ControlNet folder, optionally the same models as original single files (LDM \
-        layout, ControlNet layout), `io.safetensors` with the reference inputs and outputs, `prompts.json`, \
+        layout, ControlNet layout; .safetensors, or torch.save .ckpt / .pth / .pt), `io.safetensors` with the reference inputs and outputs, `prompts.json`, \
         and optionally `unet_step_grads.safetensors` / `controlnet_step_grads.safetensors`. See \
         Tests/Fixtures/README.md for every tensor name. Each check prints its max abs error and relative \
         error ||ours - reference|| / ||reference||; the exit status is 0 only if all pass.
