@@ -31,6 +31,19 @@ public enum PNG {
         public var palette: [(UInt8, UInt8, UInt8)]
     }
 
+    /// Whether the file ends with PNG's IEND chunk (a zero length, "IEND", its fixed CRC):
+    /// a download or copy that stopped midway does not. Reads 12 bytes.
+    public static func endsComplete(_ path: String) -> Bool {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        let size = lseek(fd, 0, SEEK_END)
+        guard size >= 12 else { return false }
+        var tail = [UInt8](repeating: 0, count: 12)
+        guard pread(fd, &tail, 12, size - 12) == 12 else { return false }
+        return tail == [0, 0, 0, 0, 0x49, 0x45, 0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82]
+    }
+
     /// RGB, RGBA and palette images as 3 channels (alpha dropped, not composited), grey and grey +
     /// alpha as 1.
     public static func read(_ path: String) throws -> Image {

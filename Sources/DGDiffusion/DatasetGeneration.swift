@@ -246,6 +246,8 @@ public final class DatasetGenerator {
             throw GenerationError("\(job.out): cannot create: \(error.localizedDescription)")
         }
         if !existing { try writeFileAtomically(job.out + "/run.json", Array((job.settings.pretty + "\n").utf8)) }
+        // A dataset root with unpaired or cut-short files: the list of what was left out.
+        try Dataset.writeSkippedList(to: job.out + "/skipped_samples.txt", roots: [job.labels])
         if let pipe {
             let bar = ProgressBar(progressLabel, total: Double(pending.count), unit: " img", enabled: progress)
             for (k, item) in pending.enumerated() {

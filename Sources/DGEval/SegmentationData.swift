@@ -17,7 +17,7 @@ public struct SegmentationData {
         guard !roots.isEmpty else { throw FileError("--data", "no dataset folder given") }
         var samples: [Sample] = [], counts: [Int] = []
         for root in roots {
-            let s = try Dataset.samples(root: root, split: split)
+            let s = try Dataset.scan(root: root, split: split).complete()
             samples += s
             counts.append(s.count)
         }

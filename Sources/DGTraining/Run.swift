@@ -1,5 +1,6 @@
 import DGBase
 import DGCheckpoint
+import DGData
 import DGLayers
 import DGModels
 import DGTensor
@@ -29,6 +30,9 @@ public struct RunSettings {
     /// Stop after this many updates in this process without exporting, as if killed right
     /// after a checkpoint (tests of resuming).
     public var stopAfter: Int?
+    /// The dataset folders the run reads: what their scans skipped is listed in
+    /// skipped_samples.txt in the run folder.
+    public var dataRoots: [String] = []
 
     public init(output: String) { self.output = output }
 }
@@ -77,6 +81,9 @@ public final class TrainingRun {
         }
         store.removeAbandonedWrites()
         removeAbandonedExports()
+        if try Dataset.writeSkippedList(to: settings.output + "/skipped_samples.txt", roots: settings.dataRoots) {
+            log("files the data folders could not pair or read are listed in \(settings.output)/skipped_samples.txt")
+        }
         var elapsedBefore = 0.0
         if settings.resume {
             if let state = try restoreNewest() {

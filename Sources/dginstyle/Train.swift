@@ -126,8 +126,9 @@ struct TrainingArguments: ParsableArguments {
         return o
     }
 
-    func settings(label: String, validateEvery: Int = 0) -> RunSettings {
+    func settings(label: String, validateEvery: Int = 0, data: [String] = []) -> RunSettings {
         var s = RunSettings(output: out)
+        s.dataRoots = data
         s.checkpointEvery = checkpointEvery
         s.keep = keep
         s.validateEvery = validateEvery
@@ -224,7 +225,7 @@ struct FinetuneUNet: ParsableCommand {
         let trainer = try DiffusionTrainer(target: .unet, unet: models.unet!, controlnet: nil, vae: models.vae!,
                                            textEncoder: models.textEncoder!, tokenizer: models.tokenizer!,
                                            noiseSchedule: schedule, source: source, options: common.options(learningRate: lr))
-        try runTraining(TrainingRun(trainer: trainer, settings: common.settings(label: "finetune-unet")), quiet: common.quiet)
+        try runTraining(TrainingRun(trainer: trainer, settings: common.settings(label: "finetune-unet", data: data.map { [$0] } ?? [])), quiet: common.quiet)
     }
 }
 
@@ -311,7 +312,7 @@ struct TrainControlNet: ParsableCommand {
             v.guidanceScale = guidanceScale
             validator = v
         }
-        try runTraining(TrainingRun(trainer: trainer, settings: common.settings(label: "train-controlnet", validateEvery: validateEvery),
+        try runTraining(TrainingRun(trainer: trainer, settings: common.settings(label: "train-controlnet", validateEvery: validateEvery, data: [data]),
                                     validator: validator), quiet: common.quiet)
     }
 }

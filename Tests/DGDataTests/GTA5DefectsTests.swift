@@ -1,0 +1,68 @@
+import DGBase
+import DGData
+import Foundation
+import XCTest
+
+/// A GTA5 tree with the defects of the release as downloaded: frames without a label map (the
+/// release numbers 24,966 frames but holds 24,941 pairs), a label map without its frame, a file
+/// cut short by an interrupted download, and an image of another size than its label map.
+final class GTA5DefectsTests: XCTestCase {
+    var dir: String!
+
+    override func setUpWithError() throws {
+        dir = NSTemporaryDirectory() + "gta5-defects-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+
+    func makeDefectiveTree() throws -> String {
+        let root = dir + "/gta5"
+        try Synth.writeDataset(to: root, count: 12, width: 128, height: 64, seed: 4, progress: false)
+        let fm = FileManager.default
+        for id in ["00002", "00003"] { try fm.removeItem(atPath: root + "/labels/\(id).png") }   // frames without labels
+        try fm.removeItem(atPath: root + "/images/00005.png")                                   // a label without its frame
+        let cut = root + "/labels/00007.png"                                                      // an interrupted download
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: cut))
+        try bytes.prefix(bytes.count / 2).write(to: URL(fileURLWithPath: cut))
+        let big = try PNG.read(root + "/images/00009.png").resized(width: 130, height: 66, filter: .bilinear)
+        try PNG.write(big, to: root + "/images/00009.png")                                      // a size mismatch
+        return root
+    }
+
+    func testTheReleaseAsDownloadedIsReadWithWhatWasSkippedNamed() throws {
+        let root = try makeDefectiveTree()
+        var warnings: [String] = []
+        let saved = Dataset.warn
+        Dataset.warn = { warnings.append($0) }
+        defer { Dataset.warn = saved }
+
+        let samples = try Dataset.samples(root: root)
+        XCTAssertEqual(samples.map { URL(fileURLWithPath: $0.imagePath).lastPathComponent },
+                       ["00001.png", "00004.png", "00006.png", "00008.png", "00009.png", "00010.png", "00011.png", "00012.png"])
+        let skipped = Dataset.skipped(roots: [root])
+        XCTAssertEqual(skipped.map { URL(fileURLWithPath: $0.path).lastPathComponent + " " + $0.reason },
+                       ["00002.png no label file", "00003.png no label file", "00007.png truncated (no PNG end chunk)", "00005.png no image"])
+        XCTAssertEqual(warnings.count, 1, "\(warnings)")
+        XCTAssertTrue(warnings[0].contains("8 pairs used, 4 files skipped (1 no image, 2 no label file, 1 truncated (no PNG end chunk)"), warnings[0])
+        _ = try Dataset.samples(root: root)
+        XCTAssertEqual(warnings.count, 1, "one line per folder and process")
+
+        // The list file, and the mismatched pair resized (named once) rather than dropped or mis-paired.
+        XCTAssertTrue(try Dataset.writeSkippedList(to: dir + "/skipped.txt", roots: [root]))
+        let list = try String(contentsOfFile: dir + "/skipped.txt", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(list.count, 4)
+        XCTAssertTrue(list[0].hasSuffix("images/00002.png\tno label file"), String(list[0]))
+        let pair = try samples[4].load()
+        XCTAssertEqual([pair.image.width, pair.image.height], [128, 64])
+        XCTAssertEqual(warnings.count, 2)
+        XCTAssertTrue(warnings[1].contains("00009.png: 130x66, its label map 128x64"), warnings[1])
+
+        // Rare-class statistics and crops run over what is left.
+        let stats = try ClassStatistics.load(samples, root: root)
+        XCTAssertEqual(stats.perFile.count, 8)
+        let rcs = try RareClassSampling(statistics: stats)
+        var sampler = try CropSampler(samples: samples, cropWidth: 32, cropHeight: 32, rcs: rcs, seed: 1)
+        for _ in 0..<16 { XCTAssertEqual(try sampler.next().image.width, 32) }
+    }
+}
