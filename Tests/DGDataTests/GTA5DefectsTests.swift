@@ -66,3 +66,41 @@ final class GTA5DefectsTests: XCTestCase {
         for _ in 0..<16 { XCTAssertEqual(try sampler.next().image.width, 32) }
     }
 }
+
+final class GenerationListTests: XCTestCase {
+    /// The classes a rare-class list draws follow the RCS probabilities: with N draws each
+    /// class's share lies within 4 standard errors (sqrt(p(1-p)/N)) of its probability, and every
+    /// entry's file holds enough of its class. Without RCS the files are uniform.
+    func testRareClassListFollowsTheProbabilities() throws {
+        let root = NSTemporaryDirectory() + "genlist-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try Synth.writeDataset(to: root, count: 20, width: 128, height: 64, seed: 2, progress: false)
+        let samples = try Dataset.samples(root: root)
+        let rcs = try RareClassSampling(statistics: try ClassStatistics.load(samples, root: root))
+        let n = 20_000
+        let entries = GenerationList.draw(count: n, samples: samples.count, rcs: rcs, seed: 7)
+        var counts = [Int](repeating: 0, count: Cityscapes.classCount)
+        for e in entries {
+            let c = try XCTUnwrap(e.classId)
+            counts[c] += 1
+            XCTAssertTrue(rcs.filesWithClass[c].contains(e.sample))
+        }
+        for (c, p) in rcs.probabilities.enumerated() {
+            let share = Double(counts[c]) / Double(n), tolerance = 4 * (p * (1 - p) / Double(n)).squareRoot()
+            XCTAssertEqual(share, p, accuracy: max(tolerance, 1e-12), "class \(c)")
+        }
+        XCTAssertGreaterThan(rcs.probabilities.filter { $0 > 0.01 }.count, 3, "the test needs several drawn classes")
+        // Deterministic, and a prefix of a longer list.
+        XCTAssertEqual(GenerationList.draw(count: 100, samples: samples.count, rcs: rcs, seed: 7), Array(entries.prefix(100)))
+
+        let uniform = GenerationList.draw(count: n, samples: samples.count, rcs: nil, seed: 7)
+        var perFile = [Int](repeating: 0, count: samples.count)
+        for e in uniform { XCTAssertNil(e.classId); perFile[e.sample] += 1 }
+        let p = 1 / Double(samples.count)
+        for k in perFile { XCTAssertEqual(Double(k) / Double(n), p, accuracy: 4 * (p * (1 - p) / Double(n)).squareRoot()) }
+
+        let json = GenerationList.json(Array(entries.prefix(2)), samples: samples, listPath: root + "/gen_file.json")
+        XCTAssertEqual(json.array?.count, 2)
+        XCTAssertTrue(json.array?[0]["file_name"]?.string?.hasPrefix("labels/") == true, json.compact)
+    }
+}
