@@ -57,8 +57,21 @@ public struct ClassStatistics: Sendable {
             stamps.append(stamp)
             if let e = entries[relative(s.labelPath, to: root)], e.stamp == stamp { perFile[i] = e.pixels }
         }
+        // A dataset preprocessed by DAFormer / DGInStyle's tools and never seen here: their counts,
+        // not a recount (with a cache of ours, the files' stamps decide instead).
+        let ownFiles = readWroteDAFormerFiles(cache)
+        let preprocessed = entries.isEmpty ? try readPreprocessed(root: root) : [:]
+        for i in perFile.indices where perFile[i] == nil {
+            guard let counts = preprocessed[stem(samples[i].labelPath)] else { continue }
+            let h = try PNG.header(samples[i].labelPath)
+            perFile[i] = ClassPixels(width: h.width, height: h.height, counts: counts)
+            entries[relative(samples[i].labelPath, to: root)] = CacheEntry(stamp: stamps[i], pixels: perFile[i]!)
+        }
         let stale = perFile.indices.filter { perFile[$0] == nil }
-        guard !stale.isEmpty else { return ClassStatistics(samples: samples, perFile: perFile.map { $0! }) }
+        guard !stale.isEmpty else {
+            if !preprocessed.isEmpty { try? writeCache(cache, entries, wroteDAFormerFiles: false) }
+            return ClassStatistics(samples: samples, perFile: perFile.map { $0! })
+        }
         let fresh = try count(stale.map { samples[$0] })
         for (k, i) in stale.enumerated() {
             perFile[i] = fresh[k]
@@ -66,8 +79,74 @@ public struct ClassStatistics: Sendable {
         }
         // Entries of files that no longer exist are dropped; other splits' entries are kept.
         entries = entries.filter { Dataset.isFile($0.key.hasPrefix("/") ? $0.key : root + "/" + $0.key) }
-        try? writeCache(cache, entries)
-        return ClassStatistics(samples: samples, perFile: perFile.map { $0! })
+        let result = ClassStatistics(samples: samples, perFile: perFile.map { $0! })
+        // DAFormer's files are written when absent, and rewritten when this program wrote them.
+        let wrote = preprocessed.isEmpty && ((try? result.writePreprocessed(root: root, replace: ownFiles)) ?? false)
+        try? writeCache(cache, entries, wroteDAFormerFiles: wrote || (ownFiles && preprocessed.isEmpty))
+        return result
+    }
+
+    // MARK: DAFormer's files
+
+    /// DAFormer's tools/convert_datasets (which DGInStyle's preprocessing runs) write, beside the
+    /// data: `sample_class_stats.json`, a list of {"file": label path, "<train id>": pixels, ...}
+    /// (classes with pixels only), and `samples_with_class.json`, per train id a list of
+    /// [file, pixels]. Files are matched by name, so paths written from another working directory
+    /// still match.
+    public static let preprocessedFiles = ["sample_class_stats.json", "samples_with_class.json"]
+
+    /// Counts by label stem from `<root>/sample_class_stats.json`; empty when absent or unreadable.
+    static func readPreprocessed(root: String) throws -> [String: [Int]] {
+        let path = root + "/sample_class_stats.json"
+        guard Dataset.isFile(path) else { return [:] }
+        guard let json = try? JSON.parse(bytes: try readFile(path)), let list = json.array else {
+            throw FileError(path, "is not a list of DAFormer class statistics")
+        }
+        var out: [String: [Int]] = [:]
+        for (i, e) in list.enumerated() {
+            guard let file = e["file"]?.string, let pairs = e.objectPairs else { throw FileError(path, "entry \(i) has no \"file\"") }
+            var counts = [Int](repeating: 0, count: Cityscapes.classCount)
+            for (key, value) in pairs where key != "file" {
+                guard let c = Int(key), (0..<Cityscapes.classCount).contains(c), let n = value.int, n >= 0 else {
+                    throw FileError(path, "entry \(i): \"\(key)\": \(value.compact) is not a train id with a pixel count")
+                }
+                counts[c] = n
+            }
+            out[stem(file)] = counts
+        }
+        return out
+    }
+
+    /// Writes DAFormer's two files into `root` when neither exists (a user's own preprocessing is
+    /// never overwritten), so DAFormer / DGInStyle code can use the counts computed here.
+    @discardableResult
+    public func writePreprocessed(root: String, replace: Bool = false) throws -> Bool {
+        guard replace || !Self.preprocessedFiles.contains(where: { Dataset.isFile(root + "/" + $0) }) else { return false }
+        var stats: [JSON] = [], withClass = [[JSON]](repeating: [], count: Cityscapes.classCount)
+        for (s, f) in zip(samples, perFile) {
+            var entry: [(String, JSON)] = []
+            for c in 0..<Cityscapes.classCount where f.counts[c] > 0 {
+                entry.append((String(c), .int(f.counts[c])))
+                withClass[c].append(.array([.string(s.labelPath), .int(f.counts[c])]))
+            }
+            entry.append(("file", .string(s.labelPath)))
+            stats.append(.object(entry))
+        }
+        let byClass = JSON.object(withClass.enumerated().filter { !$0.1.isEmpty }.map { (String($0.0), JSON.array($0.1)) })
+        try writeFileAtomically(root + "/sample_class_stats.json", Array(JSON.array(stats).pretty.utf8))
+        try writeFileAtomically(root + "/samples_with_class.json", Array(byClass.pretty.utf8))
+        return true
+    }
+
+    /// A label file's name without its label suffix: `00001` for `labels/00001_labelTrainIds.png`
+    /// and `labels/00001.png`, `aachen_000000_000019` for Cityscapes' `_gtFine_*` files.
+    static func stem(_ path: String) -> String {
+        var name = URL(fileURLWithPath: path).lastPathComponent
+        for suffix in ["_gtFine_labelTrainIds.png", "_gtFine_labelIds.png", "_labelTrainIds.png", ".png"] where name.hasSuffix(suffix) {
+            name = String(name.dropLast(suffix.count))
+            break
+        }
+        return name
     }
 
     /// Pixels per class over all files.
@@ -157,7 +236,13 @@ public struct ClassStatistics: Sendable {
         return entries
     }
 
-    static func writeCache(_ path: String, _ entries: [String: CacheEntry]) throws {
+    /// Whether the cache records that this program wrote DAFormer's files (so they may be redone).
+    static func readWroteDAFormerFiles(_ path: String) -> Bool {
+        guard let bytes = try? readFile(path), let json = try? JSON.parse(bytes: bytes) else { return false }
+        return json["wrote_daformer_files"]?.bool ?? false
+    }
+
+    static func writeCache(_ path: String, _ entries: [String: CacheEntry], wroteDAFormerFiles: Bool = false) throws {
         let files: [JSON] = entries.keys.sorted().map { key in
             let e = entries[key]!
             return .object([
@@ -166,7 +251,8 @@ public struct ClassStatistics: Sendable {
                 ("pixels", .array(e.pixels.counts.map { .int($0) })),
             ])
         }
-        let json = JSON.object([("version", .int(cacheVersion)), ("classes", .array(Cityscapes.classNames.map { .string($0) })), ("files", .array(files))])
+        let json = JSON.object([("version", .int(cacheVersion)), ("classes", .array(Cityscapes.classNames.map { .string($0) })),
+                                ("wrote_daformer_files", .bool(wroteDAFormerFiles)), ("files", .array(files))])
         try writeFileAtomically(path, Array(json.compact.utf8))
     }
 }

@@ -58,9 +58,27 @@ final class GTA5DefectsTests: XCTestCase {
         XCTAssertEqual(warnings.count, 2)
         XCTAssertTrue(warnings[1].contains("00009.png: 130x66, its label map 128x64"), warnings[1])
 
-        // Rare-class statistics and crops run over what is left.
+        // Rare-class statistics and crops run over what is left; the counts are also written in
+        // DAFormer's format, and read back from it (not recounted) when our own cache is gone.
         let stats = try ClassStatistics.load(samples, root: root)
         XCTAssertEqual(stats.perFile.count, 8)
+        let daformer = try JSON.parse(bytes: Array(try Data(contentsOf: URL(fileURLWithPath: root + "/sample_class_stats.json"))))
+        XCTAssertEqual(daformer.array?.count, 8)
+        XCTAssertEqual(daformer.array?[0]["file"]?.string, samples[0].labelPath)
+        XCTAssertEqual(daformer.array?[0]["0"]?.int, stats.perFile[0].counts[0] > 0 ? stats.perFile[0].counts[0] : nil)
+        let withClass = try JSON.parse(bytes: Array(try Data(contentsOf: URL(fileURLWithPath: root + "/samples_with_class.json"))))
+        XCTAssertEqual(withClass["0"]?.array?.count, stats.perFile.filter { $0.counts[0] > 0 }.count)
+        try FileManager.default.removeItem(atPath: ClassStatistics.cachePath(root: root))
+        // A hand-made DAFormer file (paths from another working directory) is taken as it stands.
+        let entries: [JSON] = samples.map { .object([("13", .int(4242)), ("file", .string("data/gta/labels/" + URL(fileURLWithPath: $0.labelPath).deletingPathExtension().lastPathComponent + "_labelTrainIds.png"))]) }
+        try Data(JSON.array(entries).pretty.utf8).write(to: URL(fileURLWithPath: root + "/sample_class_stats.json"))
+        let read = try ClassStatistics.load(samples, root: root)
+        XCTAssertEqual(read.perFile.map { $0.counts[13] }, Array(repeating: 4242, count: 8))
+        XCTAssertEqual(read.perFile.map { $0.counts.reduce(0, +) }, Array(repeating: 4242, count: 8))
+        XCTAssertEqual(read.perFile[0].width, 128)
+        try Data(JSON.array(samples.map { _ in .object([("file", .string("x.png"))]) }).pretty.utf8).write(to: URL(fileURLWithPath: root + "/sample_class_stats.json"))
+        try FileManager.default.removeItem(atPath: ClassStatistics.cachePath(root: root))
+        XCTAssertEqual(try ClassStatistics.load(samples, root: root).perFile, stats.perFile, "files the list does not name are counted")
         let rcs = try RareClassSampling(statistics: stats)
         var sampler = try CropSampler(samples: samples, cropWidth: 32, cropHeight: 32, rcs: rcs, seed: 1)
         for _ in 0..<16 { XCTAssertEqual(try sampler.next().image.width, 32) }
