@@ -32,6 +32,9 @@ public final class Checkpoint {
         case controlnetLDM = "original ControlNet file"
         case native = "dginstyle native file"
         case memory = "models in memory"
+        /// Valid tensors of no model we recognise (a LoRA, an embedding, another architecture):
+        /// described by `inspect`, compared by `diff`, never converted (UnknownLayout.swift).
+        case unknown = "unknown"
     }
 
     public struct Options {
@@ -41,6 +44,8 @@ public final class Checkpoint {
         public var ema = false
         /// Weight-file variant of a diffusers folder ("fp16", "bf16"); nil prefers the plain file.
         public var variant: String?
+        /// Open a file of unrecognised tensors as `.unknown` instead of refusing it.
+        public var allowUnknownLayout = false
         public init(configDirectory: String? = nil, ema: Bool = false, variant: String? = nil) {
             self.configDirectory = configDirectory
             self.ema = ema
@@ -56,6 +61,8 @@ public final class Checkpoint {
     public internal(set) var ignoredKeys: [String] = []
     /// Keys nobody knows: reported, never silently dropped.
     public internal(set) var unexpectedKeys: [String] = []
+    /// Why a file's layout is `.unknown`.
+    public internal(set) var unknownLayoutReason: String?
 
     /// Models built in this process (for saving): each component's source reads its parameters.
     public convenience init(inMemory components: [Component], files: [(String, [UInt8])] = []) {
@@ -266,7 +273,8 @@ public final class Checkpoint {
 
     private static func openPlain(_ source: TensorSource, options: Options) throws -> Checkpoint {
         guard let name = guessComponent(source.entries.map(\.name)) else {
-            throw FileError(source.path, "holds no UNet, VAE, CLIP text encoder or ControlNet this program recognises")
+            if options.allowUnknownLayout { return unknownLayout(source, reason: unrecognised) }
+            throw FileError(source.path, unrecognised + " (`dginstyle inspect` lists its tensors)")
         }
         let (config, files) = try config(for: name, near: source.path, options: options)
         let cls = componentToClass[name]!

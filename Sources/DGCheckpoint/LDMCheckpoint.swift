@@ -96,8 +96,19 @@ extension Checkpoint {
     }
 
     /// The non-weight files a diffusers pipeline folder needs: from --config DIR when it is a
-    /// pipeline folder, else generated configs for what is present.
+    /// pipeline folder, else generated configs for what is present; the shipped CLIP tokenizer
+    /// where neither gives one and the text encoder has CLIP's vocabulary (SD1PipelineFiles).
     static func pipelineFiles(for components: [Component], options: Options) throws -> [(String, [UInt8])] {
+        var out = try configuredPipelineFiles(for: components, options: options)
+        let textEncoder = components.first { $0.name == "text_encoder" }
+        if let textEncoder, !out.contains(where: { $0.0 == "tokenizer/vocab.json" }),
+           SD1PipelineFiles.tokenizerFits(textEncoderConfig: textEncoder.config) {
+            out = dedupe(out.filter { !$0.0.hasPrefix("tokenizer/") } + SD1PipelineFiles.tokenizerFiles().map { ($0.path, $0.bytes) })
+        }
+        return out
+    }
+
+    private static func configuredPipelineFiles(for components: [Component], options: Options) throws -> [(String, [UInt8])] {
         var out: [(String, [UInt8])] = []
         if let dir = options.configDirectory, FileManager.default.fileExists(atPath: dir + "/model_index.json") {
             out.append(("model_index.json", try readFile(dir + "/model_index.json")))

@@ -41,7 +41,8 @@ struct Inspect: ParsableCommand {
 
     func run() throws {
         if let config { return try inspectConfig(config) }
-        let ck = try Checkpoint.open(path!, options: .init(ema: ema, variant: variant))
+        // Any valid file is described: tensors of no known model are listed as layout "unknown".
+        let ck = try Checkpoint.openAny(path!, options: .init(ema: ema, variant: variant))
         if json { emit(describeJSON(ck).pretty) } else { emit(describeText(ck)) }
     }
 
@@ -61,6 +62,7 @@ struct Inspect: ParsableCommand {
     }
 
     private func describeText(_ ck: Checkpoint) -> String {
+        if ck.layout == .unknown { return describeUnknownText(ck) }
         var lines = ["\(ck.path)", "  layout: \(ck.layout.rawValue)"]
         for c in ck.components {
             let entries = c.source.entries
@@ -86,20 +88,52 @@ struct Inspect: ParsableCommand {
         var components: [(String, JSON)] = []
         for c in ck.components {
             let tensors = c.source.entries.map { e -> (String, JSON) in
-                (e.name, ["dtype": .string(e.dtype.name), "shape": .array(e.shape.map { .int($0) })])
+                (e.name, ["dtype": .string(e.dtype.name), "shape": .array(e.shape.map { .int($0) }), "bytes": .int(e.byteCount)])
             }
-            components.append((c.name, [
+            var component: JSON = [
                 "class": .string(c.className),
+                "tensor_count": .int(c.source.entries.count),
                 "parameters": .int(c.source.entries.reduce(0) { $0 + $1.count }),
+                "bytes": .int(c.source.entries.reduce(0) { $0 + $1.byteCount }),
                 "tensors": .object(tensors),
-            ]))
+            ]
+            if let metadata = c.metadata { component.set("metadata", .object(metadata.map { ($0.0, .string($0.1)) })) }
+            components.append((c.name, component))
         }
-        return [
+        var out: JSON = [
             "path": .string(ck.path), "layout": .string(ck.layout.rawValue), "components": .object(components),
             "files": .array(ck.files.map { .string($0.path) }),
             "ignored_keys": .array(ck.ignoredKeys.map { .string($0) }),
             "unexpected_keys": .array(ck.unexpectedKeys.map { .string($0) }),
         ]
+        if let reason = ck.unknownLayoutReason { out.set("unknown_layout_reason", .string(reason)) }
+        return out
+    }
+
+    /// A file of no known model: every tensor (a LoRA or an embedding has few), the totals and
+    /// the safetensors `__metadata__` (training settings of LoRAs live there).
+    private func describeUnknownText(_ ck: Checkpoint) -> String {
+        var lines = ["\(ck.path)", "  layout: unknown (\(ck.unknownLayoutReason ?? "no model recognised"))"]
+        for c in ck.components {
+            let entries = c.source.entries
+            let dtypes = Set(entries.map(\.dtype.name)).sorted().joined(separator: "+")
+            let bytes = entries.reduce(0) { $0 + $1.byteCount }
+            lines.append("  \(entries.count) tensor\(entries.count == 1 ? "" : "s"), \(formatCount(entries.reduce(0) { $0 + $1.count })) values, \(dtypes.isEmpty ? "-" : dtypes), \(ProgressBar.bytes(Double(bytes))) (\(formatCount(bytes)) bytes)")
+            if let metadata = c.metadata, !metadata.isEmpty {
+                lines.append("  metadata (\(metadata.count) entries):")
+                for (key, value) in metadata {
+                    // Some trainers store whole JSON documents here (kohya's tag frequencies).
+                    let shown = value.count > 160 ? String(value.prefix(160)) + "... (\(value.count) characters; --json prints all)" : value
+                    lines.append("    \(key): \(shown.replacingOccurrences(of: "\n", with: " "))")
+                }
+            }
+            let nameWidth = min(entries.map(\.name.count).max() ?? 0, 100)
+            for e in entries.sorted(by: { $0.name < $1.name }) {
+                let name = e.name.padding(toLength: max(nameWidth, e.name.count), withPad: " ", startingAt: 0)
+                lines.append("    \(name)  \(e.dtype.name.padding(toLength: 7, withPad: " ", startingAt: 0)) \(e.shape) \(formatCount(e.byteCount)) bytes")
+            }
+        }
+        return lines.joined(separator: "\n")
     }
 }
 
