@@ -38,6 +38,8 @@ public struct DatasetJob: Sendable {
     /// This process renders the items with index % shardCount == shardIndex.
     public var shardIndex = 0
     public var shardCount = 1
+    /// Where images and label maps go (vis/, records/ and generation.jsonl are the same in both).
+    public var layout: OutputLayout = .gta5
 
     public init(pipeline: String, controlnet: String? = nil, unet: String? = nil, labels: String, out: String) {
         self.pipeline = pipeline
@@ -51,7 +53,7 @@ public struct DatasetJob: Sendable {
 
     /// What every log line records, and what a resumed run must share with the run it resumes.
     public var settings: JSON {
-        [
+        var j: JSON = [
             "pipeline": .string(pipeline), "controlnet": controlnet.map { .string($0) } ?? nil, "unet": unet.map { .string($0) } ?? nil,
             "labels": .string(labels), "seed": .string(String(seed)), "steps": .int(sampling.steps),
             "guidance": .double(Double(sampling.guidanceScale)), "conditioning_scale": .double(Double(sampling.conditioningScale)),
@@ -60,6 +62,37 @@ public struct DatasetJob: Sendable {
             "stride": .int(strideAt512), "large_area": .int(largeAreaAt512),
             "weather_probability": .double(weatherProbability), "weathers": .array(weathers.map { .string($0) }),
         ]
+        // Only when not the default, so folders written before the option existed still resume.
+        if layout != .gta5 { j.set("layout", .string(layout.rawValue)) }
+        return j
+    }
+}
+
+/// The folder layouts a generated dataset can have, each the one a segmentation codebase's reader
+/// globs without configuration.
+public enum OutputLayout: String, Sendable, CaseIterable {
+    /// `images/NAME.png` + `labels/NAME_labelTrainIds.png`: mmsegmentation's `GTADataset` (as
+    /// DAFormer, HRDA and DGInStyle configure it: img_suffix ".png", seg_map_suffix
+    /// "_labelTrainIds.png", img_dir "images", ann_dir "labels").
+    case gta5
+    /// `leftImg8bit/train/dginstyle/NAME_leftImg8bit.png` +
+    /// `gtFine/train/dginstyle/NAME_gtFine_labelTrainIds.png`: mmsegmentation's `CityscapesDataset`
+    /// (img_suffix "_leftImg8bit.png", seg_map_suffix "_gtFine_labelTrainIds.png", img_dir
+    /// "leftImg8bit/train", ann_dir "gtFine/train", searched recursively), and this program's own
+    /// Cityscapes reader.
+    case cityscapes
+
+    /// Image and label paths of an item, relative to the output folder.
+    public func paths(_ name: String) -> (image: String, label: String) {
+        switch self {
+        case .gta5: return ("images/\(name).png", "labels/\(name)_labelTrainIds.png")
+        case .cityscapes: return ("leftImg8bit/train/dginstyle/\(name)_leftImg8bit.png", "gtFine/train/dginstyle/\(name)_gtFine_labelTrainIds.png")
+        }
+    }
+
+    var folders: [String] {
+        let (image, label) = paths("x")
+        return [image, label].map { ($0 as NSString).deletingLastPathComponent }
     }
 }
 
@@ -239,7 +272,7 @@ public final class DatasetGenerator {
             pipe = p
         }
         do {
-            for folder in ["images", "labels", "vis", "records"] {
+            for folder in job.layout.folders + ["vis", "records"] {
                 try fm.createDirectory(atPath: job.out + "/" + folder, withIntermediateDirectories: true)
             }
         } catch {
@@ -288,11 +321,12 @@ public final class DatasetGenerator {
         }
         let image = Image(tensor: Resize.toSigned(image01))
         let colours = Cityscapes.colorize(crop)
-        try PNG.write(image, to: path("images", item.name))
-        try PNG.write(Image(width: crop.width, height: crop.height, channels: 1, pixels: crop.ids), to: path("labels", item.name, "_labelTrainIds.png"))
+        let (imagePath, labelPath) = job.layout.paths(item.name)
+        try PNG.write(image, to: job.out + "/" + imagePath)
+        try PNG.write(Image(width: crop.width, height: crop.height, channels: 1, pixels: crop.ids), to: job.out + "/" + labelPath)
         try PNG.write(Image.sideBySide([image, colours, image.blended(with: colours, alpha: 0.5)]), to: path("vis", item.name))
         let record: JSON = [
-            "index": .int(item.index), "image": .string("images/\(item.name).png"), "label": .string("labels/\(item.name)_labelTrainIds.png"),
+            "index": .int(item.index), "image": .string(imagePath), "label": .string(labelPath),
             "vis": .string("vis/\(item.name).png"), "file": .string(item.source.file),
             "class": item.source.classId.map { .string(Cityscapes.classNames[$0]) } ?? nil,
             "class_id": item.source.classId.map { .int($0) } ?? nil,

@@ -106,6 +106,9 @@ struct Generate: ParsableCommand {
     @Option(help: "Render only items with index % N == I.")
     var shard: Shard?
 
+    @Option(help: "Output layout: gta5 (images/X.png + labels/X_labelTrainIds.png, mmseg's GTADataset) or cityscapes (leftImg8bit/train/dginstyle/X_leftImg8bit.png + gtFine/train/dginstyle/X_gtFine_labelTrainIds.png, mmseg's CityscapesDataset).")
+    var layout: OutputLayout = .gta5
+
     @Flag(help: "Do not draw a progress bar.")
     var quiet = false
 
@@ -118,6 +121,7 @@ struct Generate: ParsableCommand {
         job.mrlf = mrlf
         job.strideAt512 = stride
         job.largeAreaAt512 = largeArea
+        job.layout = layout
         if let shard {
             job.shardIndex = shard.index
             job.shardCount = shard.count
@@ -125,6 +129,8 @@ struct Generate: ParsableCommand {
         try DatasetGenerator(job).run(progress: !quiet) { emit($0) }
     }
 }
+
+extension OutputLayout: ExpressibleByArgument {}
 
 struct Sample: ParsableCommand {
     static let configuration = CommandConfiguration(

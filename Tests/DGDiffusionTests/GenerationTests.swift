@@ -97,6 +97,28 @@ final class GenerationTests: XCTestCase {
     /// One seed, one result: a second run is bit for bit the first; shards 0/2 and 1/2, into one
     /// folder or two, give exactly the files of one run; a rerun skips what is done and redoes
     /// (identically) an item whose record is missing, as after a kill.
+    /// The Cityscapes layout holds the same images and label maps as the GTA5 layout, where
+    /// mmsegmentation's CityscapesDataset and this program's own Cityscapes reader find them.
+    func testCityscapesLayoutHoldsTheSameItems() throws {
+        try DatasetGenerator(job("gta", count: 2)).run(progress: false)
+        var j = job("cs", count: 2)
+        j.layout = .cityscapes
+        try DatasetGenerator(j).run(progress: false)
+        let gta = try files(dir + "/gta"), cs = try files(dir + "/cs")
+        for name in ["000000_a", "000001_b"] {
+            XCTAssertEqual(cs["leftImg8bit/train/dginstyle/\(name)_leftImg8bit.png"], gta["images/\(name).png"])
+            XCTAssertEqual(cs["gtFine/train/dginstyle/\(name)_gtFine_labelTrainIds.png"], gta["labels/\(name)_labelTrainIds.png"])
+        }
+        XCTAssertNil(cs["images/000000_a.png"])
+        let samples = try Dataset.samples(root: dir + "/cs", split: "train")
+        XCTAssertEqual(samples.count, 2)
+        XCTAssertTrue(samples.allSatisfy(\.labelsAreTrainIds))
+        // A resumed run must keep its layout.
+        var other = job("cs", count: 3)
+        other.layout = .gta5
+        XCTAssertThrowsError(try DatasetGenerator(other).run(progress: false))
+    }
+
     func testReproducibleShardedAndResumable() throws {
         _ = try DatasetGenerator(job("full", count: 5)).run(progress: false)
         _ = try DatasetGenerator(job("again", count: 5)).run(progress: false)
