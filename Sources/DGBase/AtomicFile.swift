@@ -272,3 +272,18 @@ private let renameExchange: (@convention(c) (Int32, UnsafePointer<CChar>, Int32,
     guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "renameat2") else { return nil }
     return unsafeBitCast(symbol, to: (@convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32).self)
 }()
+
+/// An error from a file inside a staging folder, told as the destination's: the path the user
+/// asked for, the file that failed relative to it, and folders inside the staging folder (its
+/// free space, say) named by the destination's parent, where they will never exist.
+public func destinationError(_ e: FileError, staging: String, destination: String) -> FileError {
+    guard e.path == staging || e.path.hasPrefix(staging + "/") else { return e }
+    let parent = URL(fileURLWithPath: destination).deletingLastPathComponent().path
+    var problem = e.problem
+    if let re = try? NSRegularExpression(pattern: NSRegularExpression.escapedPattern(for: staging) + "(/[^) ]*)?") {
+        problem = re.stringByReplacingMatches(in: problem, range: NSRange(problem.startIndex..., in: problem),
+                                              withTemplate: NSRegularExpression.escapedTemplate(for: parent))
+    }
+    let inner = e.path.dropFirst(staging.count + 1)
+    return FileError(destination, problem + (inner.isEmpty ? "" : " (writing \(inner))"))
+}

@@ -204,9 +204,7 @@ extension Checkpoint {
             try? fm.removeItem(atPath: staging)
             // A file inside the staging folder failed (a full disk, say): name the destination the
             // user asked for, not our temporary.
-            if let e = error as? FileError, e.path.hasPrefix(staging + "/") {
-                throw FileError(dst, "\(e.problem) (writing \(e.path.dropFirst(staging.count + 1)))")
-            }
+            if let e = error as? FileError { throw destinationError(e, staging: staging, destination: dst) }
             throw error
         }
     }

@@ -128,9 +128,8 @@ public enum Synth {
         let classPixels: [Int]
         do {
             classPixels = try renderAll(into: staging, count: count, width: width, height: height, style: style, seed: seed, progress: progress)
-        } catch let e as FileError where e.path.hasPrefix(staging + "/") {
-            // Name the dataset the user asked for, not the staging folder.
-            throw FileError(out, "\(e.problem) (writing \(e.path.dropFirst(staging.count + 1)))")
+        } catch let e as FileError {
+            throw destinationError(e, staging: staging, destination: out)  // the dataset asked for, not the staging folder
         }
         let meta = JSON.object([
             ("generator", .string("dginstyle synth")), ("layout", .string("gta5")), ("labels", .string("cityscapes label ids")),
@@ -141,7 +140,7 @@ public enum Synth {
             ("class_pixels", .object(zip(Cityscapes.classNames, classPixels).map { ($0, .int($1)) })),
         ])
         do { try PNG.writeAtomically(staging + "/synth.json", Array((meta.pretty + "\n").utf8), durable: false) } catch let e as FileError {
-            throw FileError(out, "\(e.problem) (writing synth.json)")
+            throw destinationError(e, staging: staging, destination: out)
         }
         flushFileSystem(containing: staging)  // one flush for the whole dataset instead of an fsync per file
         do {
