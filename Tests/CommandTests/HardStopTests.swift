@@ -50,7 +50,7 @@ final class HardStopTests: XCTestCase, CommandRunning {
 
     struct KillTally: CustomStringConvertible {
         var killed = 0, finished = 0, sawOld = 0, sawNew = 0, leftTemporaries = 0
-        var description: String { "\(killed) killed (\(leftTemporaries) mid-write), \(finished) finished first; destination old \(sawOld)x, new \(sawNew)x" }
+        var description: String { "\(killed) killed (\(leftTemporaries) times a temporary was left), \(finished) finished first; destination old \(sawOld)x, new \(sawNew)x" }
     }
 
     /// Writes `dst` with `newArgs` after it holds what `oldArgs` wrote, killing the writer after
