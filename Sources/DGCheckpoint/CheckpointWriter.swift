@@ -40,9 +40,15 @@ extension Checkpoint {
     /// Writes this checkpoint in `format`, streaming one tensor at a time: peak memory stays
     /// near the largest tensor, and the destination appears only once complete.
     public func write(to destination: String, format: OutputFormat, options: WriteOptions = WriteOptions()) throws {
-        let exists = FileManager.default.fileExists(atPath: destination)
+        var isFolder: ObjCBool = false
+        let exists = FileManager.default.fileExists(atPath: destination, isDirectory: &isFolder)
         if exists && !options.overwrite {
             throw FileError(destination, "already exists (pass --overwrite to replace it)")
+        }
+        // Checked before any work: --overwrite replaces like with like, never a user's folder by a file.
+        if exists && isFolder.boolValue != (format == .diffusers) {
+            throw FileError(destination, isFolder.boolValue ? "is a folder; --format \(format.rawValue) writes a file"
+                                                          : "is a file; --format diffusers writes a folder")
         }
         let selected = try componentsToWrite(format: format, options: options)
         let parent = URL(fileURLWithPath: destination).deletingLastPathComponent().path
@@ -163,12 +169,10 @@ extension Checkpoint {
         let parent = URL(fileURLWithPath: dst).deletingLastPathComponent().path
         guard fm.fileExists(atPath: parent) else { throw FileError(dst, "the directory \(parent) does not exist") }
         // Built beside the destination and renamed into place when complete.
-        let staging = parent + "/." + URL(fileURLWithPath: dst).lastPathComponent + ".tmp-\(getpid())"
-        try? fm.removeItem(atPath: staging)
-        do {
-            try fm.createDirectory(atPath: staging, withIntermediateDirectories: false)
-        } catch {
-            throw FileError(dst, "cannot create \(staging): \(error.localizedDescription)")
+        AbandonedTemporaries.removeOnce(in: parent)
+        let staging = parent + "/" + temporaryName(for: URL(fileURLWithPath: dst).lastPathComponent)
+        guard mkdir(staging, 0o755) == 0 else {
+            throw writeError("cannot create a folder in \(parent)", path: dst, errno: errno, failed: false)
         }
         do {
             let asPipeline = isPipeline && options.component == nil
@@ -195,16 +199,12 @@ extension Checkpoint {
                 let weights = c.name == "text_encoder" ? "model.safetensors" : "diffusion_pytorch_model.safetensors"
                 try writeSafeTensors(dir + "/" + weights, c, options, progress)
             }
-            if replacing {
-                let old = staging + ".old"
-                try fm.moveItem(atPath: dst, toPath: old)
-                try fm.moveItem(atPath: staging, toPath: dst)
-                try? fm.removeItem(atPath: old)
-            } else {
-                guard rename(staging, dst) == 0 else { throw FileError(dst, "cannot rename into place: \(String(cString: strerror(errno)))") }
-            }
+            if replacing { try replaceAtomically(dst, with: staging) } else { try moveIntoPlace(dst, from: staging) }
         } catch {
             try? fm.removeItem(atPath: staging)
+            // A file inside the staging folder failed (a full disk, say): name the destination the
+            // user asked for, not our temporary.
+            if let e = error as? FileError { throw destinationError(e, staging: staging, destination: dst) }
             throw error
         }
     }

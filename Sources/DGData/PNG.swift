@@ -286,10 +286,7 @@ public enum PNG {
             do { try writeFileAtomically(path, bytes) } catch let e as FileError { throw FileError(e.path, e.problem) }
             return
         }
-        let url = URL(fileURLWithPath: path)
-        let temporary = url.deletingLastPathComponent().path + "/." + url.lastPathComponent + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw FileError(path, "cannot create \(temporary): \(String(cString: strerror(errno)))") }
+        let (fd, temporary) = try createTemporaryFile(for: path)
         var written = 0
         let failed: Int32? = bytes.withUnsafeBytes { raw in
             while written < raw.count {
@@ -305,12 +302,12 @@ public enum PNG {
         close(fd)
         if let failed {
             unlink(temporary)
-            throw FileError(path, "write failed: \(String(cString: strerror(failed)))")
+            throw writeError("write", path: path, errno: failed)
         }
         guard rename(temporary, path) == 0 else {
             let e = errno
             unlink(temporary)
-            throw FileError(path, "rename failed: \(String(cString: strerror(e)))")
+            throw writeError("rename", path: path, errno: e)
         }
     }
 }

@@ -254,6 +254,10 @@ public final class DatasetGenerator {
     public func run(progress: Bool = true, progressLabel: String = "generate", loaded: ControlNetPipeline? = nil,
                     log: (String) -> Void = { _ in }) throws -> Summary {
         let fm = FileManager.default
+        var isFolder: ObjCBool = false
+        if fm.fileExists(atPath: job.out, isDirectory: &isFolder), !isFolder.boolValue {
+            throw GenerationError("\(job.out): exists and is not a folder")
+        }
         let existing = try runSettingsMatch()
         let items = shardItems
         let pending = items.filter { !isDone($0) }

@@ -79,8 +79,8 @@ public final class TrainingRun {
         } catch {
             throw FileError(settings.output, "cannot create the run folder: \(error.localizedDescription)")
         }
-        store.removeAbandonedWrites()
-        removeAbandonedExports()
+        let abandoned = store.removeAbandonedWrites() + removeAbandonedExports()
+        if abandoned > 0 { log("removed \(abandoned) temporary file(s) or folder(s) left in \(settings.output) by a killed run") }
         if try Dataset.writeSkippedList(to: settings.output + "/skipped_samples.txt", roots: settings.dataRoots) {
             log("files the data folders could not pair or read are listed in \(settings.output)/skipped_samples.txt")
         }
@@ -184,12 +184,14 @@ public final class TrainingRun {
 
     /// What an export killed midway leaves: its staging folder or file, and the previous
     /// model it was replacing (the export is redone on resume).
-    func removeAbandonedExports() {
+    func removeAbandonedExports() -> Int {
         let name = URL(fileURLWithPath: modelPath).lastPathComponent
+        var n = 0
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: settings.output)) ?? []
         where entry.hasPrefix("." + name + ".tmp-") {
-            try? FileManager.default.removeItem(atPath: settings.output + "/" + entry)
+            if (try? FileManager.default.removeItem(atPath: settings.output + "/" + entry)) != nil { n += 1 }
         }
+        return n
     }
 
     /// The trained network, as a diffusers model folder or a native file.

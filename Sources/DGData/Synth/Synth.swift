@@ -116,15 +116,21 @@ public enum Synth {
         do { try fm.createDirectory(atPath: parent, withIntermediateDirectories: true) } catch {
             throw FileError(parent, "cannot create the folder: \(error.localizedDescription)")
         }
-        let staging = parent + "/." + target.lastPathComponent + ".partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        do {
-            try fm.createDirectory(atPath: staging + "/images", withIntermediateDirectories: true)
-            try fm.createDirectory(atPath: staging + "/labels", withIntermediateDirectories: true)
-        } catch { throw FileError(staging, "cannot create the staging folder: \(error.localizedDescription)") }
+        AbandonedTemporaries.removeOnce(in: parent)
+        let staging = parent + "/" + temporaryName(for: target.lastPathComponent)
+        guard mkdir(staging, 0o755) == 0 else { throw writeError("cannot create a folder in \(parent)", path: out, errno: errno, failed: false) }
         var committed = false
         defer { if !committed { try? fm.removeItem(atPath: staging) } }
+        for sub in ["images", "labels"] where mkdir(staging + "/" + sub, 0o755) != 0 {
+            throw writeError("cannot create a folder in \(parent)", path: out, errno: errno, failed: false)
+        }
 
-        let classPixels = try renderAll(into: staging, count: count, width: width, height: height, style: style, seed: seed, progress: progress)
+        let classPixels: [Int]
+        do {
+            classPixels = try renderAll(into: staging, count: count, width: width, height: height, style: style, seed: seed, progress: progress)
+        } catch let e as FileError {
+            throw destinationError(e, staging: staging, destination: out)  // the dataset asked for, not the staging folder
+        }
         let meta = JSON.object([
             ("generator", .string("dginstyle synth")), ("layout", .string("gta5")), ("labels", .string("cityscapes label ids")),
             ("count", .int(count)), ("width", .int(width)), ("height", .int(height)),
@@ -133,20 +139,13 @@ public enum Synth {
             ("weather", .object((0..<count).map { (fileName($0, count: count), .string(weather(index: $0, style: style, seed: seed))) })),
             ("class_pixels", .object(zip(Cityscapes.classNames, classPixels).map { ($0, .int($1)) })),
         ])
-        try PNG.writeAtomically(staging + "/synth.json", Array((meta.pretty + "\n").utf8), durable: false)
-        flushFileSystem(containing: staging)  // one flush for the whole dataset instead of an fsync per file
-        if fm.fileExists(atPath: target.path) {
-            let old = parent + "/." + target.lastPathComponent + ".old-\(getpid())"
-            guard rename(target.path, old) == 0 else { throw FileError(out, "cannot move the old dataset aside: \(String(cString: strerror(errno)))") }
-            guard rename(staging, target.path) == 0 else {
-                let e = errno
-                _ = rename(old, target.path)
-                throw FileError(out, "cannot move the new dataset into place: \(String(cString: strerror(e)))")
-            }
-            try? fm.removeItem(atPath: old)
-        } else {
-            guard rename(staging, target.path) == 0 else { throw FileError(out, "cannot move the dataset into place: \(String(cString: strerror(errno)))") }
+        do { try PNG.writeAtomically(staging + "/synth.json", Array((meta.pretty + "\n").utf8), durable: false) } catch let e as FileError {
+            throw destinationError(e, staging: staging, destination: out)
         }
+        flushFileSystem(containing: staging)  // one flush for the whole dataset instead of an fsync per file
+        do {
+            if fm.fileExists(atPath: target.path) { try replaceAtomically(target.path, with: staging) } else { try moveIntoPlace(target.path, from: staging) }
+        } catch let e as FileError { throw FileError(out, e.problem) }
         committed = true
         flushFileSystem(containing: parent)  // the rename itself
         return SynthSummary(count: count, seconds: Date().timeIntervalSince(start), classPixels: classPixels)
