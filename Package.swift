@@ -49,6 +49,9 @@ let package = Package(
             "DGBase", "DGTensor", "DGAutograd", "DGCheckpoint", "DGLayers", "DGModels", "DGDiffusion", "DGData", "DGEval", "DGTraining",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: checked),
+        // The fuzz targets (tools/fuzz.sh builds them with libFuzzer and ASan into .build-fuzz);
+        // in a plain build this is a replayer of saved inputs, so that the harness always compiles.
+        .executableTarget(name: "DGFuzz", dependencies: ["DGBase", "DGCheckpoint", "DGData", "DGDiffusion", "DGModels"]),
         .testTarget(name: "DGTensorTests", dependencies: ["DGBase", "DGTensor", "CBLAS"]),
         .testTarget(name: "DGAutogradTests", dependencies: ["DGBase", "DGTensor", "DGAutograd"]),
         .testTarget(name: "DGCheckpointTests", dependencies: ["DGBase", "DGTensor", "DGAutograd", "DGCheckpoint", "DGModels"]),
