@@ -50,9 +50,12 @@ let package = Package(
             "DGBase", "DGTensor", "DGAutograd", "DGCheckpoint", "DGLayers", "DGModels", "DGDiffusion", "DGData", "DGEval", "DGTraining",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: checked),
+        // The fuzz targets (tools/fuzz.sh builds them with libFuzzer and ASan into .build-fuzz);
+        // in a plain build this is a replayer of saved inputs, so that the harness always compiles.
+        .executableTarget(name: "DGFuzz", dependencies: ["DGBase", "DGCheckpoint", "DGData", "DGDiffusion", "DGModels"]),
         .testTarget(name: "DGTensorTests", dependencies: ["DGBase", "DGTensor", "CBLAS", "CDGKernels"]),
         .testTarget(name: "DGAutogradTests", dependencies: ["DGBase", "DGTensor", "DGAutograd"]),
-        .testTarget(name: "DGCheckpointTests", dependencies: ["DGBase", "DGTensor", "DGCheckpoint"]),
+        .testTarget(name: "DGCheckpointTests", dependencies: ["DGBase", "DGTensor", "DGCheckpoint", "DGModels"]),
         .testTarget(name: "DGModelsTests", dependencies: ["DGBase", "DGTensor", "DGAutograd", "DGLayers", "DGModels", "DGCheckpoint"]),
         .testTarget(name: "DGDiffusionTests", dependencies: ["DGBase", "DGDiffusion", "DGModels", "DGCheckpoint", "DGTensor", "DGData"]),
         .testTarget(name: "DGDataTests", dependencies: ["DGBase", "DGData", "DGTensor"]),

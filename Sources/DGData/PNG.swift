@@ -194,7 +194,9 @@ public enum PNG {
         guard [1, 2, 4, 8].contains(header.bitDepth), [0, 2, 3, 4, 6].contains(header.colorType) else {
             throw FileError(path, "corrupt PNG (bit depth \(header.bitDepth), colour type \(header.colorType))")
         }
-        guard header.width > 0, header.height > 0, header.width * header.height <= maximumPixels else {
+        // Each side checked first: two 32-bit sides can overflow the product (found by fuzzing).
+        guard header.width > 0, header.height > 0, header.width <= maximumPixels, header.height <= maximumPixels,
+              header.width * header.height <= maximumPixels else {
             throw FileError(path, "unsupported PNG size \(header.width)x\(header.height)")
         }
         return header

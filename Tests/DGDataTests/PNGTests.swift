@@ -183,6 +183,21 @@ final class PNGTests: XCTestCase {
         XCTAssertThrowsError(try PNG.read(dir)) { XCTAssertTrue("\($0)".contains("not a regular file"), "\($0)") }
     }
 
+    /// Fuzzing found it: a header of 0xFFFFFFFF x 0xFFFFFFFF overflowed width * height (a crash).
+    func testHugeSidesAreRefusedNotOverflowed() throws {
+        for (w, h) in [(0xFFFF_FFFF, 0xFFFF_FFFF), (0xFFFF_FFFF, 1), (1 << 20, 1 << 20), (0x8000_0000, 2)] {
+            var bytes = HandMadePNG.gray8(width: 1, height: 1, values: [0])
+            bytes.replaceSubrange(16..<24, with: HandMadePNG.be32(w) + HandMadePNG.be32(h))
+            let path = dir + "/huge.png"
+            try HandMadePNG.write(bytes, to: path)
+            for read in [{ _ = try PNG.header(path) }, { _ = try PNG.readLabels(path) }, { _ = try PNG.read(path) }] as [() throws -> Void] {
+                XCTAssertThrowsError(try read()) {
+                    XCTAssertEqual("\($0)", "\(path): unsupported PNG size \(w)x\(h)")
+                }
+            }
+        }
+    }
+
     func testBadWritesFailCleanly() throws {
         XCTAssertThrowsError(try PNG.write(Image(width: 4, height: 4, channels: 3, pixels: [1, 2, 3]), to: dir + "/x.png"))
         XCTAssertThrowsError(try PNG.write(Image(width: 2, height: 2, channels: 4, pixels: [UInt8](repeating: 0, count: 16)), to: dir + "/x.png"))
