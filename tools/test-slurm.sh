@@ -139,4 +139,4 @@ again=$("$root/tools/slurm-generate.sh" -n 4 --resubmit --dginstyle "$bin" -- "$
 # leave behind (.NAME.tmp-PID-N, never read) is not output.
 diff -r --exclude=slurm --exclude=shards.json --exclude=".*.tmp-*" "$tmp/single" "$tmp/sharded" || fail "the sharded output differs from the single run"
 files=$(cd "$tmp/single" && find . -type f | wc -l)
-say "PASS: 4-task array with one task cancelled and resubmitted == single process, byte for byte ($files files: images/ labels/ vis/ records/ generation.jsonl run.json)"
+say "PASS: 4-task array with one task cancelled and resubmitted == single process, byte for byte ($files files in: $(cd "$tmp/single" && ls -A | tr '\n' ' '))"

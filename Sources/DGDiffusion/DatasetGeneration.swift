@@ -113,7 +113,8 @@ public struct PlannedItem: Sendable {
 /// with a weather), an image generated for it (MRLF or one pass), and the files
 /// images/NAME.png, labels/NAME_labelTrainIds.png (the crop exactly), vis/NAME.png (image |
 /// colours | 50% overlay) and records/NAME.json (written last: an item is done when its record
-/// exists). generation.jsonl collects the records in index order at the end of every run.
+/// exists; failed/NAME.json holds the error of an item that threw until a rerun finishes it).
+/// generation.jsonl collects the records in index order at the end of every run.
 public final class DatasetGenerator {
     public let job: DatasetJob
     public let sources: [LabelSource]
