@@ -31,13 +31,10 @@ struct Status: ParsableCommand {
     @Flag(help: "Print only the incomplete shards, comma-separated (for sbatch --array).")
     var incomplete = false
 
-    func validate() throws {
-        if let shards, shards <= 0 { throw ValidationError("--shards must be positive") }
-        if let count, count < 0 { throw ValidationError("--count must be non-negative") }
-        if json && incomplete { throw ValidationError("--json and --incomplete are exclusive") }
-    }
-
+    // Bad values are checked in run (by GenerationStatus.read), not validate: exit status 1, as
+    // every other bad input, rather than ArgumentParser's 64.
     func run() throws {
+        if json && incomplete { throw GenerationError("--json and --incomplete are exclusive") }
         let status = try GenerationStatus.read(out: dir, count: count, shards: shards)
         if incomplete {
             emit(status.incompleteShards.map(String.init).joined(separator: ","))
