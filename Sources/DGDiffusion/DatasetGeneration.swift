@@ -3,6 +3,9 @@ import DGCheckpoint
 import DGData
 import DGTensor
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One label map to generate from, and the class its crop must show (rare-class crops), if any.
 public struct LabelSource: Sendable, Equatable {
@@ -110,7 +113,8 @@ public struct PlannedItem: Sendable {
 /// with a weather), an image generated for it (MRLF or one pass), and the files
 /// images/NAME.png, labels/NAME_labelTrainIds.png (the crop exactly), vis/NAME.png (image |
 /// colours | 50% overlay) and records/NAME.json (written last: an item is done when its record
-/// exists). generation.jsonl collects the records in index order at the end of every run.
+/// exists; failed/NAME.json holds the error of an item that threw until a rerun finishes it).
+/// generation.jsonl collects the records in index order at the end of every run.
 public final class DatasetGenerator {
     public let job: DatasetJob
     public let sources: [LabelSource]
@@ -283,12 +287,29 @@ public final class DatasetGenerator {
             throw GenerationError("\(job.out): cannot create: \(error.localizedDescription)")
         }
         if !existing { try writeFileAtomically(job.out + "/run.json", Array((job.settings.pretty + "\n").utf8)) }
+        // Not in run.json: a rerun may change --count (a longer list starts with a shorter one) or
+        // the shard count; `status` reads the latest from here.
+        let shardsJSON: JSON = ["count": .int(itemCount), "shards": .int(job.shardCount)]
+        let shardsPath = job.out + "/" + DatasetGenerator.shardsFile
+        if fm.contents(atPath: shardsPath).flatMap({ try? JSON.parse(bytes: Array($0)) }) != shardsJSON {
+            try writeFileAtomically(shardsPath, Array((shardsJSON.compact + "\n").utf8))
+        }
         // A dataset root with unpaired or cut-short files: the list of what was left out.
         try Dataset.writeSkippedList(to: job.out + "/skipped_samples.txt", roots: [job.labels])
         if let pipe {
             let bar = ProgressBar(progressLabel, total: Double(pending.count), unit: " img", enabled: progress)
             for (k, item) in pending.enumerated() {
-                try render(item, pipe) { fraction in bar.update(Double(k) + fraction) }
+                let marker = path(DatasetGenerator.failedFolder, item.name, ".json")
+                do {
+                    try render(item, pipe) { fraction in bar.update(Double(k) + fraction) }
+                } catch {
+                    // Left for `status` (and whoever reads the folder) until a rerun finishes the item.
+                    try? fm.createDirectory(atPath: job.out + "/" + DatasetGenerator.failedFolder, withIntermediateDirectories: true)
+                    let note: JSON = ["index": .int(item.index), "error": .string("\(error)")]
+                    try? writeFileAtomically(marker, Array((note.compact + "\n").utf8))
+                    throw error
+                }
+                if fm.fileExists(atPath: marker) { try? fm.removeItem(atPath: marker) }
                 summary.generated += 1
                 bar.update(Double(k + 1))
             }
@@ -341,10 +362,21 @@ public final class DatasetGenerator {
         try writeFileAtomically(path("records", item.name, ".json"), Array((record.compact + "\n").utf8))
     }
 
+    /// The count and shard count of the latest run, for `status`.
+    public static let shardsFile = "shards.json"
+    /// failed/NAME.json: an item whose rendering threw (its error), removed when a rerun finishes it.
+    public static let failedFolder = "failed"
+
     /// generation.jsonl: every finished item's record in the folder (all shards that wrote
     /// here), in index order.
     func writeLog() throws {
         let dir = job.out + "/records"
+        // Shards ending together would otherwise race: one lists the records before another's last
+        // record lands, then renames its log over the other's complete one. Under the lock, the
+        // last shard to write lists every record written before any other shard took the lock.
+        let lockFD = open(job.out + "/.generation.lock", O_CREAT | O_RDWR, 0o644)
+        if lockFD >= 0 { _ = flock(lockFD, LOCK_EX) }
+        defer { if lockFD >= 0 { close(lockFD) } }
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".json") }.sorted()
         guard !names.isEmpty else { return }
         var text = ""

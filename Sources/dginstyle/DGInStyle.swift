@@ -8,7 +8,7 @@ struct DGInStyle: ParsableCommand {
         abstract: "Convert, fine-tune and sample Stable Diffusion 1.5 + ControlNet for DGInStyle data generation.",
         subcommands: [Inspect.self, Convert.self, Diff.self, Parity.self, SynthCommand.self, InitPipeline.self, TrainVAE.self, FinetuneUNet.self, TrainControlNet.self,
                       Assemble.self, RecipeCommand.self,
-                      Sample.self, GenFile.self, Generate.self, Swap.self, Demo.self, Measure.self, Segment.self, Bench.self])
+                      Sample.self, GenFile.self, Generate.self, Status.self, Swap.self, Demo.self, Measure.self, Segment.self, Bench.self])
 }
 
 /// Prints to standard output in one write (progress bars share the terminal on stderr).
