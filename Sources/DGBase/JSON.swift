@@ -349,6 +349,14 @@ public enum JSON: Equatable, Sendable {
     /// Escapes as Python's json does: `\b` and `\f` by name, other control characters as
     /// `\u00XX`; with `asciiOnly` (Python's default `ensure_ascii`) also everything past `~`,
     /// astral characters as surrogate pairs.
+    /// `s` as a JSON string literal, quotes included, spelt as the printer spells it (Python's
+    /// json.dumps with `ensure_ascii` = `asciiOnly`).
+    public static func quoted(_ s: String, asciiOnly: Bool = false) -> String {
+        var out = ""
+        quote(s, asciiOnly: asciiOnly, into: &out)
+        return out
+    }
+
     private static func quote(_ s: String, asciiOnly: Bool, into out: inout String) {
         func hex(_ v: UInt32) {
             let digits = String(v, radix: 16)

@@ -35,6 +35,11 @@ extension CommandRunning {
     func run(_ arguments: [String], in directory: String? = nil) throws -> CommandResult {
         let p = try process(arguments)
         if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
+        return try collect(p)
+    }
+
+    /// Starts `p` and waits for it, with its output captured.
+    func collect(_ p: Process) throws -> CommandResult {
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err

@@ -399,20 +399,9 @@ final class HardStopTests: XCTestCase, CommandRunning {
     }
 
     func run(_ arguments: [String], shell: Bool) throws -> CommandResult {
-        let p = Process()
+        let p = try process(arguments)
         p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        p.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        env["DGINSTYLE_NO_PROGRESS"] = "1"
-        p.environment = env
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return CommandResult(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+        return try collect(p)
     }
 
     func testReadOnlyDestination() throws {

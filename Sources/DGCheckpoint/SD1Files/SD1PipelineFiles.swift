@@ -34,7 +34,7 @@ public enum SD1PipelineFiles {
         out.reserveCapacity(1_000_000)
         for (id, token) in tokens.enumerated() {
             if id > 0 { out += ", " }
-            out += "\"" + escaped(token) + "\": " + String(id)
+            out += JSON.quoted(token) + ": " + String(id)
         }
         out += "}"
         return Array(out.utf8)
@@ -48,24 +48,6 @@ public enum SD1PipelineFiles {
         return printable.map { String(UnicodeScalar(UInt8($0))) }
             + others.indices.map { String(UnicodeScalar(UInt32(256 + $0))!) }
     }()
-
-    private static func escaped(_ s: String) -> String {
-        var out = ""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where u.value < 0x20:
-                let hex = String(u.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(u)
-            }
-        }
-        return out
-    }
 
     /// What transformers' CLIPTokenizer for openai/clip-vit-large-patch14 (and the SD 1.5
     /// pipeline's tokenizer/) declares, in the form today's transformers saves.
