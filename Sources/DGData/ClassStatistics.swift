@@ -95,10 +95,12 @@ public struct ClassStatistics: Sendable {
     /// still match.
     public static let preprocessedFiles = ["sample_class_stats.json", "samples_with_class.json"]
 
-    /// Counts by label stem from `<root>/sample_class_stats.json`; empty when absent or unreadable.
+    /// Counts by label stem from `<root>/sample_class_stats.json`, else from
+    /// `<root>/samples_with_class.json` (the same counts by class; a file without any labelled
+    /// class is absent there, so it is counted afresh); empty when neither exists.
     static func readPreprocessed(root: String) throws -> [String: [Int]] {
         let path = root + "/sample_class_stats.json"
-        guard Dataset.isFile(path) else { return [:] }
+        guard Dataset.isFile(path) else { return try readSamplesWithClass(root + "/samples_with_class.json") }
         guard let json = try? JSON.parse(bytes: try readFile(path)), let list = json.array else {
             throw FileError(path, "is not a list of DAFormer class statistics")
         }
@@ -113,6 +115,26 @@ public struct ClassStatistics: Sendable {
                 counts[c] = n
             }
             out[stem(file)] = counts
+        }
+        return out
+    }
+
+    static func readSamplesWithClass(_ path: String) throws -> [String: [Int]] {
+        guard Dataset.isFile(path) else { return [:] }
+        guard let json = try? JSON.parse(bytes: try readFile(path)), let byClass = json.objectPairs else {
+            throw FileError(path, "is not DAFormer's samples_with_class (an object of train id -> [[file, pixels], ...])")
+        }
+        var out: [String: [Int]] = [:]
+        for (key, list) in byClass {
+            guard let c = Int(key), (0..<Cityscapes.classCount).contains(c), let entries = list.array else {
+                throw FileError(path, "\"\(key)\" is not a train id with a list of [file, pixels]")
+            }
+            for (i, e) in entries.enumerated() {
+                guard let pair = e.array, pair.count == 2, let file = pair[0].string, let n = pair[1].int, n >= 0 else {
+                    throw FileError(path, "class \(c), entry \(i): \(e.compact) is not [file, pixels]")
+                }
+                out[stem(file), default: [Int](repeating: 0, count: Cityscapes.classCount)][c] = n
+            }
         }
         return out
     }

@@ -1,5 +1,5 @@
 import DGBase
-import DGData
+@testable import DGData
 import Foundation
 import XCTest
 
@@ -68,6 +68,13 @@ final class GTA5DefectsTests: XCTestCase {
         XCTAssertEqual(daformer.array?[0]["0"]?.int, stats.perFile[0].counts[0] > 0 ? stats.perFile[0].counts[0] : nil)
         let withClass = try JSON.parse(bytes: Array(try Data(contentsOf: URL(fileURLWithPath: root + "/samples_with_class.json"))))
         XCTAssertEqual(withClass["0"]?.array?.count, stats.perFile.filter { $0.counts[0] > 0 }.count)
+        // samples_with_class.json alone (a copy that kept only it) gives the same counts.
+        try FileManager.default.moveItem(atPath: root + "/sample_class_stats.json", toPath: dir + "/stats.json")
+        try FileManager.default.removeItem(atPath: ClassStatistics.cachePath(root: root))
+        let transposed = try ClassStatistics.readPreprocessed(root: root)
+        XCTAssertEqual(samples.map { transposed[ClassStatistics.stem($0.labelPath)] }, stats.perFile.map { $0.counts })
+        XCTAssertEqual(try ClassStatistics.load(samples, root: root).perFile, stats.perFile)
+        try FileManager.default.moveItem(atPath: dir + "/stats.json", toPath: root + "/sample_class_stats.json")
         try FileManager.default.removeItem(atPath: ClassStatistics.cachePath(root: root))
         // A hand-made DAFormer file (paths from another working directory) is taken as it stands.
         let entries: [JSON] = samples.map { .object([("13", .int(4242)), ("file", .string("data/gta/labels/" + URL(fileURLWithPath: $0.labelPath).deletingPathExtension().lastPathComponent + "_labelTrainIds.png"))]) }

@@ -70,12 +70,14 @@ public enum SD1PipelineFiles {
     """#
 
     /// The tokenizer folder of a diffusers SD 1.x pipeline, by path inside it.
-    public static func tokenizerFiles() -> [(path: String, bytes: [UInt8])] {
-        [
-            ("tokenizer/merges.txt", mergesTXT),
-            ("tokenizer/special_tokens_map.json", Array((specialTokensMap + "\n").utf8)),
-            ("tokenizer/tokenizer_config.json", Array((tokenizerConfig + "\n").utf8)),
-            ("tokenizer/vocab.json", vocabJSON()),
-        ]
-    }
+    public static func tokenizerFiles() -> [(path: String, bytes: [UInt8])] { builtTokenizerFiles }
+
+    /// Built once per process: every LDM single file opened asks for it, and vocab.json takes
+    /// tens of milliseconds to spell (most of opening a small checkpoint).
+    private static let builtTokenizerFiles: [(path: String, bytes: [UInt8])] = [
+        ("tokenizer/merges.txt", mergesTXT),
+        ("tokenizer/special_tokens_map.json", Array((specialTokensMap + "\n").utf8)),
+        ("tokenizer/tokenizer_config.json", Array((tokenizerConfig + "\n").utf8)),
+        ("tokenizer/vocab.json", vocabJSON()),
+    ]
 }
