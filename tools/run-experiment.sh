@@ -23,7 +23,7 @@ usage: tools/run-experiment.sh [--quick] [--out DIR] [--seeds "1 2 3"] [--gen-se
                                [--pipeline P] [--unet-source U] [--controlnet CN] [--bin DGINSTYLE]
   --quick        smoke run: a handful of images, few steps (a few minutes)
   --out DIR      output folder (default out/experiment; out/experiment-quick with --quick)
-  --seeds S      segmenter training seeds of claim 3 (default "1 2 3"; "1 2" with --quick)
+  --seeds S      segmenter training seeds of claim 3 (default "1 2 3"; "1" with --quick)
   --gen-seeds G  generation seeds (default "8501 8502"); claim 1 measures the first
   --claims C     which claims to run (default "1 2 3"; 2 and 3 need `dginstyle segment`)
   --pipeline, --unet-source, --controlnet
@@ -63,7 +63,7 @@ done
 cd "$(dirname "$0")/.."
 if [ "$QUICK" = 1 ]; then
   : "${N_REF:=16}" "${N_SRC:=8}" "${N_GEN:=4}" "${N_ORACLE:=16}" "${N_TEST:=8}" "${GEN_STEPS:=4}" "${SEG_STEPS:=20}" "${JUDGE_STEPS:=20}"
-  SEEDS="${SEEDS:-1 2}"
+  SEEDS="${SEEDS:-1}"
   OUT="${OUT:-out/experiment-quick}"
 else
   : "${N_REF:=120}" "${N_SRC:=200}" "${N_GEN:=64}" "${N_ORACLE:=300}" "${N_TEST:=100}" "${GEN_STEPS:=20}" "${SEG_STEPS:=600}" "${JUDGE_STEPS:=2000}"
@@ -101,17 +101,22 @@ input_id() {
   else echo "run-experiment.sh: $1: missing input" >&2; return 1; fi
 }
 # cached OUTPUT [--in INPUT]... -- COMMAND...: makes OUTPUT with COMMAND unless OUTPUT.identity
-# names the same command and inputs.
+# names the same command and inputs. USED lists this invocation's outputs; MADE and REUSED count
+# them (a published run is one invocation that reused nothing).
+USED=() MADE=0 REUSED=0
 cached() {
   local output="$1"; shift
   local inputs=() id
   while [ "$1" = "--in" ]; do inputs+=("$2"); shift 2; done
   shift  # --
   id=$( { printf '%s\n' "$@"; for i in "${inputs[@]}"; do input_id "$i"; done; } | sha)
+  USED+=("$output")
   if [ -e "$output" ] && [ "$(cat "$output.identity" 2>/dev/null)" = "$id" ]; then
     echo "   cached: $output" >&2
+    REUSED=$((REUSED + 1))
     return 0
   fi
+  MADE=$((MADE + 1))
   rm -f "$output.identity"
   # Made before from other data or settings, or by an unfinished run of another identity: remove.
   [ "$(cat "$output.pending" 2>/dev/null)" = "$id" ] || rm -rf "$output"
@@ -271,23 +276,23 @@ list() {  # list FILE...: a JSON list of the existing files' contents
     "$([ "$QUICK" = 1 ] && echo true || echo false)" "$N_REF" "$N_SRC" "$N_GEN" "$N_ORACLE" "$N_TEST" "$GEN_STEPS"
   printf '"resolution": %s, "size": "%s", "mrlf_stride": %s, "seg_steps": %s, "judge_steps": %s, "seeds": "%s", "gen_seeds": "%s", "pipeline": "%s", "unet_source": "%s", "controlnet": "%s"},\n' \
     "$RESOLUTION" "$SIZE" "$MRLF_STRIDE" "$SEG_STEPS" "$JUDGE_STEPS" "$SEEDS" "$GEN_SEEDS" "$PIPELINE" "$UNET_SOURCE" "$CONTROLNET"
-  printf '  "provenance": {"command": "%s", "finished": "%s", "wall_s": %s, "machine": "%s, %s cores", "commit": "%s"},\n' \
-    "$COMMAND_LINE" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$WALL" \
+  printf '  "provenance": {"command": "%s", "finished": "%s", "wall_s": %s, "outputs_made": %s, "outputs_reused": %s, "machine": "%s, %s cores", "commit": "%s"},\n' \
+    "$COMMAND_LINE" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$WALL" "$MADE" "$REUSED" \
     "$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //; s/"/ /g' || uname -m)" "$(nproc)" \
     "$(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (modified)')"
   echo "  \"timings_s\": {$TIMINGS},"
   echo "  \"identities\": {"
-  find "$OUT" -name '*.identity' | LC_ALL=C sort | while read -r f; do
-    printf '    "%s": "%s"\n' "${f#"$OUT"/}" "$(cat "$f")"
+  for f in "${USED[@]}"; do
+    printf '    "%s": "%s"\n' "${f#"$OUT"/}" "$(cat "$f.identity")"
   done | sed '$!s/$/,/'
   echo "  },"
   echo "  \"style\": $(json_or_null "$OUT/measure/style.json"),"
-  echo "  \"masks\": {"
+  masks=""
   for name in game-source photo-test a-source-unet b-style-swap c-style-swap-mrlf; do
     f="$OUT/measure/masks-$name.json"
-    if [ -s "$f" ]; then printf '    "%s": %s\n' "$name" "$(cat "$f")"; fi
-  done | sed '$!s/$/,/'
-  echo "  },"
+    if [ -s "$f" ]; then masks="$masks${masks:+, }\"$name\": $(cat "$f")"; fi
+  done
+  echo "  \"masks\": {$masks},"
   without=() with=() next=()
   for g in $GEN_SEEDS; do
     without+=("$OUT/measure/oracle-$g-b-style-swap.json")

@@ -59,12 +59,12 @@ public enum ExperimentReport {
     }
 
     /// The paired bootstrap (`PairedIoUBootstrap`) of `b` - `a` over `classes`: each of `runs`
-    /// pairs two reports of the same images; returns (difference, low, high, images per run).
-    static func interval(runs: [(a: JSON, b: JSON)], classes: [Int]) -> (Double, Double, Double, Int)? {
+    /// pairs two sets of per-image matrices of the same images; returns (difference, low, high,
+    /// images per run).
+    static func interval(runs: [(a: [String: ConfusionMatrix], b: [String: ConfusionMatrix])], classes: [Int]) -> (Double, Double, Double, Int)? {
         var paired: [([ConfusionMatrix], [ConfusionMatrix])] = []
         var names: [String]?
-        for run in runs {
-            guard let a = matrices(run.a), let b = matrices(run.b) else { return nil }
+        for (a, b) in runs {
             let common = a.keys.filter { b[$0] != nil }.sorted()
             // The runs' image i must be the same image.
             if let names, names != common { return nil }
@@ -76,17 +76,21 @@ public enum ExperimentReport {
         return (r.difference, r.low, r.high, n)
     }
 
+    /// The same from pairs of reports with "per_image" matrices.
+    static func interval(reports: [(a: JSON, b: JSON)], classes: [Int]) -> (Double, Double, Double, Int)? {
+        var runs: [(a: [String: ConfusionMatrix], b: [String: ConfusionMatrix])] = []
+        for (a, b) in reports {
+            guard let ma = matrices(a), let mb = matrices(b) else { return nil }
+            runs.append((ma, mb))
+        }
+        return interval(runs: runs, classes: classes)
+    }
+
     /// The small classes' IoU gain from `without` to `with` (each one report or one per
     /// generation seed, in the same order), paired over the pooled images.
     static func smallClassInterval(_ without: [JSON], _ with: [JSON]) -> (Double, Double, Double, Int)? {
         guard let a = pooled(without), let b = pooled(with) else { return nil }
-        let classes = smallClasses.compactMap { Cityscapes.classNames.firstIndex(of: $0) }
-        return interval(runs: [(a: perImageReport(a), b: perImageReport(b))], classes: classes)
-    }
-
-    /// Matrices back in a report's "per_image" form.
-    static func perImageReport(_ m: [String: ConfusionMatrix]) -> JSON {
-        ["per_image": .array(m.sorted { $0.key < $1.key }.map { ["image": .string($0.key), "counts": .array($0.value.counts.map { .int($0) })] })]
+        return interval(runs: [(a, b)], classes: smallClasses.compactMap { Cityscapes.classNames.firstIndex(of: $0) })
     }
 
     static func mean(_ values: [Double?]) -> Double? {
@@ -207,8 +211,8 @@ public enum ExperimentReport {
                 let name = row["name"]?.string ?? "?"
                 let runs = row["runs"]?.array ?? []
                 let ms = meanStd(runs.compactMap { $0["eval"]?["miou"]?.double })
-                let above = i > 0 ? signed(interval(runs: pairs(row, rows[i - 1]), classes: all)) : ""
-                let source = i > 0 ? signed(interval(runs: pairs(row, rows[0]), classes: all)) : ""
+                let above = i > 0 ? signed(interval(reports: pairs(row, rows[i - 1]), classes: all)) : ""
+                let source = i > 0 ? signed(interval(reports: pairs(row, rows[0]), classes: all)) : ""
                 md += "| \(arms[name] ?? name) | \(runs.count) | \(ms.map { f($0.0) + " ± " + f($0.1) } ?? "–") | \(above) | \(source) |\n"
             }
             md += "\nRuns: segmenter seeds x generation seeds (rows without generated data: segmenter seeds only). "

@@ -90,6 +90,17 @@ final class SegmentationTests: XCTestCase {
         // Only classes present in the truth count; none present: nil.
         XCTAssertNil(PairedIoUBootstrap.interval(a, better, classes: [1]))
         XCTAssertNil(PairedIoUBootstrap.interval([], [], classes: [2]))
+        // Several paired runs on the same images: the mean of their differences; resampling the
+        // runs as well, the interval reaches from the run without a gain (0) towards the one with.
+        let runs = try XCTUnwrap(PairedIoUBootstrap.interval(runs: [(a, a), (a, better)], classes: [2], resamples: 500))
+        XCTAssertEqual(runs.difference, up.difference / 2, accuracy: 1e-12)
+        XCTAssertEqual(runs.low, 0)
+        XCTAssertGreaterThan(runs.high, runs.difference)
+        // One run is the single-run interval, draw for draw.
+        let one = try XCTUnwrap(PairedIoUBootstrap.interval(runs: [(a, better)], classes: [2], resamples: 500))
+        XCTAssertEqual(one.low, up.low)
+        XCTAssertEqual(one.high, up.high)
+        XCTAssertNil(PairedIoUBootstrap.interval(runs: [(a, better), (Array(a.prefix(2)), Array(better.prefix(2)))], classes: [2]))
         // Matrices from a report's counts.
         XCTAssertEqual(ConfusionMatrix(classes: 3, counts: image(4).counts), image(4))
         XCTAssertNil(ConfusionMatrix(classes: 3, counts: [1, 2]))
