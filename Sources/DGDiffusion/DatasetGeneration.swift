@@ -36,6 +36,7 @@ public struct DatasetJob: Sendable {
     /// scale with the resolution (the area with its square).
     public var strideAt512 = 16
     public var largeAreaAt512 = 30000
+    public var anchorNoise = MRLFAnchorNoise.reference
     public var weatherProbability = 0.5
     public var weathers = ["snowy", "rainy", "sunny", "foggy", "night"]
     /// This process renders the items with index % shardCount == shardIndex.
@@ -52,7 +53,11 @@ public struct DatasetJob: Sendable {
         self.out = out
     }
 
-    public var mrlfOptions: MRLFOptions { MRLFOptions.scaled(resolution: resolution, strideAt512: strideAt512, largeAreaAt512: largeAreaAt512) }
+    public var mrlfOptions: MRLFOptions {
+        var o = MRLFOptions.scaled(resolution: resolution, strideAt512: strideAt512, largeAreaAt512: largeAreaAt512)
+        o.anchorNoise = anchorNoise
+        return o
+    }
 
     /// What every log line records, and what a resumed run must share with the run it resumes.
     public var settings: JSON {
@@ -65,6 +70,9 @@ public struct DatasetJob: Sendable {
             "stride": .int(strideAt512), "large_area": .int(largeAreaAt512),
             "weather_probability": .double(weatherProbability), "weathers": .array(weathers.map { .string($0) }),
         ]
+        // Always with MRLF: its default changed (to the reference's level), so a folder written
+        // before, at the other level, must not be continued as if it were the same run.
+        if mrlf { j.set("mrlf_anchor_noise", .string(anchorNoise.rawValue)) }
         // Only when not the default, so folders written before the option existed still resume.
         if layout != .gta5 { j.set("layout", .string(layout.rawValue)) }
         return j

@@ -15,6 +15,8 @@ public struct MRLFOptions: Sendable {
     /// How many windows share one model call (memory against speed; fixed, so results do not
     /// depend on it being tuned at run time).
     public var windowBatch = 4
+    /// The noise level the low-resolution anchor is brought to inside large components.
+    public var anchorNoise = MRLFAnchorNoise.reference
 
     public init(stride: Int, largeArea: Int) {
         self.stride = stride
@@ -27,6 +29,34 @@ public struct MRLFOptions: Sendable {
         let s = Double(resolution) / 512
         return MRLFOptions(stride: max(1, Int((Double(strideAt512) * s).rounded())),
                            largeArea: Int((Double(largeAreaAt512) * s * s).rounded()))
+    }
+}
+
+/// To which level MRLF noises the low-resolution latents it writes into the large components
+/// after a step from timestep t. The reference (DGInStyle's pipeline_refine.py) calls the
+/// scheduler's add_noise at training timestep t - 1: about the level the step started from, so
+/// the anchored regions stay one sampling step noisier than the latents around them, and after
+/// the last step (t = 1 with SD's schedule) keep the small noise of ᾱ_0. `next` brings them to
+/// the level the step reached instead (the next timestep; after the last step, the scheduler's
+/// final level), which matches the surrounding latents; both are kept so they can be compared.
+public enum MRLFAnchorNoise: String, CaseIterable, Sendable {
+    case previousTimestep = "t-1"
+    case next
+
+    /// What the reference code does.
+    public static let reference = MRLFAnchorNoise.previousTimestep
+
+    /// The clean `anchor` noised with `noise` for the step at `index` of `scheduler`.
+    public func noised(_ anchor: Tensor, noise: Tensor, scheduler: any Scheduler, index: Int) -> Tensor {
+        switch self {
+        case .next:
+            return scheduler.addNoise(anchor, noise: noise, index: index + 1)
+        case .previousTimestep:
+            // The variance-preserving marginal at a training timestep, as DDIM's add_noise; the
+            // timestep t - 1 is in no sampler's list, so it is read from the schedule directly.
+            let ac = scheduler.schedule.alphasCumprod[max(scheduler.timesteps[index] - 1, 0)]
+            return scaledSum(anchor, ac.squareRoot(), noise, (1 - ac).squareRoot())
+        }
     }
 }
 
@@ -131,7 +161,7 @@ extension ControlNetPipeline {
             }
             for c in 0..<channels { for p in 0..<(lh * lw) { sum[c * lh * lw + p] /= coverage[p] } }
             x = scheduler.step(Tensor(shape: [1, channels, lh, lw], floats: sum), index: step, sample: x, noise: generator)
-            let anchor = scheduler.addNoise(lowLatents, noise: generator.normal(lowLatents.shape), index: step + 1)
+            let anchor = mrlf.anchorNoise.noised(lowLatents, noise: generator.normal(lowLatents.shape), scheduler: scheduler, index: step)
             x = select(latentMask, anchor, else: x)
             onStep(steps + step, 2 * steps)
         }

@@ -31,25 +31,98 @@ public enum ExperimentReport {
         return j
     }
 
-    /// The paired bootstrap of the small classes' IoU gain, from the two reports' "per_image"
-    /// matrices (`segment eval --per-image`), images matched by name.
-    static func smallClassInterval(_ without: JSON, _ with: JSON) -> (Double, Double, Double, Int)? {
-        func matrices(_ report: JSON) -> [String: ConfusionMatrix]? {
-            guard let list = report["per_image"]?.array else { return nil }
-            var out: [String: ConfusionMatrix] = [:]
-            for item in list {
-                guard let name = item["image"]?.string, let counts = item["counts"]?.array?.compactMap(\.int) else { return nil }
-                let side = Int(Double(counts.count).squareRoot())
-                guard let m = ConfusionMatrix(classes: side, counts: counts) else { return nil }
-                out[name] = m
-            }
-            return out
+    /// A report's "per_image" matrices (`segment eval --per-image`) by image name.
+    static func matrices(_ report: JSON) -> [String: ConfusionMatrix]? {
+        guard let list = report["per_image"]?.array else { return nil }
+        var out: [String: ConfusionMatrix] = [:]
+        for item in list {
+            guard let name = item["image"]?.string, let counts = item["counts"]?.array?.compactMap(\.int) else { return nil }
+            let side = Int(Double(counts.count).squareRoot())
+            guard let m = ConfusionMatrix(classes: side, counts: counts) else { return nil }
+            out[name] = m
         }
-        guard let a = matrices(without), let b = matrices(with) else { return nil }
-        let names = a.keys.filter { b[$0] != nil }.sorted()
-        let classes = smallClasses.compactMap { Cityscapes.classNames.firstIndex(of: $0) }
-        guard let r = PairedIoUBootstrap.interval(names.map { a[$0]! }, names.map { b[$0]! }, classes: classes) else { return nil }
-        return (r.difference, r.low, r.high, names.count)
+        return out
+    }
+
+    /// A list of reports, or one report standing alone.
+    static func reports(_ j: JSON?) -> [JSON] { j?.array ?? (j.map { [$0] } ?? []) }
+
+    /// The images of several reports as one set (the generated sets of several generation seeds),
+    /// named by position and image, so that two lists of reports pair image by image.
+    static func pooled(_ list: [JSON]) -> [String: ConfusionMatrix]? {
+        var out: [String: ConfusionMatrix] = [:]
+        for (i, report) in list.enumerated() {
+            guard let m = matrices(report) else { return nil }
+            for (name, matrix) in m { out["\(i)/\(name)"] = matrix }
+        }
+        return out.isEmpty ? nil : out
+    }
+
+    /// The paired bootstrap (`PairedIoUBootstrap`) of `b` - `a` over `classes`: each of `runs`
+    /// pairs two sets of per-image matrices of the same images; returns (difference, low, high,
+    /// images per run).
+    static func interval(runs: [(a: [String: ConfusionMatrix], b: [String: ConfusionMatrix])], classes: [Int]) -> (Double, Double, Double, Int)? {
+        var paired: [([ConfusionMatrix], [ConfusionMatrix])] = []
+        var names: [String]?
+        for (a, b) in runs {
+            let common = a.keys.filter { b[$0] != nil }.sorted()
+            // The runs' image i must be the same image.
+            if let names, names != common { return nil }
+            names = common
+            paired.append((common.map { a[$0]! }, common.map { b[$0]! }))
+        }
+        guard let n = names?.count, n > 0,
+              let r = PairedIoUBootstrap.interval(runs: paired, classes: classes) else { return nil }
+        return (r.difference, r.low, r.high, n)
+    }
+
+    /// The same from pairs of reports with "per_image" matrices.
+    static func interval(reports: [(a: JSON, b: JSON)], classes: [Int]) -> (Double, Double, Double, Int)? {
+        var runs: [(a: [String: ConfusionMatrix], b: [String: ConfusionMatrix])] = []
+        for (a, b) in reports {
+            guard let ma = matrices(a), let mb = matrices(b) else { return nil }
+            runs.append((ma, mb))
+        }
+        return interval(runs: runs, classes: classes)
+    }
+
+    /// The small classes' IoU gain from `without` to `with` (each one report or one per
+    /// generation seed, in the same order), paired over the pooled images.
+    static func smallClassInterval(_ without: [JSON], _ with: [JSON]) -> (Double, Double, Double, Int)? {
+        guard let a = pooled(without), let b = pooled(with) else { return nil }
+        return interval(runs: [(a, b)], classes: smallClasses.compactMap { Cityscapes.classNames.firstIndex(of: $0) })
+    }
+
+    static func mean(_ values: [Double?]) -> Double? {
+        let v = values.compactMap { $0 }
+        return v.isEmpty || v.count != values.count ? nil : v.reduce(0, +) / Double(v.count)
+    }
+
+    /// Claim 3's arms, by the names run-experiment.sh gives them.
+    static let arms = [
+        "source": "game source only",
+        "photometric": "source + photometric augmentation (no diffusion)",
+        "a": "source + (a) ControlNet on U^S",
+        "b": "source + (b) Style Swap",
+        "c": "source + (c) Style Swap + MRLF",
+    ]
+
+    static func signed(_ r: (Double, Double, Double, Int)?) -> String {
+        r.map { String(format: "%+.3f [%+.3f, %+.3f]", $0.0, $0.1, $0.2) } ?? "–"
+    }
+
+    /// The runs of `row` paired with those of `reference` (as (reference, row)): the same
+    /// segmenter seed, and the same generation seed where both have one — a run without generated
+    /// data pairs with every generation seed's run of its segmenter seed.
+    static func pairs(_ row: JSON, _ reference: JSON) -> [(a: JSON, b: JSON)] {
+        let mine = row["runs"]?.array ?? [], theirs = reference["runs"]?.array ?? []
+        return mine.flatMap { x in
+            theirs.compactMap { y -> (a: JSON, b: JSON)? in
+                guard y["seg_seed"] == x["seg_seed"], x["gen_seed"] == nil || y["gen_seed"] == nil || x["gen_seed"] == y["gen_seed"],
+                      let ex = x["eval"], let ey = y["eval"] else { return nil }
+                return (a: ey, b: ex)
+            }
+        }
     }
 
     public static func markdown(_ results: JSON) -> String {
@@ -90,23 +163,37 @@ public enum ExperimentReport {
         }
 
         md += "## Claim 2: MRLF and small classes (segmenter trained on held-out photo renders)\n\n"
-        if let m = r["mrlf"], let without = m["without"], let with = m["with"] {
-            // The judge's own IoU on photo renders says which classes it can rate at all.
+        if let m = r["mrlf"], m["without"] != nil, m["with"] != nil {
+            // One report per generation seed (or one alone); per-class IoUs are their means.
+            let without = reports(m["without"]), with = reports(m["with"]), next = reports(m["with_next"])
             let judge = m["oracle"]
-            md += "| class | judge on photo renders | IoU without MRLF | IoU with MRLF | difference |\n|---|---|---|---|---|\n"
-            var gains: [Double] = []
+            if without.count > 1 { md += "IoUs are the means over \(without.count) generation seeds; the intervals pool their images.\n\n" }
+            let hasNext = !next.isEmpty
+            md += "| class | judge on photo renders | IoU without MRLF | IoU with MRLF | difference |" + (hasNext ? " IoU with MRLF, anchor at next | difference (next - t-1) |" : "")
+                + "\n|---|---|---|---|---|" + (hasNext ? "---|---|" : "") + "\n"
+            func iou(_ list: [JSON], _ name: String) -> Double? { list.isEmpty ? nil : mean(list.map { $0["iou"]?[name]?.double }) }
+            func miou(_ list: [JSON]) -> Double? { list.isEmpty ? nil : mean(list.map { $0["miou"]?.double }) }
+            func diff(_ a: Double?, _ b: Double?) -> String { a != nil && b != nil ? String(format: "%+.3f", b! - a!) : "–" }
+            var gains: [Double] = [], nextGains: [Double] = []
             for name in smallClasses {
-                let a = without["iou"]?[name]?.double, b = with["iou"]?[name]?.double
+                let a = iou(without, name), b = iou(with, name), c = iou(next, name)
                 if let a, let b { gains.append(b - a) }
-                md += "| \(name) | \(f(judge?["iou"]?[name]?.double)) | \(f(a)) | \(f(b)) | \(a != nil && b != nil ? String(format: "%+.3f", b! - a!) : "–") |\n"
+                if let b, let c { nextGains.append(c - b) }
+                md += "| \(name) | \(f(judge?["iou"]?[name]?.double)) | \(f(a)) | \(f(b)) | \(diff(a, b)) |" + (hasNext ? " \(f(c)) | \(diff(b, c)) |" : "") + "\n"
             }
-            if let (g, _) = meanStd(gains) { md += "| **small classes, mean** | | | | \(String(format: "%+.3f", g)) |\n" }
-            let interval = smallClassInterval(without, with)
-            let a = without["miou"]?.double, b = with["miou"]?.double
-            md += "| mIoU (all classes) | \(f(judge?["miou"]?.double)) | \(f(a)) | \(f(b)) | \(a != nil && b != nil ? String(format: "%+.3f", b! - a!) : "–") |\n"
-            if let (d, lo, hi, n) = interval {
+            if let (g, _) = meanStd(gains) {
+                md += "| **small classes, mean** | | | | \(String(format: "%+.3f", g)) |"
+                    + (hasNext ? " | \(meanStd(nextGains).map { String(format: "%+.3f", $0.0) } ?? "–") |" : "") + "\n"
+            }
+            md += "| mIoU (all classes) | \(f(judge?["miou"]?.double)) | \(f(miou(without))) | \(f(miou(with))) | \(diff(miou(without), miou(with))) |"
+                + (hasNext ? " \(f(miou(next))) | \(diff(miou(with), miou(next))) |" : "") + "\n"
+            if let (d, lo, hi, n) = smallClassInterval(without, with) {
                 md += "\nSmall classes, mean IoU difference (with - without MRLF, classes present in both): "
                     + String(format: "%+.3f, 95%% bootstrap interval [%+.3f, %+.3f] over the %d images (paired, 2000 resamples).", d, lo, hi, n) + "\n"
+            }
+            if hasNext, let (d, lo, hi, n) = smallClassInterval(with, next) {
+                md += "\nMRLF's anchor noise, next timestep - t-1 (the reference's level), small classes: "
+                    + String(format: "%+.3f, 95%% bootstrap interval [%+.3f, %+.3f] over the %d images.", d, lo, hi, n) + "\n"
             }
             if let o = m["oracle"] { md += "\nThe judging segmenter's own mIoU on held-out photo renders: \(f(o["miou"]?.double)).\n" }
             md += "\n"
@@ -115,20 +202,22 @@ public enum ExperimentReport {
         }
 
         md += "## Claim 3: domain generalisation (mIoU on held-out photo renders)\n\n"
-        if let g = r["generalisation"], let src = g["source_only"]?.array, let gen = g["source_plus_generated"]?.array, !src.isEmpty {
-            let seeds = g["seeds"]?.array?.map { $0.string ?? $0.compact } ?? src.indices.map { String($0) }
-            md += "| training data | " + seeds.map { "seed \($0)" }.joined(separator: " | ") + " | mean ± std |\n"
-            md += "|---|" + String(repeating: "---|", count: seeds.count + 1) + "\n"
-            func row(_ title: String, _ runs: [JSON]) -> (String, Double?) {
-                let v = runs.compactMap { $0["miou"]?.double }
-                let ms = meanStd(v)
-                return ("| \(title) | " + runs.map { f($0["miou"]?.double) }.joined(separator: " | ")
-                        + " | \(ms.map { f($0.0) + " ± " + f($0.1) } ?? "–") |\n", ms?.0)
+        if let rows = r["ablation"]?["rows"]?.array, !rows.isEmpty {
+            // Each row adds one component to the row above; the control arm adds no diffusion.
+            md += "| training data | runs | mIoU, mean ± std | difference to the row above [95% interval] | difference to source only [95% interval] |\n"
+            md += "|---|---|---|---|---|\n"
+            let all = Array(0..<Cityscapes.classCount)
+            for (i, row) in rows.enumerated() {
+                let name = row["name"]?.string ?? "?"
+                let runs = row["runs"]?.array ?? []
+                let ms = meanStd(runs.compactMap { $0["eval"]?["miou"]?.double })
+                let above = i > 0 ? signed(interval(reports: pairs(row, rows[i - 1]), classes: all)) : ""
+                let source = i > 0 ? signed(interval(reports: pairs(row, rows[0]), classes: all)) : ""
+                md += "| \(arms[name] ?? name) | \(runs.count) | \(ms.map { f($0.0) + " ± " + f($0.1) } ?? "–") | \(above) | \(source) |\n"
             }
-            let (a, ma) = row("game source only", src), (b, mb) = row("source + generated (Style Swap + MRLF)", gen)
-            md += a + b
-            if let ma, let mb { md += "\nDifference of the means: " + String(format: "%+.3f", mb - ma) + " mIoU.\n" }
-            md += "\n"
+            md += "\nRuns: segmenter seeds x generation seeds (rows without generated data: segmenter seeds only). "
+                + "Intervals: paired bootstrap of the mIoU difference (mean over classes present of the IoU difference), "
+                + "resampling test images and paired runs (the same segmenter seed and generation seed), 2000 resamples.\n\n"
         } else {
             md += "Not run.\n\n"
         }

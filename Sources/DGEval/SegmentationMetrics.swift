@@ -103,19 +103,36 @@ public enum PairedIoUBootstrap {
     /// `resamples` bootstrap sets); nil without images or classes present.
     public static func interval(_ a: [ConfusionMatrix], _ b: [ConfusionMatrix], classes: [Int], resamples: Int = 2000,
                                 level: Double = 0.95, seed: UInt64 = 0) -> (difference: Double, low: Double, high: Double)? {
-        guard !a.isEmpty, a.count == b.count, let first = a.first else { return nil }
+        interval(runs: [(a, b)], classes: classes, resamples: resamples, level: level, seed: seed)
+    }
+
+    /// The same over several paired runs evaluated on the same images (models trained with
+    /// different seeds, say; image i is the same image in every run): the statistic is the mean
+    /// over runs of each run's difference, and every resample draws the images (the same ones
+    /// for all runs) and, when there is more than one, the runs, both with replacement — so the
+    /// interval holds the test set's sampling and the spread between training runs. With one run
+    /// no run is drawn: the single-run interval keeps its random sequence.
+    public static func interval(runs: [([ConfusionMatrix], [ConfusionMatrix])], classes: [Int], resamples: Int = 2000,
+                                level: Double = 0.95, seed: UInt64 = 0) -> (difference: Double, low: Double, high: Double)? {
+        guard let first = runs.first?.0.first, let n = runs.first?.0.count,
+              runs.allSatisfy({ $0.0.count == n && $0.1.count == n }) else { return nil }
         func summed(_ set: [ConfusionMatrix], _ pick: [Int]) -> ConfusionMatrix {
             var m = ConfusionMatrix(classes: first.classes)
             for i in pick { m.add(set[i]) }
             return m
         }
-        let all = Array(a.indices)
-        guard let full = difference(summed(a, all), summed(b, all), classes: classes) else { return nil }
+        func statistic(_ images: [Int], _ chosen: [Int]) -> Double? {
+            let d = chosen.compactMap { r in difference(summed(runs[r].0, images), summed(runs[r].1, images), classes: classes) }
+            return d.isEmpty ? nil : d.reduce(0, +) / Double(d.count)
+        }
+        let all = Array(0..<n)
+        guard let full = statistic(all, Array(runs.indices)) else { return nil }
         var rng = SplitMix64(seed: seed)
         var values: [Double] = []
         for _ in 0..<max(1, resamples) {
-            let pick = all.map { _ in rng.int(below: a.count) }
-            if let d = difference(summed(a, pick), summed(b, pick), classes: classes) { values.append(d) }
+            let images = all.map { _ in rng.int(below: n) }
+            let chosen = runs.count > 1 ? runs.indices.map { _ in rng.int(below: runs.count) } : [0]
+            if let d = statistic(images, chosen) { values.append(d) }
         }
         values.sort()
         guard !values.isEmpty else { return nil }

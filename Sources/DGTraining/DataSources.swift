@@ -108,9 +108,13 @@ func zoomIdentity(_ zoom: ClosedRange<Double>) -> JSON? {
 }
 
 /// DreamBooth's instance images: every image of a folder, in a fresh random order each epoch
-/// (as a shuffled DataLoader), resized so the shorter side is `resolution` (antialiased
-/// bilinear, as torchvision's Resize) — times a factor drawn from `zoom` — and cropped to a
-/// random square, all with one caption.
+/// (as a shuffled DataLoader), resized by a factor drawn from `zoom` (antialiased bilinear) and
+/// cropped to a random `resolution` square, all with one caption. As DGInStyle's DreamBooth
+/// (dreambooth/train_dreambooth.py, whose ratios 0.5-2 apply to the native GTA frame): the
+/// factor scales the stored image itself, not a resize of it to the resolution, so below 1 a
+/// crop sees more of the scene than the resolution's worth of pixels, shrunk (no padding); an
+/// image too small for the crop at the drawn factor is an error, where the reference's crop
+/// would fail too.
 /// Position k of the run fixes the epoch, the image and the crop through counter-based
 /// streams, so the whole state is k.
 public final class ImageFolderSource: TrainingBatchSource {
@@ -123,8 +127,8 @@ public final class ImageFolderSource: TrainingBatchSource {
     public private(set) var drawn = 0
 
     public init(folder: String, resolution: Int, prompt: String, zoom: ClosedRange<Double> = 1...1, seed: UInt64) throws {
-        guard zoom.lowerBound >= 1, zoom.upperBound.isFinite else {
-            throw TrainingError.badInput("the zoom range of an image folder must lie at or above 1 (its images are resized to the resolution), not \(zoom)")
+        guard zoom.lowerBound > 0, zoom.upperBound.isFinite else {
+            throw TrainingError.badInput("the zoom range must be positive and finite, not \(zoom)")
         }
         self.zoom = zoom
         self.folder = folder
@@ -148,9 +152,14 @@ public final class ImageFolderSource: TrainingBatchSource {
         var image = try PNG.read(path).rgb()
         let stream = RandomStream(seed: seed, 0xC209, UInt64(k))
         let factor = drawZoom(zoom) { stream.uniform(2) }
-        let scale = Double(resolution) * factor / Double(min(image.width, image.height))
-        let w = max(resolution, Int((Double(image.width) * scale).rounded())), h = max(resolution, Int((Double(image.height) * scale).rounded()))
-        image = image.resized(width: w, height: h, filter: .bilinear)
+        let w = Int((Double(image.width) * factor).rounded()), h = Int((Double(image.height) * factor).rounded())
+        guard w >= resolution, h >= resolution else {
+            let least = (Double(resolution) / Double(min(image.width, image.height)) * 1000).rounded(.up) / 1000
+            throw TrainingError.badInput("\(path): \(image.width)x\(image.height) at zoom " + String(format: "%.3f", factor)
+                                         + " is \(w)x\(h), smaller than the \(resolution)x\(resolution) crop; --zoom needs a lower bound of at least "
+                                         + String(format: "%.3f", least) + " for it")
+        }
+        if factor != 1 { image = image.resized(width: w, height: h, filter: .bilinear) }
         return image.cropped(.uniform(width: resolution, height: resolution, boundsWidth: w, boundsHeight: h, stream.bits(0), stream.bits(1)))
     }
 
@@ -171,8 +180,10 @@ public final class ImageFolderSource: TrainingBatchSource {
     }
 
     public var identity: JSON {
+        // "scale": the zoom applies to the stored image; runs from before, which resized the
+        // shorter side to the resolution first, crop differently and must not be resumed.
         var id: JSON = ["images": .string(URL(fileURLWithPath: folder).lastPathComponent), "files": .int(files.count),
-                        "resolution": .int(resolution), "prompt": .string(prompt)]
+                        "resolution": .int(resolution), "prompt": .string(prompt), "scale": "stored image"]
         if let z = zoomIdentity(zoom) { id.set("zoom", z) }
         return id
     }

@@ -7,23 +7,26 @@ import Foundation
 /// Random training crops. Sample k of a run (counting every sample of every batch) is drawn
 /// from a random stream keyed by (seed, k): a file uniformly from the pooled samples of all
 /// folders (so each folder weighs by its number of images), a crop position uniformly among
-/// those that fit, and a horizontal flip with probability 1/2. It needs no state to resume.
+/// those that fit, and a horizontal flip with probability 1/2 — then, with `photometric`, the
+/// image's `PhotometricAugmentation` from the same stream. It needs no state to resume.
 public final class SegmentationCrops: CheckpointedData {
     public let data: SegmentationData
     public let crop: Int
     public let seed: UInt64
     public let flip: Bool
+    public let photometric: Bool
     /// Decoded samples, kept while they fit in `cacheBytes` (a few hundred small images are
     /// decoded once; a Cityscapes-sized set is read from disk as it goes).
     private var cache: [Int: (Image, LabelMap)] = [:]
     private var cachedBytes = 0
     public var cacheBytes = 1 << 30
 
-    public init(data: SegmentationData, crop: Int, seed: UInt64, flip: Bool = true) {
+    public init(data: SegmentationData, crop: Int, seed: UInt64, flip: Bool = true, photometric: Bool = false) {
         self.data = data
         self.crop = crop
         self.seed = seed
         self.flip = flip
+        self.photometric = photometric
     }
 
     public var identity: JSON { data.identity }
@@ -68,8 +71,10 @@ public final class SegmentationCrops: CheckpointedData {
                 outImage[dst * 3 + 2] = image.pixels[src * 3 + 2]
             }
         }
-        let (cropImage, cropLabels) = (Image(width: crop, height: crop, channels: 3, pixels: outImage), LabelMap(width: crop, height: crop, ids: outLabels))
-        return mirrored ? (cropImage.mirrored(), cropLabels.mirrored()) : (cropImage, cropLabels)
+        var (cropImage, cropLabels) = (Image(width: crop, height: crop, channels: 3, pixels: outImage), LabelMap(width: crop, height: crop, ids: outLabels))
+        if mirrored { (cropImage, cropLabels) = (cropImage.mirrored(), cropLabels.mirrored()) }
+        if photometric { cropImage = PhotometricAugmentation.apply(cropImage, stream: r) }
+        return (cropImage, cropLabels)
     }
 
     private func load(_ index: Int) throws -> (Image, LabelMap) {

@@ -23,6 +23,8 @@ public struct SegmentationOptions: Equatable, Sendable, RunOptions {
     /// Weigh each pixel's loss by its class (`SegmentationData.balancedClassWeights`): rare, thin
     /// classes (poles, signs, people) are otherwise never predicted by a small network.
     public var balanceClasses = false
+    /// Colour jitter, blur and noise on every training crop (`PhotometricAugmentation`).
+    public var photometric = false
 
     public init() {}
 
@@ -44,6 +46,7 @@ public struct SegmentationOptions: Equatable, Sendable, RunOptions {
         ]
         // Only when set, so that checkpoints made before the option existed still resume.
         if balanceClasses { j.set("class_weights", "balanced") }
+        if photometric { j.set("photometric", .string(PhotometricAugmentation.name)) }
         return j
     }
 

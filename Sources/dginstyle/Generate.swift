@@ -50,6 +50,26 @@ struct SamplingArguments: ParsableArguments {
     }
 }
 
+extension MRLFAnchorNoise: ExpressibleByArgument {}
+
+/// MRLF's settings, shared by generate and sample.
+struct MRLFArguments: ParsableArguments {
+    @Option(help: "MRLF window stride in latents, at 512 px.")
+    var stride = 16
+
+    @Option(help: "MRLF: connected components of more pixels than this (at 512 px) keep the low-resolution latents.")
+    var largeArea = 30000
+
+    @Option(help: "MRLF: level the anchored low-resolution latents are noised to after a step from timestep t: t-1 (the reference code's) or next (the level the step reached).")
+    var mrlfAnchorNoise: MRLFAnchorNoise = .reference
+
+    func options(resolution: Int) -> MRLFOptions {
+        var o = MRLFOptions.scaled(resolution: resolution, strideAt512: stride, largeAreaAt512: largeArea)
+        o.anchorNoise = mrlfAnchorNoise
+        return o
+    }
+}
+
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate a labelled street-scene dataset (DGInStyle) from label maps.",
@@ -97,11 +117,7 @@ struct Generate: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Multi-resolution Latent Fusion (a second pass at 2x).")
     var mrlf = true
 
-    @Option(help: "MRLF window stride in latents, at 512 px.")
-    var stride = 16
-
-    @Option(help: "MRLF: connected components of more pixels than this (at 512 px) keep the low-resolution latents.")
-    var largeArea = 30000
+    @OptionGroup var mrlfArguments: MRLFArguments
 
     @Option(help: "Render only items with index % N == I.")
     var shard: Shard?
@@ -119,8 +135,9 @@ struct Generate: ParsableCommand {
         job.sampling = sampling.options
         job.resolution = resolution
         job.mrlf = mrlf
-        job.strideAt512 = stride
-        job.largeAreaAt512 = largeArea
+        job.strideAt512 = mrlfArguments.stride
+        job.largeAreaAt512 = mrlfArguments.largeArea
+        job.anchorNoise = mrlfArguments.mrlfAnchorNoise
         job.layout = layout
         if let shard {
             job.shardIndex = shard.index
@@ -173,11 +190,7 @@ struct Sample: ParsableCommand {
     @Flag(help: "Multi-resolution Latent Fusion (needs --labels).")
     var mrlf = false
 
-    @Option(help: "MRLF window stride in latents, at 512 px.")
-    var stride = 16
-
-    @Option(help: "MRLF large-component area in pixels, at 512 px.")
-    var largeArea = 30000
+    @OptionGroup var mrlfArguments: MRLFArguments
 
     @Option(help: "Seed.")
     var seed: UInt64 = 0
@@ -198,9 +211,8 @@ struct Sample: ParsableCommand {
         let image01: Tensor
         if mrlf, let ids {
             guard w == h else { throw ValidationError("--mrlf needs a square image") }
-            let options = MRLFOptions.scaled(resolution: w, strideAt512: stride, largeAreaAt512: largeArea)
             image01 = try pipe.generateMRLF(text: text, labels: ids, height: h, width: w, generator: generator,
-                                            options: sampling.options, mrlf: options).image
+                                            options: sampling.options, mrlf: mrlfArguments.options(resolution: w)).image
         } else {
             let condition = try ids.map { ids -> Tensor in
                 guard let cn = pipe.controlnet else { throw ValidationError("--labels needs a ControlNet (--controlnet)") }

@@ -152,9 +152,12 @@ struct MeasureReport: ParsableCommand {
         abstract: "The markdown tables of tools/run-experiment.sh's results.json.",
         discussion: """
         RESULTS is the JSON object run-experiment.sh assembles: "settings", "style" (a `measure style --json` \
-        output), "masks" (name -> `measure masks --json` output), "mrlf" ("oracle", "without", "with": \
-        `segment eval --json` outputs) and "generalisation" ("seeds", "source_only", "source_plus_generated": \
-        one eval output per seed). Sections whose data is missing are reported as not run.
+        output), "masks" (name -> `measure masks --json` output), "mrlf" ("oracle": a `segment eval --json` \
+        output; "without", "with" and optionally "with_next" (MRLF with the anchor at the next timestep): one \
+        `segment eval --json --per-image` output each, or a list of them, one per generation seed) and \
+        "ablation" ("rows": a list of {"name": source, photometric, a, b or c, "runs": [{"seg_seed", \
+        optionally "gen_seed", "eval": a `segment eval --json --per-image` output}]}, each row compared with \
+        the row above and with the first). Sections whose data is missing are reported as not run.
         """)
 
     @Argument(help: "results.json")

@@ -26,7 +26,8 @@ struct SegmentTrain: ParsableCommand {
         them) or the Cityscapes layout. The folders are pooled: every training crop comes from a file drawn \
         uniformly from all of their images, so a folder weighs by its number of images. Crops are random \
         --crop squares (images smaller than that are padded with ignored pixels), flipped left-right with \
-        probability 1/2. Loss: cross-entropy over the 19 Cityscapes classes, label 255 ignored. AdamW, \
+        probability 1/2 (with --photometric, then colour-jittered, blurred and noised: the no-diffusion \
+        augmentation baseline, docs/SEGMENT.md). Loss: cross-entropy over the 19 Cityscapes classes, label 255 ignored. AdamW, \
         linear warm-up then cosine decay to 0. Writes OUT/metrics.jsonl, OUT/loss.svg, OUT/checkpoints/ and \
         finally OUT/segmenter.dginstyle. Stop at any time and continue with --resume.
         """)
@@ -60,6 +61,9 @@ struct SegmentTrain: ParsableCommand {
 
     @Flag(help: "Weigh each pixel's loss by its class, 1 / ln(1.02 + the class's share of the training pixels) (ENet's weights): rare, thin classes get learnt.")
     var balanceClasses = false
+
+    @Flag(help: "Photometric augmentation of every crop: mmseg's PhotoMetricDistortion (brightness, contrast, saturation, hue), Gaussian blur and Gaussian noise, each with probability 1/2, drawn per crop from --seed.")
+    var photometric = false
 
     @Option(help: "Seed of the initial weights and of the crops.")
     var seed: UInt64 = 0
@@ -99,6 +103,7 @@ struct SegmentTrain: ParsableCommand {
         options.flip = !noFlip
         options.seed = seed
         options.balanceClasses = balanceClasses
+        options.photometric = photometric
         try options.validate()
         let levels = channels.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard !levels.isEmpty, levels.allSatisfy({ $0 != nil }) else { throw ValidationError("--channels must be integers separated by commas, not \(channels)") }
@@ -113,7 +118,7 @@ struct SegmentTrain: ParsableCommand {
         try pooled.checkSizes()
         let model = Segmenter(config)
         model.initializeParameters(seed: seed)
-        let trainer = try SegmentationTrainer(model: model, crops: SegmentationCrops(data: pooled, crop: crop, seed: seed, flip: !noFlip),
+        let trainer = try SegmentationTrainer(model: model, crops: SegmentationCrops(data: pooled, crop: crop, seed: seed, flip: !noFlip, photometric: photometric),
                                               options: options)
         var settings = RunSettings(output: out)
         settings.checkpointEvery = checkpointEvery

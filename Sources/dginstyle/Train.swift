@@ -71,9 +71,9 @@ struct TrainingArguments: ParsableArguments {
     @Option(help: "Seed of the noise, the timesteps and the data sampler.")
     var seed: UInt64 = 0
 
-    @Option(help: ArgumentHelp("Scale each training crop by a factor drawn uniformly from LO,HI (one number: fixed).",
-                               discussion: "--data: the stored image's scale (0.5,1 on 512x256 renders: crops as at 256x128, and up to twice as close); --images: on top of the resize to --resolution (at least 1)."))
-    var zoom = "1"
+    @Option(help: ArgumentHelp("Scale each training crop by a factor drawn uniformly from LO,HI (one number: fixed) (default: finetune-unet 0.5,2 as DGInStyle's DreamBooth; train-controlnet 1).",
+                               discussion: "The factor scales the stored image (--data and --images alike): 0.5,1 on 512x256 renders at --resolution 128 gives crops from the 256x128 view to twice as close; below 1 a crop sees more than --resolution pixels of the image, shrunk."))
+    var zoom: String?
 
     @Option(help: "Checkpoint every this many updates (and after the last); 0: only at the end.")
     var checkpointEvery = 500
@@ -99,10 +99,12 @@ struct TrainingArguments: ParsableArguments {
         guard keep > 0 else { throw ValidationError("--keep must be at least 1") }
         guard format == .diffusers || format == .native else { throw ValidationError("--format is diffusers or native") }
         guard maxGradNorm >= 0 else { throw ValidationError("--max-grad-norm must not be negative") }
-        _ = try zoomRange()
+        _ = try zoomRange(default: "1")
     }
 
-    func zoomRange() throws -> ClosedRange<Double> {
+    /// `--zoom`, or the command's own default when it is not given.
+    func zoomRange(default fallback: String) throws -> ClosedRange<Double> {
+        let zoom = self.zoom ?? fallback
         let parts = zoom.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
         guard (1...2).contains(parts.count), let lo = parts.first!, let hi = parts.last!, lo > 0, lo <= hi, hi.isFinite else {
             throw ValidationError("--zoom is a positive factor or a range LO,HI with LO <= HI, not \(zoom)")
@@ -164,12 +166,16 @@ func runTraining(_ run: TrainingRun, quiet: Bool) throws {
 }
 
 struct FinetuneUNet: ParsableCommand {
+    /// DGInStyle's DreamBooth resize ratios of the native image (0.5 to 2), as a --zoom range.
+    static let referenceZoom = "0.5,2"
+
     static let configuration = CommandConfiguration(
         commandName: "finetune-unet",
         abstract: "DreamBooth-style fine-tuning of the UNet on all source images (U^P -> U^S).",
         discussion: """
-        Every image of --images (DIR/images/*.png if that folder exists, else DIR/*.png) is resized so its \
-        shorter side is --resolution and cropped to a random square, in a new random order each epoch. The \
+        Every image of --images (DIR/images/*.png if that folder exists, else DIR/*.png) is resized by a \
+        factor drawn from --zoom (default 0.5,2: DGInStyle's DreamBooth ratios of the native frame, zooming \
+        out as well as in) and cropped to a random --resolution square, in a new random order each epoch. The \
         VAE and the text encoder are frozen; latents are the VAE posterior's sample x scaling_factor, the \
         objective is the noise (epsilon) at timesteps uniform in [0, 1000), the caption is --prompt (the \
         paper: empty). The fine-tuned UNet is written to OUT/unet (a diffusers model folder, or \
@@ -217,9 +223,9 @@ struct FinetuneUNet: ParsableCommand {
         if let data {
             source = try DatasetBatchSource(root: data, resolution: common.resolution, rareClassSampling: false,
                                             emptyPromptProbability: emptyPromptProb, weatherProbability: weatherProb,
-                                            zoom: try common.zoomRange(), seed: common.seed)
+                                            zoom: try common.zoomRange(default: FinetuneUNet.referenceZoom), seed: common.seed)
         } else {
-            source = try ImageFolderSource(folder: images!, resolution: common.resolution, prompt: prompt, zoom: try common.zoomRange(),
+            source = try ImageFolderSource(folder: images!, resolution: common.resolution, prompt: prompt, zoom: try common.zoomRange(default: FinetuneUNet.referenceZoom),
                                            seed: common.seed)
         }
         let trainer = try DiffusionTrainer(target: .unet, unet: models.unet!, controlnet: nil, vae: models.vae!,
@@ -299,7 +305,7 @@ struct TrainControlNet: ParsableCommand {
             models.unet = nil
         }
         let source = try DatasetBatchSource(root: data, resolution: common.resolution, rareClassSampling: rcs,
-                                            emptyPromptProbability: emptyPromptProb, zoom: try common.zoomRange(), seed: common.seed)
+                                            emptyPromptProbability: emptyPromptProb, zoom: try common.zoomRange(default: "1"), seed: common.seed)
         let controlnet = try ControlNetModel.initialized(from: trainUNet, conditioningChannels: Cityscapes.classCount + 1,
                                                          seed: common.seed)
         let trainer = try DiffusionTrainer(target: .controlnet, unet: trainUNet, controlnet: controlnet, vae: models.vae!,

@@ -127,8 +127,13 @@ final class DemoCommandTests: XCTestCase, CommandRunning {
                             {"name": "b-style-swap", "count": 10, "mean_p_photo": 0.7, "photo_share": 0.8, "photo_closeness": 0.6}]},
          "masks": {"a-source-unet": {"count": 10, "mean": 0.41, "median": 0.4}, "b-style-swap": {"count": 10, "mean": 0.39, "median": 0.38}},
          "mrlf": {"oracle": \(eval(0.6, 0.3)), "without": \(eval(0.3, 0.1, poleHits: [2, 4, 3])), "with": \(eval(0.35, 0.15, poleHits: [6, 8, 7]))},
-         "generalisation": {"seeds": ["1", "2"], "source_only": [\(eval(0.2, nil)), \(eval(0.3, nil))],
-                            "source_plus_generated": [\(eval(0.3, nil)), \(eval(0.4, nil))]}}
+         "ablation": {"rows": [
+            {"name": "source", "runs": [{"seg_seed": "1", "eval": \(eval(0.2, nil, poleHits: [2, 4, 3]))},
+                                        {"seg_seed": "2", "eval": \(eval(0.3, nil, poleHits: [3, 4, 3]))}]},
+            {"name": "c", "runs": [{"seg_seed": "1", "gen_seed": "8501", "eval": \(eval(0.3, nil, poleHits: [6, 8, 7]))},
+                                   {"seg_seed": "2", "gen_seed": "8501", "eval": \(eval(0.4, nil, poleHits: [7, 8, 7]))},
+                                   {"seg_seed": "1", "gen_seed": "8502", "eval": \(eval(0.3, nil, poleHits: [6, 8, 6]))},
+                                   {"seg_seed": "2", "gen_seed": "8502", "eval": \(eval(0.5, nil, poleHits: [7, 9, 7]))}]}]}}
         """
         try results.write(toFile: dir + "/results.json", atomically: true, encoding: .utf8)
         var r = try run(["measure", "report", dir + "/results.json"])
@@ -139,9 +144,11 @@ final class DemoCommandTests: XCTestCase, CommandRunning {
         // From the per-image matrices: pole IoU 9/30 = 0.3 without, 21/30 = 0.7 with, on every resample above 0.
         XCTAssertTrue(r.stdout.contains("+0.400, 95% bootstrap interval [+0."), r.stdout)
         XCTAssertTrue(r.stdout.contains("over the 3 images"), r.stdout)
-        XCTAssertTrue(r.stdout.contains("| game source only | 0.200 | 0.300 | 0.250 ± 0.071 |"), r.stdout)
-        XCTAssertTrue(r.stdout.contains("| source + generated (Style Swap + MRLF) | 0.300 | 0.400 | 0.350 ± 0.071 |"), r.stdout)
-        XCTAssertTrue(r.stdout.contains("Difference of the means: +0.100 mIoU"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("| game source only | 2 | 0.250 ± 0.071 |  |  |"), r.stdout)
+        // The interval comes from the per-image matrices (road and pole), pairing each generated run
+        // with the source run of its segmenter seed; every pairing gains on pole, so all of it is above 0.
+        XCTAssertTrue(r.stdout.contains("| source + (c) Style Swap + MRLF | 4 | 0.375 ± 0.096 | +0."), r.stdout)
+        XCTAssertFalse(r.stdout.contains("| source + (c) Style Swap + MRLF | 4 | 0.375 ± 0.096 | +0.000 [-"), r.stdout)
         XCTAssertTrue(r.stdout.contains("held-out accuracy 0.950"), r.stdout)
 
         try "{\"style\": {\"sets\": []}}".write(toFile: dir + "/partial.json", atomically: true, encoding: .utf8)

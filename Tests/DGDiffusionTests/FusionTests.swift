@@ -1,3 +1,4 @@
+import DGBase
 import DGTensor
 import Foundation
 import XCTest
@@ -117,6 +118,31 @@ final class ResizeAndWindowTests: XCTestCase {
         XCTAssertEqual(o.largeArea, 1875)
         XCTAssertEqual(MRLFOptions.scaled(resolution: 512).stride, 16)
         XCTAssertEqual(MRLFOptions.scaled(resolution: 512).largeArea, 30000)
+    }
+
+    /// MRLF's anchor noise, on SD 1.5's schedule with 4 DDIM steps (timesteps 751, 501, 251, 1):
+    /// after step 0 the reference's level is ᾱ at t - 1 = 750, the other the next timestep's (501).
+    /// The ᾱ values are numpy's cumprod(1 - linspace(sqrt(0.00085), sqrt(0.012), 1000)^2).
+    func testAnchorNoiseLevels() throws {
+        let config = try JSON.parse(bytes: Array("""
+            {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+             "set_alpha_to_one": false, "steps_offset": 1, "timestep_spacing": "leading"}
+            """.utf8))
+        let ddim = try DDIMScheduler(try NoiseSchedule(config: config), steps: 4)
+        XCTAssertEqual(ddim.timesteps, [751, 501, 251, 1])
+        let x0 = Tensor(shape: [1, 1, 1, 2], floats: [1, 2]), noise = Tensor(shape: [1, 1, 1, 2], floats: [0.5, -1])
+        func expected(_ ac: Double) -> [Float] {
+            zip(x0.floats, noise.floats).map { Float(ac.squareRoot() * Double($0) + (1 - ac).squareRoot() * Double($1)) }
+        }
+        XCTAssertEqual(MRLFAnchorNoise.reference, .previousTimestep)
+        let ref = MRLFAnchorNoise.previousTimestep.noised(x0, noise: noise, scheduler: ddim, index: 0).floats
+        let next = MRLFAnchorNoise.next.noised(x0, noise: noise, scheduler: ddim, index: 0).floats
+        for (a, b) in zip(ref, expected(0.05616984800293729)) { XCTAssertEqual(a, b, accuracy: 1e-5) }
+        for (a, b) in zip(next, expected(0.2749990668501319)) { XCTAssertEqual(a, b, accuracy: 1e-5) }
+        XCTAssertNotEqual(ref, next)
+        // After the last step (t = 1) the reference keeps ᾱ_0 = 1 - β_0, a little noise.
+        let last = MRLFAnchorNoise.previousTimestep.noised(x0, noise: noise, scheduler: ddim, index: 3).floats
+        for (a, b) in zip(last, expected(0.99915)) { XCTAssertEqual(a, b, accuracy: 1e-5) }
     }
 
     /// Lanczos keeps constants, interpolates smooth signals closely both ways, and its

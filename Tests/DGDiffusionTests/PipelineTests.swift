@@ -115,6 +115,13 @@ final class PipelineTests: XCTestCase {
         XCTAssertEqual(b.image.floats, c.image.floats)
         XCTAssertEqual(b.lowResolution.floats, a.lowResolution.floats, "the first pass does not depend on the windows")
         XCTAssertNotEqual(b.image.floats, a.image.floats)
+        // The anchor's noise level changes the fused image, not the first pass.
+        var next = sparse
+        next.anchorNoise = .next
+        let d = try pipe.generateMRLF(text: text, labels: labels, height: 128, width: 128, generator: NoiseGenerator(seed: 5),
+                                      options: options(steps: 2), mrlf: next)
+        XCTAssertEqual(d.lowResolution.floats, b.lowResolution.floats)
+        XCTAssertNotEqual(d.image.floats, b.image.floats)
     }
 
     /// Style Swap compatibility: a ControlNet of another structure is refused by name.

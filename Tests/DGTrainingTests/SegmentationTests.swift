@@ -90,6 +90,17 @@ final class SegmentationTests: XCTestCase {
         // Only classes present in the truth count; none present: nil.
         XCTAssertNil(PairedIoUBootstrap.interval(a, better, classes: [1]))
         XCTAssertNil(PairedIoUBootstrap.interval([], [], classes: [2]))
+        // Several paired runs on the same images: the mean of their differences; resampling the
+        // runs as well, the interval reaches from the run without a gain (0) towards the one with.
+        let runs = try XCTUnwrap(PairedIoUBootstrap.interval(runs: [(a, a), (a, better)], classes: [2], resamples: 500))
+        XCTAssertEqual(runs.difference, up.difference / 2, accuracy: 1e-12)
+        XCTAssertEqual(runs.low, 0)
+        XCTAssertGreaterThan(runs.high, runs.difference)
+        // One run is the single-run interval, draw for draw.
+        let one = try XCTUnwrap(PairedIoUBootstrap.interval(runs: [(a, better)], classes: [2], resamples: 500))
+        XCTAssertEqual(one.low, up.low)
+        XCTAssertEqual(one.high, up.high)
+        XCTAssertNil(PairedIoUBootstrap.interval(runs: [(a, better), (Array(a.prefix(2)), Array(better.prefix(2)))], classes: [2]))
         // Matrices from a report's counts.
         XCTAssertEqual(ConfusionMatrix(classes: 3, counts: image(4).counts), image(4))
         XCTAssertNil(ConfusionMatrix(classes: 3, counts: [1, 2]))
@@ -184,6 +195,60 @@ final class SegmentationTests: XCTestCase {
         let (_, labels) = try big.sample(0)
         XCTAssertEqual(labels.width, 72)
         XCTAssertTrue(labels.ids[(72 - 1) * 72] == 255)   // row 71 lies below the 32-pixel image
+    }
+
+    /// `photometric`: the same crops and labels, images augmented differently per crop and per
+    /// seed, identically for the same (seed, k); recorded in the options only when on.
+    func testPhotometricAugmentation() throws {
+        let data = try SegmentationData(roots: [try writeData("a", count: 3, seed: 1)])
+        let plain = SegmentationCrops(data: data, crop: 32, seed: 9)
+        let augmented = SegmentationCrops(data: data, crop: 32, seed: 9, photometric: true)
+        let again = SegmentationCrops(data: data, crop: 32, seed: 9, photometric: true)
+        var changed = 0
+        for k in 0..<12 {
+            let (p, pl) = try plain.sample(k), (a, al) = try augmented.sample(k)
+            XCTAssertEqual(pl, al, "labels are untouched")
+            XCTAssertEqual(a, try again.sample(k).0, "fixed by (seed, k)")
+            if a != p { changed += 1 }
+        }
+        // Each of six operations applies with probability 1/2: all twelve crops untouched has odds 2^-72.
+        XCTAssertGreaterThan(changed, 6)
+        let otherSeed = SegmentationCrops(data: data, crop: 32, seed: 10, photometric: true)
+        XCTAssertNotEqual(try otherSeed.sample(0).0, try SegmentationCrops(data: data, crop: 32, seed: 10).sample(0).0)
+        var options = SegmentationOptions()
+        XCTAssertNil(options.json["photometric"])
+        options.photometric = true
+        XCTAssertEqual(options.json["photometric"], .string(PhotometricAugmentation.name))
+    }
+
+    /// The pieces by hand: mmseg's convert truncates and clips; a neutral HSV round trip keeps
+    /// every 8-bit colour; saturation 0 gives grey at the maximum; a 120-degree hue turn rotates
+    /// the primaries; blur keeps a flat image and spreads an impulse symmetrically.
+    func testPhotometricPieces() {
+        var px: [Float] = [10, 200, 250]
+        PhotometricAugmentation.affine(&px, alpha: 1.5, beta: -20)
+        XCTAssertEqual(px, [0, 255, 255])
+        var colours: [Float] = []
+        for r in stride(from: 0, through: 255, by: 15) { for g in stride(from: 0, through: 255, by: 17) { for b in stride(from: 0, through: 255, by: 51) { colours += [Float(r), Float(g), Float(b)] } } }
+        var roundTrip = colours
+        PhotometricAugmentation.adjustHSV(&roundTrip, saturation: 1, hueShiftDegrees: 0)
+        XCTAssertEqual(roundTrip, colours)
+        var grey: [Float] = [200, 100, 50]
+        PhotometricAugmentation.adjustHSV(&grey, saturation: 0, hueShiftDegrees: 0)
+        XCTAssertEqual(grey, [200, 200, 200])
+        var red: [Float] = [255, 0, 0, 0, 255, 0]
+        PhotometricAugmentation.adjustHSV(&red, saturation: 1, hueShiftDegrees: 120)
+        XCTAssertEqual(red, [0, 255, 0, 0, 0, 255])
+        let flat = [Float](repeating: 77, count: 5 * 5 * 3)
+        XCTAssertEqual(PhotometricAugmentation.gaussianBlur(flat, width: 5, height: 5, sigma: 1.3), flat)
+        var impulse = [Float](repeating: 0, count: 5 * 5 * 3)
+        impulse[(2 * 5 + 2) * 3] = 255
+        let spread = PhotometricAugmentation.gaussianBlur(impulse, width: 5, height: 5, sigma: 1)
+        XCTAssertLessThan(spread[(2 * 5 + 2) * 3], 255)
+        XCTAssertGreaterThan(spread[(2 * 5 + 1) * 3], 0)
+        XCTAssertEqual(spread[(2 * 5 + 1) * 3], spread[(2 * 5 + 3) * 3])
+        XCTAssertEqual(spread[(1 * 5 + 2) * 3], spread[(2 * 5 + 1) * 3])
+        XCTAssertEqual(spread[(2 * 5 + 2) * 3 + 1], 0, "channels stay apart")
     }
 
     /// `balanceClasses`: ENet's weights 1 / ln(1.02 + share) from the training labels, used by the

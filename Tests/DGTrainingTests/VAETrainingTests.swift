@@ -157,7 +157,8 @@ final class VAETrainingTests: XCTestCase {
 }
 
 /// DreamBooth's image folder: every crop a `resolution` square, the same at the same run position,
-/// and with `zoom` taken from the image resized to `resolution` x the drawn factor.
+/// taken from the stored image resized by the drawn zoom factor (DGInStyle's resize ratios: below 1
+/// the crop sees more of the image, shrunk).
 final class ImageFolderSourceTests: XCTestCase {
     func testCropsAndZoom() throws {
         let dir = Tiny.scratch()
@@ -165,20 +166,32 @@ final class ImageFolderSourceTests: XCTestCase {
         try Synth.writeDataset(to: dir + "/data", count: 3, width: 64, height: 32, style: .game, seed: 5, progress: false)
         let plain = try ImageFolderSource(folder: dir + "/data", resolution: 16, prompt: "", seed: 1)
         let zoomed = try ImageFolderSource(folder: dir + "/data", resolution: 16, prompt: "", zoom: 2...2, seed: 1)
+        let out = try ImageFolderSource(folder: dir + "/data", resolution: 16, prompt: "", zoom: 0.5...0.5, seed: 1)
         XCTAssertEqual(try plain.next(4).pixels.shape, [4, 3, 16, 16])
         XCTAssertEqual(try zoomed.next(4).pixels.shape, [4, 3, 16, 16])
-        // Same position, same image: at zoom 2 the crop is taken from a twice larger resize (the
-        // image resized to 64x32 instead of 32x16), so it covers half the width and height.
+        XCTAssertEqual(try out.next(4).pixels.shape, [4, 3, 16, 16])
         let k = 5, path = plain.files[plain.fileIndex(k)]
         XCTAssertEqual(path, zoomed.files[zoomed.fileIndex(k)])
         let a = try plain.crop(k), b = try zoomed.crop(k), again = try zoomed.crop(k)
         XCTAssertEqual(b.pixels, again.pixels)
         XCTAssertNotEqual(a.pixels, b.pixels)
+        // Zoom 1 is a crop of the stored image itself; zoom 0.5 one of the image halved (32x16):
+        // half its width, its whole height.
+        let stream = RandomStream(seed: 1, 0xC209, UInt64(k))
+        let image = try PNG.read(path).rgb()
+        XCTAssertEqual(a.pixels, image.cropped(.uniform(width: 16, height: 16, boundsWidth: 64, boundsHeight: 32, stream.bits(0), stream.bits(1))).pixels)
+        let halved = image.resized(width: 32, height: 16, filter: .bilinear)
+        XCTAssertEqual(try out.crop(k).pixels, halved.cropped(.uniform(width: 16, height: 16, boundsWidth: 32, boundsHeight: 16, stream.bits(0), stream.bits(1))).pixels)
         XCTAssertNil(plain.identity["zoom"])
+        XCTAssertEqual(plain.identity["scale"], "stored image")
         XCTAssertEqual(zoomed.identity["zoom"], [2.0, 2.0])
-        XCTAssertThrowsError(try ImageFolderSource(folder: dir + "/data", resolution: 16, prompt: "", zoom: 0.5...1, seed: 1))
+        // Farther out than the image allows: the crop names the image and the least zoom that fits.
+        let far = try ImageFolderSource(folder: dir + "/data", resolution: 16, prompt: "", zoom: 0.25...0.25, seed: 1)
+        XCTAssertThrowsError(try far.crop(0)) { XCTAssertTrue("\($0)".contains("64x32 at zoom 0.250 is 16x8, smaller than the 16x16 crop; --zoom needs a lower bound of at least 0.500"), "\($0)") }
+        XCTAssertThrowsError(try ImageFolderSource(folder: dir + "/data", resolution: 16, prompt: "", zoom: 0...1, seed: 1))
         // A zoom range draws a factor per crop: crops differ from both fixed ends somewhere.
-        let ranged = try ImageFolderSource(folder: dir + "/data", resolution: 16, prompt: "", zoom: 1...2, seed: 1)
+        let ranged = try ImageFolderSource(folder: dir + "/data", resolution: 16, prompt: "", zoom: 0.5...2, seed: 1)
         XCTAssertTrue((0..<6).contains { try! ranged.crop($0).pixels != plain.crop($0).pixels })
+        XCTAssertTrue((0..<6).contains { try! ranged.crop($0).pixels != out.crop($0).pixels })
     }
 }
