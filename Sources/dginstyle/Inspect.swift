@@ -43,7 +43,23 @@ struct Inspect: ParsableCommand {
         if let config { return try inspectConfig(config) }
         // Any valid file is described: tensors of no known model are listed as layout "unknown".
         let ck = try Checkpoint.openAny(path!, options: .init(ema: ema, variant: variant))
-        if json { emit(describeJSON(ck).pretty) } else { emit(describeText(ck)) }
+        let lora = ck.layout == .unknown ? ck.components.first.flatMap { c in
+            LoRAFile.format(of: c.source.entries.map(\.name)) == nil ? nil : Result { try LoRAFile.read(c.source, metadata: c.metadata) }
+        } : nil
+        if json {
+            var out = describeJSON(ck)
+            switch lora {
+            case .success(let l)?: out.set("lora", describeLoRA(l))
+            case .failure(let e)?: out.set("lora_error", .string("\(e)"))
+            case nil: break
+            }
+            emit(out.pretty)
+        } else if case .success(let l)? = lora {
+            emit(describeLoRAText(l, ck))
+        } else {
+            if case .failure(let e)? = lora { warn("not a LoRA this program reads: \(e)") }
+            emit(describeText(ck))
+        }
     }
 
     private func inspectConfig(_ path: String) throws {
@@ -134,6 +150,49 @@ struct Inspect: ParsableCommand {
             }
         }
         return lines.joined(separator: "\n")
+    }
+}
+
+extension Inspect {
+    /// What people ask of a LoRA: its layout, which layers it adapts (by kind), each layer's rank
+    /// and alpha, and its size.
+    func describeLoRA(_ l: LoRAFile) -> JSON {
+        [
+            "format": .string(l.format.rawValue), "parameters": .int(l.parameterCount), "layer_count": .int(l.layers.count),
+            "targets": .array(Self.targetKinds(l).map { .string($0) }),
+            "layers": .array(l.layers.map { layer in
+                ["component": .string(layer.component), "module": .string(layer.module), "rank": .int(layer.rank),
+                 "alpha": layer.alpha.map { .double(Double($0)) } ?? .null, "scaling": .double(Double(layer.scale)),
+                 "weight_shape": .array(layer.weightShape.map { .int($0) })]
+            }),
+        ]
+    }
+
+    func describeLoRAText(_ l: LoRAFile, _ ck: Checkpoint) -> String {
+        let components = Dictionary(grouping: l.layers, by: \.component).map { "\($0.key) \($0.value.count)" }.sorted()
+        func range<T: Comparable & CustomStringConvertible>(_ xs: [T]) -> String {
+            let (lo, hi) = (xs.min()!, xs.max()!)
+            return lo == hi ? "\(lo) (every layer)" : "\(lo)-\(hi) (per layer below)"
+        }
+        let bytes = ck.components.first.map { $0.source.entries.reduce(0) { $0 + $1.byteCount } } ?? 0
+        var lines = ["\(ck.path)", "  layout: LoRA, \(l.format == .kohya ? "kohya-ss" : "diffusers/PEFT") format; \(l.layers.count) adapted layers (\(components.joined(separator: ", ")))",
+                     "  rank: \(range(l.layers.map(\.rank)))",
+                     "  alpha: " + (l.layers.allSatisfy { $0.alpha == nil } ? "not stored (= rank, scaling 1)" : range(l.layers.map { $0.alpha ?? Float($0.rank) }.map { Double($0) })),
+                     "  targets: \(Self.targetKinds(l).joined(separator: ", "))",
+                     "  parameters: \(formatCount(l.parameterCount)), \(ProgressBar.bytes(Double(bytes)))"]
+        for layer in l.layers {
+            let alpha = layer.alpha.map { JSON.double(Double($0)).compact } ?? "-"
+            lines.append("    \(layer.component) \(layer.module)  rank \(layer.rank)  alpha \(alpha)  weight \(layer.weightShape)")
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// The kinds of layer adapted, by the end of their names (`to_q`, `to_out.0`, `ff.net.2`, ...).
+    static func targetKinds(_ l: LoRAFile) -> [String] {
+        Set(l.layers.map { layer -> String in
+            for kind in ["to_out.0", "ff.net.0.proj", "ff.net.2"] where layer.module.hasSuffix(kind) { return kind }
+            return String(layer.module.split(separator: ".").last ?? "")
+        }).sorted()
     }
 }
 

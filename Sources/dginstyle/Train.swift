@@ -269,6 +269,12 @@ struct TrainControlNet: ParsableCommand {
     @Option(help: "The fine-tuned UNet U^S (a diffusers UNet folder or file); default: the pipeline's UNet.")
     var unet: String?
 
+    @Option(help: "U^S as a LoRA (kohya or diffusers file), merged into the UNet the ControlNet trains on (--unet, else the pipeline's).")
+    var loraUnet: String?
+
+    @Option(help: "Multiplier of --lora-unet.")
+    var loraScale: Float = 1
+
     @Option(help: "Labelled training data (GTA5 layout: images/ + labels/; or Cityscapes layout).")
     var data: String
 
@@ -317,6 +323,17 @@ struct TrainControlNet: ParsableCommand {
             baseUNet = validateEvery > 0 ? models.unet : nil
             if baseUNet != nil { freeze(baseUNet!, storage: common.frozenDtype) }
             models.unet = nil
+        }
+        if let loraUnet {
+            if unet == nil && validateEvery > 0 {
+                // The merge changes the pipeline's UNet in place: the Style Swap half of the
+                // validation images needs U^P as it was.
+                let ck = try Checkpoint.open(common.pipeline)
+                guard let c = ck.component("unet"), let up = try loadModel(c).1 as? UNet2DConditionModel else { throw FileError(common.pipeline, "holds no UNet") }
+                freeze(up, storage: common.frozenDtype)
+                baseUNet = up
+            }
+            try LoRAFile.read(loraUnet).merge(into: ["unet": trainUNet, "text_encoder": models.textEncoder!], scale: loraScale, path: loraUnet)
         }
         let source = try DatasetBatchSource(root: data, resolution: common.resolution, rareClassSampling: rcs,
                                             emptyPromptProbability: emptyPromptProb, zoom: try common.zoomRange(), seed: common.seed)
