@@ -27,8 +27,10 @@ struct UNetLoRAArguments: ParsableArguments {
 func mergeLoRA(_ path: String, scale: Float, into holders: [String: Checkpoint]) throws -> [String: Checkpoint] {
     let lora = try LoRAFile.read(path)
     var out: [String: Checkpoint] = [:]
+    let classNames = ["unet": "UNet2DConditionModel", "text_encoder": "CLIPTextModel"]
     for name in Set(lora.layers.map(\.component)).sorted() {
-        guard let ck = holders[name], let c = ck.component(name) ?? (ck.components.count == 1 ? ck.components[0] : nil) else {
+        guard let ck = holders[name], let c = ck.component(name) ?? (ck.components.count == 1 ? ck.components[0] : nil),
+              c.className == classNames[name] else {
             throw FileError(path, "adapts a \(name), which \(holders[name]?.path ?? "the base") does not hold")
         }
         let (_, model) = try loadModel(c)
