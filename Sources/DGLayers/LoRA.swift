@@ -77,21 +77,36 @@ extension Module {
 
 /// A layer that can carry a LoRA adapter: Linear and Conv2d.
 public protocol LoRAAdaptable: Module {
-    var hasLoRA: Bool { get }
+    /// The layer's own weight.
+    var weight: Parameter { get }
     /// A's and B's shapes at rank r.
     func loraDownShape(rank: Int) -> [Int]
     func loraUpShape(rank: Int) -> [Int]
-    /// Attaches an adapter with these values (A: `down`, B: `up`) and scaling.
-    func attachLoRA(down: Tensor, up: Tensor, scale: Float)
-    /// (A, B, scaling) of the adapter, nil without one.
-    var loraFactors: (down: Parameter, up: Parameter, scale: Float)? { get }
-    func detachLoRA()
-    /// The layer's own weight.
-    var weight: Parameter { get }
+    /// The adapter's two layers at rank r, without values: A with this layer's geometry, B
+    /// mapping the rank back to the outputs, neither with a bias.
+    func makeLoRALayers(rank: Int) -> (down: Self, up: Self)
+    /// The adapter as stored (`lora_A`, `lora_B`, scaling); nil without one.
+    var lora: (down: Self, up: Self, scale: Float)? { get set }
 }
 
 extension LoRAAdaptable {
-    public var hasLoRA: Bool { loraFactors != nil }
+    public var hasLoRA: Bool { lora != nil }
+
+    /// Attaches an adapter with these values (A: `down`, B: `up`) and scaling.
+    public func attachLoRA(down: Tensor, up: Tensor, scale: Float) {
+        let r = down.shape[0]
+        precondition(down.shape == loraDownShape(rank: r) && up.shape == loraUpShape(rank: r),
+                     "LoRA factors \(down.shape), \(up.shape) for a layer of weight \(weight.shape)")
+        let (a, b) = makeLoRALayers(rank: r)
+        a.weight.value = down
+        b.weight.value = up
+        lora = (a, b, scale)
+    }
+
+    /// (A, B, scaling) of the adapter, nil without one.
+    public var loraFactors: (down: Parameter, up: Parameter, scale: Float)? { lora.map { ($0.down.weight, $0.up.weight, $0.scale) } }
+
+    public func detachLoRA() { lora = nil }
 
     /// Adds scale * (alpha/r) * B A into the layer's weight (stored as float32 from then on), as
     /// diffusers' fuse_lora does; a scale of 0 leaves the weight as it is.
@@ -112,42 +127,23 @@ public func lowRankProduct(down: Tensor, up: Tensor) -> Tensor {
 extension Linear: LoRAAdaptable {
     public func loraDownShape(rank: Int) -> [Int] { [rank, inFeatures] }
     public func loraUpShape(rank: Int) -> [Int] { [outFeatures, rank] }
+    public func makeLoRALayers(rank: Int) -> (down: Linear, up: Linear) { (Linear(inFeatures, rank, bias: false), Linear(rank, outFeatures, bias: false)) }
 
-    public func attachLoRA(down: Tensor, up: Tensor, scale: Float) {
-        let r = down.shape[0]
-        precondition(down.shape == loraDownShape(rank: r) && up.shape == loraUpShape(rank: r), "LoRA factors \(down.shape), \(up.shape) for Linear(\(inFeatures), \(outFeatures))")
-        let a = Linear(inFeatures, r, bias: false), b = Linear(r, outFeatures, bias: false)
-        a.weight.value = down
-        b.weight.value = up
-        (lora_A, lora_B, loraScale) = (a, b, scale)
+    public var lora: (down: Linear, up: Linear, scale: Float)? {
+        get { lora_A.flatMap { a in lora_B.map { (a, $0, loraScale) } } }
+        set { (lora_A, lora_B, loraScale) = (newValue?.down, newValue?.up, newValue?.scale ?? 0) }
     }
-
-    public var loraFactors: (down: Parameter, up: Parameter, scale: Float)? {
-        guard let a = lora_A, let b = lora_B else { return nil }
-        return (a.weight, b.weight, loraScale)
-    }
-
-    public func detachLoRA() { (lora_A, lora_B, loraScale) = (nil, nil, 0) }
 }
 
 extension Conv2d: LoRAAdaptable {
     public func loraDownShape(rank: Int) -> [Int] { [rank, inChannels, kernel, kernel] }
     public func loraUpShape(rank: Int) -> [Int] { [outChannels, rank, 1, 1] }
-
-    public func attachLoRA(down: Tensor, up: Tensor, scale: Float) {
-        let r = down.shape[0]
-        precondition(down.shape == loraDownShape(rank: r) && up.shape == loraUpShape(rank: r), "LoRA factors \(down.shape), \(up.shape) for Conv2d(\(inChannels), \(outChannels), \(kernel))")
-        let a = Conv2d(inChannels, r, kernel: kernel, stride: stride, padding: padding, bias: false)
-        let b = Conv2d(r, outChannels, kernel: 1, bias: false)
-        a.weight.value = down
-        b.weight.value = up
-        (lora_A, lora_B, loraScale) = (a, b, scale)
+    public func makeLoRALayers(rank: Int) -> (down: Conv2d, up: Conv2d) {
+        (Conv2d(inChannels, rank, kernel: kernel, stride: stride, padding: padding, bias: false), Conv2d(rank, outChannels, kernel: 1, bias: false))
     }
 
-    public var loraFactors: (down: Parameter, up: Parameter, scale: Float)? {
-        guard let a = lora_A, let b = lora_B else { return nil }
-        return (a.weight, b.weight, loraScale)
+    public var lora: (down: Conv2d, up: Conv2d, scale: Float)? {
+        get { lora_A.flatMap { a in lora_B.map { (a, $0, loraScale) } } }
+        set { (lora_A, lora_B, loraScale) = (newValue?.down, newValue?.up, newValue?.scale ?? 0) }
     }
-
-    public func detachLoRA() { (lora_A, lora_B, loraScale) = (nil, nil, 0) }
 }

@@ -129,7 +129,13 @@ struct Inspect: ParsableCommand {
     /// A file of no known model: every tensor (a LoRA or an embedding has few), the totals and
     /// the safetensors `__metadata__` (training settings of LoRAs live there).
     private func describeUnknownText(_ ck: Checkpoint) -> String {
-        var lines = ["\(ck.path)", "  layout: unknown (\(ck.unknownLayoutReason ?? "no model recognised"))"]
+        (["\(ck.path)", "  layout: unknown (\(ck.unknownLayoutReason ?? "no model recognised"))"] + tensorFileLines(ck, tensors: true))
+            .joined(separator: "\n")
+    }
+
+    /// The totals, the `__metadata__` and (with `tensors`) every tensor of a file of raw tensors.
+    func tensorFileLines(_ ck: Checkpoint, tensors: Bool) -> [String] {
+        var lines: [String] = []
         for c in ck.components {
             let entries = c.source.entries
             let dtypes = Set(entries.map(\.dtype.name)).sorted().joined(separator: "+")
@@ -144,12 +150,12 @@ struct Inspect: ParsableCommand {
                 }
             }
             let nameWidth = min(entries.map(\.name.count).max() ?? 0, 100)
-            for e in entries.sorted(by: { $0.name < $1.name }) {
+            for e in entries.sorted(by: { $0.name < $1.name }) where tensors {
                 let name = e.name.padding(toLength: max(nameWidth, e.name.count), withPad: " ", startingAt: 0)
                 lines.append("    \(name)  \(e.dtype.name.padding(toLength: 7, withPad: " ", startingAt: 0)) \(e.shape) \(formatCount(e.byteCount)) bytes")
             }
         }
-        return lines.joined(separator: "\n")
+        return lines
     }
 }
 
@@ -174,12 +180,12 @@ extension Inspect {
             let (lo, hi) = (xs.min()!, xs.max()!)
             return lo == hi ? "\(lo) (every layer)" : "\(lo)-\(hi) (per layer below)"
         }
-        let bytes = ck.components.first.map { $0.source.entries.reduce(0) { $0 + $1.byteCount } } ?? 0
-        var lines = ["\(ck.path)", "  layout: LoRA, \(l.format == .kohya ? "kohya-ss" : "diffusers/PEFT") format; \(l.layers.count) adapted layers (\(components.joined(separator: ", ")))",
+ var lines = ["\(ck.path)", "  layout: LoRA, \(l.format == .kohya ? "kohya-ss" : "diffusers/PEFT") format; \(l.layers.count) adapted layers (\(components.joined(separator: ", ")))",
                      "  rank: \(range(l.layers.map(\.rank)))",
                      "  alpha: " + (l.layers.allSatisfy { $0.alpha == nil } ? "not stored (= rank, scaling 1)" : range(l.layers.map { $0.alpha ?? Float($0.rank) }.map { Double($0) })),
                      "  targets: \(Self.targetKinds(l).joined(separator: ", "))",
-                     "  parameters: \(formatCount(l.parameterCount)), \(ProgressBar.bytes(Double(bytes)))"]
+                     "  parameters: \(formatCount(l.parameterCount))"] + tensorFileLines(ck, tensors: tensors)
+        lines.append("  layers:")
         for layer in l.layers {
             let alpha = layer.alpha.map { JSON.double(Double($0)).compact } ?? "-"
             lines.append("    \(layer.component) \(layer.module)  rank \(layer.rank)  alpha \(alpha)  weight \(layer.weightShape)")
