@@ -206,8 +206,8 @@ struct FinetuneUNet: ParsableCommand {
     @Option(help: "--data: probability of training a crop with the empty caption.")
     var emptyPromptProb = 0.0
 
-    @Option(help: "Learning rate (DGInStyle: 2e-6, constant; a LoRA wants more, ~1e-4).")
-    var lr = 2e-6
+    @Option(help: "Learning rate (default: DGInStyle's 2e-6; with --lora, 1e-4 as diffusers' DreamBooth-LoRA script).")
+    var lr: Double?
 
     @Option(help: "Train LoRA adapters of this rank instead of every weight (the UNet stays frozen).")
     var lora: Int?
@@ -240,7 +240,7 @@ struct FinetuneUNet: ParsableCommand {
             source = try ImageFolderSource(folder: images!, resolution: common.resolution, prompt: prompt, zoom: try common.zoomRange(),
                                            seed: common.seed)
         }
-        var options = common.options(learningRate: lr)
+        var options = common.options(learningRate: lr ?? (lora == nil ? 2e-6 : 1e-4))
         options.lora = lora.map { LoRASettings(rank: $0, alpha: loraAlpha ?? Float($0), targets: loraTargets) }
         let trainer = try DiffusionTrainer(target: .unet, unet: models.unet!, controlnet: nil, vae: models.vae!,
                                            textEncoder: models.textEncoder!, tokenizer: models.tokenizer!,
