@@ -227,6 +227,9 @@ struct FinetuneUNet: ParsableCommand {
         }
         if let lora, lora <= 0 { throw ValidationError("--lora is a positive rank") }
         if lora == nil, loraAlpha != nil { throw ValidationError("--lora-alpha needs --lora RANK") }
+        if lora != nil, common.format == .native {
+            throw ValidationError("--lora exports a LoRA file (pytorch_lora_weights.safetensors, diffusers layout); --format native does not apply")
+        }
     }
 
     func run() throws {
