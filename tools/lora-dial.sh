@@ -5,7 +5,8 @@
 # Measures, as claim 1 of tools/run-experiment.sh does: the style (P(photo) of a photo-vs-game
 # classifier on VAE-passed references) and the mask R² of each set.
 #
-#   tools/lora-dial.sh [OUT] [--bin PATH]      (sizes: N_REF, N_SRC, GEN_STEPS, RANK, TARGETS)
+#   tools/lora-dial.sh [OUT]      (environment: BIN, N_REF, N_SRC, GEN_STEPS, RANK, TARGETS; LORA=FILE measures that
+#                                  LoRA U^S instead of extracting one)
 set -euo pipefail
 OUT=${1:-out/lora-dial}
 BIN=${BIN:-.build/release/dginstyle}
@@ -17,8 +18,12 @@ synth() { [ -f "$OUT/data/$1/synth.json" ] || "$BIN" synth --out "$OUT/data/$1" 
 synth game-source game 8201 "$N_SRC"
 synth photo-ref photo 8101 "$N_REF"
 synth game-ref game 8102 "$N_REF"
-"$BIN" lora extract --base "$PIPELINE" --tuned "$UNET_SOURCE" --rank "$RANK" --targets "$TARGETS" --out "$OUT/us-lora.safetensors" \
-  | grep "keeps" | tee "$OUT/measure/extract.txt"
+if [ -n "${LORA:-}" ]; then  # a LoRA U^S given (a finetune-unet --lora run's), instead of one extracted
+  cp "$LORA" "$OUT/us-lora.safetensors"
+else
+  "$BIN" lora extract --base "$PIPELINE" --tuned "$UNET_SOURCE" --rank "$RANK" --targets "$TARGETS" --out "$OUT/us-lora.safetensors" \
+    | grep "keeps" | tee "$OUT/measure/extract.txt"
+fi
 generate() {
   local name="$1"; shift
   [ -f "$OUT/gen/$name/generation.jsonl" ] && [ "$(wc -l < "$OUT/gen/$name/generation.jsonl")" -ge "$N_SRC" ] && return
