@@ -54,7 +54,7 @@ let package = Package(
         // in a plain build this is a replayer of saved inputs, so that the harness always compiles.
         .executableTarget(name: "DGFuzz", dependencies: ["DGBase", "DGCheckpoint", "DGData", "DGDiffusion", "DGModels"]),
         .testTarget(name: "DGTensorTests", dependencies: ["DGBase", "DGTensor", "CBLAS", "CDGKernels"]),
-        .testTarget(name: "DGAutogradTests", dependencies: ["DGBase", "DGTensor", "DGAutograd"]),
+        .testTarget(name: "DGAutogradTests", dependencies: ["DGBase", "DGTensor", "DGAutograd", "DGLayers"]),
         .testTarget(name: "DGCheckpointTests", dependencies: ["DGBase", "DGTensor", "DGCheckpoint", "DGModels"]),
         .testTarget(name: "DGModelsTests", dependencies: ["DGBase", "DGTensor", "DGAutograd", "DGLayers", "DGModels", "DGCheckpoint"]),
         .testTarget(name: "DGDiffusionTests", dependencies: ["DGBase", "DGDiffusion", "DGModels", "DGCheckpoint", "DGTensor", "DGData"]),

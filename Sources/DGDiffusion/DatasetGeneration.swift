@@ -23,6 +23,9 @@ public struct DatasetJob: Sendable {
     public var pipeline: String
     public var controlnet: String?
     public var unet: String?
+    /// A LoRA merged into the UNet at `loraScale` (Style Swap as a dial).
+    public var unetLoRA: String?
+    public var loraScale: Float = 1
     public var labels: String
     public var out: String
     /// Items 0..<count (default: one per label source); item i uses source i mod sources.
@@ -75,6 +78,10 @@ public struct DatasetJob: Sendable {
         if mrlf { j.set("mrlf_anchor_noise", .string(anchorNoise.rawValue)) }
         // Only when not the default, so folders written before the option existed still resume.
         if layout != .gta5 { j.set("layout", .string(layout.rawValue)) }
+        if let unetLoRA {
+            j.set("unet_lora", .string(unetLoRA))
+            j.set("lora_scale", .double(Double(loraScale)))
+        }
         return j
     }
 }
@@ -279,7 +286,8 @@ public final class DatasetGenerator {
         }
         var pipe: ControlNetPipeline?
         if !pending.isEmpty {
-            let p = try loaded ?? ControlNetPipeline(pipeline: job.pipeline, controlnet: job.controlnet, unet: job.unet)
+            let p = try loaded ?? ControlNetPipeline(pipeline: job.pipeline, controlnet: job.controlnet, unet: job.unet,
+                                                        unetLoRA: job.unetLoRA, loraScale: job.loraScale)
             guard let cn = p.controlnet else { throw GenerationError("\(job.pipeline): has no ControlNet; pass --controlnet") }
             guard cn.conditioning_channels == Cityscapes.classCount + 1 else {
                 throw GenerationError("\(job.controlnet ?? job.pipeline): the ControlNet takes \(cn.conditioning_channels) condition channels, not the \(Cityscapes.classCount + 1) of one-hot Cityscapes labels")

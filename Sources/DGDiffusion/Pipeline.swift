@@ -59,8 +59,10 @@ public final class ControlNetPipeline {
     /// ControlNet from elsewhere and a UNet from elsewhere (`unet` overrides the pipeline's).
     /// A pipeline that already holds a ControlNet (a `swap` export) uses it unless `controlnet`
     /// is given.
+    /// `unetLoRA` is merged (times `loraScale`) into the UNet, and into the text encoder if it
+    /// adapts that too: the LoRA as a dial (0: the UNet as it is, 1: the LoRA's style).
     public convenience init(pipeline: String, controlnet controlnetPath: String? = nil, unet unetPath: String? = nil,
-                            controlnetConfig: String? = nil) throws {
+                            controlnetConfig: String? = nil, unetLoRA: String? = nil, loraScale: Float = 1) throws {
         let ck = try Checkpoint.open(pipeline)
         var models = try LoadedPipeline(ck)
         if let unetPath {
@@ -80,6 +82,7 @@ public final class ControlNetPipeline {
         guard let unet = models.unet, let vae = models.vae, let clip = models.textEncoder else {
             throw GenerationError("\(pipeline): needs a UNet, a VAE and a text encoder (it holds \(ck.components.map(\.name).joined(separator: ", ")))")
         }
+        if let unetLoRA { try LoRAFile.read(unetLoRA).merge(into: ["unet": unet, "text_encoder": clip], scale: loraScale, path: unetLoRA) }
         guard let tokenizer = models.tokenizer else { throw GenerationError("\(pipeline): has no tokenizer (tokenizer/vocab.json, merges.txt)") }
         let schedule = try ck.file("scheduler/scheduler_config.json").map { try NoiseSchedule(config: JSON.parse(bytes: $0)) }
             ?? NoiseSchedule.stableDiffusion()

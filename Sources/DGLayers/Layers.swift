@@ -7,6 +7,12 @@ public final class Linear: Module {
     public let weight: Parameter
     public let bias: Parameter?
     public let inFeatures: Int, outFeatures: Int
+    /// A LoRA adapter, nil unless `attachLoRA` gave it one (LoRA.swift). The property names are
+    /// PEFT's, so the adapter's keys (`to_q.lora_A.weight`) are those of a diffusers LoRA file.
+    public internal(set) var lora_A: Linear?
+    public internal(set) var lora_B: Linear?
+    /// alpha / rank (PEFT's `scaling`), times a merge scale.
+    public internal(set) var loraScale: Float = 0
 
     public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true) {
         self.inFeatures = inFeatures
@@ -20,6 +26,11 @@ public final class Conv2d: Module {
     public let weight: Parameter
     public let bias: Parameter?
     public let inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int
+    /// A LoRA adapter as PEFT builds one for a convolution: `lora_A` has this layer's kernel,
+    /// stride and padding, `lora_B` is 1x1. Nil unless `attachLoRA` gave it one.
+    public internal(set) var lora_A: Conv2d?
+    public internal(set) var lora_B: Conv2d?
+    public internal(set) var loraScale: Float = 0
 
     public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, bias: Bool = true) {
         self.inChannels = inChannels
@@ -79,11 +90,32 @@ public final class Dropout: Module {
 // MARK: forward passes
 
 extension Linear {
-    public func callAsFunction(_ x: Var) -> Var { linear(x, weight.v, bias?.v) }
+    public func callAsFunction(_ x: Var) -> Var {
+        let y = linear(x, weight.v, bias?.v)
+        return loraDelta(x).map { y + $0 } ?? y
+    }
+
+    /// The adapter's term, scaling*B(A x); nil without an adapter. The scale is applied to the
+    /// rank-wide intermediate, the cheapest place (PEFT scales B's output: the same to rounding).
+    public func loraDelta(_ x: Var) -> Var? {
+        guard let a = lora_A, let b = lora_B else { return nil }
+        return linear(linear(x, a.weight.v, nil) * loraScale, b.weight.v, nil)
+    }
 }
 
 extension Conv2d {
-    public func callAsFunction(_ x: Var) -> Var { conv2d(x, weight.v, bias?.v, stride: stride, padding: padding) }
+    public func callAsFunction(_ x: Var) -> Var {
+        let y = conv2d(x, weight.v, bias?.v, stride: stride, padding: padding)
+        return loraDelta(x).map { y + $0 } ?? y
+    }
+
+    /// The adapter's term (see `Linear.loraDelta`); `paddingEnd` as the layer's own convolution
+    /// is called with.
+    public func loraDelta(_ x: Var, paddingEnd: Int = 0) -> Var? {
+        guard let a = lora_A, let b = lora_B else { return nil }
+        let down = conv2d(x, a.weight.v, nil, stride: stride, padding: padding, paddingEnd: paddingEnd) * loraScale
+        return conv2d(down, b.weight.v, nil)
+    }
 }
 
 extension GroupNorm {

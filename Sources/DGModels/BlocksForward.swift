@@ -50,7 +50,8 @@ extension Downsample2D {
         guard padding == 0 else { return conv(x) }
         // diffusers pads (left 0, right 1, top 0, bottom 1) before an unpadded stride-2 conv: the
         // convolution takes that padding itself (no padded copy of x).
-        return conv2d(x, conv.weight.v, conv.bias?.v, stride: conv.stride, padding: conv.padding, paddingEnd: 1)
+        let y = conv2d(x, conv.weight.v, conv.bias?.v, stride: conv.stride, padding: conv.padding, paddingEnd: 1)
+        return conv.loraDelta(x, paddingEnd: 1).map { y + $0 } ?? y
     }
 }
 
@@ -114,9 +115,20 @@ extension Transformer2DModel {
         // proj_in and proj_out are per-pixel layers (1x1 convolutions, or linear layers on the pixels
         // with use_linear_projection): both run straight between the image and token layouts.
         let (wIn, bIn) = Self.pointwise(proj_in), (wOut, bOut) = Self.pointwise(proj_out)
-        var h = pointwiseToTokens(norm(x), wIn, bIn)
+        let normed = norm(x)
+        var h = pointwiseToTokens(normed, wIn, bIn)
+        // LoRA adapters of these layers are per-pixel too: A from the image layout to rank-wide
+        // tokens, B on tokens (proj_in); A on tokens, B back to the image layout (proj_out).
+        if let f = (proj_in as? LoRAAdaptable)?.loraFactors {
+            h = h + linear(pointwiseToTokens(normed, f.down.v, nil) * f.scale, f.up.v.reshaped(Array(f.up.shape.prefix(2))), nil)
+        }
         for block in transformer_blocks { h = block(h, context: context) }
-        return tokensToPointwise(h, wOut, bOut, height: hh, width: ww) + x
+        var out = tokensToPointwise(h, wOut, bOut, height: hh, width: ww)
+        if let f = (proj_out as? LoRAAdaptable)?.loraFactors {
+            out = out + tokensToPointwise(linear(h, f.down.v.reshaped(Array(f.down.shape.prefix(2))), nil) * f.scale, f.up.v, nil,
+                                          height: hh, width: ww)
+        }
+        return out + x
     }
 }
 

@@ -1,14 +1,20 @@
+import DGAutograd
 import DGCheckpoint
 import DGLayers
 
 /// Compares a checkpoint's tensors with a model's parameters: missing, unexpected and
 /// mis-shaped keys, each by name. Empty means they map one to one.
 public func compareToModel(_ entries: [TensorEntry], _ model: Module) -> [String] {
-    let expected = Dictionary(model.namedParameters().map { ($0.name, $0.parameter.shape) }, uniquingKeysWith: { a, _ in a })
+    compareToParameters(entries, model.namedParameters())
+}
+
+/// `compareToModel` for a list of named parameters (a model's adapters, say).
+public func compareToParameters(_ entries: [TensorEntry], _ parameters: [(name: String, parameter: Parameter)]) -> [String] {
+    let expected = Dictionary(parameters.map { ($0.name, $0.parameter.shape) }, uniquingKeysWith: { a, _ in a })
     var found: [String: [Int]] = [:]
     for e in entries { found[canonicalParameterName(e.name, in: expected)] = e.shape }
     var problems: [String] = []
-    for (name, shape) in model.namedParameters().map({ ($0.name, $0.parameter.shape) }) {
+    for (name, shape) in parameters.map({ ($0.name, $0.parameter.shape) }) {
         guard let got = found[name] else { problems.append("missing \(name)"); continue }
         if got != shape { problems.append("\(name) has shape \(got), expected \(shape)") }
     }

@@ -69,7 +69,7 @@ public final class TrainingRun {
     }
 
     public var modelPath: String {
-        settings.output + "/" + trainer.modelName + (settings.exportFormat == .native ? ".dginstyle" : "")
+        settings.output + "/" + trainer.modelFileName(format: settings.exportFormat)
     }
 
     public func run() throws -> RunSummary {

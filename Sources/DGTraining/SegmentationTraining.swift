@@ -111,7 +111,7 @@ public final class SegmentationTrainer: RunnableTrainer {
     public func restore(from path: String) throws -> JSON { try state.restore(from: path, step: &step) }
 
     var state: TrainerState {
-        TrainerState(name: Segmenter.componentName, className: SegmenterConfig.className, config: model.config.json, model: model,
+        TrainerState(name: Segmenter.componentName, className: SegmenterConfig.className, config: model.config.json, weights: model.namedParameters(),
                      parameters: parameters, optimizer: optimizer, options: options, source: crops)
     }
 

@@ -48,6 +48,8 @@ public struct TrainingOptions: Sendable, RunOptions {
     public var weightDecay: Float = 1e-2
     /// Storage type of the frozen networks' weights (f32, or bf16 / f16 to halve them).
     public var frozenDType: DType = .f32
+    /// UNet training: LoRA adapters learn and the whole UNet is frozen; nil: every weight learns.
+    public var lora: LoRASettings?
 
     public init(learningRate: Double, schedule: LRSchedule) {
         self.learningRate = learningRate
@@ -65,6 +67,9 @@ public struct TrainingOptions: Sendable, RunOptions {
         guard gradientAccumulation > 0 else { throw bad("gradient accumulation must be positive, not \(gradientAccumulation)") }
         if let m = maxGradNorm, !(m > 0) { throw bad("the clipping norm must be positive, not \(m)") }
         guard [.f32, .bf16, .f16].contains(frozenDType) else { throw bad("frozen weights can be stored as f32, bf16 or f16, not \(frozenDType.name)") }
+        if let lora, !(lora.rank > 0 && lora.alpha > 0 && lora.alpha.isFinite) {
+            throw bad("a LoRA needs a positive rank and alpha, not rank \(lora.rank), alpha \(lora.alpha)")
+        }
         if schedule.kind == .polynomial && schedule.endLearningRate > learningRate {
             throw bad("the polynomial schedule's end rate \(schedule.endLearningRate) exceeds the learning rate \(learningRate)")
         }
@@ -82,6 +87,7 @@ public struct TrainingOptions: Sendable, RunOptions {
             "adam_beta1": .double(Double(adamBeta1)), "adam_beta2": .double(Double(adamBeta2)),
             "adam_epsilon": .double(Double(adamEpsilon)), "adam_weight_decay": .double(Double(weightDecay)),
             "frozen_dtype": .string(frozenDType.name),
+            "lora": lora.map { ["rank": .int($0.rank), "alpha": .double(Double($0.alpha)), "targets": .string($0.targets.rawValue)] } ?? .null,
         ]
     }
 
@@ -95,6 +101,17 @@ public struct TrainingOptions: Sendable, RunOptions {
             if old != value { out.append("\(key) \(old.compact) -> \(value.compact)") }
         }
         return out
+    }
+}
+
+/// The adapters a LoRA run trains (PEFT's LoraConfig: r, lora_alpha, target_modules).
+public struct LoRASettings: Sendable {
+    public var rank: Int
+    public var alpha: Float
+    public var targets: LoRATargets
+
+    public init(rank: Int, alpha: Float, targets: LoRATargets) {
+        (self.rank, self.alpha, self.targets) = (rank, alpha, targets)
     }
 }
 
@@ -148,6 +165,7 @@ public final class DiffusionTrainer: ComponentTrainer {
                 source: TrainingBatchSource, options: TrainingOptions) throws {
         try options.validate()
         if target == .controlnet && controlnet == nil { throw TrainingError.badInput("ControlNet training needs a ControlNet") }
+        if target == .controlnet && options.lora != nil { throw TrainingError.badInput("LoRA adapters train on the UNet, not on a ControlNet") }
         self.target = target
         self.options = options
         self.unet = unet
@@ -279,17 +297,31 @@ public final class DiffusionTrainer: ComponentTrainer {
     public func restore(from path: String) throws -> JSON { try state.restore(from: path, step: &step) }
 
     var state: TrainerState {
-        TrainerState(name: target.rawValue, className: target == .controlnet ? "ControlNetModel" : "UNet2DConditionModel",
-                     config: target == .controlnet ? controlnet!.config : unet.config, model: trainable,
+        // A LoRA run's checkpoints hold the adapters only; the UNet's config still identifies the
+        // base they belong to.
+        TrainerState(name: modelName, className: options.lora != nil ? "LoRA" : target == .controlnet ? "ControlNetModel" : "UNet2DConditionModel",
+                     config: target == .controlnet ? controlnet!.config : unet.config,
+                     weights: options.lora != nil ? trainableParameters : trainable.namedParameters(),
                      parameters: trainableParameters, optimizer: optimizer, options: options, source: source)
     }
 
-    public var modelName: String { target.rawValue }
+    public var modelName: String { options.lora != nil ? "unet_lora" : target.rawValue }
 
     public var totalSteps: Int { options.totalSteps }
 
+    /// A LoRA run exports diffusers' `pytorch_lora_weights.safetensors`, the name
+    /// `load_lora_weights(OUT)` looks for.
+    public func modelFileName(format: OutputFormat) -> String {
+        options.lora != nil ? LoRAFile.diffusersFileName : defaultModelFileName(format: format)
+    }
+
     public func exportComponent() throws -> Component {
         try Component(model: trainable, config: target == .controlnet ? controlnet!.config : unet.config)
+    }
+
+    public func export(to path: String, format: OutputFormat) throws {
+        guard let lora = options.lora else { return try exportComponent(to: path, format: format) }
+        try LoRAFile(format: .diffusers, layers: unet.loraFileLayers(component: "unet", alpha: lora.alpha)).write(to: path, format: .diffusers)
     }
 }
 
@@ -339,9 +371,15 @@ public final class DiffusionUpdate {
     public init(unet: UNet2DConditionModel, controlnet: ControlNetModel?, options: TrainingOptions) throws {
         self.unet = unet
         self.controlnet = controlnet
-        if controlnet != nil { freeze(unet, storage: options.frozenDType) }
-        let trainable: Module = controlnet ?? unet
-        trainableParameters = trainable.namedParameters()
+        if controlnet != nil || options.lora != nil { freeze(unet, storage: options.frozenDType) }
+        if controlnet == nil, let lora = options.lora {
+            // Frozen first: the adapters attached now stay float32 and trainable.
+            unet.attachLoRA(rank: lora.rank, alpha: lora.alpha, targets: lora.targets, seed: options.seed)
+            trainableParameters = unet.loraParameters()
+            guard !trainableParameters.isEmpty else { throw TrainingError.badInput("--lora-targets \(lora.targets.rawValue) selects no layer of this UNet") }
+        } else {
+            trainableParameters = (controlnet ?? unet).namedParameters()
+        }
         try makeTrainable(trainableParameters)
         optimizer = AdamW(trainableParameters.map(\.parameter), learningRate: Float(options.learningRate),
                           beta1: options.adamBeta1, beta2: options.adamBeta2, eps: options.adamEpsilon,

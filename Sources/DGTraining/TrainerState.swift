@@ -21,6 +21,15 @@ public protocol RunnableTrainer: AnyObject {
     @discardableResult func restore(from path: String) throws -> JSON
     /// Writes the trained model, atomically, as it stands at the end of the run.
     func export(to path: String, format: OutputFormat) throws
+    /// The exported model's file or folder name in the run folder.
+    func modelFileName(format: OutputFormat) -> String
+}
+
+extension RunnableTrainer {
+    public func modelFileName(format: OutputFormat) -> String { defaultModelFileName(format: format) }
+
+    /// `modelName`, with `.dginstyle` for a native file.
+    public func defaultModelFileName(format: OutputFormat) -> String { modelName + (format == .native ? ".dginstyle" : "") }
 }
 
 /// The diffusers-model trainers export one component (a diffusers model folder or a native file).
@@ -29,7 +38,9 @@ protocol ComponentTrainer: RunnableTrainer {
 }
 
 extension ComponentTrainer {
-    public func export(to path: String, format: OutputFormat) throws {
+    public func export(to path: String, format: OutputFormat) throws { try exportComponent(to: path, format: format) }
+
+    func exportComponent(to path: String, format: OutputFormat) throws {
         try Checkpoint(inMemory: [try exportComponent()]).write(to: path, format: format,
                                                                  options: WriteOptions(dtype: .f32, overwrite: true, progress: false))
     }
@@ -51,14 +62,16 @@ public protocol CheckpointedData: AnyObject {
     func restoreState(_ state: JSON) throws
 }
 
-/// The checkpoint file every trainer writes: the trainable weights (a component loadable as
-/// a model), the AdamW moments, and `training_state.json` (step, options, data-source state,
+/// The checkpoint file every trainer writes: the trained network's weights (a component loadable
+/// as a model; for a LoRA, its adapters), the AdamW moments, and `training_state.json` (step, options, data-source state,
 /// `extra`). One implementation, so that every kind of training resumes the same way.
 struct TrainerState {
     let name: String
     let className: String
     let config: JSON
-    let model: Module
+    /// What the checkpoint's component holds: the network's parameters (frozen ones too, so that
+    /// it loads as a model), or a LoRA's adapters.
+    let weights: [(name: String, parameter: Parameter)]
     let parameters: [(name: String, parameter: Parameter)]
     let optimizer: AdamW
     let options: RunOptions
@@ -79,7 +92,7 @@ struct TrainerState {
             try w.addFile("training_state.json", Array((state.pretty + "\n").utf8))
             try w.addFile(name + "/config.json", Array((config.pretty + "\n").utf8))
             w.addComponent(name, className: className)
-            for (pname, p) in model.namedParameters() {
+            for (pname, p) in weights {
                 let t = p.value!.contiguous()
                 try t.withRawBytes { try w.addTensor(component: name, entry: TensorEntry(name: pname, dtype: t.dtype, shape: t.shape), bytes: $0) }
             }
@@ -127,14 +140,14 @@ struct TrainerState {
         guard saved == (try JSON.parse(config.pretty)) else {
             throw TrainingError.resume("\(path) holds a \(name) of another configuration (\(saved.compact))")
         }
-        let weights = file.source(name)
-        let problems = compareToModel(weights.entries, model)
+        let stored = file.source(name)
+        let problems = compareToParameters(stored.entries, weights)
         guard problems.isEmpty else { throw FileError(path, "does not fit the model: \(problems.prefix(4).joined(separator: "; "))") }
         let moments = file.source("optimizer")
         let byName = Dictionary(uniqueKeysWithValues: moments.entries.map { ($0.name, $0) })
         var values: [Tensor] = [], first: [Tensor?] = [], second: [Tensor?] = []
         for (pname, p) in parameters {
-            values.append(try weights.tensor(pname).converted(to: .f32).copied())
+            values.append(try stored.tensor(pname).converted(to: .f32).copied())
             for (label, list) in [("exp_avg", 0), ("exp_avg_sq", 1)] {
                 var m: Tensor?
                 if let e = byName[label + "." + pname] {

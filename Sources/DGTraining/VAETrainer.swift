@@ -135,7 +135,7 @@ public final class VAETrainer: ComponentTrainer {
     public func restore(from path: String) throws -> JSON { try state.restore(from: path, step: &step) }
 
     var state: TrainerState {
-        TrainerState(name: "vae", className: "AutoencoderKL", config: vae.config, model: vae, parameters: trainableParameters,
+        TrainerState(name: "vae", className: "AutoencoderKL", config: vae.config, weights: vae.namedParameters(), parameters: trainableParameters,
                      optimizer: optimizer, options: options, source: source)
     }
 

@@ -7,7 +7,7 @@ struct DGInStyle: ParsableCommand {
         commandName: "dginstyle",
         abstract: "Convert, fine-tune and sample Stable Diffusion 1.5 + ControlNet for DGInStyle data generation.",
         subcommands: [Inspect.self, Convert.self, Diff.self, Parity.self, SynthCommand.self, InitPipeline.self, TrainVAE.self, FinetuneUNet.self, TrainControlNet.self,
-                      Assemble.self, RecipeCommand.self,
+                      Assemble.self, RecipeCommand.self, LoRACommand.self,
                       Sample.self, GenFile.self, Generate.self, Status.self, Swap.self, Demo.self, Measure.self, Segment.self, Bench.self])
 }
 

@@ -97,6 +97,8 @@ struct Generate: ParsableCommand {
     @Option(help: "A UNet to use instead of the pipeline's (Style Swap).")
     var unet: String?
 
+    @OptionGroup var lora: UNetLoRAArguments
+
     @Option(help: "Label maps: a folder, a PNG, or a gen_file.json.")
     var labels: String
 
@@ -139,6 +141,8 @@ struct Generate: ParsableCommand {
         job.largeAreaAt512 = mrlfArguments.largeArea
         job.anchorNoise = mrlfArguments.mrlfAnchorNoise
         job.layout = layout
+        job.unetLoRA = lora.unetLora
+        job.loraScale = lora.loraScale
         if let shard {
             job.shardIndex = shard.index
             job.shardCount = shard.count
@@ -166,6 +170,8 @@ struct Sample: ParsableCommand {
 
     @Option(help: "A UNet to use instead of the pipeline's.")
     var unet: String?
+
+    @OptionGroup var lora: UNetLoRAArguments
 
     @Option(help: "The prompt.")
     var prompt: String
@@ -204,7 +210,7 @@ struct Sample: ParsableCommand {
         let w = width ?? labelMap?.width ?? initial?.width ?? 512
         let h = height ?? width.map { _ in w } ?? labelMap?.height ?? initial?.height ?? 512
         if mrlf && labelMap == nil { throw ValidationError("--mrlf needs --labels") }
-        let pipe = try ControlNetPipeline(pipeline: pipeline, controlnet: controlnet, unet: unet)
+        let pipe = try ControlNetPipeline(pipeline: pipeline, controlnet: controlnet, unet: unet, unetLoRA: lora.unetLora, loraScale: lora.loraScale)
         let text = pipe.encodeText(prompt: prompt, negativePrompt: sampling.negativePrompt)
         let generator = NoiseGenerator(seed: seed)
         let ids = labelMap.map { $0.resized(width: w, height: h).ids }

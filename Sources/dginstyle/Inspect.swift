@@ -43,7 +43,23 @@ struct Inspect: ParsableCommand {
         if let config { return try inspectConfig(config) }
         // Any valid file is described: tensors of no known model are listed as layout "unknown".
         let ck = try Checkpoint.openAny(path!, options: .init(ema: ema, variant: variant))
-        if json { emit(describeJSON(ck).pretty) } else { emit(describeText(ck)) }
+        let lora = ck.layout == .unknown ? ck.components.first.flatMap { c in
+            LoRAFile.format(of: c.source.entries.map(\.name)) == nil ? nil : Result { try LoRAFile.read(c.source, metadata: c.metadata) }
+        } : nil
+        if json {
+            var out = describeJSON(ck)
+            switch lora {
+            case .success(let l)?: out.set("lora", describeLoRA(l))
+            case .failure(let e)?: out.set("lora_error", .string("\(e)"))
+            case nil: break
+            }
+            emit(out.pretty)
+        } else if case .success(let l)? = lora {
+            emit(describeLoRAText(l, ck))
+        } else {
+            if case .failure(let e)? = lora { warn("not a LoRA this program reads: \(e)") }
+            emit(describeText(ck))
+        }
     }
 
     private func inspectConfig(_ path: String) throws {
@@ -113,7 +129,13 @@ struct Inspect: ParsableCommand {
     /// A file of no known model: every tensor (a LoRA or an embedding has few), the totals and
     /// the safetensors `__metadata__` (training settings of LoRAs live there).
     private func describeUnknownText(_ ck: Checkpoint) -> String {
-        var lines = ["\(ck.path)", "  layout: unknown (\(ck.unknownLayoutReason ?? "no model recognised"))"]
+        (["\(ck.path)", "  layout: unknown (\(ck.unknownLayoutReason ?? "no model recognised"))"] + tensorFileLines(ck, tensors: true))
+            .joined(separator: "\n")
+    }
+
+    /// The totals, the `__metadata__` and (with `tensors`) every tensor of a file of raw tensors.
+    func tensorFileLines(_ ck: Checkpoint, tensors: Bool) -> [String] {
+        var lines: [String] = []
         for c in ck.components {
             let entries = c.source.entries
             let dtypes = Set(entries.map(\.dtype.name)).sorted().joined(separator: "+")
@@ -128,12 +150,55 @@ struct Inspect: ParsableCommand {
                 }
             }
             let nameWidth = min(entries.map(\.name.count).max() ?? 0, 100)
-            for e in entries.sorted(by: { $0.name < $1.name }) {
+            for e in entries.sorted(by: { $0.name < $1.name }) where tensors {
                 let name = e.name.padding(toLength: max(nameWidth, e.name.count), withPad: " ", startingAt: 0)
                 lines.append("    \(name)  \(e.dtype.name.padding(toLength: 7, withPad: " ", startingAt: 0)) \(e.shape) \(formatCount(e.byteCount)) bytes")
             }
         }
+        return lines
+    }
+}
+
+extension Inspect {
+    /// What people ask of a LoRA: its layout, which layers it adapts (by kind), each layer's rank
+    /// and alpha, and its size.
+    func describeLoRA(_ l: LoRAFile) -> JSON {
+        [
+            "format": .string(l.format.rawValue), "parameters": .int(l.parameterCount), "layer_count": .int(l.layers.count),
+            "targets": .array(Self.targetKinds(l).map { .string($0) }),
+            "layers": .array(l.layers.map { layer in
+                ["component": .string(layer.component), "module": .string(layer.module), "rank": .int(layer.rank),
+                 "alpha": layer.alpha.map { .double(Double($0)) } ?? .null, "scaling": .double(Double(layer.scale)),
+                 "weight_shape": .array(layer.weightShape.map { .int($0) })]
+            }),
+        ]
+    }
+
+    func describeLoRAText(_ l: LoRAFile, _ ck: Checkpoint) -> String {
+        let components = Dictionary(grouping: l.layers, by: \.component).map { "\($0.key) \($0.value.count)" }.sorted()
+        func range<T: Comparable & CustomStringConvertible>(_ xs: [T]) -> String {
+            let (lo, hi) = (xs.min()!, xs.max()!)
+            return lo == hi ? "\(lo) (every layer)" : "\(lo)-\(hi) (per layer below)"
+        }
+ var lines = ["\(ck.path)", "  layout: LoRA, \(l.format == .kohya ? "kohya-ss" : "diffusers/PEFT") format; \(l.layers.count) adapted layers (\(components.joined(separator: ", ")))",
+                     "  rank: \(range(l.layers.map(\.rank)))",
+                     "  alpha: " + (l.layers.allSatisfy { $0.alpha == nil } ? "not stored (= rank, scaling 1)" : range(l.layers.map { $0.alpha ?? Float($0.rank) }.map { Double($0) })),
+                     "  targets: \(Self.targetKinds(l).joined(separator: ", "))",
+                     "  parameters: \(formatCount(l.parameterCount))"] + tensorFileLines(ck, tensors: tensors)
+        lines.append("  layers:")
+        for layer in l.layers {
+            let alpha = layer.alpha.map { JSON.double(Double($0)).compact } ?? "-"
+            lines.append("    \(layer.component) \(layer.module)  rank \(layer.rank)  alpha \(alpha)  weight \(layer.weightShape)")
+        }
         return lines.joined(separator: "\n")
+    }
+
+    /// The kinds of layer adapted, by the end of their names (`to_q`, `to_out.0`, `ff.net.2`, ...).
+    static func targetKinds(_ l: LoRAFile) -> [String] {
+        Set(l.layers.map { layer -> String in
+            for kind in ["to_out.0", "ff.net.0.proj", "ff.net.2"] where layer.module.hasSuffix(kind) { return kind }
+            return String(layer.module.split(separator: ".").last ?? "")
+        }).sorted()
     }
 }
 

@@ -149,18 +149,25 @@ struct PipelineOutput: ParsableArguments {
         guard !compress || format == .native else { throw ValidationError("--compress needs --format native") }
     }
 
-    func write(base: String, unet: String?, vae: String?, textEncoder: String?, controlnet: String?, controlnetConfig: String?) throws {
+    /// `lora` (path, scale) is merged into the UNet (and the text encoder, if it adapts it).
+    func write(base: String, unet: String?, vae: String?, textEncoder: String?, controlnet: String?, controlnetConfig: String?,
+               lora: (path: String, scale: Float)? = nil) throws {
         let baseCk = try Checkpoint.open(base)
         func part(_ path: String?) throws -> Checkpoint? { try path.map { try Checkpoint.open($0, options: .init(configDirectory: base)) } }
-        let parts = PipelineAssembly.Parts(
+        var parts = PipelineAssembly.Parts(
             unet: try part(unet), vae: try part(vae), textEncoder: try part(textEncoder),
             controlnet: try controlnet.map { try Checkpoint.open($0, options: .init(configDirectory: controlnetConfig)) })
+        if let lora {
+            let merged = try mergeLoRA(lora.path, scale: lora.scale, into: ["unet": parts.unet ?? baseCk, "text_encoder": parts.textEncoder ?? baseCk])
+            (parts.unet, parts.textEncoder) = (merged["unet"] ?? parts.unet, merged["text_encoder"] ?? parts.textEncoder)
+        }
         let composed = try PipelineAssembly.compose(base: baseCk, parts: parts)
         try composed.write(to: out, format: format, options: WriteOptions(dtype: dtype, compress: compress, overwrite: overwrite, progress: !quiet))
         if !quiet {
             let replaced = [("UNet", unet), ("VAE", vae), ("text encoder", textEncoder)].compactMap { p in p.1.map { "the \(p.0) of \($0)" } }
             var line = "wrote \(out): \(base)"
             if !replaced.isEmpty { line += " with " + replaced.joined(separator: ", ") }
+            if let lora { line += " + LoRA \(lora.path) at scale \(lora.scale)" }
             if let controlnet { line += " + ControlNet \(controlnet)" }
             emit(line + " (\(format.rawValue))")
         }

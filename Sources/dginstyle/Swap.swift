@@ -27,12 +27,15 @@ struct Swap: ParsableCommand {
     @Option(help: "A UNet to use instead of the base pipeline's (any checkpoint holding one).")
     var unet: String?
 
+    @OptionGroup var lora: UNetLoRAArguments
+
     @OptionGroup var output: PipelineOutput
 
     func validate() throws { try output.validate() }
 
     // `assemble` with a ControlNet: one code path.
     func run() throws {
-        try output.write(base: base, unet: unet, vae: nil, textEncoder: nil, controlnet: controlnet, controlnetConfig: controlnetConfig)
+        try output.write(base: base, unet: unet, vae: nil, textEncoder: nil, controlnet: controlnet, controlnetConfig: controlnetConfig,
+                         lora: lora.unetLora.map { ($0, lora.loraScale) })
     }
 }

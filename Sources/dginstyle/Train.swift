@@ -11,6 +11,7 @@ import DGTraining
 import Foundation
 
 extension LRScheduleKind: ExpressibleByArgument {}
+extension LoRATargets: ExpressibleByArgument {}
 
 /// What both training commands share: schedule, optimizer, precision, checkpoints.
 struct TrainingArguments: ParsableArguments {
@@ -181,6 +182,12 @@ struct FinetuneUNet: ParsableCommand {
         paper: empty). The fine-tuned UNet is written to OUT/unet (a diffusers model folder, or \
         OUT/unet.dginstyle with --format native); pass it to train-controlnet --unet.
 
+        With --lora RANK only LoRA adapters learn (PEFT's initialisation: A Kaiming-uniform, B zero; \
+        scaling --lora-alpha / RANK) on the layers --lora-targets names, the UNet frozen (--frozen-dtype \
+        bf16 halves it); the run writes OUT/pytorch_lora_weights.safetensors (diffusers' LoRA layout, \
+        which pipe.load_lora_weights(OUT) reads), for train-controlnet --lora-unet, sample/generate \
+        --unet-lora, or lora merge. Checkpoints hold only the adapters and their AdamW moments.
+
         With --data instead of --images this is text-to-image training (how the miniature's base UNet \
         U^P is made): random crops of a labelled dataset, each captioned with the classes of its label \
         map as ControlNet training does ("road sidewalk building sky car"); with --weather-prob P that \
@@ -205,8 +212,17 @@ struct FinetuneUNet: ParsableCommand {
     @Option(help: "--data: probability of training a crop with the empty caption.")
     var emptyPromptProb = 0.0
 
-    @Option(help: "Learning rate (DGInStyle: 2e-6, constant).")
-    var lr = 2e-6
+    @Option(help: "Learning rate (default: DGInStyle's 2e-6; with --lora, 1e-4 as diffusers' DreamBooth-LoRA script).")
+    var lr: Double?
+
+    @Option(help: "Train LoRA adapters of this rank instead of every weight (the UNet stays frozen).")
+    var lora: Int?
+
+    @Option(help: "LoRA alpha (scaling alpha/rank); default: the rank.")
+    var loraAlpha: Float?
+
+    @Option(help: "Layers that get adapters: attn (to_q, to_k, to_v, to_out.0, proj_in, proj_out), attn+ff, all-linear, all (convolutions too).")
+    var loraTargets: LoRATargets = .attn
 
     func validate() throws {
         guard (images == nil) != (data == nil) else { throw ValidationError("give exactly one of --images and --data") }
@@ -214,6 +230,11 @@ struct FinetuneUNet: ParsableCommand {
         guard (0...1).contains(emptyPromptProb) else { throw ValidationError("--empty-prompt-prob must lie in [0, 1]") }
         if images != nil, weatherProb > 0 || emptyPromptProb > 0 {
             throw ValidationError("--weather-prob and --empty-prompt-prob need --data (--images uses one --prompt)")
+        }
+        if let lora, lora <= 0 { throw ValidationError("--lora is a positive rank") }
+        if lora == nil, loraAlpha != nil { throw ValidationError("--lora-alpha needs --lora RANK") }
+        if lora != nil, common.format == .native {
+            throw ValidationError("--lora exports a LoRA file (pytorch_lora_weights.safetensors, diffusers layout); --format native does not apply")
         }
     }
 
@@ -228,9 +249,11 @@ struct FinetuneUNet: ParsableCommand {
             source = try ImageFolderSource(folder: images!, resolution: common.resolution, prompt: prompt, zoom: try common.zoomRange(default: FinetuneUNet.referenceZoom),
                                            seed: common.seed)
         }
+        var options = common.options(learningRate: lr ?? (lora == nil ? 2e-6 : 1e-4))
+        options.lora = lora.map { LoRASettings(rank: $0, alpha: loraAlpha ?? Float($0), targets: loraTargets) }
         let trainer = try DiffusionTrainer(target: .unet, unet: models.unet!, controlnet: nil, vae: models.vae!,
                                            textEncoder: models.textEncoder!, tokenizer: models.tokenizer!,
-                                           noiseSchedule: schedule, source: source, options: common.options(learningRate: lr))
+                                           noiseSchedule: schedule, source: source, options: options)
         try runTraining(TrainingRun(trainer: trainer, settings: common.settings(label: "finetune-unet", data: data.map { [$0] } ?? [])), quiet: common.quiet)
     }
 }
@@ -254,6 +277,12 @@ struct TrainControlNet: ParsableCommand {
 
     @Option(help: "The fine-tuned UNet U^S (a diffusers UNet folder or file); default: the pipeline's UNet.")
     var unet: String?
+
+    @Option(help: "U^S as a LoRA (kohya or diffusers file), merged into the UNet the ControlNet trains on (--unet, else the pipeline's).")
+    var loraUnet: String?
+
+    @Option(help: "Multiplier of --lora-unet.")
+    var loraScale: Float = 1
 
     @Option(help: "Labelled training data (GTA5 layout: images/ + labels/; or Cityscapes layout).")
     var data: String
@@ -303,6 +332,17 @@ struct TrainControlNet: ParsableCommand {
             baseUNet = validateEvery > 0 ? models.unet : nil
             if baseUNet != nil { freeze(baseUNet!, storage: common.frozenDtype) }
             models.unet = nil
+        }
+        if let loraUnet {
+            if unet == nil && validateEvery > 0 {
+                // The merge changes the pipeline's UNet in place: the Style Swap half of the
+                // validation images needs U^P as it was.
+                let ck = try Checkpoint.open(common.pipeline)
+                guard let c = ck.component("unet"), let up = try loadModel(c).1 as? UNet2DConditionModel else { throw FileError(common.pipeline, "holds no UNet") }
+                freeze(up, storage: common.frozenDtype)
+                baseUNet = up
+            }
+            try LoRAFile.read(loraUnet).merge(into: ["unet": trainUNet, "text_encoder": models.textEncoder!], scale: loraScale, path: loraUnet)
         }
         let source = try DatasetBatchSource(root: data, resolution: common.resolution, rareClassSampling: rcs,
                                             emptyPromptProbability: emptyPromptProb, zoom: try common.zoomRange(default: "1"), seed: common.seed)

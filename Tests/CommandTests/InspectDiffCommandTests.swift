@@ -45,9 +45,12 @@ final class InspectDiffCommandTests: XCTestCase, CommandRunning {
     func testInspectDescribesFilesOfNoKnownModel() throws {
         let dir = scratch()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var r = try run(["inspect", Self.other + "/lora-kohya.safetensors"])
+        var r = try run(["inspect", Self.other + "/lora-kohya.safetensors", "--tensors"])
         XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertTrue(r.stdout.contains("layout: unknown"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("layout: LoRA, kohya-ss format; 4 adapted layers (text_encoder 1, unet 3)"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("targets: proj_in, proj_out, q_proj, to_k"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("    unet mid_block.attentions.0.proj_out  rank 4  alpha 2.0  weight [64, 64, 1, 1]"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("    text_encoder text_model.encoder.layers.0.self_attn.q_proj  rank 4"), r.stdout)
         XCTAssertTrue(r.stdout.contains("12 tensors, "), r.stdout)
         XCTAssertTrue(r.stdout.contains("ss_network_dim: 4"), r.stdout)
         XCTAssertTrue(r.stdout.contains("lora_unet_mid_block_attentions_0_proj_out.lora_up.weight"), r.stdout)

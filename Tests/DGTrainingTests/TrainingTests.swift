@@ -115,6 +115,25 @@ final class TrainerTests: XCTestCase {
         XCTAssertLessThan(worstGradientDifference(gradients(a), gradients(b)), 1e-6)
     }
 
+    /// The same for LoRA adapters inside the recomputed blocks (targets all: convolutions too).
+    /// B starts at zero, so A's gradients are zero in both; B's are compared.
+    func testGradientCheckpointingGivesTheSameLoRAGradients() throws {
+        var off = Tiny.options()
+        off.lora = LoRASettings(rank: 2, alpha: 2, targets: .all)
+        var on = off
+        on.gradientCheckpointing = true
+        let a = try Tiny.unetTrainer(off), b = try Tiny.unetTrainer(on)
+        let (la, _) = try a.accumulateGradients()
+        let (lb, _) = try b.accumulateGradients()
+        XCTAssertEqual(la, lb)
+        let ga = gradients(a), gb = gradients(b)
+        XCTAssertEqual(ga.count, a.unet.loraParameters().count)
+        // Summation order only: ~3e-7 on most adapters, 1.5e-6 on the smallest gradients (the
+        // cross-attention keys', 0.2% of the global norm); the bound ModelForwardTests sets for
+        // the UNet's own weights.
+        XCTAssertLessThan(worstGradientDifference(ga, gb), 1e-5)
+    }
+
     func testFrozenModelsGetNoGradients() throws {
         let t = try Tiny.controlNetTrainer(Tiny.options(), fixtureControlNet: true)
         _ = try t.accumulateGradients()
