@@ -10,7 +10,7 @@ final class LoRACommandTests: XCTestCase, CommandRunning {
     func testTrainInspectConvertMergeExtract() throws {
         let dir = scratch()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var r = try run(["synth", "--out", dir + "/data", "--count", "2", "--size", "128x64"])
+        var r = try run(["synth", "--out", dir + "/data", "--count", "2", "--size", "256x128"])
         XCTAssertEqual(r.status, 0, r.stderr)
         r = try run(["finetune-unet", "--pipeline", Self.tiny, "--images", dir + "/data", "--out", dir + "/run", "--lora", "2",
                      "--lora-targets", "attn+ff", "--resolution", "64", "--steps", "2", "--lr", "1e-2", "--quiet"])
