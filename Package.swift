@@ -52,7 +52,7 @@ let package = Package(
         ], swiftSettings: checked),
         // The fuzz targets (tools/fuzz.sh builds them with libFuzzer and ASan into .build-fuzz);
         // in a plain build this is a replayer of saved inputs, so that the harness always compiles.
-        .executableTarget(name: "DGFuzz", dependencies: ["DGBase", "DGCheckpoint", "DGData", "DGDiffusion", "DGModels"]),
+        .executableTarget(name: "DGFuzz", dependencies: ["DGBase", "DGCheckpoint", "DGData", "DGDiffusion", "DGLayers", "DGModels"]),
         .testTarget(name: "DGTensorTests", dependencies: ["DGBase", "DGTensor", "CBLAS", "CDGKernels"]),
         .testTarget(name: "DGAutogradTests", dependencies: ["DGBase", "DGTensor", "DGAutograd", "DGLayers"]),
         .testTarget(name: "DGCheckpointTests", dependencies: ["DGBase", "DGTensor", "DGCheckpoint", "DGModels"]),

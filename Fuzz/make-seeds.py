@@ -111,3 +111,17 @@ for src, name in [(f"{FX}/tiny-sd-ldm.safetensors", "ldm"), (f"{FX}/tiny-control
                   (f"{FX}/tiny-sd/unet/diffusion_pytorch_model.safetensors", "diffusers-unet")]:
     keys = [k for k in st_header(src) if k != "__metadata__"]
     put("ldmkeys", name, "\n".join(keys[:: max(1, len(keys) // 150)]) + "\n")
+
+# lora: the first layers of the LoRA fixtures in both layouts (real names, shapes and metadata;
+# the diffusers metadata's target list cut to the layers kept).
+LX = "Tests/Fixtures/lora"
+for src, name, n in [(f"{LX}/attn.kohya.safetensors", "kohya-attn", 15), (f"{LX}/all.kohya.safetensors", "kohya-conv", 9),
+                     (f"{LX}/attn.diffusers.safetensors", "diffusers-attn", 10)]:
+    h = st_header(src); meta = h.pop("__metadata__", None)
+    kept = list(h.items())[:n]
+    if meta and "lora_adapter_metadata" in meta:
+        m = json.loads(meta["lora_adapter_metadata"])
+        mods = {k[len("unet."):].rsplit(".lora_", 1)[0] for k, _ in kept}
+        m["unet.target_modules"] = sorted(mods)
+        meta["lora_adapter_metadata"] = json.dumps(m)
+    put("lora", name, safetensors([(k, v["dtype"], v["shape"]) for k, v in kept], meta))

@@ -98,6 +98,11 @@ public struct LoRAFile: Sendable {
                 throw FileError(path, "the adapter of \(p.component) \(p.module) has A \(down.shape) and B \(up.shape), which do not make a rank-\(r) product")
             }
             let alpha = p.alpha ?? alphas[p.component]?(p.module)
+            // Found by fuzzing: a NaN alpha is no scale at all (and NaN != NaN breaks every
+            // comparison made with it later).
+            if let alpha, !alpha.isFinite {
+                throw FileError(path, "the adapter of \(p.component) \(p.module) has alpha \(alpha), not a finite number")
+            }
             layers.append(LoRALayer(component: p.component, module: p.module, down: down, up: up, alpha: alpha))
         }
         return LoRAFile(format: format, layers: layers)
@@ -244,5 +249,5 @@ public struct LoRAFile: Sendable {
 func mostCommon<T: Hashable>(_ values: [T]) -> T? {
     var counts: [T: Int] = [:]
     for v in values { counts[v, default: 0] += 1 }
-    return values.max { counts[$0]! < counts[$1]! }
+    return values.max { counts[$0, default: 0] < counts[$1, default: 0] }
 }

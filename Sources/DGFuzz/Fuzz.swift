@@ -2,6 +2,7 @@ import DGBase
 import DGCheckpoint
 import DGData
 import DGDiffusion
+import DGLayers
 import DGModels
 import Foundation
 
@@ -23,6 +24,7 @@ let targets: [String: ([UInt8]) throws -> Void] = [
     "genfile": fuzzGenFile,
     "ldmkeys": fuzzLDMKeys,
     "pickle": fuzzPickle,
+    "lora": fuzzLoRA,
 ]
 
 // MARK: targets
@@ -178,6 +180,28 @@ func fuzzLDMKeys(_ bytes: [UInt8]) throws {
 }
 
 let keyMap = try! LDMKeyMap()
+
+/// A LoRA file (kohya or diffusers/PEFT safetensors, as exchanged on model hubs): its layers
+/// read, matched to the tiny UNet (missing layers and unfitting shapes must be refused), merged,
+/// and written back in both layouts, which must read back to the same layers.
+func fuzzLoRA(_ bytes: [UInt8]) throws {
+    let path = try scratch(bytes, "input.safetensors")
+    let file = try LoRAFile.read(path)
+    for l in file.layers { _ = (l.weightShape, l.scale, l.parameterCount) }
+    try file.merge(into: tinyUNet, component: "unet", scale: 0.5, path: path)
+    for format in LoRAFormat.allCases {
+        let out = scratchDirectory + "/written.safetensors"
+        guard (try? file.write(to: out, format: format)) != nil else { continue }
+        let back = try LoRAFile.read(out)
+        precondition(back.layers.count == file.layers.count, "\(format): \(file.layers.count) layers written, \(back.layers.count) read")
+    }
+}
+
+/// The fixtures' tiny UNet (the fuzzer runs from the repository root).
+let tinyUNet: Module = {
+    let checkpoint = try! Checkpoint.open("Tests/Fixtures/sd-tiny/tiny-sd")
+    return try! loadModel(checkpoint.components.first { $0.name == "unet" }!).1
+}()
 
 // MARK: plumbing
 

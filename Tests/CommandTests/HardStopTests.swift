@@ -12,6 +12,7 @@ import XCTest
 /// `DGINSTYLE_KILL_ROUNDS` (default 5) sets the kills per command; tools/kill-soak.sh raises it.
 final class HardStopTests: XCTestCase, CommandRunning {
     static let tiny = CommandTests.fixtures + "/sd-tiny"
+    static let lora = CommandTests.fixtures + "/lora/attn.kohya.safetensors"
     static let rounds = Int(ProcessInfo.processInfo.environment["DGINSTYLE_KILL_ROUNDS"] ?? "") ?? 5
     static let seed = UInt64(ProcessInfo.processInfo.environment["DGINSTYLE_KILL_SEED"] ?? "") ?? 17
 
@@ -113,12 +114,12 @@ final class HardStopTests: XCTestCase, CommandRunning {
         return tally
     }
 
-    func testKilledConvertSwapAndAssembleLeaveTheOldOrTheNew() throws {
+    func testKilledConvertSwapAssembleAndLoRAMergeLeaveTheOldOrTheNew() throws {
         let dir = scratch()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let out = dir + "/out"
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-        let sd = Self.tiny + "/tiny-sd", cn = Self.tiny + "/tiny-controlnet"
+        let sd = Self.tiny + "/tiny-sd", cn = Self.tiny + "/tiny-controlnet", lora = Self.lora
         func convert(_ dst: String, _ format: String, _ extra: [String] = []) -> ([String], [String]) {
             let a = ["convert", sd, dst, "--format", format, "--overwrite", "--quiet"] + extra
             return (a + ["--dtype", "f16"], a)
@@ -134,13 +135,16 @@ final class HardStopTests: XCTestCase, CommandRunning {
             ("assemble", out + "/assembled.dginstyle",
              (["assemble", "--base", sd, "--controlnet", cn, "--out", out + "/assembled.dginstyle", "--format", "native", "--overwrite", "--quiet", "--dtype", "bf16"],
               ["assemble", "--base", sd, "--controlnet", cn, "--out", out + "/assembled.dginstyle", "--format", "native", "--overwrite", "--quiet"])),
+            ("lora-merge", out + "/merged",
+             (["lora", "merge", "--base", sd, "--lora", lora, "--scale", "0.5", "--out", out + "/merged", "--overwrite", "--quiet", "--dtype", "f16"],
+              ["lora", "merge", "--base", sd, "--lora", lora, "--out", out + "/merged", "--overwrite", "--quiet"])),
         ].enumerated() {
             let t = try killWhileWriting(label, dst: dst, oldArgs: args.0, newArgs: args.1, seed: Self.seed &+ UInt64(k))
             total.killed += t.killed; total.finished += t.finished; total.leftTemporaries += t.leftTemporaries
             total.sawOld += t.sawOld; total.sawNew += t.sawNew
         }
         XCTAssertGreaterThan(total.killed, 0)
-        print("kill convert/swap/assemble total: \(total)")
+        print("kill convert/swap/assemble/lora merge total: \(total)")
     }
 
     func testKilledSynthLeavesTheOldOrTheNewDataset() throws {
@@ -349,6 +353,7 @@ final class HardStopTests: XCTestCase, CommandRunning {
             ("diffusers", ["convert", sd, disk + "/x", "--format", "diffusers", "--overwrite", "--quiet"], "old-folder", 1 << 20),
             ("swap", ["swap", "--base", sd, "--controlnet", cn, "--out", disk + "/x", "--overwrite", "--quiet"], "old-folder", 1 << 20),
             ("assemble", ["assemble", "--base", sd, "--controlnet", cn, "--out", disk + "/x", "--format", "native", "--overwrite", "--quiet"], "old.dginstyle", 1 << 20),
+            ("lora-merge", ["lora", "merge", "--base", sd, "--lora", Self.lora, "--out", disk + "/x", "--overwrite", "--quiet"], "old-folder", 1 << 20),
             ("synth", ["synth", "--out", disk + "/x", "--count", "100", "--size", "256x128", "--overwrite"], "old-data", 256 << 10),
         ]
         for (label, args, old, free) in cases {

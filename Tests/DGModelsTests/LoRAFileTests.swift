@@ -107,6 +107,9 @@ final class LoRAFileTests: XCTestCase {
              "do not make a rank-4 product"),
             ("loha", [("lora_unet_x.lora_down.weight", a), ("lora_unet_x.hada_w1_a", a)], "is no plain LoRA tensor"),
             ("none", [("weight", a)], "holds no LoRA"),
+            // Found by fuzzing (the lora target): a NaN alpha crashed writing the file back.
+            ("nan-alpha", [("lora_unet_mid_block_attentions_0_proj_in.lora_down.weight", a), ("lora_unet_mid_block_attentions_0_proj_in.lora_up.weight", b),
+                           ("lora_unet_mid_block_attentions_0_proj_in.alpha", Tensor(shape: [], floats: [.nan]))], "has alpha nan, not a finite number"),
         ]
         for (name, tensors, message) in cases {
             try SafeTensorsWriter.save(path: dir + "/\(name).safetensors", tensors: tensors)
