@@ -38,6 +38,29 @@ void dg_allow_avx512(int allowed_) {
     atomic_store(&avx512_allowed, allowed_ ? 1 : 0);
 }
 
+// MARK: the bf16 switch (under the AVX-512 one)
+
+int dg_cpu_has_avx512_bf16(void);   // gemm.c
+
+// -1: not decided yet (DGINSTYLE_BF16 is read on the first question), else 0 or 1.
+static _Atomic int bf16_allowed = -1;
+
+static int bf16_allowed_now(void) {
+    int a = atomic_load_explicit(&bf16_allowed, memory_order_relaxed);
+    if (__builtin_expect(a >= 0, 1)) return a;
+    const char *e = getenv("DGINSTYLE_BF16");
+    int expected = -1;
+    atomic_compare_exchange_strong(&bf16_allowed, &expected, (e && strcasecmp(e, "off") == 0) ? 0 : 1);
+    return atomic_load(&bf16_allowed);
+}
+
+int dg_has_avx512_bf16(void) { return dg_has_avx512() && bf16_allowed_now() && dg_cpu_has_avx512_bf16(); }
+
+void dg_allow_avx512_bf16(int allowed_) {
+    (void)bf16_allowed_now();
+    atomic_store(&bf16_allowed, allowed_ ? 1 : 0);
+}
+
 void dg_refuse_avx512(const char *who) {
     if (!dg_cpu_has_avx512())
         fprintf(stderr, "dginstyle: %s needs AVX-512, which this CPU (or its OS) does not support; "

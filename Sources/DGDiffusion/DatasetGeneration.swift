@@ -43,6 +43,8 @@ public struct DatasetJob: Sendable {
     public var shardCount = 1
     /// Where images and label maps go (vis/, records/ and generation.jsonl are the same in both).
     public var layout: OutputLayout = .gta5
+    /// How the weights are held (f32 or bf16; see `ControlNetPipeline.init(pipeline:...)`).
+    public var dtype: DType = .f32
 
     public init(pipeline: String, controlnet: String? = nil, unet: String? = nil, labels: String, out: String) {
         self.pipeline = pipeline
@@ -67,6 +69,7 @@ public struct DatasetJob: Sendable {
         ]
         // Only when not the default, so folders written before the option existed still resume.
         if layout != .gta5 { j.set("layout", .string(layout.rawValue)) }
+        if dtype != .f32 { j.set("dtype", .string(dtype.name)) }
         return j
     }
 }
@@ -271,7 +274,7 @@ public final class DatasetGenerator {
         }
         var pipe: ControlNetPipeline?
         if !pending.isEmpty {
-            let p = try loaded ?? ControlNetPipeline(pipeline: job.pipeline, controlnet: job.controlnet, unet: job.unet)
+            let p = try loaded ?? ControlNetPipeline(pipeline: job.pipeline, controlnet: job.controlnet, unet: job.unet, dtype: job.dtype)
             guard let cn = p.controlnet else { throw GenerationError("\(job.pipeline): has no ControlNet; pass --controlnet") }
             guard cn.conditioning_channels == Cityscapes.classCount + 1 else {
                 throw GenerationError("\(job.controlnet ?? job.pipeline): the ControlNet takes \(cn.conditioning_channels) condition channels, not the \(Cityscapes.classCount + 1) of one-hot Cityscapes labels")

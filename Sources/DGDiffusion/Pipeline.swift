@@ -58,15 +58,16 @@ public final class ControlNetPipeline {
     /// Loads a Stable Diffusion pipeline (any layout `Checkpoint.open` reads), optionally with a
     /// ControlNet from elsewhere and a UNet from elsewhere (`unet` overrides the pipeline's).
     /// A pipeline that already holds a ControlNet (a `swap` export) uses it unless `controlnet`
-    /// is given.
+    /// is given. `dtype` bf16 keeps the weights in bf16, and their products then run in bf16 where
+    /// the CPU has AVX512-BF16 (`GEMM.bf16`; elsewhere in f32 from the bf16 weights).
     public convenience init(pipeline: String, controlnet controlnetPath: String? = nil, unet unetPath: String? = nil,
-                            controlnetConfig: String? = nil) throws {
+                            controlnetConfig: String? = nil, dtype: DType = .f32) throws {
         let ck = try Checkpoint.open(pipeline)
-        var models = try LoadedPipeline(ck)
+        var models = try LoadedPipeline(ck, dtype: dtype)
         if let unetPath {
             let other = try Checkpoint.open(unetPath, options: .init(configDirectory: pipeline))
             guard let c = other.component("unet") else { throw GenerationError("\(unetPath): holds no UNet (it holds \(other.components.map(\.name).joined(separator: ", ")))") }
-            guard let unet = try loadModel(c).1 as? UNet2DConditionModel else { throw GenerationError("\(unetPath): its unet is not a UNet2DConditionModel") }
+            guard let unet = try loadModel(c, dtype: dtype).1 as? UNet2DConditionModel else { throw GenerationError("\(unetPath): its unet is not a UNet2DConditionModel") }
             models.unet = unet
         }
         if let controlnetPath {
@@ -74,7 +75,7 @@ public final class ControlNetPipeline {
             guard let c = other.component("controlnet") else {
                 throw GenerationError("\(controlnetPath): holds no ControlNet (it holds \(other.components.map(\.name).joined(separator: ", ")))")
             }
-            guard let cn = try loadModel(c).1 as? ControlNetModel else { throw GenerationError("\(controlnetPath): its controlnet is not a ControlNetModel") }
+            guard let cn = try loadModel(c, dtype: dtype).1 as? ControlNetModel else { throw GenerationError("\(controlnetPath): its controlnet is not a ControlNetModel") }
             models.controlnet = cn
         }
         guard let unet = models.unet, let vae = models.vae, let clip = models.textEncoder else {

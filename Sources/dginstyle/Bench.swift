@@ -40,6 +40,16 @@ extension Bench {
         @Flag(help: "Gradient checkpointing in the training step.")
         var checkpointing = false
 
+        @Option(help: "Weights of the forward workloads as f32 or bf16 (bf16: products in bf16 where the CPU has AVX512-BF16).")
+        var dtype: DType = .f32
+
+        func validate() throws {
+            guard [.f32, .bf16].contains(dtype) else { throw ValidationError("--dtype must be f32 or bf16") }
+            guard dtype == .f32 || workload != .controlnetTrainStep else {
+                throw ValidationError("--dtype: the training step's frozen weights are set by `bench train-step --frozen-dtype`")
+            }
+        }
+
         @Flag(help: "Print one JSON object.")
         var json = false
 
@@ -56,10 +66,12 @@ extension Bench {
             case .unet, .controlnet, .controlnetTrainStep:
                 let unet = try UNet2DConditionModel(config: unetConfig)
                 unet.initializeParameters(seed: 0)
+                if workload != .controlnetTrainStep { unet.storeParameters(as: dtype) }
                 if workload == .unet {
                     body = { _ = Autograd.noGrad { unet(sample, timesteps: timesteps, text: text) } }
                 } else {
                     let controlnet = try ControlNetModel.initialized(from: unet, conditioningChannels: 20)
+                    if workload == .controlnet { controlnet.storeParameters(as: dtype) }
                     let cond = Var(randomWeights([batch, 20, resolution, resolution], seed: 3, std: 1))
                     if workload == .controlnet {
                         body = {
@@ -84,6 +96,7 @@ extension Bench {
             case .vaeEncode, .vaeDecode:
                 let vae = try AutoencoderKL(config: try JSON.parse(DefaultConfigs.vaeText))
                 vae.initializeParameters(seed: 0)
+                vae.storeParameters(as: dtype)
                 if workload == .vaeEncode {
                     let image = Var(randomWeights([batch, 3, resolution, resolution], seed: 5, std: 0.5))
                     body = { _ = Autograd.noGrad { vae.encodeMoments(image) } }
@@ -108,12 +121,13 @@ extension Bench {
             if json {
                 emit(JSON.object([
                     ("workload", .string(workload.rawValue)), ("resolution", .int(resolution)), ("batch", .int(batch)),
-                    ("checkpointing", .bool(checkpointing)), ("seconds", .double(median)), ("cpu_seconds", .double(medianCPU)),
+                    ("checkpointing", .bool(checkpointing)), ("dtype", .string(dtype.name)), ("bf16_kernel", .bool(GEMM.bf16)),
+                    ("seconds", .double(median)), ("cpu_seconds", .double(medianCPU)),
                     ("runs", .array(times.map { .double($0) })), ("peak_rss_mb", .double(peakMB)),
                     ("threads", .int(Parallel.threads)), ("setup_seconds", .double(ready)),
                 ]).compact)
             } else {
-                emit("\(workload.rawValue) \(resolution)px batch \(batch)\(checkpointing ? " checkpointed" : ""): median \(String(format: "%.3f", median)) s of \(runs) runs (CPU \(String(format: "%.2f", medianCPU)) s), peak RSS \(Int(peakMB)) MB, \(Parallel.threads) threads (setup \(String(format: "%.1f", ready)) s)")
+                emit("\(workload.rawValue) \(resolution)px batch \(batch)\(checkpointing ? " checkpointed" : "") \(dtype.name)\(dtype == .bf16 ? (GEMM.bf16 ? " (bf16 kernel)" : " (f32 compute)") : ""): median \(String(format: "%.3f", median)) s of \(runs) runs (CPU \(String(format: "%.2f", medianCPU)) s), peak RSS \(Int(peakMB)) MB, \(Parallel.threads) threads (setup \(String(format: "%.1f", ready)) s)")
             }
             if Profiler.enabled { emit("per run:\n" + Profiler.report(runs: runs)) }
         }
@@ -176,6 +190,21 @@ extension Bench {
                     } : .nan
                 }
             }
+            // The bf16 product as a linear layer runs it: A in f32 (rounded at the input), the weight
+            // W [n, k] stored in bf16 and read transposed.
+            func plainBF16(_ m: Int, _ n: Int, _ k: Int) -> Double {
+                guard GEMM.bf16 else { return .nan }
+                let a = randomWeights([m, k], seed: 1, std: 1), w = randomWeights([n, k], seed: 2, std: 1).converted(to: .bf16)
+                let c = Tensor(zeros: [m, n])
+                return withExtendedLifetime((a, w, c)) {
+                    let wp = w.rawPointer.assumingMemoryBound(to: UInt16.self)
+                    return gflops(2.0 * Double(m) * Double(n) * Double(k)) {
+                        GEMM.gemmBF16(m: m, n: n, k: k, a: a.rawPointer, aBF16: false, ars: k, aks: 1,
+                                      b: GEMM.matrix(bf16: wp, rowStride: 1, columnStride: k),
+                                      c: c.rawPointer.assumingMemoryBound(to: Float.self), ldc: n)
+                    }
+                }
+            }
             func runOpenBLAS() {
                 for (m, n, k, report) in openBLASRuns {
                     let a = randomWeights([m, k], seed: 1, std: 1), b = randomWeights([k, n], seed: 2, std: 1)
@@ -193,13 +222,17 @@ extension Bench {
 
             // Rows are filled in once OpenBLAS has been measured.
             struct Row { var what: String; var shape: String; var ours: Double; var kernel = Double.nan; var openblas = Double.nan
+                         var bf16 = Double.nan; var kernelBF16 = Double.nan
                          var fields: [(String, JSON)] }
             var table: [Row] = []
+            // kernel(dtype): the conv / attention kernel with its weights stored in that dtype (nil: none).
             func add(_ what: String, _ m: Int, _ n: Int, _ k: Int, extra: [(String, JSON)], shape: String? = nil,
-                     kernel: (() -> Double)? = nil) {
+                     kernel: ((DType) -> Double?)? = nil) {
                 let i = table.count
                 let ours = plain(m, n, k) { table[i].openblas = $0 }
-                table.append(Row(what: what, shape: shape ?? "\(m)x\(n)x\(k)", ours: ours, kernel: kernel?() ?? .nan,
+                table.append(Row(what: what, shape: shape ?? "\(m)x\(n)x\(k)", ours: ours, kernel: kernel?(.f32) ?? .nan,
+                                 bf16: shape == nil ? plainBF16(m, n, k) : .nan,
+                                 kernelBF16: GEMM.bf16 ? kernel?(.bf16) ?? .nan : .nan,
                                  fields: extra + [("m", .int(m)), ("n", .int(n)), ("k", .int(k))]))
             }
             for size in [1024, 2048, 4096] {
@@ -211,7 +244,7 @@ extension Bench {
                 for (c, side) in [(320, s), (640, s / 2), (1280, s / 4), (1280, s / 8)] where side >= 1 {
                     let (m, n, k) = (c, side * side, c * 9)
                     add("\(res) px conv 3x3 \(c)ch \(side)x\(side)", m, n, k, extra: [("what", .string("conv3x3")), ("resolution", .int(res))]) {
-                        let x = randomWeights([1, c, side, side], seed: 3, std: 1), w = randomWeights([c, c, 3, 3], seed: 4)
+                        let x = randomWeights([1, c, side, side], seed: 3, std: 1), w = randomWeights([c, c, 3, 3], seed: 4).converted(to: $0)
                         let b = randomWeights([c], seed: 5)
                         return gflops(2.0 * Double(m * n) * Double(k)) { _ = Kernels.conv2d(x, w, b, stride: 1, padding: 1) }
                     }
@@ -227,7 +260,8 @@ extension Bench {
                 for (c, side) in [(320, s), (640, s / 2), (1280, s / 4)] where side >= 1 {
                     let l = side * side, d = c / 8
                     add("\(res) px self-attention \(c)ch L=\(l)", l, l, d, extra: [("what", .string("attention")), ("resolution", .int(res))],
-                        shape: "\(l)x\(l)x\(d) (QK^T)") {
+                        shape: "\(l)x\(l)x\(d) (QK^T)") { dtype in
+                        guard dtype == .f32 else { return nil }   // attention has no weights: f32 only
                         let q = randomWeights([1, l, c], seed: 6, std: 1), k = randomWeights([1, l, c], seed: 7, std: 1)
                         let v = randomWeights([1, l, c], seed: 8, std: 1)
                         return gflops(4.0 * Double(l) * Double(l) * Double(c)) {
@@ -239,8 +273,9 @@ extension Bench {
             runOpenBLAS()
             let best = table.prefix(3).map(\.openblas).max() ?? .nan
             for r in table {
-                rows.append("| \(r.what) | \(r.shape) | \(f(r.ours)) | \(f(r.kernel)) | \(pct(r.kernel, r.ours)) | \(f(r.openblas)) | \(pct(r.ours, best)) |")
-                objects.append(.object(r.fields + [("ours", .double(r.ours)), ("kernel", .double(r.kernel)), ("openblas", .double(r.openblas))]))
+                rows.append("| \(r.what) | \(r.shape) | \(f(r.ours)) | \(f(r.kernel)) | \(pct(r.kernel, r.ours)) | \(f(r.openblas)) | \(pct(r.ours, best)) | \(f(r.bf16)) | \(pct(r.bf16, r.ours)) | \(f(r.kernelBF16)) | \(pct(r.kernelBF16, r.kernel)) |")
+                objects.append(.object(r.fields + [("ours", .double(r.ours)), ("kernel", .double(r.kernel)), ("openblas", .double(r.openblas)),
+                                                   ("bf16", .double(r.bf16)), ("kernel_bf16", .double(r.kernelBF16))]))
             }
             if json {
                 for o in objects { emit(o.compact) }
@@ -248,8 +283,10 @@ extension Bench {
             }
             emit("\(Parallel.threads) threads; AVX-512 kernels \(GEMM.vectorized ? "on" : "off"); OpenBLAS core type \(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "auto"); GFLOP/s, best of \(repeats)")
             emit("OpenBLAS's best (large squares): \(f(best)) GFLOP/s\n")
-            emit("| product | m x n x k | our sgemm | conv / attention kernel | kernel vs our sgemm | OpenBLAS at this shape | our sgemm vs OpenBLAS's best |")
-            emit("|---|---|---|---|---|---|---|")
+            emit(GEMM.bf16 ? "bf16 product: vdpbf16ps (AVX512-BF16), \(GEMM.bf16Blocking); bf16 columns: the weight stored in bf16, activations rounded at the input"
+                           : "bf16 product: off (\(GEMM.vectorized ? "no AVX512-BF16 on this CPU, or DGINSTYLE_BF16=off" : "AVX-512 off")): bf16 weights are computed in f32")
+            emit("| product | m x n x k | our sgemm | conv / attention kernel | kernel vs our sgemm | OpenBLAS at this shape | our sgemm vs OpenBLAS's best | our bf16 GEMM | bf16 vs f32 GEMM | conv kernel, bf16 weights | vs f32 kernel |")
+            emit("|---|---|---|---|---|---|---|---|---|---|---|")
             emit(rows.joined(separator: "\n"))
         }
     }
