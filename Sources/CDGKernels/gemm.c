@@ -813,6 +813,62 @@ int dg_cpu_has_avx512_bf16(void) {
 
 typedef unsigned short dg_bf16;
 
+#include <x86intrin.h>
+
+// Multiply-adds per TSC cycle of 12 independent chains of vdpbf16ps (32 each) and of vfmadd231ps (16
+// each), best of 9 runs of 256 rounds (a run preempted by another process only counts if it is the best).
+TGTBF static void time_dot_rates(double *bf16, double *f32) {
+    __m512 acc[12];
+    __m512i x = _mm512_set1_epi32(0x3F803F80);
+    __m512 y = _mm512_set1_ps(1.0f);
+    unsigned long long best[2] = { ~0ull, ~0ull };
+    for (int run = 0; run < 9; run++) {
+        for (int kind = 0; kind < 2; kind++) {
+            for (int i = 0; i < 12; i++) acc[i] = _mm512_setzero_ps();
+            unsigned long long t0 = __rdtsc();
+            for (int r = 0; r < 256; r++) {
+                __asm__ volatile("" : "+v"(x), "+v"(y));   // keep the operands opaque: no folding
+                if (kind == 0) {
+                    for (int i = 0; i < 12; i++) acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)x, (__m512bh)x);
+                } else {
+                    for (int i = 0; i < 12; i++) acc[i] = _mm512_fmadd_ps(y, y, acc[i]);
+                }
+            }
+            unsigned long long t = __rdtsc() - t0;
+            __m512 s = acc[0];
+            for (int i = 1; i < 12; i++) s = _mm512_add_ps(s, acc[i]);
+            __asm__ volatile("" : : "v"(s));
+            if (t < best[kind]) best[kind] = t;
+        }
+    }
+    *bf16 = 256.0 * 12 * 32 / (double)best[0];
+    *f32 = 256.0 * 12 * 16 / (double)best[1];
+}
+
+void dg_bf16_dot_rates(double *bf16, double *f32) {
+    static _Atomic int done = 0;
+    static double rates[2];
+    if (!dg_cpu_has_avx512_bf16()) { *bf16 = 0; *f32 = 0; return; }
+    if (!atomic_load(&done)) {   // two threads may both time it: the same answer either way
+        double b, f;
+        time_dot_rates(&b, &f);
+        rates[0] = b; rates[1] = f;
+        atomic_store(&done, 1);
+    }
+    *bf16 = rates[0]; *f32 = rates[1];
+}
+
+int dg_bf16_dot_pays(void) {
+    static _Atomic int cached = -1;
+    int known = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (__builtin_expect(known >= 0, 1)) return known;
+    double b, f;
+    dg_bf16_dot_rates(&b, &f);
+    int pays = b >= 1.5 * f && f > 0;
+    atomic_store(&cached, pays);
+    return pays;
+}
+
 // Two bf16 values as one 32-bit lane (the first, k even, in the low half): what vdpbf16ps multiplies in pairs.
 static inline unsigned load_pair(const dg_bf16 *p) { unsigned v; memcpy(&v, p, 4); return v; }
 
@@ -1066,6 +1122,8 @@ void dg_attention_score_gradient(long rows, long keys, const float *p, float *dp
 
 int dg_cpu_has_avx512(void) { return 0; }
 int dg_cpu_has_avx512_bf16(void) { return 0; }
+int dg_bf16_dot_pays(void) { return 0; }
+void dg_bf16_dot_rates(double *bf16, double *f32) { *bf16 = 0; *f32 = 0; }
 void dg_gemm_bf16(long m, long n, long k, float alpha, const void *a, int a_bf16, long ars, long aks,
                   const dg_bsource *b, long j0, float beta, float *c, long ldc,
                   const float *rowBias, const float *colBias) {

@@ -116,12 +116,22 @@ public enum GEMM {
         }
     }
 
-    /// Whether products with bf16 operands run in bf16 (`gemmBF16`): the AVX-512 switch is on, the CPU
-    /// has AVX512-BF16 and DGINSTYLE_BF16 is not "off". Where false, callers convert bf16 weights to
-    /// f32 and compute in f32. Atomic; switched by tests to check both paths.
+    /// Whether products with bf16 weights run in bf16 (`gemmBF16`): the AVX-512 switch is on, the CPU
+    /// has AVX512-BF16, and DGINSTYLE_BF16 is "on", or unset / "auto" and vdpbf16ps out-runs the f32
+    /// FMAs on this CPU (`bf16DotRates`; see `dg_has_avx512_bf16`). Where false, callers widen bf16
+    /// weights to f32 and compute in f32. Setting it forces it on (where the CPU has AVX512-BF16) or
+    /// off; atomic; tests switch it to check both paths.
     public static var bf16: Bool {
         get { dg_has_avx512_bf16() != 0 }
         set { dg_allow_avx512_bf16(newValue ? 1 : 0) }
+    }
+
+    /// Multiply-adds per TSC cycle of vdpbf16ps and of vfmadd231ps on this CPU, as timed once for
+    /// the "auto" choice of `bf16` (0 and 0 without AVX512-BF16).
+    public static var bf16DotRates: (bf16: Double, f32: Double) {
+        var b = 0.0, f = 0.0
+        dg_bf16_dot_rates(&b, &f)
+        return (b, f)
     }
 
     /// The bf16 product's blocking and micro-tiles, for `dginstyle bench sgemm`.

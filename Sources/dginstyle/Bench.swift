@@ -4,6 +4,7 @@ import DGAutograd
 import DGBase
 import DGTensor
 import DGTraining
+import DGLayers
 import DGModels
 import Foundation
 
@@ -43,6 +44,9 @@ extension Bench {
         @Option(help: "Weights of the forward workloads as f32 or bf16 (bf16: products in bf16 where the CPU has AVX512-BF16).")
         var dtype: DType = .f32
 
+        @Flag(help: "With --dtype bf16: also run once with the f32 weights first and print the relative error ||bf16 - f32|| / ||f32|| of the output.")
+        var accuracy = false
+
         func validate() throws {
             guard [.f32, .bf16].contains(dtype) else { throw ValidationError("--dtype must be f32 or bf16") }
             guard dtype == .f32 || workload != .controlnetTrainStep else {
@@ -62,24 +66,29 @@ extension Bench {
             let text = Var(randomWeights([batch, 77, 768], seed: 2, std: 1))
             let timesteps = [Float](repeating: 500, count: batch)
             var body: () -> Void
+            // The forward workloads: their output, and the models whose weights --dtype sets.
+            var forward: (() -> Tensor)?
+            var held: [Module] = []
             switch workload {
             case .unet, .controlnet, .controlnetTrainStep:
                 let unet = try UNet2DConditionModel(config: unetConfig)
                 unet.initializeParameters(seed: 0)
-                if workload != .controlnetTrainStep { unet.storeParameters(as: dtype) }
                 if workload == .unet {
-                    body = { _ = Autograd.noGrad { unet(sample, timesteps: timesteps, text: text) } }
+                    held = [unet]
+                    forward = { Autograd.noGrad { unet(sample, timesteps: timesteps, text: text) }.value }
+                    body = {}
                 } else {
                     let controlnet = try ControlNetModel.initialized(from: unet, conditioningChannels: 20)
-                    if workload == .controlnet { controlnet.storeParameters(as: dtype) }
                     let cond = Var(randomWeights([batch, 20, resolution, resolution], seed: 3, std: 1))
                     if workload == .controlnet {
-                        body = {
-                            _ = Autograd.noGrad {
+                        held = [unet, controlnet]
+                        forward = {
+                            Autograd.noGrad {
                                 unet(sample, timesteps: timesteps, text: text,
                                      control: controlnet(sample, timesteps: timesteps, text: text, condition: cond))
-                            }
+                            }.value
                         }
+                        body = {}
                     } else {
                         var options = TrainingOptions(learningRate: 1e-5, schedule: LRSchedule(.constant, totalSteps: runs + 1))
                         options.gradientCheckpointing = checkpointing
@@ -96,14 +105,18 @@ extension Bench {
             case .vaeEncode, .vaeDecode:
                 let vae = try AutoencoderKL(config: try JSON.parse(DefaultConfigs.vaeText))
                 vae.initializeParameters(seed: 0)
-                vae.storeParameters(as: dtype)
+                held = [vae]
                 if workload == .vaeEncode {
                     let image = Var(randomWeights([batch, 3, resolution, resolution], seed: 5, std: 0.5))
-                    body = { _ = Autograd.noGrad { vae.encodeMoments(image) } }
+                    forward = { Autograd.noGrad { vae.encodeMoments(image) }.value }
                 } else {
-                    body = { _ = Autograd.noGrad { vae.decode(sample) } }
+                    forward = { Autograd.noGrad { vae.decode(sample) }.value }
                 }
+                body = {}
             }
+            let reference = accuracy && dtype != .f32 ? forward?() : nil
+            for m in held { m.storeParameters(as: dtype) }
+            if let forward { body = { _ = forward() } }
             setup()
             let ready = Date().timeIntervalSince(t0)
             body()  // warm-up: first-touch of weights and buffers
@@ -128,6 +141,12 @@ extension Bench {
                 ]).compact)
             } else {
                 emit("\(workload.rawValue) \(resolution)px batch \(batch)\(checkpointing ? " checkpointed" : "") \(dtype.name)\(dtype == .bf16 ? (GEMM.bf16 ? " (bf16 kernel)" : " (f32 compute)") : ""): median \(String(format: "%.3f", median)) s of \(runs) runs (CPU \(String(format: "%.2f", medianCPU)) s), peak RSS \(Int(peakMB)) MB, \(Parallel.threads) threads (setup \(String(format: "%.1f", ready)) s)")
+            }
+            if let reference, let forward {
+                let out = forward().floats, ref = reference.floats
+                var diff = 0.0, norm = 0.0
+                for (a, b) in zip(out, ref) { diff += (Double(a) - Double(b)) * (Double(a) - Double(b)); norm += Double(b) * Double(b) }
+                emit(String(format: "relative error of the %@ output vs f32 weights: %.3e", dtype.name, (diff / Swift.max(norm, .leastNormalMagnitude)).squareRoot()))
             }
             if Profiler.enabled { emit("per run:\n" + Profiler.report(runs: runs)) }
         }
@@ -156,6 +175,12 @@ extension Bench {
 
         func run() throws {
             if backends { return try runBackends() }
+            // The bf16 columns time the vdpbf16ps product wherever the CPU has it, even where "auto"
+            // leaves it off (what it would give is the point); the choice is printed with them.
+            let chosen = GEMM.bf16
+            GEMM.bf16 = true
+            let measuredBF16 = GEMM.bf16
+            defer { GEMM.bf16 = chosen }
             var rows: [String] = []
             var objects: [JSON] = []
             // A sample is a batch of calls lasting ~20 ms: small products take 0.01-0.1 ms, where one
@@ -283,8 +308,10 @@ extension Bench {
             }
             emit("\(Parallel.threads) threads; AVX-512 kernels \(GEMM.vectorized ? "on" : "off"); OpenBLAS core type \(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "auto"); GFLOP/s, best of \(repeats)")
             emit("OpenBLAS's best (large squares): \(f(best)) GFLOP/s\n")
-            emit(GEMM.bf16 ? "bf16 product: vdpbf16ps (AVX512-BF16), \(GEMM.bf16Blocking); bf16 columns: the weight stored in bf16, activations rounded at the input"
-                           : "bf16 product: off (\(GEMM.vectorized ? "no AVX512-BF16 on this CPU, or DGINSTYLE_BF16=off" : "AVX-512 off")): bf16 weights are computed in f32")
+            let rates = GEMM.bf16DotRates
+            emit("bf16 weights: \(chosen ? "vdpbf16ps products" : "widened to f32, f32 products") (\(ProcessInfo.processInfo.environment["DGINSTYLE_BF16"].map { "DGINSTYLE_BF16=\($0)" } ?? "auto")); multiply-adds per cycle here: vdpbf16ps \(String(format: "%.1f", rates.bf16)), vfmadd231ps \(String(format: "%.1f", rates.f32))")
+            emit(measuredBF16 ? "bf16 columns: the vdpbf16ps product (\(GEMM.bf16Blocking)), the weight stored in bf16, activations rounded at the input"
+                              : "bf16 columns: - (no AVX512-BF16 on this CPU, or AVX-512 off)")
             emit("| product | m x n x k | our sgemm | conv / attention kernel | kernel vs our sgemm | OpenBLAS at this shape | our sgemm vs OpenBLAS's best | our bf16 GEMM | bf16 vs f32 GEMM | conv kernel, bf16 weights | vs f32 kernel |")
             emit("|---|---|---|---|---|---|---|---|---|---|---|")
             emit(rows.joined(separator: "\n"))

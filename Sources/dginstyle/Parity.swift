@@ -32,7 +32,7 @@ struct Parity: ParsableCommand {
     }
 
     func run() throws {
-        if dtype == .bf16 { emit(GEMM.bf16 ? "bf16 weights, bf16 products (vdpbf16ps)" : "bf16 weights, products in f32 (no AVX512-BF16 here, or DGINSTYLE_BF16=off)") }
+        if dtype == .bf16 { emit(GEMM.bf16 ? "bf16 weights, bf16 products (vdpbf16ps)" : "bf16 weights widened to f32, f32 products (GEMM.bf16 off here: see DGINSTYLE_BF16)") }
         let report = try ParityRun(fixture: fixture, dtype: dtype).run { emit($0.line) }
         let failed = report.filter { !$0.passed }
         emit("\(report.count - failed.count) passed, \(failed.count) failed")

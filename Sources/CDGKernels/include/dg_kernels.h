@@ -102,11 +102,19 @@ void dg_gemm_bf16(long m, long n, long k, float alpha, const void *a, int a_bf16
 /// (what `dginstyle bench sgemm` prints).
 void dg_gemm_bf16_blocking(long *kc, long *mc, long *nc);
 
-/// 1 when the bf16 kernel may run: the AVX-512 switch is on, the CPU has AVX512-BF16 (checked once,
-/// cached) and it is not switched off (DGINSTYLE_BF16=off, read on the first question, or
-/// `dg_allow_avx512_bf16(0)`). Where it says 0, callers compute bf16 weights in f32.
+/// 1 when the bf16 kernel runs: the AVX-512 switch is on, the CPU has AVX512-BF16 (checked once,
+/// cached), and DGINSTYLE_BF16 (read on the first question) is "on", or unset / "auto" and
+/// vdpbf16ps does at least 1.5x the multiply-adds per cycle of vfmadd231ps on this CPU (timed once,
+/// ~0.1 ms: 2x where it is a full-rate instruction, as on AMD Zen 4; on Intel Sapphire / Emerald Rapids
+/// it issues at half the FMA rate, so bf16 products would be slower than f32 ones). "off" switches it
+/// off. Where it says 0, callers compute bf16 weights in f32.
 int dg_has_avx512_bf16(void);
+/// 1: on (where the CPU has AVX512-BF16), whatever the timing says; 0: off. For tests and
+/// `GEMM.bf16`.
 void dg_allow_avx512_bf16(int allowed);
+/// vdpbf16ps's and vfmadd231ps's multiply-adds per cycle on this CPU, as timed for the "auto" choice
+/// (0 where the CPU lacks AVX512-BF16); `dginstyle bench sgemm` prints them.
+void dg_bf16_dot_rates(double *bf16, double *f32);
 
 /// The input gradient of a stride-1 convolution with weights w [cout, cin, kh, kw] (kk = kh kw), as
 /// dg_gemm with A(i, p) = w[(o cin + row0 + i) kk + kk - 1 - t] for p = o kk + t: the kernel flipped
