@@ -78,12 +78,13 @@ if a.dtype == "bf16":
         if name in globals(): globals()[name] = globals()[name].to(torch.bfloat16)
 setup = time.time() - t0
 body()
-times = []
+times, cpu = [], []
 for _ in range(a.runs):
-    s = time.time()
+    s, c = time.time(), time.process_time()
     body()
     times.append(time.time() - s)
+    cpu.append(time.process_time() - c)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"workload": a.workload, "resolution": a.resolution, "batch": a.batch, "checkpointing": a.checkpointing,
-                  "dtype": a.dtype, "seconds": statistics.median(times), "runs": times, "peak_rss_mb": peak,
+                  "dtype": a.dtype, "seconds": statistics.median(times), "cpu_seconds": statistics.median(cpu), "runs": times, "peak_rss_mb": peak,
                   "threads": torch.get_num_threads(), "setup_seconds": setup, "torch": torch.__version__}))
