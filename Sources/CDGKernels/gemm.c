@@ -21,14 +21,28 @@
 
 int dg_has_avx512(void);
 static void pack_transposed_avx512(const float *b, long cs, long p0, long kc, long j0, long n, long nr, float *dst);
+static void pack_transposed_bf16_avx512(const unsigned short *b, long cs, long p0, long kc, long j0, long n, long nr, float *dst);
 static void pack_im2col_t_avx512(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst);
 static void pack_im2col_avx512(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst);
 
 // Packs B(p0 + p, j0 + j), p < kc, j < n, into ceil(n / nr) panels of kc x nr floats (zero-padded).
 static void pack_matrix(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst) {
-    if (s->bf16) {   // its values are not floats: reading them as such would be garbage, not an error
-        fprintf(stderr, "dginstyle: a bf16 matrix reached the f32 product; only dg_gemm_bf16 reads bf16 sources\n");
-        abort();
+    if (s->bf16) {   // a bf16 weight (dg_gemm_bf16 where the bf16 products do not pay): widened as packed
+        if (s->rs == 1 && nr % 16 == 0 && dg_has_avx512()) {
+            pack_transposed_bf16_avx512((const unsigned short *)s->b, s->cs, p0, kc, j0, n, nr, dst);
+            return;
+        }
+        const unsigned short *b16 = (const unsigned short *)s->b;
+        long panels = (n + nr - 1) / nr;
+        for (long q = 0; q < panels; q++) {
+            long jq = j0 + q * nr, cols = n - q * nr < nr ? n - q * nr : nr;
+            for (long p = 0; p < kc; p++)
+                for (long t = 0; t < nr; t++) {
+                    unsigned bits = t < cols ? (unsigned)b16[(p0 + p) * s->rs + (jq + t) * s->cs] << 16 : 0;
+                    memcpy(dst + q * kc * nr + p * nr + t, &bits, 4);
+                }
+        }
+        return;
     }
     if (s->rs == 1 && s->cs != 1 && nr % 16 == 0 && dg_has_avx512()) {
         pack_transposed_avx512(s->b, s->cs, p0, kc, j0, n, nr, dst);
@@ -332,10 +346,12 @@ static float *workspace(size_t floats) {
     return buffer;
 }
 
-// A of the input-gradient product of a stride-1 convolution with weights w [cout, cin, kh, kw]:
+// An A the product packs into slivers (never reads in place). bf16 set: A(i, p) = bf16[i ars + p aks]
+// widened to f32 (a weight stored in bf16, on CPUs where the bf16 products do not pay). Else A of the
+// input-gradient product of a stride-1 convolution with weights w [cout, cin, kh, kw]:
 // A(i, p) = w[(o cin + row0 + i) kk + kk - 1 - t], p = o kk + t (the kernel flipped and transposed,
 // read in place). NULL: A is the strided matrix of dg_gemm.
-typedef struct { const float *w; long cin, kk, row0; } conv_t_source;
+typedef struct { const float *w; long cin, kk, row0; const unsigned short *bf16; } conv_t_source;
 
 static void gemm(long m, long n, long k, float alpha, const float *a, long ars, long aks, const conv_t_source *ct,
                  const dg_bsource *b, long j0, float beta, float *c, long ldc,
@@ -351,7 +367,7 @@ void dg_gemm(long m, long n, long k, float alpha, const float *a, long ars, long
 void dg_gemm_conv_t(long m, long n, long k, const float *w, long cin, long kk, long row0,
                     const dg_bsource *b, long j0, float *c, long ldc) {
     DG_REQUIRE_AVX512("dg_gemm_conv_t");
-    conv_t_source ct = { w, cin, kk, row0 };
+    conv_t_source ct = { w, cin, kk, row0, 0 };
     gemm(m, n, k, 1, 0, 1, 1, &ct, b, j0, 0, c, ldc, 0, 0);
 }
 
@@ -421,7 +437,13 @@ static void gemm(long m, long n, long k, float alpha, const float *a, long ars, 
                         long rows = mc - t * MR < MR ? mc - t * MR : MR;
                         float *d = apack + t * kc * MR;
                         for (long i = 0; i < rows; i++) {
-                            if (ct) {
+                            if (ct && ct->bf16) {
+                                const unsigned short *src = ct->bf16 + (i0 + t * MR + i) * ars + p0 * aks;
+                                for (long p = 0; p < kc; p++) {
+                                    unsigned bits = (unsigned)src[p * aks] << 16;
+                                    memcpy(d + p * MR + i, &bits, 4);
+                                }
+                            } else if (ct) {
                                 long ch = ct->row0 + i0 + t * MR + i, o = p0 / ct->kk, tt = p0 % ct->kk;
                                 const float *src = ct->w + (o * ct->cin + ch) * ct->kk + ct->kk - 1 - tt;
                                 for (long p = 0; p < kc; p++) {
@@ -526,6 +548,28 @@ TGT static void pack_transposed_avx512(const float *b, long cs, long p0, long kc
     }
 }
 
+
+// The same for a bf16 B (a weight W [n, k] read transposed), widened to f32 as it is loaded.
+TGT static void pack_transposed_bf16_avx512(const unsigned short *b, long cs, long p0, long kc, long j0, long n, long nr, float *dst) {
+    long panels = (n + nr - 1) / nr;
+    for (long q = 0; q < panels; q++) {
+        float *d = dst + q * kc * nr;
+        for (long g = 0; g < nr; g += 16) {
+            long jg = q * nr + g, cols = n - jg;
+            for (long p = 0; p < kc; p += 16) {
+                __mmask16 mk = mask_of(kc - p);
+                __m512 r[16];
+                for (int t = 0; t < 16; t++)
+                    r[t] = t < cols ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(
+                                          _mm256_maskz_loadu_epi16(mk, b + (j0 + jg + t) * cs + p0 + p)), 16))
+                                    : _mm512_setzero_ps();
+                transpose16(r);
+                long rows = kc - p < 16 ? kc - p : 16;
+                for (long u = 0; u < rows; u++) _mm512_storeu_ps(d + (p + u) * nr + g, r[u]);
+            }
+        }
+    }
+}
 
 // The im2col of a stride-1 convolution. Row by row of B (so that the reads of x run along its rows,
 // which the prefetchers follow): each 16-column vector of a panel row gathers the lanes of the runs
@@ -1082,16 +1126,19 @@ TGTBF static void gemm_bf16(long m, long n, long k, float alpha, const void *a, 
 void dg_gemm_bf16(long m, long n, long k, float alpha, const void *a, int a_bf16, long ars, long aks,
                   const dg_bsource *b, long j0, float beta, float *c, long ldc,
                   const float *rowBias, const float *colBias) {
-    if (__builtin_expect(!dg_has_avx512_bf16(), 0)) {
-        fprintf(stderr, "dginstyle: dg_gemm_bf16 called where the bf16 kernel may not run (no AVX512-BF16, or switched off); "
-                        "callers must check GEMM.bf16 and compute in f32\n");
-        abort();
-    }
+    DG_REQUIRE_AVX512("dg_gemm_bf16");
     if (b->kind == DG_B_PACKED) {
         fprintf(stderr, "dginstyle: dg_gemm_bf16 takes no pre-packed f32 source\n");
         abort();
     }
-    gemm_bf16(m, n, k, alpha, a, a_bf16, ars, aks, b, j0, beta, c, ldc, rowBias, colBias);
+    if (dg_has_avx512_bf16()) {
+        gemm_bf16(m, n, k, alpha, a, a_bf16, ars, aks, b, j0, beta, c, ldc, rowBias, colBias);
+    } else if (a_bf16) {   // f32 products, the bf16 operands widened as they are packed
+        conv_t_source wide = { 0, 0, 0, 0, (const unsigned short *)a };
+        gemm(m, n, k, alpha, 0, ars, aks, &wide, b, j0, beta, c, ldc, rowBias, colBias);
+    } else {
+        gemm(m, n, k, alpha, (const float *)a, ars, aks, 0, b, j0, beta, c, ldc, rowBias, colBias);
+    }
 }
 
 // The exported entry points: plain (baseline x86-64) code that checks the switch, then the AVX-512 code.
@@ -1141,6 +1188,9 @@ void dg_transpose(const float *src, long rows, long cols, long lds, float *dst, 
     dg_refuse_avx512(__func__);
 }
 static void pack_transposed_avx512(const float *b, long cs, long p0, long kc, long j0, long n, long nr, float *dst) {
+    (void)b; (void)cs; (void)p0; (void)kc; (void)j0; (void)n; (void)nr; (void)dst; dg_refuse_avx512(__func__);
+}
+static void pack_transposed_bf16_avx512(const unsigned short *b, long cs, long p0, long kc, long j0, long n, long nr, float *dst) {
     (void)b; (void)cs; (void)p0; (void)kc; (void)j0; (void)n; (void)nr; (void)dst; dg_refuse_avx512(__func__);
 }
 static void pack_im2col_t_avx512(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst) {

@@ -118,9 +118,9 @@ public enum GEMM {
 
     /// Whether products with bf16 weights run in bf16 (`gemmBF16`): the AVX-512 switch is on, the CPU
     /// has AVX512-BF16, and DGINSTYLE_BF16 is "on", or unset / "auto" and vdpbf16ps out-runs the f32
-    /// FMAs on this CPU (`bf16DotRates`; see `dg_has_avx512_bf16`). Where false, callers widen bf16
-    /// weights to f32 and compute in f32. Setting it forces it on (where the CPU has AVX512-BF16) or
-    /// off; atomic; tests switch it to check both paths.
+    /// FMAs on this CPU (`bf16DotRates`; see `dg_has_avx512_bf16`). Where false, `gemmBF16` widens
+    /// bf16 operands to f32 as it packs them and runs the f32 products. Setting it forces it on (where
+    /// the CPU has AVX512-BF16) or off; atomic; tests switch it to check both paths.
     public static var bf16: Bool {
         get { dg_has_avx512_bf16() != 0 }
         set { dg_allow_avx512_bf16(newValue ? 1 : 0) }
@@ -149,16 +149,18 @@ public enum GEMM {
         return s
     }
 
-    /// The product of `gemm` in bfloat16 (needs `bf16`): A (f32, or bf16 where `aBF16`) and B rounded
-    /// to bf16 at the product's input, f32 accumulation (`dg_gemm_bf16`). Split between threads as
-    /// `gemm` splits, with the same guarantee: results do not depend on the thread count.
+    /// The product of `gemm` with bf16 operands (A where `aBF16`, B a `matrix(bf16:...)`; needs
+    /// `vectorized`): where `bf16`, in bfloat16, A and B rounded to bf16 at the product's input with
+    /// f32 accumulation; else the f32 product with the bf16 operands widened as they are packed (no
+    /// f32 copy of a weight). Split between threads as `gemm` splits, with the same guarantee: results
+    /// do not depend on the thread count.
     public static func gemmBF16(m: Int, n: Int, k: Int, alpha: Float = 1,
                                 a: UnsafeRawPointer, aBF16: Bool, ars: Int, aks: Int,
                                 b: dg_bsource, j0: Int = 0, beta: Float = 0,
                                 c: UnsafeMutablePointer<Float>, ldc: Int,
                                 rowBias: UnsafePointer<Float>? = nil, colBias: UnsafePointer<Float>? = nil) {
         if m <= 0 || n <= 0 { return }
-        precondition(bf16, "GEMM.gemmBF16 needs the bf16 kernel (GEMM.bf16)")
+        precondition(vectorized, "GEMM.gemmBF16 needs the AVX-512 kernels (GEMM.vectorized)")
         let size = aBF16 ? 2 : 4
         var source = b
         withUnsafePointer(to: &source) { src in

@@ -43,7 +43,14 @@ extension KernelTests {
             (48, 64, 1024, false, true, true, true, 1, 0, false, 0),   // rows 2 KB apart: packed, not in place
             (7, 64, 0, false, false, false, false, 1, 0.5, true, 0),   // k = 0: beta C + biases
         ]
-        try withBF16Kernel {
+        // With the bf16 products switched off the same calls widen the bf16 operands and compute in f32:
+        // the reference then rounds only what is stored in bf16.
+        for kernelOn in [true, false] where GEMM.vectorized {
+            let saved = GEMM.bf16
+            defer { GEMM.bf16 = saved }
+            GEMM.bf16 = kernelOn
+            if kernelOn && !GEMM.bf16 { continue }
+            func rounded(_ v: Double) -> Double { kernelOn ? bf16Rounded(v) : v }
             for (ci, c) in cases.enumerated() {
                 let (m, n, k, ta, aBF16, tb, bBF16, alpha, beta, biases, j0) = c
                 let a32 = random(ta ? [k, m] : [m, k]), b32 = random(tb ? [n + j0, k] : [k, n + j0])
@@ -55,7 +62,7 @@ extension KernelTests {
                     for p in 0..<k {
                         let av = ta ? a.d[p * m + i] : a.d[i * k + p]
                         let bv = tb ? b.d[(j + j0) * k + p] : b.d[p * (n + j0) + j + j0]
-                        s += bf16Rounded(av) * bf16Rounded(bv)
+                        s += rounded(av) * rounded(bv)
                     }
                     ref[i * n + j] = Double(alpha) * s + Double(beta) * c0.d[i * n + j] + (biases ? rb.d[i] + cb.d[j] : 0)
                 } }
@@ -74,13 +81,14 @@ extension KernelTests {
                                           colBias: biases ? UnsafePointer(Kernels.pointer(cb.t)) : nil)
                         }
                     }
-                    assertClose(out, ref, "bf16 gemm case \(ci) threads \(threads)")
+                    assertClose(out, ref, "bf16 gemm (bf16 products \(kernelOn)) case \(ci) threads \(threads)")
                     results.append(out.floats)
                 }
                 XCTAssertTrue(results[0] == results[1], "bf16 gemm case \(ci): 1 vs 2 threads differ")
                 XCTAssertTrue(results[0] == results[2], "bf16 gemm case \(ci): 1 vs 3 threads differ")
             }
         }
+        try XCTSkipUnless(GEMM.vectorized && GEMM.bf16DotRates.bf16 > 0, "no AVX512-BF16 here: the bf16 products were not run")
     }
 
     /// Linear, per-pixel and convolution layers with bf16 weights: with the bf16 kernel, the reference

@@ -87,13 +87,14 @@ void dg_gemm(long m, long n, long k, float alpha, const float *a, long ars, long
              const dg_bsource *b, long j0, float beta, float *c, long ldc,
              const float *rowBias, const float *colBias);
 
-/// The same product in bfloat16 (needs AVX512-BF16: `dg_has_avx512_bf16()`): A and B rounded to bf16
-/// (round to nearest even, as the hardware converts; f32 denormals become 0) as they are packed, or
-/// read as they are where stored in bf16, products summed in f32 by `vdpbf16ps` (each product of two
-/// bf16 values is exact in f32). a_bf16: A holds uint16 bfloat16 values. B: any f32 source but
-/// DG_B_PACKED, or a bf16 DG_B_MATRIX. k is taken in blocks of DG_KC_BF16 (512) from 0, pairs of k
-/// values in order within a block; as with dg_gemm, every element of C comes out the same whatever
-/// part of C a call computes. Single-threaded.
+/// The same product with bf16 operands (a_bf16: A holds uint16 bfloat16 values; B: any f32 source but
+/// DG_B_PACKED, or a bf16 DG_B_MATRIX). Needs AVX-512. Where `dg_has_avx512_bf16()`: in bfloat16, A and
+/// B rounded to bf16 (round to nearest even, as the hardware converts; f32 denormals become 0) as
+/// they are packed, or read as they are where stored in bf16, products summed in f32 by `vdpbf16ps`
+/// (each product of two bf16 values is exact in f32), k in blocks of DG_KC_BF16 (512) from 0, pairs of
+/// k values in order within a block. Elsewhere: dg_gemm's f32 product, the bf16 operands widened as
+/// they are packed (the same bits as dg_gemm on their f32 copies). Either way every element of C comes
+/// out the same whatever part of C a call computes. Single-threaded.
 void dg_gemm_bf16(long m, long n, long k, float alpha, const void *a, int a_bf16, long ars, long aks,
                   const dg_bsource *b, long j0, float beta, float *c, long ldc,
                   const float *rowBias, const float *colBias);

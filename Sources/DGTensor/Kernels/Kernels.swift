@@ -19,10 +19,11 @@ extension Kernels {
     @inline(__always)
     static func f32(_ t: Tensor) -> Tensor { t.dtype == .f32 ? t.contiguous() : t.converted(to: .f32) }
 
-    /// A weight as the forward products read it: as stored where it is bf16 and the bf16 kernel runs
-    /// (`GEMM.bf16`; the activations are then rounded to bf16 at the product's input, the sums stay
-    /// f32), else converted to f32. Gradients (backward products) always use `f32`.
-    static func productWeight(_ w: Tensor) -> Tensor { w.dtype == .bf16 && GEMM.bf16 ? w.contiguous() : f32(w) }
+    /// A weight as the forward products read it: as stored where it is bf16 and our kernels run
+    /// (`GEMM.gemmBF16`: bf16 products where `GEMM.bf16`, the activations then rounded to bf16 at the
+    /// product's input; else f32 products widening the weight as they pack it), else converted to
+    /// f32. Gradients (backward products) always use `f32`.
+    static func productWeight(_ w: Tensor) -> Tensor { w.dtype == .bf16 && GEMM.vectorized ? w.contiguous() : f32(w) }
 
     /// C [m, n] = W B + rowBias with a weight W [m, k] (row-major, from `productWeight`) as A.
     static func gemm(m: Int, n: Int, k: Int, weight w: Tensor, b: dg_bsource, c: UnsafeMutablePointer<Float>, ldc: Int,
