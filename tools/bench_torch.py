@@ -14,7 +14,14 @@ p.add_argument("--resolution", type=int, default=512)
 p.add_argument("--batch", type=int, default=1)
 p.add_argument("--runs", type=int, default=3)
 p.add_argument("--checkpointing", action="store_true")
+# f32; autocast: f32 weights, torch.autocast("cpu", bfloat16) around the forward (what the issue compares
+# bf16 against); bf16: the model and inputs cast to bfloat16. Forward workloads only.
+p.add_argument("--dtype", choices=["f32", "autocast", "bf16"], default="f32")
 a = p.parse_args()
+if a.dtype != "f32" and a.workload == "controlnet-train-step":
+    p.error("--dtype applies to the forward workloads")
+import contextlib
+compute = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.dtype == "autocast" else contextlib.nullcontext
 
 torch.manual_seed(0)
 configs = json.load(open(root / "Tests/Fixtures/sd15-manifest.json"))["configs"]
@@ -28,14 +35,14 @@ if a.workload in ("unet", "controlnet", "controlnet-train-step"):
     unet = UNet2DConditionModel(**clean(configs["unet"])).eval()
     if a.workload == "unet":
         def body():
-            with torch.no_grad():
+            with torch.no_grad(), compute():
                 unet(sample, t, text)
     else:
         cn = ControlNetModel.from_unet(unet, conditioning_channels=20)
         cond = torch.randn(a.batch, 20, a.resolution, a.resolution)
         if a.workload == "controlnet":
             def body():
-                with torch.no_grad():
+                with torch.no_grad(), compute():
                     down, mid = cn(sample, t, text, controlnet_cond=cond, return_dict=False)
                     unet(sample, t, text, down_block_additional_residuals=down, mid_block_additional_residual=mid)
         else:
@@ -58,20 +65,26 @@ else:
     if a.workload == "vae-encode":
         image = torch.randn(a.batch, 3, a.resolution, a.resolution) * 0.5
         def body():
-            with torch.no_grad():
+            with torch.no_grad(), compute():
                 vae.encode(image)
     else:
         def body():
-            with torch.no_grad():
+            with torch.no_grad(), compute():
                 vae.decode(sample)
+if a.dtype == "bf16":
+    for name in ("unet", "cn", "vae"):
+        if name in globals(): globals()[name].to(torch.bfloat16)
+    for name in ("sample", "text", "cond", "image"):
+        if name in globals(): globals()[name] = globals()[name].to(torch.bfloat16)
 setup = time.time() - t0
 body()
-times = []
+times, cpu = [], []
 for _ in range(a.runs):
-    s = time.time()
+    s, c = time.time(), time.process_time()
     body()
     times.append(time.time() - s)
+    cpu.append(time.process_time() - c)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"workload": a.workload, "resolution": a.resolution, "batch": a.batch, "checkpointing": a.checkpointing,
-                  "seconds": statistics.median(times), "runs": times, "peak_rss_mb": peak,
+                  "dtype": a.dtype, "seconds": statistics.median(times), "cpu_seconds": statistics.median(cpu), "runs": times, "peak_rss_mb": peak,
                   "threads": torch.get_num_threads(), "setup_seconds": setup, "torch": torch.__version__}))

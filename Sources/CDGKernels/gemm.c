@@ -1,5 +1,6 @@
 // Single-precision GEMM with an AVX-512 micro-kernel; see include/dg_kernels.h.
 #include "dg_kernels.h"
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,11 +21,29 @@
 
 int dg_has_avx512(void);
 static void pack_transposed_avx512(const float *b, long cs, long p0, long kc, long j0, long n, long nr, float *dst);
+static void pack_transposed_bf16_avx512(const unsigned short *b, long cs, long p0, long kc, long j0, long n, long nr, float *dst);
 static void pack_im2col_t_avx512(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst);
 static void pack_im2col_avx512(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst);
 
 // Packs B(p0 + p, j0 + j), p < kc, j < n, into ceil(n / nr) panels of kc x nr floats (zero-padded).
 static void pack_matrix(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst) {
+    if (s->bf16) {   // a bf16 weight (dg_gemm_bf16 where the bf16 products do not pay): widened as packed
+        if (s->rs == 1 && nr % 16 == 0 && dg_has_avx512()) {
+            pack_transposed_bf16_avx512((const unsigned short *)s->b, s->cs, p0, kc, j0, n, nr, dst);
+            return;
+        }
+        const unsigned short *b16 = (const unsigned short *)s->b;
+        long panels = (n + nr - 1) / nr;
+        for (long q = 0; q < panels; q++) {
+            long jq = j0 + q * nr, cols = n - q * nr < nr ? n - q * nr : nr;
+            for (long p = 0; p < kc; p++)
+                for (long t = 0; t < nr; t++) {
+                    unsigned bits = t < cols ? (unsigned)b16[(p0 + p) * s->rs + (jq + t) * s->cs] << 16 : 0;
+                    memcpy(dst + q * kc * nr + p * nr + t, &bits, 4);
+                }
+        }
+        return;
+    }
     if (s->rs == 1 && s->cs != 1 && nr % 16 == 0 && dg_has_avx512()) {
         pack_transposed_avx512(s->b, s->cs, p0, kc, j0, n, nr, dst);
         return;
@@ -156,6 +175,12 @@ static void pack_b(const dg_bsource *s, long p0, long kc, long j0, long n, long 
     }
 }
 
+#ifndef DG_KC_BF16
+#define DG_KC_BF16 512   // k values per block: a 32-column panel of 512 x 32 bf16 is 32 KB, as the f32 one of 256
+#endif
+
+void dg_gemm_bf16_blocking(long *kc, long *mc, long *nc) { *kc = DG_KC_BF16; *mc = DG_MC; *nc = DG_NC; }
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <cpuid.h>
@@ -220,6 +245,11 @@ int dg_cpu_has_avx512(void) {
             }                                                                                           \
         }                                                                                               \
         (void)ars; (void)aks;                                                                           \
+        DG_TILE_STORE(MR, NV)                                                                           \
+    }
+
+// C from the accumulators acc[MR][NV] of a tile (f32 and bf16 tiles alike): see DG_TILE.
+#define DG_TILE_STORE(MR, NV)                                                                           \
         __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);                                   \
         __mmask16 masks[NV];                                                                            \
         _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++) {                                \
@@ -240,8 +270,7 @@ int dg_cpu_has_avx512(void) {
                 }                                                                                       \
                 _mm512_mask_storeu_ps(ci + 16 * v, mk, r);                                              \
             }                                                                                           \
-        }                                                                                               \
-    }
+        }
 
 #define DG_TILES(MR, NV) DG_TILE(MR, NV, 0) DG_TILE(MR, NV, 1)
 
@@ -317,10 +346,12 @@ static float *workspace(size_t floats) {
     return buffer;
 }
 
-// A of the input-gradient product of a stride-1 convolution with weights w [cout, cin, kh, kw]:
+// An A the product packs into slivers (never reads in place). bf16 set: A(i, p) = bf16[i ars + p aks]
+// widened to f32 (a weight stored in bf16, on CPUs where the bf16 products do not pay). Else A of the
+// input-gradient product of a stride-1 convolution with weights w [cout, cin, kh, kw]:
 // A(i, p) = w[(o cin + row0 + i) kk + kk - 1 - t], p = o kk + t (the kernel flipped and transposed,
 // read in place). NULL: A is the strided matrix of dg_gemm.
-typedef struct { const float *w; long cin, kk, row0; } conv_t_source;
+typedef struct { const float *w; long cin, kk, row0; const unsigned short *bf16; } conv_t_source;
 
 static void gemm(long m, long n, long k, float alpha, const float *a, long ars, long aks, const conv_t_source *ct,
                  const dg_bsource *b, long j0, float beta, float *c, long ldc,
@@ -336,7 +367,7 @@ void dg_gemm(long m, long n, long k, float alpha, const float *a, long ars, long
 void dg_gemm_conv_t(long m, long n, long k, const float *w, long cin, long kk, long row0,
                     const dg_bsource *b, long j0, float *c, long ldc) {
     DG_REQUIRE_AVX512("dg_gemm_conv_t");
-    conv_t_source ct = { w, cin, kk, row0 };
+    conv_t_source ct = { w, cin, kk, row0, 0 };
     gemm(m, n, k, 1, 0, 1, 1, &ct, b, j0, 0, c, ldc, 0, 0);
 }
 
@@ -406,7 +437,13 @@ static void gemm(long m, long n, long k, float alpha, const float *a, long ars, 
                         long rows = mc - t * MR < MR ? mc - t * MR : MR;
                         float *d = apack + t * kc * MR;
                         for (long i = 0; i < rows; i++) {
-                            if (ct) {
+                            if (ct && ct->bf16) {
+                                const unsigned short *src = ct->bf16 + (i0 + t * MR + i) * ars + p0 * aks;
+                                for (long p = 0; p < kc; p++) {
+                                    unsigned bits = (unsigned)src[p * aks] << 16;
+                                    memcpy(d + p * MR + i, &bits, 4);
+                                }
+                            } else if (ct) {
                                 long ch = ct->row0 + i0 + t * MR + i, o = p0 / ct->kk, tt = p0 % ct->kk;
                                 const float *src = ct->w + (o * ct->cin + ch) * ct->kk + ct->kk - 1 - tt;
                                 for (long p = 0; p < kc; p++) {
@@ -511,6 +548,28 @@ TGT static void pack_transposed_avx512(const float *b, long cs, long p0, long kc
     }
 }
 
+
+// The same for a bf16 B (a weight W [n, k] read transposed), widened to f32 as it is loaded.
+TGT static void pack_transposed_bf16_avx512(const unsigned short *b, long cs, long p0, long kc, long j0, long n, long nr, float *dst) {
+    long panels = (n + nr - 1) / nr;
+    for (long q = 0; q < panels; q++) {
+        float *d = dst + q * kc * nr;
+        for (long g = 0; g < nr; g += 16) {
+            long jg = q * nr + g, cols = n - jg;
+            for (long p = 0; p < kc; p += 16) {
+                __mmask16 mk = mask_of(kc - p);
+                __m512 r[16];
+                for (int t = 0; t < 16; t++)
+                    r[t] = t < cols ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(
+                                          _mm256_maskz_loadu_epi16(mk, b + (j0 + jg + t) * cs + p0 + p)), 16))
+                                    : _mm512_setzero_ps();
+                transpose16(r);
+                long rows = kc - p < 16 ? kc - p : 16;
+                for (long u = 0; u < rows; u++) _mm512_storeu_ps(d + (p + u) * nr + g, r[u]);
+            }
+        }
+    }
+}
 
 // The im2col of a stride-1 convolution. Row by row of B (so that the reads of x run along its rows,
 // which the prefetchers follow): each 16-column vector of a panel row gathers the lanes of the runs
@@ -781,6 +840,307 @@ TGT static void attention_score_gradient_avx512(long rows, long keys, const floa
     }
 }
 
+// MARK: the bfloat16 product (vdpbf16ps)
+
+// AVX512-BF16 (CPUID leaf 7, subleaf 1, EAX bit 5), on top of the AVX-512 check; cached.
+int dg_cpu_has_avx512_bf16(void) {
+    static _Atomic int cached = -1;
+    int known = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (__builtin_expect(known >= 0, 1)) return known;
+    unsigned a = 0, b, c, d;
+    int ok = dg_cpu_has_avx512() && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5));
+    atomic_store(&cached, ok);
+    return ok;
+}
+
+#define TGTBF __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx512bf16,fma,avx2,avx")))
+
+typedef unsigned short dg_bf16;
+
+#include <x86intrin.h>
+
+// Multiply-adds per TSC cycle of 12 independent chains of vdpbf16ps (32 each) and of vfmadd231ps (16
+// each), best of 9 runs of 256 rounds (a run preempted by another process only counts if it is the best).
+TGTBF static void time_dot_rates(double *bf16, double *f32) {
+    __m512 acc[12];
+    __m512i x = _mm512_set1_epi32(0x3F803F80);
+    __m512 y = _mm512_set1_ps(1.0f);
+    unsigned long long best[2] = { ~0ull, ~0ull };
+    for (int run = 0; run < 9; run++) {
+        for (int kind = 0; kind < 2; kind++) {
+            for (int i = 0; i < 12; i++) acc[i] = _mm512_setzero_ps();
+            unsigned long long t0 = __rdtsc();
+            for (int r = 0; r < 256; r++) {
+                __asm__ volatile("" : "+v"(x), "+v"(y));   // keep the operands opaque: no folding
+                if (kind == 0) {
+                    for (int i = 0; i < 12; i++) acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)x, (__m512bh)x);
+                } else {
+                    for (int i = 0; i < 12; i++) acc[i] = _mm512_fmadd_ps(y, y, acc[i]);
+                }
+            }
+            unsigned long long t = __rdtsc() - t0;
+            __m512 s = acc[0];
+            for (int i = 1; i < 12; i++) s = _mm512_add_ps(s, acc[i]);
+            __asm__ volatile("" : : "v"(s));
+            if (t < best[kind]) best[kind] = t;
+        }
+    }
+    *bf16 = 256.0 * 12 * 32 / (double)best[0];
+    *f32 = 256.0 * 12 * 16 / (double)best[1];
+}
+
+void dg_bf16_dot_rates(double *bf16, double *f32) {
+    static _Atomic int done = 0;
+    static double rates[2];
+    if (!dg_cpu_has_avx512_bf16()) { *bf16 = 0; *f32 = 0; return; }
+    if (!atomic_load(&done)) {   // two threads may both time it: the same answer either way
+        double b, f;
+        time_dot_rates(&b, &f);
+        rates[0] = b; rates[1] = f;
+        atomic_store(&done, 1);
+    }
+    *bf16 = rates[0]; *f32 = rates[1];
+}
+
+int dg_bf16_dot_pays(void) {
+    static _Atomic int cached = -1;
+    int known = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (__builtin_expect(known >= 0, 1)) return known;
+    double b, f;
+    dg_bf16_dot_rates(&b, &f);
+    int pays = b >= 1.5 * f && f > 0;
+    atomic_store(&cached, pays);
+    return pays;
+}
+
+// Two bf16 values as one 32-bit lane (the first, k even, in the low half): what vdpbf16ps multiplies in pairs.
+static inline unsigned load_pair(const dg_bf16 *p) { unsigned v; memcpy(&v, p, 4); return v; }
+
+// Round to nearest even, as vcvtneps2bf16 does (f32 denormals to signed 0, NaN stays a quiet NaN).
+static inline dg_bf16 to_bf16(float f) {
+    unsigned x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7F800000u) == 0x7F800000u && (x & 0x7FFFFFu)) return (dg_bf16)((x >> 16) | 0x40);
+    if ((x & 0x7F800000u) == 0) return (dg_bf16)((x >> 16) & 0x8000);
+    return (dg_bf16)((x + 0x7FFFu + ((x >> 16) & 1)) >> 16);
+}
+
+// One MR x (16 NV) tile over kp pairs of k from a bf16 panel b (kp x 16 NV pairs); the epilogue is the
+// f32 tile's. ROWMAJOR: A(i, 2 pp) and A(i, 2 pp + 1) are the bf16 values at a16 + i ars + 2 pp (a bf16
+// weight read in place); else a is a packed sliver of pairs: pair (i, pp) at a32[pp ars + i].
+#define DG_BTILE(MR, NV, ROWMAJOR)                                                                      \
+    TGTBF static void btile_##MR##x##NV##_##ROWMAJOR(long kp, const void *a, long ars,                  \
+        const unsigned *b, float alpha, float *c, long ldc, int first, float beta,                       \
+        const float *rowBias, const float *colBias, long cols) {                                        \
+        __m512 acc[MR][NV];                                                                             \
+        _Pragma("clang loop unroll(full)") for (int i = 0; i < MR; i++)                                  \
+            _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps(); \
+        const dg_bf16 *a16 = (const dg_bf16 *)a;                                                        \
+        const unsigned *a32 = (const unsigned *)a;                                                      \
+        for (long pp = 0; pp < kp; pp++) {                                                              \
+            __m512i bv[NV];                                                                             \
+            _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++)                              \
+                bv[v] = _mm512_loadu_si512(b + pp * (16 * NV) + 16 * v);                                 \
+            _Pragma("clang loop unroll(full)") for (int i = 0; i < MR; i++) {                            \
+                __m512i s = _mm512_set1_epi32((int)(ROWMAJOR ? load_pair(a16 + i * ars + 2 * pp) : a32[pp * ars + i])); \
+                _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++)                          \
+                    acc[i][v] = _mm512_dpbf16_ps(acc[i][v], (__m512bh)s, (__m512bh)bv[v]);              \
+            }                                                                                           \
+        }                                                                                               \
+        (void)a16; (void)a32; (void)ars;                                                                \
+        DG_TILE_STORE(MR, NV)                                                                           \
+    }
+
+#define DG_BTILES(MR, NV) DG_BTILE(MR, NV, 0) DG_BTILE(MR, NV, 1)
+DG_BTILES(1, 2) DG_BTILES(2, 2) DG_BTILES(3, 2) DG_BTILES(4, 2) DG_BTILES(5, 2) DG_BTILES(6, 2)
+DG_BTILES(7, 2) DG_BTILES(8, 2) DG_BTILES(9, 2) DG_BTILES(10, 2) DG_BTILES(11, 2) DG_BTILES(12, 2)
+DG_BTILES(1, 1) DG_BTILES(2, 1) DG_BTILES(3, 1) DG_BTILES(4, 1) DG_BTILES(5, 1) DG_BTILES(6, 1)
+DG_BTILES(7, 1) DG_BTILES(8, 1) DG_BTILES(9, 1) DG_BTILES(10, 1) DG_BTILES(11, 1) DG_BTILES(12, 1)
+DG_BTILES(13, 1) DG_BTILES(14, 1) DG_BTILES(15, 1) DG_BTILES(16, 1) DG_BTILES(17, 1) DG_BTILES(18, 1)
+DG_BTILES(19, 1) DG_BTILES(20, 1) DG_BTILES(21, 1) DG_BTILES(22, 1) DG_BTILES(23, 1) DG_BTILES(24, 1)
+
+typedef void (*btile_fn)(long, const void *, long, const unsigned *, float, float *, long, int, float,
+                         const float *, const float *, long);
+#define BROW2(R) { btile_##R##x2_0, btile_##R##x2_1 }
+#define BROW1(R) { btile_##R##x1_0, btile_##R##x1_1 }
+static const btile_fn btiles32[13][2] = { { 0, 0 }, BROW2(1), BROW2(2), BROW2(3), BROW2(4), BROW2(5), BROW2(6),
+                                          BROW2(7), BROW2(8), BROW2(9), BROW2(10), BROW2(11), BROW2(12) };
+static const btile_fn btiles16[25][2] = { { 0, 0 }, BROW1(1), BROW1(2), BROW1(3), BROW1(4), BROW1(5), BROW1(6),
+                                          BROW1(7), BROW1(8), BROW1(9), BROW1(10), BROW1(11), BROW1(12),
+                                          BROW1(13), BROW1(14), BROW1(15), BROW1(16), BROW1(17), BROW1(18),
+                                          BROW1(19), BROW1(20), BROW1(21), BROW1(22), BROW1(23), BROW1(24) };
+
+// 16 pairs (lo[l], hi[l]) rounded to bf16: lane l = lo[l] | hi[l] << 16.
+TGTBF static inline __m512i pairs16(__m512 lo, __m512 hi) {
+    // 16-bit lane 2 l takes lo's value l (lane l of the conversion), lane 2 l + 1 hi's (lane l + 16).
+    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i interleave = _mm512_or_si512(lanes, _mm512_slli_epi32(_mm512_add_epi32(lanes, _mm512_set1_epi32(16)), 16));
+    return _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+}
+
+// B(p0 + p, j0 + j), p < kc, j < n, as ceil(n / nr) panels of kp = ceil(kc / 2) x nr pairs (zero-padded
+// past kc and n). f32 sources are packed panel by panel as the f32 product packs them (into tmp,
+// kc x nr floats), then rounded; a bf16 weight read transposed (rs = 1: each column's k values are
+// adjacent, i.e. already pairs) is moved as 32-bit pairs through 16 x 16 register transposes.
+TGTBF static void pack_b_bf16(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, unsigned *dst, float *tmp) {
+    long panels = (n + nr - 1) / nr, kp = (kc + 1) / 2;
+    for (long q = 0; q < panels; q++) {
+        long jq = j0 + q * nr, cols = n - q * nr < nr ? n - q * nr : nr;
+        unsigned *d = dst + q * kp * nr;
+        if (!s->bf16) {
+            pack_b(s, p0, kc, jq, cols, nr, tmp);
+            for (long pp = 0; pp < kp; pp++) {
+                const float *lo = tmp + 2 * pp * nr, *hi = lo + nr;
+                int odd = 2 * pp + 1 == kc;   // the last k value has no partner: pair it with 0
+                for (long g = 0; g < nr; g += 16)
+                    _mm512_storeu_si512(d + pp * nr + g, pairs16(_mm512_loadu_ps(lo + g), odd ? _mm512_setzero_ps() : _mm512_loadu_ps(hi + g)));
+            }
+            continue;
+        }
+        const dg_bf16 *b16 = (const dg_bf16 *)s->b;
+        if (s->rs == 1) {
+            for (long g = 0; g < nr; g += 16) {
+                long valid = cols - g;   // columns of this group inside B (may be <= 0)
+                for (long pp = 0; pp < kp; pp += 16) {
+                    long left = kc - 2 * pp;   // k values left from 2 pp
+                    __mmask32 mk = left >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << left) - 1);
+                    __m512 r[16];
+                    for (int t = 0; t < 16; t++)
+                        r[t] = t < valid ? (__m512)_mm512_maskz_loadu_epi16(mk, b16 + (jq + g + t) * s->cs + p0 + 2 * pp)
+                                         : _mm512_setzero_ps();
+                    transpose16(r);
+                    long rows = kp - pp < 16 ? kp - pp : 16;
+                    for (long u = 0; u < rows; u++) _mm512_storeu_ps((float *)(d + (pp + u) * nr + g), r[u]);
+                }
+            }
+            continue;
+        }
+        for (long pp = 0; pp < kp; pp++) {   // any other layout, value by value
+            long p = p0 + 2 * pp;
+            for (long t = 0; t < nr; t++) {
+                unsigned lo = 0, hi = 0;
+                if (t < cols) {
+                    lo = b16[p * s->rs + (jq + t) * s->cs];
+                    if (2 * pp + 1 < kc) hi = b16[(p + 1) * s->rs + (jq + t) * s->cs];
+                }
+                d[pp * nr + t] = lo | hi << 16;
+            }
+        }
+    }
+}
+
+// Slivers of A's rows i0..<i0+mc, k values p0..<p0+kc: sliver t holds pair (i, pp) of rows
+// i0 + t MR + i at dst[t kp MR + pp MR + i] (rows past mc are left as they are: their tiles are not run).
+TGTBF static void pack_a_bf16(const void *a, int aBF16, long ars, long aks, long i0, long mc, long p0, long kc, long MR, unsigned *dst) {
+    long kp = (kc + 1) / 2;
+    for (long t = 0; t * MR < mc; t++) {
+        long rows = mc - t * MR < MR ? mc - t * MR : MR;
+        unsigned *d = dst + t * kp * MR;
+        long r0 = i0 + t * MR;
+        if (!aBF16 && aks == 1) {   // f32 rows: 32 consecutive values -> 16 pairs, scattered MR apart
+            const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                                   _mm512_set1_epi32((int)MR));
+            for (long i = 0; i < rows; i++) {
+                const float *src = (const float *)a + (r0 + i) * ars + p0;
+                for (long pp = 0; pp < kp; pp += 16) {
+                    long left = kc - 2 * pp;
+                    __mmask16 m0 = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+                    __mmask16 m1 = left >= 32 ? (__mmask16)0xFFFF : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
+                    __m512 lo = _mm512_maskz_loadu_ps(m0, src + 2 * pp), hi = _mm512_maskz_loadu_ps(m1, src + 2 * pp + 16);
+                    __m512i v = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);   // bf16 in k order: lane l = pair pp + l
+                    long np = kp - pp < 16 ? kp - pp : 16;
+                    _mm512_mask_i32scatter_epi32(d + pp * MR + i, (__mmask16)((1u << np) - 1), idx, v, 4);
+                }
+            }
+        } else if (!aBF16 && ars == 1) {   // f32 columns (A transposed): 16 rows at a time
+            for (long i = 0; i < rows; i += 16) {
+                long nrow = rows - i < 16 ? rows - i : 16;
+                __mmask16 mk = (__mmask16)((1u << nrow) - 1);
+                for (long pp = 0; pp < kp; pp++) {
+                    const float *lo = (const float *)a + r0 + i + (p0 + 2 * pp) * aks;
+                    __m512 hi = 2 * pp + 1 < kc ? _mm512_maskz_loadu_ps(mk, lo + aks) : _mm512_setzero_ps();
+                    _mm512_mask_storeu_epi32(d + pp * MR + i, mk, pairs16(_mm512_maskz_loadu_ps(mk, lo), hi));
+                }
+            }
+        } else {   // bf16 values (or any other f32 layout), one by one
+            for (long i = 0; i < rows; i++)
+                for (long pp = 0; pp < kp; pp++) {
+                    long p = p0 + 2 * pp, off = (r0 + i) * ars + p * aks;
+                    unsigned lo, hi = 0;
+                    if (aBF16) {
+                        lo = ((const dg_bf16 *)a)[off];
+                        if (2 * pp + 1 < kc) hi = ((const dg_bf16 *)a)[off + aks];
+                    } else {
+                        lo = to_bf16(((const float *)a)[off]);
+                        if (2 * pp + 1 < kc) hi = to_bf16(((const float *)a)[off + aks]);
+                    }
+                    d[pp * MR + i] = lo | hi << 16;
+                }
+        }
+    }
+}
+
+TGTBF static void gemm_bf16(long m, long n, long k, float alpha, const void *a, int aBF16, long ars, long aks,
+                            const dg_bsource *b, long j0, float beta, float *c, long ldc,
+                            const float *rowBias, const float *colBias) {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) { gemm(m, n, k, alpha, 0, 1, 1, 0, b, j0, beta, c, ldc, rowBias, colBias); return; }   // C = beta C + biases
+    long nr = dg_panel_width(n), MR = nr == 16 ? 24 : 12;
+    const btile_fn(*tiles)[2] = nr == 16 ? btiles16 : btiles32;
+    long ncMax = n < DG_NC ? (n + nr - 1) / nr * nr : DG_NC;
+    long kcMax = k < DG_KC_BF16 ? k : DG_KC_BF16, kpMax = (kcMax + 1) / 2;
+    long mcMax = m < DG_MC ? (m + MR - 1) / MR * MR : DG_MC;
+    // A bf16 row-major A (a weight) is read in place, as pairs; with k even no pair runs past a row.
+    // Rows a multiple of 2 KB apart are packed, as in the f32 product (they would share L1 sets).
+    int inPlace = aBF16 && aks == 1 && k % 2 == 0 && !(MR > 12 && m > 12 && (ars * 2) % 2048 == 0);
+    size_t bWords = (size_t)(kpMax * ncMax), tmpWords = (size_t)(kcMax * nr), aWords = inPlace ? 0 : (size_t)(kpMax * mcMax);
+    float *buffer = workspace(bWords + tmpWords + aWords);
+    if (!buffer) abort();
+    unsigned *packed = (unsigned *)buffer, *apack = (unsigned *)(buffer + bWords + tmpWords);
+    float *tmp = buffer + bWords;
+    for (long jc = 0; jc < n; jc += DG_NC) {
+        long nc = n - jc < DG_NC ? n - jc : DG_NC;
+        long panels = (nc + nr - 1) / nr;
+        for (long p0 = 0; p0 < k; p0 += DG_KC_BF16) {
+            long kc = k - p0 < DG_KC_BF16 ? k - p0 : DG_KC_BF16, kp = (kc + 1) / 2;
+            int first = p0 == 0;
+            pack_b_bf16(b, p0, kc, j0 + jc, nc, nr, packed, tmp);
+            for (long i0 = 0; i0 < m; i0 += DG_MC) {
+                long mc = m - i0 < DG_MC ? m - i0 : DG_MC;
+                if (!inPlace) pack_a_bf16(a, aBF16, ars, aks, i0, mc, p0, kc, MR, apack);
+                for (long q = 0; q < panels; q++) {
+                    const unsigned *bq = packed + q * kp * nr;
+                    long jq = jc + q * nr, cols = nc - q * nr < nr ? nc - q * nr : nr;
+                    for (long i = i0; i < i0 + mc; i += MR) {
+                        long mr = i0 + mc - i < MR ? i0 + mc - i : MR;
+                        const void *ai = inPlace ? (const void *)((const dg_bf16 *)a + i * ars + p0) : (const void *)(apack + (i - i0) * kp);
+                        tiles[mr][inPlace](kp, ai, inPlace ? ars : MR, bq, alpha, c + i * ldc + jq, ldc, first, beta,
+                                           rowBias ? rowBias + i : 0, colBias ? colBias + jq : 0, cols);
+                    }
+                }
+            }
+        }
+    }
+}
+
+void dg_gemm_bf16(long m, long n, long k, float alpha, const void *a, int a_bf16, long ars, long aks,
+                  const dg_bsource *b, long j0, float beta, float *c, long ldc,
+                  const float *rowBias, const float *colBias) {
+    DG_REQUIRE_AVX512("dg_gemm_bf16");
+    if (b->kind == DG_B_PACKED) {
+        fprintf(stderr, "dginstyle: dg_gemm_bf16 takes no pre-packed f32 source\n");
+        abort();
+    }
+    if (dg_has_avx512_bf16()) {
+        gemm_bf16(m, n, k, alpha, a, a_bf16, ars, aks, b, j0, beta, c, ldc, rowBias, colBias);
+    } else if (a_bf16) {   // f32 products, the bf16 operands widened as they are packed
+        conv_t_source wide = { 0, 0, 0, 0, (const unsigned short *)a };
+        gemm(m, n, k, alpha, 0, ars, aks, &wide, b, j0, beta, c, ldc, rowBias, colBias);
+    } else {
+        gemm(m, n, k, alpha, (const float *)a, ars, aks, 0, b, j0, beta, c, ldc, rowBias, colBias);
+    }
+}
+
 // The exported entry points: plain (baseline x86-64) code that checks the switch, then the AVX-512 code.
 void dg_transpose(const float *src, long rows, long cols, long lds, float *dst, long ldd) {
     DG_REQUIRE_AVX512("dg_transpose");
@@ -808,6 +1168,16 @@ void dg_attention_score_gradient(long rows, long keys, const float *p, float *dp
 #else
 
 int dg_cpu_has_avx512(void) { return 0; }
+int dg_cpu_has_avx512_bf16(void) { return 0; }
+int dg_bf16_dot_pays(void) { return 0; }
+void dg_bf16_dot_rates(double *bf16, double *f32) { *bf16 = 0; *f32 = 0; }
+void dg_gemm_bf16(long m, long n, long k, float alpha, const void *a, int a_bf16, long ars, long aks,
+                  const dg_bsource *b, long j0, float beta, float *c, long ldc,
+                  const float *rowBias, const float *colBias) {
+    (void)m; (void)n; (void)k; (void)alpha; (void)a; (void)a_bf16; (void)ars; (void)aks; (void)b; (void)j0;
+    (void)beta; (void)c; (void)ldc; (void)rowBias; (void)colBias;
+    dg_refuse_avx512(__func__);
+}
 void dg_gemm_conv_t(long m, long n, long k, const float *w, long cin, long kk, long row0,
                     const dg_bsource *b, long j0, float *c, long ldc) {
     (void)m; (void)n; (void)k; (void)w; (void)cin; (void)kk; (void)row0; (void)b; (void)j0; (void)c; (void)ldc;
@@ -818,6 +1188,9 @@ void dg_transpose(const float *src, long rows, long cols, long lds, float *dst, 
     dg_refuse_avx512(__func__);
 }
 static void pack_transposed_avx512(const float *b, long cs, long p0, long kc, long j0, long n, long nr, float *dst) {
+    (void)b; (void)cs; (void)p0; (void)kc; (void)j0; (void)n; (void)nr; (void)dst; dg_refuse_avx512(__func__);
+}
+static void pack_transposed_bf16_avx512(const unsigned short *b, long cs, long p0, long kc, long j0, long n, long nr, float *dst) {
     (void)b; (void)cs; (void)p0; (void)kc; (void)j0; (void)n; (void)nr; (void)dst; dg_refuse_avx512(__func__);
 }
 static void pack_im2col_t_avx512(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst) {

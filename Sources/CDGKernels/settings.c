@@ -38,6 +38,36 @@ void dg_allow_avx512(int allowed_) {
     atomic_store(&avx512_allowed, allowed_ ? 1 : 0);
 }
 
+// MARK: the bf16 switch (under the AVX-512 one)
+
+int dg_cpu_has_avx512_bf16(void);   // gemm.c
+int dg_bf16_dot_pays(void);         // gemm.c
+
+// -1: not decided yet (DGINSTYLE_BF16 is read on the first question); 0 off, 1 on, 2 auto (on where
+// vdpbf16ps out-runs the f32 FMAs on this CPU, measured once).
+static _Atomic int bf16_mode = -1;
+
+static int bf16_mode_now(void) {
+    int a = atomic_load_explicit(&bf16_mode, memory_order_relaxed);
+    if (__builtin_expect(a >= 0, 1)) return a;
+    const char *e = getenv("DGINSTYLE_BF16");
+    int mode = !e || strcasecmp(e, "auto") == 0 ? 2 : strcasecmp(e, "off") == 0 ? 0 : 1;
+    int expected = -1;
+    atomic_compare_exchange_strong(&bf16_mode, &expected, mode);
+    return atomic_load(&bf16_mode);
+}
+
+int dg_has_avx512_bf16(void) {
+    if (!dg_has_avx512() || !dg_cpu_has_avx512_bf16()) return 0;
+    int mode = bf16_mode_now();
+    return mode == 1 || (mode == 2 && dg_bf16_dot_pays());
+}
+
+void dg_allow_avx512_bf16(int allowed_) {
+    (void)bf16_mode_now();
+    atomic_store(&bf16_mode, allowed_ ? 1 : 0);
+}
+
 void dg_refuse_avx512(const char *who) {
     if (!dg_cpu_has_avx512())
         fprintf(stderr, "dginstyle: %s needs AVX-512, which this CPU (or its OS) does not support; "

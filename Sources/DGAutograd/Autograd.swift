@@ -88,9 +88,11 @@ final class Node {
 public struct Var {
     public let value: Tensor
     let node: Node?
-    /// The 16-bit tensor a constant's float32 `value` was widened from (a frozen weight stored
-    /// in bf16/f16). Ops that need the constant again in backward keep this one instead and
-    /// widen it anew, so the float32 copy lives only for the forward op.
+    /// The 16-bit tensor a constant stands for (a frozen weight stored in bf16/f16): then `value`
+    /// is that tensor itself. Kernels widen it to float32 at their input (norms, embeddings), or
+    /// read bf16 as it is where the bf16 products run (linear, convolution); ops that need it
+    /// again in backward keep this compact form and widen it there. So no float32 copy of a
+    /// whole weight outlives its op.
     public let widenedFrom: Tensor?
 
     /// A constant: no gradient flows into it.
@@ -100,9 +102,9 @@ public struct Var {
         widenedFrom = nil
     }
 
-    /// A constant stored compactly: `value` is `compact` widened to float32.
+    /// A constant stored compactly (see `widenedFrom`): widened by the kernels that read it.
     public init(widening compact: Tensor) {
-        value = compact.dtype == .f32 ? compact : compact.converted(to: .f32)
+        value = compact
         node = nil
         widenedFrom = compact.dtype == .f32 ? nil : compact
     }

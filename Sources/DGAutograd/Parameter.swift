@@ -15,10 +15,10 @@ public final class Parameter: @unchecked Sendable {
     public var count: Int { shape.reduce(1, *) }
 
     /// The value as a graph leaf; its gradient accumulates into `grad`. A frozen parameter may
-    /// be stored in a 16-bit float type to halve its memory: the kernels compute in float32, so
-    /// it is widened here, at each use; linear and conv keep the 16-bit form for backward and
-    /// widen it again there, so no float32 copy outlives its op. Trainable parameters stay
-    /// float32 (their update is done in place).
+    /// be stored in a 16-bit float type to halve its memory: the kernels widen it to float32 at
+    /// their input, or (bf16 weights of linear and conv, where the CPU has AVX512-BF16) run their
+    /// products in bf16; backward widens it again, so no float32 copy outlives its op. Trainable
+    /// parameters stay float32 (their update is done in place).
     public var v: Var {
         guard let value else { fatalError("parameter of shape \(shape) used before it was loaded or initialised") }
         guard requiresGrad else { return Var(widening: value) }

@@ -47,6 +47,8 @@ public struct DatasetJob: Sendable {
     public var shardCount = 1
     /// Where images and label maps go (vis/, records/ and generation.jsonl are the same in both).
     public var layout: OutputLayout = .gta5
+    /// How the weights are held (f32 or bf16; see `ControlNetPipeline.init(pipeline:...)`).
+    public var dtype: DType = .f32
 
     public init(pipeline: String, controlnet: String? = nil, unet: String? = nil, labels: String, out: String) {
         self.pipeline = pipeline
@@ -82,6 +84,7 @@ public struct DatasetJob: Sendable {
             j.set("unet_lora", .string(unetLoRA))
             j.set("lora_scale", .double(Double(loraScale)))
         }
+        if dtype != .f32 { j.set("dtype", .string(dtype.name)) }
         return j
     }
 }
@@ -287,7 +290,7 @@ public final class DatasetGenerator {
         var pipe: ControlNetPipeline?
         if !pending.isEmpty {
             let p = try loaded ?? ControlNetPipeline(pipeline: job.pipeline, controlnet: job.controlnet, unet: job.unet,
-                                                        unetLoRA: job.unetLoRA, loraScale: job.loraScale)
+                                                        unetLoRA: job.unetLoRA, loraScale: job.loraScale, dtype: job.dtype)
             guard let cn = p.controlnet else { throw GenerationError("\(job.pipeline): has no ControlNet; pass --controlnet") }
             guard cn.conditioning_channels == Cityscapes.classCount + 1 else {
                 throw GenerationError("\(job.controlnet ?? job.pipeline): the ControlNet takes \(cn.conditioning_channels) condition channels, not the \(Cityscapes.classCount + 1) of one-hot Cityscapes labels")

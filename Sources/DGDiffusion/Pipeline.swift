@@ -61,14 +61,17 @@ public final class ControlNetPipeline {
     /// is given.
     /// `unetLoRA` is merged (times `loraScale`) into the UNet, and into the text encoder if it
     /// adapts that too: the LoRA as a dial (0: the UNet as it is, 1: the LoRA's style).
+    /// `dtype` bf16 keeps the weights in bf16, and their products then run in bf16 where the CPU
+    /// has AVX512-BF16 and it pays (`GEMM.bf16`; elsewhere in f32 from the bf16 weights).
     public convenience init(pipeline: String, controlnet controlnetPath: String? = nil, unet unetPath: String? = nil,
-                            controlnetConfig: String? = nil, unetLoRA: String? = nil, loraScale: Float = 1) throws {
+                            controlnetConfig: String? = nil, unetLoRA: String? = nil, loraScale: Float = 1,
+                            dtype: DType = .f32) throws {
         let ck = try Checkpoint.open(pipeline)
-        var models = try LoadedPipeline(ck)
+        var models = try LoadedPipeline(ck, dtype: dtype)
         if let unetPath {
             let other = try Checkpoint.open(unetPath, options: .init(configDirectory: pipeline))
             guard let c = other.component("unet") else { throw GenerationError("\(unetPath): holds no UNet (it holds \(other.components.map(\.name).joined(separator: ", ")))") }
-            guard let unet = try loadModel(c).1 as? UNet2DConditionModel else { throw GenerationError("\(unetPath): its unet is not a UNet2DConditionModel") }
+            guard let unet = try loadModel(c, dtype: dtype).1 as? UNet2DConditionModel else { throw GenerationError("\(unetPath): its unet is not a UNet2DConditionModel") }
             models.unet = unet
         }
         if let controlnetPath {
@@ -76,7 +79,7 @@ public final class ControlNetPipeline {
             guard let c = other.component("controlnet") else {
                 throw GenerationError("\(controlnetPath): holds no ControlNet (it holds \(other.components.map(\.name).joined(separator: ", ")))")
             }
-            guard let cn = try loadModel(c).1 as? ControlNetModel else { throw GenerationError("\(controlnetPath): its controlnet is not a ControlNetModel") }
+            guard let cn = try loadModel(c, dtype: dtype).1 as? ControlNetModel else { throw GenerationError("\(controlnetPath): its controlnet is not a ControlNetModel") }
             models.controlnet = cn
         }
         guard let unet = models.unet, let vae = models.vae, let clip = models.textEncoder else {

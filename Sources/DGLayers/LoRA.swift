@@ -112,7 +112,10 @@ extension LoRAAdaptable {
     /// diffusers' fuse_lora does; a scale of 0 leaves the weight as it is.
     public func mergeLowRank(down: Tensor, up: Tensor, scale: Float) {
         guard scale != 0, let w = weight.value else { return }
+        // Summed in f32, stored back as the weight was (a bf16 pipeline stays bf16, as diffusers'
+        // fuse_lora keeps the model's dtype).
         weight.value = Kernels.addScaled(w.converted(to: .f32), lowRankProduct(down: down, up: up).reshaped(w.shape), scale)
+            .converted(to: w.dtype)
     }
 }
 

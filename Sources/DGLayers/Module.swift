@@ -26,6 +26,17 @@ open class Module {
 
     public var parameterCount: Int { namedParameters().reduce(0) { $0 + $1.parameter.count } }
 
+    /// Stores every floating-point parameter as `dtype` (bf16: the weights the bf16 products read
+    /// as they are; values change only by that rounding). A parameter held in 16 bits is frozen
+    /// (`Parameter.v`: only float32 parameters train).
+    public func storeParameters(as dtype: DType) {
+        for (_, p) in namedParameters() {
+            guard let v = p.value, v.dtype.isFloatingPoint else { continue }
+            if v.dtype != dtype { p.value = v.converted(to: dtype) }
+            if dtype != .f32 { p.requiresGrad = false; p.grad = nil }
+        }
+    }
+
     private func collect(into out: inout [(String, Parameter)], prefix: String) {
         visitFields { name, value in
             let key = prefix + name

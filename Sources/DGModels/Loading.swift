@@ -5,9 +5,11 @@ import DGLayers
 import DGTensor
 
 extension Module {
-    /// Fills every parameter from `source` (diffusers names), as float32. Missing, unexpected
-    /// and mis-shaped keys are reported by name; nothing is loaded unless everything matches.
-    public func load(from source: TensorSource) throws {
+    /// Fills every parameter from `source` (diffusers names), stored as `dtype` (f32, or bf16 for the
+    /// bf16 products, which freezes them: see `storeParameters(as:)`; a tensor already stored so is
+    /// used as it is). Missing, unexpected and mis-shaped keys are reported by name; nothing is
+    /// loaded unless everything matches.
+    public func load(from source: TensorSource, dtype: DType = .f32) throws {
         let problems = compareToModel(source.entries, self)
         if !problems.isEmpty {
             throw FileError(source.path, "does not fit the model: \(problems.prefix(6).joined(separator: "; "))\(problems.count > 6 ? "; and \(problems.count - 6) more" : "")")
@@ -17,18 +19,20 @@ extension Module {
         for e in source.entries {
             guard let p = parameters[canonicalParameterName(e.name, in: shapes)] else { continue }
             let t = try source.tensor(e.name)
-            p.value = t.dtype == .f32 ? t : t.converted(to: .f32)
+            let target = t.dtype.isFloatingPoint ? dtype : .f32
+            p.value = t.dtype == target ? t : t.converted(to: target)
         }
+        if dtype != .f32 { storeParameters(as: dtype) }
     }
 }
 
 /// Builds the model a checkpoint component describes and loads its weights.
-public func loadModel(_ component: Component) throws -> (ModelKind, Module) {
+public func loadModel(_ component: Component, dtype: DType = .f32) throws -> (ModelKind, Module) {
     guard let config = component.config else {
         throw FileError(component.source.path, "has no config for \(component.name); pass a diffusers folder or --config")
     }
     let (kind, model) = try buildModel(config: config)
-    try model.load(from: component.source)
+    try model.load(from: component.source, dtype: dtype)
     return (kind, model)
 }
 
@@ -40,10 +44,11 @@ public struct LoadedPipeline {
     public var controlnet: ControlNetModel?
     public var tokenizer: CLIPTokenizer?
 
-    /// Loads every model component of `checkpoint` (and its tokenizer files, when present).
-    public init(_ checkpoint: Checkpoint) throws {
+    /// Loads every model component of `checkpoint` (and its tokenizer files, when present), its
+    /// parameters stored as `dtype`.
+    public init(_ checkpoint: Checkpoint, dtype: DType = .f32) throws {
         for c in checkpoint.components {
-            let (_, model) = try loadModel(c)
+            let (_, model) = try loadModel(c, dtype: dtype)
             switch model {
             case let m as UNet2DConditionModel: unet = m
             case let m as AutoencoderKL: vae = m

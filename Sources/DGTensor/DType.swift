@@ -1,5 +1,6 @@
-/// Element types a tensor may be stored in. Compute is float32; the others are storage
-/// (weights in f16/bf16) or integer data (token ids, labels).
+/// Element types a tensor may be stored in. Compute is float32, except the products with bf16
+/// weights where the CPU runs them faster in bf16 (`GEMM.bf16`); the others are storage (weights in
+/// f16/bf16) or integer data (token ids, labels).
 public enum DType: String, CaseIterable, Sendable, Codable {
     case f64 = "F64", f32 = "F32", f16 = "F16", bf16 = "BF16"
     case i64 = "I64", i32 = "I32", i16 = "I16", i8 = "I8"

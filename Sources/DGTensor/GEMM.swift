@@ -108,30 +108,90 @@ public enum GEMM {
             return
         }
         var source = b
+        withUnsafePointer(to: &source) { src in
+            split(m: m, n: n, k: k) { r0, rows, c0, cols in
+                dg_gemm(rows, cols, k, alpha, a + r0 * ars, ars, aks, src, j0 + c0, beta, c + r0 * ldc + c0, ldc,
+                        rowBias.map { $0 + r0 }, colBias.map { $0 + c0 })
+            }
+        }
+    }
+
+    /// Whether products with bf16 weights run in bf16 (`gemmBF16`): the AVX-512 switch is on, the CPU
+    /// has AVX512-BF16, and DGINSTYLE_BF16 is "on", or unset / "auto" and vdpbf16ps out-runs the f32
+    /// FMAs on this CPU (`bf16DotRates`; see `dg_has_avx512_bf16`). Where false, `gemmBF16` widens
+    /// bf16 operands to f32 as it packs them and runs the f32 products. Setting it forces it on (where
+    /// the CPU has AVX512-BF16) or off; atomic; tests switch it to check both paths.
+    public static var bf16: Bool {
+        get { dg_has_avx512_bf16() != 0 }
+        set { dg_allow_avx512_bf16(newValue ? 1 : 0) }
+    }
+
+    /// Multiply-adds per TSC cycle of vdpbf16ps and of vfmadd231ps on this CPU, as timed once for
+    /// the "auto" choice of `bf16` (0 and 0 without AVX512-BF16).
+    public static var bf16DotRates: (bf16: Double, f32: Double) {
+        var b = 0.0, f = 0.0
+        dg_bf16_dot_rates(&b, &f)
+        return (b, f)
+    }
+
+    /// The bf16 product's blocking and micro-tiles, for `dginstyle bench sgemm`.
+    public static var bf16Blocking: String {
+        var kc = 0, mc = 0, nc = 0
+        dg_gemm_bf16_blocking(&kc, &mc, &nc)
+        return "k blocks of \(kc), A blocks of \(mc) rows, B blocks of \(nc) columns; tiles 12 x 32 and 24 x 16 (as f32)"
+    }
+
+    /// B(p, j) = b[p * rowStride + j * columnStride], bf16 values (a weight stored in bf16; only
+    /// `gemmBF16` reads it).
+    public static func matrix(bf16 b: UnsafePointer<UInt16>, rowStride: Int, columnStride: Int) -> dg_bsource {
+        var s = matrix(UnsafeRawPointer(b).assumingMemoryBound(to: Float.self), rowStride: rowStride, columnStride: columnStride)
+        s.bf16 = 1
+        return s
+    }
+
+    /// The product of `gemm` with bf16 operands (A where `aBF16`, B a `matrix(bf16:...)`; needs
+    /// `vectorized`): where `bf16`, in bfloat16, A and B rounded to bf16 at the product's input with
+    /// f32 accumulation; else the f32 product with the bf16 operands widened as they are packed (no
+    /// f32 copy of a weight). Split between threads as `gemm` splits, with the same guarantee: results
+    /// do not depend on the thread count.
+    public static func gemmBF16(m: Int, n: Int, k: Int, alpha: Float = 1,
+                                a: UnsafeRawPointer, aBF16: Bool, ars: Int, aks: Int,
+                                b: dg_bsource, j0: Int = 0, beta: Float = 0,
+                                c: UnsafeMutablePointer<Float>, ldc: Int,
+                                rowBias: UnsafePointer<Float>? = nil, colBias: UnsafePointer<Float>? = nil) {
+        if m <= 0 || n <= 0 { return }
+        precondition(vectorized, "GEMM.gemmBF16 needs the AVX-512 kernels (GEMM.vectorized)")
+        let size = aBF16 ? 2 : 4
+        var source = b
+        withUnsafePointer(to: &source) { src in
+            split(m: m, n: n, k: k) { r0, rows, c0, cols in
+                dg_gemm_bf16(rows, cols, k, alpha, a + r0 * ars * size, aBF16 ? 1 : 0, ars, aks, src, j0 + c0, beta,
+                             c + r0 * ldc + c0, ldc, rowBias.map { $0 + r0 }, colBias.map { $0 + c0 })
+            }
+        }
+    }
+
+    /// Splits C [m, n] between `Parallel.threads` threads and calls body(firstRow, rows, firstColumn,
+    /// columns) once per part: columns in whole 32-column panels when there are enough of them (packed
+    /// sources need panel-aligned splits), else rows in multiples of 24 (whole micro-tiles of either
+    /// panel width); one part on the calling thread for small products or in serial sections.
+    static func split(m: Int, n: Int, k: Int, _ body: (Int, Int, Int, Int) -> Void) {
         let threads = serial ? 1 : Parallel.threads
         if threads == 1 || m * n * k < parallelThreshold {
-            dg_gemm(m, n, k, alpha, a, ars, aks, &source, j0, beta, c, ldc, rowBias, colBias)
-            return
-        }
-        withUnsafePointer(to: &source) { src in
-            if n >= 128 * threads || m < 48 {
-                // Columns, in whole 32-column panels (packed sources need panel-aligned splits).
-                let per = (n + threads - 1) / threads
-                let step = Swift.max(32, (per + 31) / 32 * 32)
-                let parts = (n + step - 1) / step
-                DispatchQueue.concurrentPerform(iterations: parts) { t in
-                    let lo = t * step, cols = Swift.min(n, lo + step) - lo
-                    dg_gemm(m, cols, k, alpha, a, ars, aks, src, j0 + lo, beta, c + lo, ldc, rowBias, colBias.map { $0 + lo })
-                }
-            } else {
-                // Rows, in multiples of 24 (whole micro-tiles of either panel width).
-                let per = (m + threads - 1) / threads
-                let step = Swift.max(24, (per + 23) / 24 * 24)
-                let parts = (m + step - 1) / step
-                DispatchQueue.concurrentPerform(iterations: parts) { t in
-                    let lo = t * step, rows = Swift.min(m, lo + step) - lo
-                    dg_gemm(rows, n, k, alpha, a + lo * ars, ars, aks, src, j0, beta, c + lo * ldc, ldc, rowBias.map { $0 + lo }, colBias)
-                }
+            body(0, m, 0, n)
+        } else if n >= 128 * threads || m < 48 {
+            let per = (n + threads - 1) / threads
+            let step = Swift.max(32, (per + 31) / 32 * 32)
+            DispatchQueue.concurrentPerform(iterations: (n + step - 1) / step) { t in
+                let lo = t * step
+                body(0, m, lo, Swift.min(n, lo + step) - lo)
+            }
+        } else {
+            let per = (m + threads - 1) / threads
+            let step = Swift.max(24, (per + 23) / 24 * 24)
+            DispatchQueue.concurrentPerform(iterations: (m + step - 1) / step) { t in
+                let lo = t * step
+                body(lo, Swift.min(m, lo + step) - lo, 0, n)
             }
         }
     }
@@ -158,24 +218,9 @@ public enum GEMM {
             return
         }
         var source = b
-        let threads = serial ? 1 : Parallel.threads
-        if threads == 1 || cin * n * k < parallelThreshold {
-            dg_gemm_conv_t(cin, n, k, w, cin, kk, 0, &source, 0, c, ldc)
-            return
-        }
         withUnsafePointer(to: &source) { src in
-            if n >= 128 * threads || cin < 48 {
-                let step = Swift.max(32, ((n + threads - 1) / threads + 31) / 32 * 32)
-                DispatchQueue.concurrentPerform(iterations: (n + step - 1) / step) { t in
-                    let lo = t * step
-                    dg_gemm_conv_t(cin, Swift.min(n, lo + step) - lo, k, w, cin, kk, 0, src, lo, c + lo, ldc)
-                }
-            } else {
-                let step = Swift.max(24, ((cin + threads - 1) / threads + 23) / 24 * 24)
-                DispatchQueue.concurrentPerform(iterations: (cin + step - 1) / step) { t in
-                    let lo = t * step
-                    dg_gemm_conv_t(Swift.min(cin, lo + step) - lo, n, k, w, cin, kk, lo, src, 0, c + lo * ldc, ldc)
-                }
+            split(m: cin, n: n, k: k) { r0, rows, c0, cols in
+                dg_gemm_conv_t(rows, cols, k, w, cin, kk, r0, src, c0, c + r0 * ldc + c0, ldc)
             }
         }
     }

@@ -4,6 +4,7 @@ import DGAutograd
 import DGBase
 import DGTensor
 import DGTraining
+import DGLayers
 import DGModels
 import Foundation
 
@@ -40,6 +41,19 @@ extension Bench {
         @Flag(help: "Gradient checkpointing in the training step.")
         var checkpointing = false
 
+        @Option(help: "Weights of the forward workloads as f32 or bf16 (bf16: products in bf16 where the CPU has AVX512-BF16).")
+        var dtype: DType = .f32
+
+        @Flag(help: "With --dtype bf16: also run once with the f32 weights first and print the relative error ||bf16 - f32|| / ||f32|| of the output.")
+        var accuracy = false
+
+        func validate() throws {
+            guard [.f32, .bf16].contains(dtype) else { throw ValidationError("--dtype must be f32 or bf16") }
+            guard dtype == .f32 || workload != .controlnetTrainStep else {
+                throw ValidationError("--dtype: the training step's frozen weights are set by `bench train-step --frozen-dtype`")
+            }
+        }
+
         @Flag(help: "Print one JSON object.")
         var json = false
 
@@ -52,22 +66,29 @@ extension Bench {
             let text = Var(randomWeights([batch, 77, 768], seed: 2, std: 1))
             let timesteps = [Float](repeating: 500, count: batch)
             var body: () -> Void
+            // The forward workloads: their output, and the models whose weights --dtype sets.
+            var forward: (() -> Tensor)?
+            var held: [Module] = []
             switch workload {
             case .unet, .controlnet, .controlnetTrainStep:
                 let unet = try UNet2DConditionModel(config: unetConfig)
                 unet.initializeParameters(seed: 0)
                 if workload == .unet {
-                    body = { _ = Autograd.noGrad { unet(sample, timesteps: timesteps, text: text) } }
+                    held = [unet]
+                    forward = { Autograd.noGrad { unet(sample, timesteps: timesteps, text: text) }.value }
+                    body = {}
                 } else {
                     let controlnet = try ControlNetModel.initialized(from: unet, conditioningChannels: 20)
                     let cond = Var(randomWeights([batch, 20, resolution, resolution], seed: 3, std: 1))
                     if workload == .controlnet {
-                        body = {
-                            _ = Autograd.noGrad {
+                        held = [unet, controlnet]
+                        forward = {
+                            Autograd.noGrad {
                                 unet(sample, timesteps: timesteps, text: text,
                                      control: controlnet(sample, timesteps: timesteps, text: text, condition: cond))
-                            }
+                            }.value
                         }
+                        body = {}
                     } else {
                         var options = TrainingOptions(learningRate: 1e-5, schedule: LRSchedule(.constant, totalSteps: runs + 1))
                         options.gradientCheckpointing = checkpointing
@@ -84,13 +105,18 @@ extension Bench {
             case .vaeEncode, .vaeDecode:
                 let vae = try AutoencoderKL(config: try JSON.parse(DefaultConfigs.vaeText))
                 vae.initializeParameters(seed: 0)
+                held = [vae]
                 if workload == .vaeEncode {
                     let image = Var(randomWeights([batch, 3, resolution, resolution], seed: 5, std: 0.5))
-                    body = { _ = Autograd.noGrad { vae.encodeMoments(image) } }
+                    forward = { Autograd.noGrad { vae.encodeMoments(image) }.value }
                 } else {
-                    body = { _ = Autograd.noGrad { vae.decode(sample) } }
+                    forward = { Autograd.noGrad { vae.decode(sample) }.value }
                 }
+                body = {}
             }
+            let reference = accuracy && dtype != .f32 ? forward?() : nil
+            for m in held { m.storeParameters(as: dtype) }
+            if let forward { body = { _ = forward() } }
             setup()
             let ready = Date().timeIntervalSince(t0)
             body()  // warm-up: first-touch of weights and buffers
@@ -108,12 +134,19 @@ extension Bench {
             if json {
                 emit(JSON.object([
                     ("workload", .string(workload.rawValue)), ("resolution", .int(resolution)), ("batch", .int(batch)),
-                    ("checkpointing", .bool(checkpointing)), ("seconds", .double(median)), ("cpu_seconds", .double(medianCPU)),
+                    ("checkpointing", .bool(checkpointing)), ("dtype", .string(dtype.name)), ("bf16_kernel", .bool(GEMM.bf16)),
+                    ("seconds", .double(median)), ("cpu_seconds", .double(medianCPU)),
                     ("runs", .array(times.map { .double($0) })), ("peak_rss_mb", .double(peakMB)),
                     ("threads", .int(Parallel.threads)), ("setup_seconds", .double(ready)),
                 ]).compact)
             } else {
-                emit("\(workload.rawValue) \(resolution)px batch \(batch)\(checkpointing ? " checkpointed" : ""): median \(String(format: "%.3f", median)) s of \(runs) runs (CPU \(String(format: "%.2f", medianCPU)) s), peak RSS \(Int(peakMB)) MB, \(Parallel.threads) threads (setup \(String(format: "%.1f", ready)) s)")
+                emit("\(workload.rawValue) \(resolution)px batch \(batch)\(checkpointing ? " checkpointed" : "") \(dtype.name)\(dtype == .bf16 ? (GEMM.bf16 ? " (bf16 kernel)" : " (f32 compute)") : ""): median \(String(format: "%.3f", median)) s of \(runs) runs (CPU \(String(format: "%.2f", medianCPU)) s), peak RSS \(Int(peakMB)) MB, \(Parallel.threads) threads (setup \(String(format: "%.1f", ready)) s)")
+            }
+            if let reference, let forward {
+                let out = forward().floats, ref = reference.floats
+                var diff = 0.0, norm = 0.0
+                for (a, b) in zip(out, ref) { diff += (Double(a) - Double(b)) * (Double(a) - Double(b)); norm += Double(b) * Double(b) }
+                emit(String(format: "relative error of the %@ output vs f32 weights: %.3e", dtype.name, (diff / Swift.max(norm, .leastNormalMagnitude)).squareRoot()))
             }
             if Profiler.enabled { emit("per run:\n" + Profiler.report(runs: runs)) }
         }
@@ -142,6 +175,12 @@ extension Bench {
 
         func run() throws {
             if backends { return try runBackends() }
+            // The bf16 columns time the vdpbf16ps product wherever the CPU has it, even where "auto"
+            // leaves it off (what it would give is the point); the choice is printed with them.
+            let chosen = GEMM.bf16
+            GEMM.bf16 = true
+            let measuredBF16 = GEMM.bf16
+            defer { GEMM.bf16 = chosen }
             var rows: [String] = []
             var objects: [JSON] = []
             // A sample is a batch of calls lasting ~20 ms: small products take 0.01-0.1 ms, where one
@@ -176,6 +215,21 @@ extension Bench {
                     } : .nan
                 }
             }
+            // The bf16 product as a linear layer runs it: A in f32 (rounded at the input), the weight
+            // W [n, k] stored in bf16 and read transposed.
+            func plainBF16(_ m: Int, _ n: Int, _ k: Int) -> Double {
+                guard GEMM.bf16 else { return .nan }
+                let a = randomWeights([m, k], seed: 1, std: 1), w = randomWeights([n, k], seed: 2, std: 1).converted(to: .bf16)
+                let c = Tensor(zeros: [m, n])
+                return withExtendedLifetime((a, w, c)) {
+                    let wp = w.rawPointer.assumingMemoryBound(to: UInt16.self)
+                    return gflops(2.0 * Double(m) * Double(n) * Double(k)) {
+                        GEMM.gemmBF16(m: m, n: n, k: k, a: a.rawPointer, aBF16: false, ars: k, aks: 1,
+                                      b: GEMM.matrix(bf16: wp, rowStride: 1, columnStride: k),
+                                      c: c.rawPointer.assumingMemoryBound(to: Float.self), ldc: n)
+                    }
+                }
+            }
             func runOpenBLAS() {
                 for (m, n, k, report) in openBLASRuns {
                     let a = randomWeights([m, k], seed: 1, std: 1), b = randomWeights([k, n], seed: 2, std: 1)
@@ -193,13 +247,17 @@ extension Bench {
 
             // Rows are filled in once OpenBLAS has been measured.
             struct Row { var what: String; var shape: String; var ours: Double; var kernel = Double.nan; var openblas = Double.nan
+                         var bf16 = Double.nan; var kernelBF16 = Double.nan
                          var fields: [(String, JSON)] }
             var table: [Row] = []
+            // kernel(dtype): the conv / attention kernel with its weights stored in that dtype (nil: none).
             func add(_ what: String, _ m: Int, _ n: Int, _ k: Int, extra: [(String, JSON)], shape: String? = nil,
-                     kernel: (() -> Double)? = nil) {
+                     kernel: ((DType) -> Double?)? = nil) {
                 let i = table.count
                 let ours = plain(m, n, k) { table[i].openblas = $0 }
-                table.append(Row(what: what, shape: shape ?? "\(m)x\(n)x\(k)", ours: ours, kernel: kernel?() ?? .nan,
+                table.append(Row(what: what, shape: shape ?? "\(m)x\(n)x\(k)", ours: ours, kernel: kernel?(.f32) ?? .nan,
+                                 bf16: shape == nil ? plainBF16(m, n, k) : .nan,
+                                 kernelBF16: GEMM.bf16 ? kernel?(.bf16) ?? .nan : .nan,
                                  fields: extra + [("m", .int(m)), ("n", .int(n)), ("k", .int(k))]))
             }
             for size in [1024, 2048, 4096] {
@@ -211,7 +269,7 @@ extension Bench {
                 for (c, side) in [(320, s), (640, s / 2), (1280, s / 4), (1280, s / 8)] where side >= 1 {
                     let (m, n, k) = (c, side * side, c * 9)
                     add("\(res) px conv 3x3 \(c)ch \(side)x\(side)", m, n, k, extra: [("what", .string("conv3x3")), ("resolution", .int(res))]) {
-                        let x = randomWeights([1, c, side, side], seed: 3, std: 1), w = randomWeights([c, c, 3, 3], seed: 4)
+                        let x = randomWeights([1, c, side, side], seed: 3, std: 1), w = randomWeights([c, c, 3, 3], seed: 4).converted(to: $0)
                         let b = randomWeights([c], seed: 5)
                         return gflops(2.0 * Double(m * n) * Double(k)) { _ = Kernels.conv2d(x, w, b, stride: 1, padding: 1) }
                     }
@@ -227,7 +285,8 @@ extension Bench {
                 for (c, side) in [(320, s), (640, s / 2), (1280, s / 4)] where side >= 1 {
                     let l = side * side, d = c / 8
                     add("\(res) px self-attention \(c)ch L=\(l)", l, l, d, extra: [("what", .string("attention")), ("resolution", .int(res))],
-                        shape: "\(l)x\(l)x\(d) (QK^T)") {
+                        shape: "\(l)x\(l)x\(d) (QK^T)") { dtype in
+                        guard dtype == .f32 else { return nil }   // attention has no weights: f32 only
                         let q = randomWeights([1, l, c], seed: 6, std: 1), k = randomWeights([1, l, c], seed: 7, std: 1)
                         let v = randomWeights([1, l, c], seed: 8, std: 1)
                         return gflops(4.0 * Double(l) * Double(l) * Double(c)) {
@@ -239,8 +298,9 @@ extension Bench {
             runOpenBLAS()
             let best = table.prefix(3).map(\.openblas).max() ?? .nan
             for r in table {
-                rows.append("| \(r.what) | \(r.shape) | \(f(r.ours)) | \(f(r.kernel)) | \(pct(r.kernel, r.ours)) | \(f(r.openblas)) | \(pct(r.ours, best)) |")
-                objects.append(.object(r.fields + [("ours", .double(r.ours)), ("kernel", .double(r.kernel)), ("openblas", .double(r.openblas))]))
+                rows.append("| \(r.what) | \(r.shape) | \(f(r.ours)) | \(f(r.kernel)) | \(pct(r.kernel, r.ours)) | \(f(r.openblas)) | \(pct(r.ours, best)) | \(f(r.bf16)) | \(pct(r.bf16, r.ours)) | \(f(r.kernelBF16)) | \(pct(r.kernelBF16, r.kernel)) |")
+                objects.append(.object(r.fields + [("ours", .double(r.ours)), ("kernel", .double(r.kernel)), ("openblas", .double(r.openblas)),
+                                                   ("bf16", .double(r.bf16)), ("kernel_bf16", .double(r.kernelBF16))]))
             }
             if json {
                 for o in objects { emit(o.compact) }
@@ -248,8 +308,12 @@ extension Bench {
             }
             emit("\(Parallel.threads) threads; AVX-512 kernels \(GEMM.vectorized ? "on" : "off"); OpenBLAS core type \(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "auto"); GFLOP/s, best of \(repeats)")
             emit("OpenBLAS's best (large squares): \(f(best)) GFLOP/s\n")
-            emit("| product | m x n x k | our sgemm | conv / attention kernel | kernel vs our sgemm | OpenBLAS at this shape | our sgemm vs OpenBLAS's best |")
-            emit("|---|---|---|---|---|---|---|")
+            let rates = GEMM.bf16DotRates
+            emit("bf16 weights: \(chosen ? "vdpbf16ps products" : "widened to f32, f32 products") (\(ProcessInfo.processInfo.environment["DGINSTYLE_BF16"].map { "DGINSTYLE_BF16=\($0)" } ?? "auto")); multiply-adds per cycle here: vdpbf16ps \(String(format: "%.1f", rates.bf16)), vfmadd231ps \(String(format: "%.1f", rates.f32))")
+            emit(measuredBF16 ? "bf16 columns: the vdpbf16ps product (\(GEMM.bf16Blocking)), the weight stored in bf16, activations rounded at the input"
+                              : "bf16 columns: - (no AVX512-BF16 on this CPU, or AVX-512 off)")
+            emit("| product | m x n x k | our sgemm | conv / attention kernel | kernel vs our sgemm | OpenBLAS at this shape | our sgemm vs OpenBLAS's best | our bf16 GEMM | bf16 vs f32 GEMM | conv kernel, bf16 weights | vs f32 kernel |")
+            emit("|---|---|---|---|---|---|---|---|---|---|---|")
             emit(rows.joined(separator: "\n"))
         }
     }

@@ -38,6 +38,13 @@ struct SamplingArguments: ParsableArguments {
     @Option(help: "Negative prompt (the unconditional side of guidance).")
     var negativePrompt = ""
 
+    @Option(help: "Hold the weights as f32 or bf16 (bf16: products in bf16 with f32 sums where the CPU has AVX512-BF16; norms, softmax and the scheduler stay f32).")
+    var dtype: DType = .f32
+
+    func validate() throws {
+        guard [.f32, .bf16].contains(dtype) else { throw ValidationError("--dtype must be f32 or bf16") }
+    }
+
     var options: SamplingOptions {
         var o = SamplingOptions()
         o.steps = steps
@@ -143,6 +150,7 @@ struct Generate: ParsableCommand {
         job.layout = layout
         job.unetLoRA = lora.unetLora
         job.loraScale = lora.loraScale
+        job.dtype = sampling.dtype
         if let shard {
             job.shardIndex = shard.index
             job.shardCount = shard.count
@@ -210,7 +218,8 @@ struct Sample: ParsableCommand {
         let w = width ?? labelMap?.width ?? initial?.width ?? 512
         let h = height ?? width.map { _ in w } ?? labelMap?.height ?? initial?.height ?? 512
         if mrlf && labelMap == nil { throw ValidationError("--mrlf needs --labels") }
-        let pipe = try ControlNetPipeline(pipeline: pipeline, controlnet: controlnet, unet: unet, unetLoRA: lora.unetLora, loraScale: lora.loraScale)
+        let pipe = try ControlNetPipeline(pipeline: pipeline, controlnet: controlnet, unet: unet, unetLoRA: lora.unetLora,
+                                          loraScale: lora.loraScale, dtype: sampling.dtype)
         let text = pipe.encodeText(prompt: prompt, negativePrompt: sampling.negativePrompt)
         let generator = NoiseGenerator(seed: seed)
         let ids = labelMap.map { $0.resized(width: w, height: h).ids }

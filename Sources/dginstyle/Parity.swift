@@ -24,8 +24,16 @@ struct Parity: ParsableCommand {
     @Argument(help: "The fixture folder (layout of Tests/Fixtures/sd-tiny).")
     var fixture: String
 
+    @Option(help: "f32, or bf16: weights held in bf16 and products in bf16 (where the CPU has AVX512-BF16), forwards and the sampling run checked against the same f32 references at 5e-2 relative; no gradient checks.")
+    var dtype: DType = .f32
+
+    func validate() throws {
+        guard [.f32, .bf16].contains(dtype) else { throw ValidationError("--dtype must be f32 or bf16") }
+    }
+
     func run() throws {
-        let report = try ParityRun(fixture: fixture).run { emit($0.line) }
+        if dtype == .bf16 { emit(GEMM.bf16 ? "bf16 weights, bf16 products (vdpbf16ps)" : "bf16 weights widened to f32, f32 products (GEMM.bf16 off here: see DGINSTYLE_BF16)") }
+        let report = try ParityRun(fixture: fixture, dtype: dtype).run { emit($0.line) }
         let failed = report.filter { !$0.passed }
         emit("\(report.count - failed.count) passed, \(failed.count) failed")
         if !failed.isEmpty { throw ExitCode(1) }

@@ -85,6 +85,21 @@ final class CommandTests: XCTestCase, CommandRunning {
         XCTAssertTrue(r.stdout.contains(" passed, 0 failed"))
     }
 
+    /// `parity --dtype bf16`: the forwards and the sampling run with bf16 weights against the same
+    /// f32 references, at bf16's own stated tolerance; no gradient checks (training keeps f32 masters).
+    func testParityInBF16PassesAtItsOwnTolerance() throws {
+        let r = try run(["parity", Self.fixtures + "/sd-tiny", "--dtype", "bf16"])
+        XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
+        for check in ["text_encoder clip.last_hidden_state", "unet unet.out", "controlnet controlnet.mid",
+                      "vae vae.decoded", "pipeline pipe.image"] {
+            let line = r.stdout.split(separator: "\n").first { $0.contains("[diffusers] \(check)") }
+            XCTAssertNotNil(line, "missing \(check)")
+            XCTAssertTrue(line?.contains("(tol 5e-02)  pass") ?? false, String(line ?? ""))
+        }
+        XCTAssertFalse(r.stdout.contains("step_grads"))
+        XCTAssertFalse(r.stdout.contains("FAIL"))
+    }
+
     /// A wrong weight anywhere must make parity fail: the checks can fail.
     func testParityFailsOnAPerturbedModel() throws {
         let dir = scratch()

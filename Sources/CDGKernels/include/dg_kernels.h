@@ -31,8 +31,11 @@ enum { DG_B_MATRIX = 0, DG_B_IM2COL = 1, DG_B_IM2COL_T = 2, DG_B_PACKED = 3 };
 /// - DG_B_IM2COL_T: its transpose, B(j, r) (k = hout wout rows, cin kh kw columns).
 /// - DG_B_PACKED: a B packed beforehand by `dg_pack`: b the panels, rs their width nr, cs their
 ///   row count k. Column offsets (j0, and the caller's column splits) must be multiples of nr.
+/// bf16: b holds bfloat16 values (uint16), not floats: a weight stored in bf16, which only
+/// `dg_gemm_bf16` reads (DG_B_MATRIX only; the f32 entry points refuse such a source).
 typedef struct {
     int kind;
+    int bf16;
     const float *b;
     long rs, cs;
     long cin, h, w, kh, kw, stride, pad, hout, wout;
@@ -83,6 +86,36 @@ long dg_init_setting(int which, long expected, long value);
 void dg_gemm(long m, long n, long k, float alpha, const float *a, long ars, long aks,
              const dg_bsource *b, long j0, float beta, float *c, long ldc,
              const float *rowBias, const float *colBias);
+
+/// The same product with bf16 operands (a_bf16: A holds uint16 bfloat16 values; B: any f32 source but
+/// DG_B_PACKED, or a bf16 DG_B_MATRIX). Needs AVX-512. Where `dg_has_avx512_bf16()`: in bfloat16, A and
+/// B rounded to bf16 (round to nearest even, as the hardware converts; f32 denormals become 0) as
+/// they are packed, or read as they are where stored in bf16, products summed in f32 by `vdpbf16ps`
+/// (each product of two bf16 values is exact in f32), k in blocks of DG_KC_BF16 (512) from 0, pairs of
+/// k values in order within a block. Elsewhere: dg_gemm's f32 product, the bf16 operands widened as
+/// they are packed (the same bits as dg_gemm on their f32 copies). Either way every element of C comes
+/// out the same whatever part of C a call computes. Single-threaded.
+void dg_gemm_bf16(long m, long n, long k, float alpha, const void *a, int a_bf16, long ars, long aks,
+                  const dg_bsource *b, long j0, float beta, float *c, long ldc,
+                  const float *rowBias, const float *colBias);
+
+/// The bf16 product's blocking: k values per block, rows of A per block, columns of B per block
+/// (what `dginstyle bench sgemm` prints).
+void dg_gemm_bf16_blocking(long *kc, long *mc, long *nc);
+
+/// 1 when the bf16 kernel runs: the AVX-512 switch is on, the CPU has AVX512-BF16 (checked once,
+/// cached), and DGINSTYLE_BF16 (read on the first question) is "on", or unset / "auto" and
+/// vdpbf16ps does at least 1.5x the multiply-adds per cycle of vfmadd231ps on this CPU (timed once,
+/// ~0.1 ms: 2x where it is a full-rate instruction, as on AMD Zen 4; on Intel Sapphire / Emerald Rapids
+/// it issues at half the FMA rate, so bf16 products would be slower than f32 ones). "off" switches it
+/// off. Where it says 0, callers compute bf16 weights in f32.
+int dg_has_avx512_bf16(void);
+/// 1: on (where the CPU has AVX512-BF16), whatever the timing says; 0: off. For tests and
+/// `GEMM.bf16`.
+void dg_allow_avx512_bf16(int allowed);
+/// vdpbf16ps's and vfmadd231ps's multiply-adds per cycle on this CPU, as timed for the "auto" choice
+/// (0 where the CPU lacks AVX512-BF16); `dginstyle bench sgemm` prints them.
+void dg_bf16_dot_rates(double *bf16, double *f32);
 
 /// The input gradient of a stride-1 convolution with weights w [cout, cin, kh, kw] (kk = kh kw), as
 /// dg_gemm with A(i, p) = w[(o cin + row0 + i) kk + kk - 1 - t] for p = o kk + t: the kernel flipped

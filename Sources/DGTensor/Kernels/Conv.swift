@@ -88,26 +88,25 @@ extension Kernels {
 
     public static func conv2d(_ x: Tensor, _ w: Tensor, _ bias: Tensor?, stride: Int, padding: Int, paddingEnd: Int = 0) -> Tensor {
         let g = ConvGeometry(x: x.shape, w: w.shape, stride: stride, padding: padding, paddingEnd: paddingEnd)
-        let xc = f32(x), wc = f32(w), bc = bias.map(f32)
+        let xc = f32(x), wc = productWeight(w), bc = bias.map(f32)
         if let bc, bc.count != g.cout { fatalError("conv2d: bias has \(bc.count) values for \(g.cout) channels") }
         let out = Tensor(uninitialized: [g.n, g.cout, g.hout, g.wout])
         defer { withExtendedLifetime((xc, wc, bc, out)) {} }
         if out.count == 0 { return out }
-        convolve(g, pointer(xc), pointer(wc), bc.map { UnsafePointer(pointer($0)) }, pointer(out))
+        convolve(g, pointer(xc), wc, bc.map { UnsafePointer(pointer($0)) }, pointer(out))
         return out
     }
 
     /// out[s] = W im2col(x[s]) + bias, sample by sample: one product W [Cout, Cin kh kw] x the
     /// implicit im2col matrix, which the AVX-512 kernel packs straight from x (a pointwise
-    /// convolution reads x as it is).
-    static func convolve(_ g: ConvGeometry, _ xp: UnsafePointer<Float>, _ wp: UnsafePointer<Float>,
+    /// convolution reads x as it is). w: from `productWeight` (f32, or bf16 for the bf16 kernel).
+    static func convolve(_ g: ConvGeometry, _ xp: UnsafePointer<Float>, _ w: Tensor,
                          _ bias: UnsafePointer<Float>?, _ op: UnsafeMutablePointer<Float>) {
         let plane = g.plane, inPlane = g.cin * g.h * g.w, outSample = g.cout * plane
         for s in 0..<g.n {
             let source = g.isPointwise ? GEMM.matrix(xp + s * inPlane, rowStride: plane, columnStride: 1)
                                        : GEMM.im2col(g, xp + s * inPlane)
-            GEMM.gemm(m: g.cout, n: plane, k: g.kdim, a: wp, ars: g.kdim, aks: 1, b: source,
-                      c: op + s * outSample, ldc: plane, rowBias: bias)
+            gemm(m: g.cout, n: plane, k: g.kdim, weight: w, b: source, c: op + s * outSample, ldc: plane, rowBias: bias)
         }
     }
 

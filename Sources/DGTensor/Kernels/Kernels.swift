@@ -19,6 +19,36 @@ extension Kernels {
     @inline(__always)
     static func f32(_ t: Tensor) -> Tensor { t.dtype == .f32 ? t.contiguous() : t.converted(to: .f32) }
 
+    /// A weight as the forward products read it: as stored where it is bf16 and our kernels run
+    /// (`GEMM.gemmBF16`: bf16 products where `GEMM.bf16`, the activations then rounded to bf16 at the
+    /// product's input; else f32 products widening the weight as they pack it), else converted to
+    /// f32. Gradients (backward products) always use `f32`.
+    static func productWeight(_ w: Tensor) -> Tensor { w.dtype == .bf16 && GEMM.vectorized ? w.contiguous() : f32(w) }
+
+    /// C [m, n] = W B + rowBias with a weight W [m, k] (row-major, from `productWeight`) as A.
+    static func gemm(m: Int, n: Int, k: Int, weight w: Tensor, b: dg_bsource, c: UnsafeMutablePointer<Float>, ldc: Int,
+                     rowBias: UnsafePointer<Float>?) {
+        if w.dtype == .bf16 {
+            GEMM.gemmBF16(m: m, n: n, k: k, a: w.rawPointer, aBF16: true, ars: k, aks: 1, b: b, c: c, ldc: ldc, rowBias: rowBias)
+        } else {
+            GEMM.gemm(m: m, n: n, k: k, a: pointer(w), ars: k, aks: 1, b: b, c: c, ldc: ldc, rowBias: rowBias)
+        }
+    }
+
+    /// C [m, n] = A W^T + colBias with a weight W [n, k] (row-major, from `productWeight`) read
+    /// transposed as B, and A(i, p) = a[i ars + p aks] in f32.
+    static func gemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, ars: Int, aks: Int, weightT w: Tensor,
+                     c: UnsafeMutablePointer<Float>, ldc: Int, colBias: UnsafePointer<Float>?) {
+        if w.dtype == .bf16 {
+            GEMM.gemmBF16(m: m, n: n, k: k, a: a, aBF16: false, ars: ars, aks: aks,
+                          b: GEMM.matrix(bf16: w.rawPointer.assumingMemoryBound(to: UInt16.self), rowStride: 1, columnStride: k),
+                          c: c, ldc: ldc, colBias: colBias)
+        } else {
+            GEMM.gemm(m: m, n: n, k: k, a: a, ars: ars, aks: aks, b: GEMM.matrix(pointer(w), rowStride: 1, columnStride: k),
+                      c: c, ldc: ldc, colBias: colBias)
+        }
+    }
+
     /// The first element of a float32 tensor. Valid only while its storage lives: callers keep the
     /// tensor alive (`withExtendedLifetime`) for as long as they use the pointer.
     @inline(__always)

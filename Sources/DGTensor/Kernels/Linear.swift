@@ -32,22 +32,20 @@ extension Kernels {
         let (outF, inF) = (w.shape[0], w.shape[1])
         if x.shape.last != inF { fatalError("linear: input \(x.shape) does not end in \(inF)") }
         if let b, b.count != outF { fatalError("linear: bias has \(b.count) values for \(outF) outputs") }
-        let xc = f32(x), wc = f32(w), bc = b.map(f32)
+        let xc = f32(x), wc = productWeight(w), bc = b.map(f32)
         let rows = x.count / Swift.max(1, inF)
         let y = Tensor(uninitialized: Array(x.shape.dropLast()) + [outF])
         defer { withExtendedLifetime((xc, wc, bc, y)) {} }
         if transposedIsCheaper(rows: rows, weight: outF * inF) {   // y^T [out, rows] = W x^T
             let t = UnsafeMutablePointer<Float>.allocate(capacity: outF * rows)
             defer { t.deallocate() }
-            GEMM.gemm(m: outF, n: rows, k: inF, a: pointer(wc), ars: inF, aks: 1,
-                      b: GEMM.matrix(pointer(xc), rowStride: 1, columnStride: inF), c: t, ldc: rows,
-                      rowBias: bc.map { UnsafePointer(pointer($0)) })
+            gemm(m: outF, n: rows, k: inF, weight: wc, b: GEMM.matrix(pointer(xc), rowStride: 1, columnStride: inF), c: t, ldc: rows,
+                 rowBias: bc.map { UnsafePointer(pointer($0)) })
             transpose(t, rows: outF, cols: rows, into: pointer(y))
             return y
         }
-        GEMM.gemm(m: rows, n: outF, k: inF, a: pointer(xc), ars: inF, aks: 1,
-                  b: GEMM.matrix(pointer(wc), rowStride: 1, columnStride: inF),
-                  c: pointer(y), ldc: outF, colBias: bc.map { UnsafePointer(pointer($0)) })
+        gemm(m: rows, n: outF, k: inF, a: pointer(xc), ars: inF, aks: 1, weightT: wc,
+             c: pointer(y), ldc: outF, colBias: bc.map { UnsafePointer(pointer($0)) })
         return y
     }
 
@@ -103,7 +101,7 @@ extension Kernels {
         let (o, c) = pointwiseShape(w)
         precondition(x.rank == 4 && x.shape[1] == c, "pointwiseToTokens: x \(x.shape), weight \(w.shape)")
         let n = x.shape[0], plane = x.shape[2] * x.shape[3]
-        let xc = f32(x), wc = f32(w), bc = b.map(f32)
+        let xc = f32(x), wc = productWeight(w), bc = b.map(f32)
         let y = Tensor(uninitialized: [n, plane, o])
         defer { withExtendedLifetime((xc, wc, bc, y)) {} }
         let xp = pointer(xc), yp = pointer(y)
@@ -111,17 +109,15 @@ extension Kernels {
             let t = UnsafeMutablePointer<Float>.allocate(capacity: o * plane)
             defer { t.deallocate() }
             for s in 0..<n {
-                GEMM.gemm(m: o, n: plane, k: c, a: pointer(wc), ars: c, aks: 1,
-                          b: GEMM.matrix(xp + s * c * plane, rowStride: plane, columnStride: 1), c: t, ldc: plane,
-                          rowBias: bc.map { UnsafePointer(pointer($0)) })
+                gemm(m: o, n: plane, k: c, weight: wc, b: GEMM.matrix(xp + s * c * plane, rowStride: plane, columnStride: 1),
+                     c: t, ldc: plane, rowBias: bc.map { UnsafePointer(pointer($0)) })
                 transpose(t, rows: o, cols: plane, into: yp + s * plane * o)
             }
             return y
         }
         for s in 0..<n {   // y_s [HW, O] = x_s^T [HW, C] W^T [C, O]
-            GEMM.gemm(m: plane, n: o, k: c, a: xp + s * c * plane, ars: 1, aks: plane,
-                      b: GEMM.matrix(pointer(wc), rowStride: 1, columnStride: c),
-                      c: yp + s * plane * o, ldc: o, colBias: bc.map { UnsafePointer(pointer($0)) })
+            gemm(m: plane, n: o, k: c, a: xp + s * c * plane, ars: 1, aks: plane, weightT: wc,
+                 c: yp + s * plane * o, ldc: o, colBias: bc.map { UnsafePointer(pointer($0)) })
         }
         return y
     }
@@ -167,14 +163,13 @@ extension Kernels {
         let (o, c) = pointwiseShape(w)
         precondition(t.rank == 3 && t.shape[2] == c && t.shape[1] == height * width, "tokensToPointwise: t \(t.shape), weight \(w.shape)")
         let n = t.shape[0], plane = height * width
-        let tc = f32(t), wc = f32(w), bc = b.map(f32)
+        let tc = f32(t), wc = productWeight(w), bc = b.map(f32)
         let y = Tensor(uninitialized: [n, o, height, width])
         defer { withExtendedLifetime((tc, wc, bc, y)) {} }
         let tp = pointer(tc), yp = pointer(y)
         for s in 0..<n {   // y_s [O, HW] = W [O, C] t_s^T [C, HW]
-            GEMM.gemm(m: o, n: plane, k: c, a: pointer(wc), ars: c, aks: 1,
-                      b: GEMM.matrix(tp + s * plane * c, rowStride: 1, columnStride: c),
-                      c: yp + s * o * plane, ldc: plane, rowBias: bc.map { UnsafePointer(pointer($0)) })
+            gemm(m: o, n: plane, k: c, weight: wc, b: GEMM.matrix(tp + s * plane * c, rowStride: 1, columnStride: c),
+                 c: yp + s * o * plane, ldc: plane, rowBias: bc.map { UnsafePointer(pointer($0)) })
         }
         return y
     }
