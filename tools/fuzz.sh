@@ -16,6 +16,9 @@ BIN=$SCRATCH/release/DGFuzz
 # A parser that needs more than 2 GB or 10 s for one input of at most a few KB is a finding.
 LIMITS=(-rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10)
 export LSAN_OPTIONS="suppressions=$PWD/Fuzz/lsan.supp:print_suppressions=0"
+# libFuzzer prints the crash's stack itself; Swift's own backtracer, started on the same crash,
+# can stall for minutes reading the sanitizer's huge shadow mappings.
+export SWIFT_BACKTRACE=enable=no
 
 targets() { ls Fuzz/corpus; }
 
