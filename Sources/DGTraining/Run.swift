@@ -33,6 +33,8 @@ public struct RunSettings {
     /// The dataset folders the run reads: what their scans skipped is listed in
     /// skipped_samples.txt in the run folder.
     public var dataRoots: [String] = []
+    /// TensorBoard event files in `output`/logs beside metrics.jsonl (`--report-to tensorboard`).
+    public var tensorboard = true
 
     public init(output: String) { self.output = output }
 }
@@ -57,6 +59,7 @@ public final class TrainingRun {
     public let validator: TrainingValidator?
     public let store: CheckpointStore
     public let metrics: MetricsLog
+    private var tensorboard: TensorBoardLog?
     /// Lines for the user (resumed from, checkpoints written); the command prints them.
     public var log: (String) -> Void = { _ in }
 
@@ -102,6 +105,8 @@ public final class TrainingRun {
         // lost steps) are about to be redone. Step 0's validation belongs to no checkpoint.
         try metrics.truncate(afterStep: trainer.step == 0 ? -1 : trainer.step)
         defer { metrics.close() }
+        if settings.tensorboard { tensorboard = try TensorBoardLog(directory: settings.output + "/logs", startStep: trainer.step) }
+        defer { tensorboard?.close(); tensorboard = nil }
         if trainer.step == 0 { try validate(step: 0) }
 
         let total = trainer.totalSteps
@@ -138,6 +143,7 @@ public final class TrainingRun {
             ] as JSON
             for (k, v) in result.terms { record.set(k, .double(v)) }
             try metrics.append(record)
+            try tensorboard?.scalars(record, prefix: "train")
             bar.update(Double(result.step), note: String(format: "loss %.4f (avg %.4f) lr %.2e", result.loss, smoothed!, result.learningRate))
             let step = result.step
             let last = step == total
@@ -171,6 +177,12 @@ public final class TrainingRun {
         var record: JSON = ["step": .int(step), "validation": .string(URL(fileURLWithPath: path).lastPathComponent)]
         for (k, v) in numbers.objectPairs ?? [] { record.set(k, v) }
         try metrics.append(record)
+        if let tensorboard {
+            try tensorboard.scalars(record, prefix: "validation")
+            if path.hasSuffix(".png"), let header = try? PNG.header(path), let png = FileManager.default.contents(atPath: path) {
+                try tensorboard.image("validation", png: [UInt8](png), width: header.width, height: header.height, step: step)
+            }
+        }
         log("validation at step \(step): \(path)\(numbers.objectPairs.map { $0.isEmpty ? "" : " " + $0.map { "\($0.0) \($0.1.compact)" }.joined(separator: ", ") } ?? "")")
     }
 

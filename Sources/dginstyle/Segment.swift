@@ -86,6 +86,9 @@ struct SegmentTrain: ParsableCommand {
     @Flag(help: "No progress bar.")
     var quiet = false
 
+    @Option(help: "Also log to: tensorboard (event files in OUT/logs) or none.")
+    var reportTo: ReportTo = .tensorboard
+
     func validate() throws {
         guard !data.isEmpty else { throw ValidationError("give at least one --data folder") }
         guard checkpointEvery >= 0 else { throw ValidationError("--checkpoint-every must not be negative") }
@@ -127,6 +130,7 @@ struct SegmentTrain: ParsableCommand {
         settings.progress = !quiet
         settings.label = "segment train"
         settings.exportFormat = .native
+        settings.tensorboard = reportTo == .tensorboard
         let run = TrainingRun(trainer: trainer, settings: settings)
         run.log = { if !quiet { FileHandle.standardError.write(Data(($0 + "\n").utf8)) } }
         if !quiet {

@@ -14,6 +14,10 @@ extension LRScheduleKind: ExpressibleByArgument {}
 extension LoRATargets: ExpressibleByArgument {}
 
 /// What both training commands share: schedule, optimizer, precision, checkpoints.
+enum ReportTo: String, ExpressibleByArgument, CaseIterable {
+    case tensorboard, none
+}
+
 struct TrainingArguments: ParsableArguments {
     @Option(help: "Stable Diffusion pipeline: a diffusers folder, an LDM single file or a native file.")
     var pipeline: String
@@ -91,6 +95,9 @@ struct TrainingArguments: ParsableArguments {
     @Flag(help: "No progress bar.")
     var quiet = false
 
+    @Option(help: "Also log to: tensorboard (event files in OUT/logs: scalars and validation images, for `tensorboard --logdir OUT`) or none.")
+    var reportTo: ReportTo = .tensorboard
+
     func validate() throws {
         guard steps > 0 else { throw ValidationError("--steps must be positive") }
         guard resolution > 0, resolution % 8 == 0 else { throw ValidationError("--resolution must be a positive multiple of 8") }
@@ -139,6 +146,7 @@ struct TrainingArguments: ParsableArguments {
         s.progress = !quiet
         s.label = label
         s.exportFormat = format
+        s.tensorboard = reportTo == .tensorboard
         return s
     }
 

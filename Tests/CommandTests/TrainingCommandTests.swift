@@ -99,8 +99,9 @@ final class TrainingCommandTests: XCTestCase, CommandRunning {
         XCTAssertNotEqual(small.status, 0)
         XCTAssertTrue(small.stderr.contains("smaller than the 64x64 crop; --zoom needs a lower bound of at least 0.667"), small.stderr)
         let f = try run(["finetune-unet", "--pipeline", Self.pipeline, "--images", data, "--out", dir + "/us", "--zoom", "0.7,2",
-                                "--resolution", "64", "--steps", "2", "--lr", "1e-4", "--quiet"])
+                                "--resolution", "64", "--steps", "2", "--lr", "1e-4", "--report-to", "none", "--quiet"])
         XCTAssertEqual(f.status, 0, f.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/us/logs"), "--report-to none writes no TensorBoard files")
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/us/unet/diffusion_pytorch_model.safetensors"))
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/us/loss.svg"))
         let t = try run(["train-controlnet", "--pipeline", Self.pipeline, "--unet", dir + "/us/unet", "--data", data,
@@ -112,6 +113,16 @@ final class TrainingCommandTests: XCTestCase, CommandRunning {
         }
         let metrics = try String(contentsOfFile: dir + "/cn/metrics.jsonl", encoding: .utf8)
         XCTAssertTrue(metrics.contains("mask_alignment_us") && metrics.contains("mask_alignment_up"), metrics)
+        // TensorBoard by default: one event file holding the two validation images (their PNG
+        // bytes) and the alignment numbers (DGTrainingTests reads the events back).
+        let logs = try FileManager.default.contentsOfDirectory(atPath: dir + "/cn/logs")
+        XCTAssertEqual(logs.count, 1, "\(logs)")
+        let events = try Data(contentsOf: URL(fileURLWithPath: dir + "/cn/logs/" + logs[0]))
+        XCTAssertTrue(logs[0].hasPrefix("events.out.tfevents."))
+        var pngs = 0, from = events.startIndex
+        while let r = events.range(of: Data([0x89, 0x50, 0x4E, 0x47]), in: from..<events.endIndex) { pngs += 1; from = r.upperBound }
+        XCTAssertEqual(pngs, 2)
+        XCTAssertNotNil(events.range(of: Data("validation/mask_alignment_us".utf8)))
         // The trained ControlNet loads as a model.
         let i = try run(["inspect", dir + "/cn/controlnet"])
         XCTAssertEqual(i.status, 0, i.stderr)

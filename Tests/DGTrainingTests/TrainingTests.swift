@@ -301,8 +301,26 @@ final class RunTests: XCTestCase {
         s.resume = true
         let r = try TrainingRun(trainer: try Tiny.controlNetTrainer(Tiny.options(steps: 4)), settings: s).run()
         XCTAssertEqual(r.startStep, 2)
-        let steps = MetricsLog(path: dir + "/metrics.jsonl").records().compactMap { $0["step"]?.int }
-        XCTAssertEqual(steps, [1, 2, 3, 4])
+        let records = MetricsLog(path: dir + "/metrics.jsonl").records()
+        XCTAssertEqual(records.compactMap { $0["step"]?.int }, [1, 2, 3, 4])
+
+        // TensorBoard: one event file per process, each opening with a SessionLog START at the
+        // first step it logs, so TensorBoard drops the first process's lost step 3; what is left
+        // is metrics.jsonl's losses.
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir + "/logs").filter { $0.hasPrefix("events.out.tfevents.") }
+        XCTAssertEqual(files.count, 2, "\(files)")
+        // In the order the processes ran (their STARTs grow; names may share a second).
+        let logs = try files.map { try TensorBoardEvents.read(dir + "/logs/" + $0) }.sorted { ($0.starts.first ?? 0) < ($1.starts.first ?? 0) }
+        let first = logs[0], second = logs[1]
+        XCTAssertEqual(first.fileVersion, "brain.Event:2")
+        XCTAssertEqual(first.starts, [1])
+        XCTAssertEqual(second.starts, [3])
+        let loss = { (e: (values: [TensorBoardEvents.Value], fileVersion: String?, starts: [Int])) in e.values.filter { $0.tag == "train/loss" } }
+        XCTAssertEqual(loss(first).map(\.step), [1, 2, 3])
+        XCTAssertEqual(loss(second).map(\.step), [3, 4])
+        let kept = loss(first).filter { $0.step <= 2 } + loss(second)
+        XCTAssertEqual(kept.map { $0.scalar! }, records.map { Float($0["loss"]!.double!) })
+        XCTAssertTrue(second.values.contains { $0.tag == "train/lr" && $0.step == 4 })
     }
 
     func testCheckpointRotationKeepsTheNewest() throws {
