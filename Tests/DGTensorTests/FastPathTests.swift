@@ -43,16 +43,8 @@ extension KernelTests {
                 let (m, n, k, ta, tb, alpha, beta, biases, j0) = c
                 let a = random(ta ? [k, m] : [m, k]), b = random(tb ? [n + j0, k] : [k, n + j0])
                 let c0 = random([m, n]), rb = random([m]), cb = random([n])
-                var ref = [Double](repeating: 0, count: m * n)
-                for i in 0..<m { for j in 0..<n {
-                    var s = 0.0
-                    for p in 0..<k {
-                        let av = ta ? a.d[p * m + i] : a.d[i * k + p]
-                        let bv = tb ? b.d[(j + j0) * k + p] : b.d[p * (n + j0) + j + j0]
-                        s += av * bv
-                    }
-                    ref[i * n + j] = Double(alpha) * s + Double(beta) * c0.d[i * n + j] + (biases ? rb.d[i] + cb.d[j] : 0)
-                } }
+                let ref = referenceGEMM(a, b, c: c0, rowBias: rb, columnBias: cb, m: m, n: n, k: k, ta: ta, tb: tb, j0: j0,
+                                        alpha: alpha, beta: beta, biases: biases)
                 var results: [[Float]] = []
                 for threads in [1, 2, 3] {
                     let out = c0.t.copied()

@@ -25,6 +25,25 @@ struct KernelSample {
     var shape: [Int] { t.shape }
 }
 
+/// alpha op(A) op(B)[:, j0...] + beta C + row/column biases, in Double: the GEMM reference the
+/// f32 and bf16 path tests share. `round` is applied to every operand (bf16 rounding for the
+/// bf16 products, the identity otherwise).
+func referenceGEMM(_ a: KernelSample, _ b: KernelSample, c: KernelSample, rowBias: KernelSample, columnBias: KernelSample,
+                   m: Int, n: Int, k: Int, ta: Bool, tb: Bool, j0: Int, alpha: Float, beta: Float, biases: Bool,
+                   round: (Double) -> Double = { $0 }) -> [Double] {
+    var ref = [Double](repeating: 0, count: m * n)
+    for i in 0..<m { for j in 0..<n {
+        var s = 0.0
+        for p in 0..<k {
+            let av = ta ? a.d[p * m + i] : a.d[i * k + p]
+            let bv = tb ? b.d[(j + j0) * k + p] : b.d[p * (n + j0) + j + j0]
+            s += round(av) * round(bv)
+        }
+        ref[i * n + j] = Double(alpha) * s + Double(beta) * c.d[i * n + j] + (biases ? rowBias.d[i] + columnBias.d[j] : 0)
+    } }
+    return ref
+}
+
 final class KernelTests: XCTestCase {
     var rng = SplitMix64(seed: 12345)
 
