@@ -4,7 +4,8 @@
 # then one generated image (DDIM-20 ControlNet, and MRLF) from its timed parts in both; then sgemm at
 # the UNet's shapes against OpenBLAS's best on this machine; then checkpoint conversion against cp.
 # Makes a local venv with torch + diffusers the first time (never needed by CI or tests).
-# Usage: tools/bench-vs-torch.sh [WORKLOAD...]   e.g. "unet:256:1" (workload:resolution:batch[:ckpt])
+# Usage: tools/bench-vs-torch.sh [WORKLOAD...]   e.g. "unet:256:1" (workload:resolution:batch[:ckpt][:bf16];
+# bf16: our weights, or a training step's frozen UNet, in bf16, against PyTorch's f32)
 # SKIP="generation sgemm convert" leaves sections out; RUNS=N sets the timed runs per workload.
 # BENCH_DIR=DIR is the conversion benchmark's scratch folder (default /tmp/dginstyle-bench, ~18 GB).
 set -euo pipefail
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/.."
 venv=${DGINSTYLE_TORCH_VENV:-.venv-torch}
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q torch diffusers
+    "$venv/bin/pip" install -q torch diffusers peft
 fi
 swift build -c release --product dginstyle >/dev/null
 bin=.build/release/dginstyle
@@ -21,7 +22,8 @@ runs=${RUNS:-3}
 skip=" ${SKIP:-} "
 workloads=("$@")
 [ ${#workloads[@]} -gt 0 ] || workloads=(unet:256:1 unet:512:1 unet:512:2 controlnet:512:1 controlnet-train-step:256:1 \
-    controlnet-train-step:256:1:ckpt vae-encode:512:1 vae-decode:512:1)
+    controlnet-train-step:256:1:ckpt unet-train-step:256:1 lora-train-step:256:1 unet-train-step:512:1 lora-train-step:512:1 \
+    vae-encode:512:1 vae-decode:512:1)
 field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
 echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u '+%F %H:%M') UTC; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "median of $runs runs after a warm-up; torch $("$venv/bin/python" -c 'import torch; print(torch.__version__, "threads", torch.get_num_threads())')"
@@ -31,14 +33,20 @@ echo
 echo "| workload | px | batch | dginstyle | PyTorch | ratio | dginstyle peak RSS | PyTorch peak RSS | memory ratio |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for w in "${workloads[@]}"; do
-    IFS=: read -r name res batch ckpt <<<"$w"
-    flag=""
-    [ "${ckpt:-}" = "ckpt" ] && flag="--checkpointing"
-    ours=$($bin bench model "$name" --resolution "$res" --batch "$batch" --runs "$runs" $flag --json)
+    IFS=: read -r name res batch extra1 extra2 <<<"$w"
+    flag="" dtype="" note=""
+    for e in ${extra1:-} ${extra2:-}; do
+        case $e in
+            ckpt) flag="--checkpointing"; note="${note:+$note, }checkpointing" ;;
+            bf16) dtype="--dtype bf16"; note="${note:+$note, }bf16 vs PyTorch f32" ;;
+            *) echo "bad workload $w" >&2; exit 2 ;;
+        esac
+    done
+    ours=$($bin bench model "$name" --resolution "$res" --batch "$batch" --runs "$runs" $flag $dtype --json)
     theirs=$("$venv/bin/python" tools/bench_torch.py "$name" --resolution "$res" --batch "$batch" --runs "$runs" $flag)
     a=$(echo "$ours" | field seconds); b=$(echo "$theirs" | field seconds)
     ma=$(echo "$ours" | field peak_rss_mb); mb=$(echo "$theirs" | field peak_rss_mb)
-    printf "| %s%s | %s | %s | %.2f s | %.2f s | %.2f | %.0f MB | %.0f MB | %.2f |\n" "$name" "${flag:+ (checkpointing)}" "$res" "$batch" "$a" "$b" \
+    printf "| %s%s | %s | %s | %.2f s | %.2f s | %.2f | %.0f MB | %.0f MB | %.2f |\n" "$name" "${note:+ ($note)}" "$res" "$batch" "$a" "$b" \
         "$(echo "$a / $b" | bc -l)" "$ma" "$mb" "$(echo "$ma / $mb" | bc -l)"
 done
 

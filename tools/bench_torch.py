@@ -9,16 +9,18 @@ from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 
 root = pathlib.Path(__file__).resolve().parent.parent
 p = argparse.ArgumentParser()
-p.add_argument("workload", choices=["unet", "controlnet", "vae-encode", "vae-decode", "controlnet-train-step"])
+TRAINING = ["controlnet-train-step", "unet-train-step", "lora-train-step"]
+p.add_argument("workload", choices=["unet", "controlnet", "vae-encode", "vae-decode"] + TRAINING)
 p.add_argument("--resolution", type=int, default=512)
 p.add_argument("--batch", type=int, default=1)
 p.add_argument("--runs", type=int, default=3)
 p.add_argument("--checkpointing", action="store_true")
+p.add_argument("--rank", type=int, default=16, help="lora-train-step: adapter rank (alpha = rank)")
 # f32; autocast: f32 weights, torch.autocast("cpu", bfloat16) around the forward (what the issue compares
 # bf16 against); bf16: the model and inputs cast to bfloat16. Forward workloads only.
 p.add_argument("--dtype", choices=["f32", "autocast", "bf16"], default="f32")
 a = p.parse_args()
-if a.dtype != "f32" and a.workload == "controlnet-train-step":
+if a.dtype != "f32" and a.workload in TRAINING:
     p.error("--dtype applies to the forward workloads")
 import contextlib
 compute = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.dtype == "autocast" else contextlib.nullcontext
@@ -31,9 +33,31 @@ sample = torch.randn(a.batch, 4, lat, lat)
 text = torch.randn(a.batch, 77, 768)
 t = torch.full((a.batch,), 500)
 t0 = time.time()
-if a.workload in ("unet", "controlnet", "controlnet-train-step"):
+if a.workload in ("unet", "controlnet", *TRAINING):
     unet = UNet2DConditionModel(**clean(configs["unet"])).eval()
-    if a.workload == "unet":
+    if a.workload in ("unet-train-step", "lora-train-step"):
+        # diffusers' train_dreambooth.py (every UNet weight learns) and train_dreambooth_lora.py (PEFT
+        # adapters on the frozen UNet, f32 like its trainable parameters) one step at a time; the
+        # adapters sit on the same layers as `dginstyle bench model lora-train-step` (to_q/k/v,
+        # to_out.0, proj_in, proj_out).
+        unet.train()
+        if a.workload == "lora-train-step":
+            from peft import LoraConfig
+            unet.requires_grad_(False)
+            unet.add_adapter(LoraConfig(r=a.rank, lora_alpha=a.rank, init_lora_weights="gaussian",
+                                        target_modules=["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out"]))
+        if a.checkpointing:
+            unet.enable_gradient_checkpointing()
+        params = [q for q in unet.parameters() if q.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-4 if a.workload == "lora-train-step" else 5e-6)
+        noise = torch.randn_like(sample)
+        def body():
+            loss = torch.nn.functional.mse_loss(unet(sample, t, text).sample, noise)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    elif a.workload == "unet":
         def body():
             with torch.no_grad(), compute():
                 unet(sample, t, text)
@@ -58,6 +82,7 @@ if a.workload in ("unet", "controlnet", "controlnet-train-step"):
                 pred = unet(sample, t, text, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
                 loss = torch.nn.functional.mse_loss(pred, noise)
                 loss.backward()
+                torch.nn.utils.clip_grad_norm_(cn.parameters(), 1.0)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
 else:

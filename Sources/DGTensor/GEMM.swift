@@ -182,14 +182,14 @@ public enum GEMM {
         } else if n >= 128 * threads || m < 48 {
             let per = (n + threads - 1) / threads
             let step = Swift.max(32, (per + 31) / 32 * 32)
-            DispatchQueue.concurrentPerform(iterations: (n + step - 1) / step) { t in
+            Parallel.run((n + step - 1) / step) { t in
                 let lo = t * step
                 body(0, m, lo, Swift.min(n, lo + step) - lo)
             }
         } else {
             let per = (m + threads - 1) / threads
             let step = Swift.max(24, (per + 23) / 24 * 24)
-            DispatchQueue.concurrentPerform(iterations: (m + step - 1) / step) { t in
+            Parallel.run((m + step - 1) / step) { t in
                 let lo = t * step
                 body(lo, Swift.min(m, lo + step) - lo, 0, n)
             }

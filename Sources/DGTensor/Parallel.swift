@@ -36,14 +36,29 @@ public enum Parallel {
         return stride(from: 0, to: count, by: size).map { $0..<min(count, $0 + size) }
     }
 
+    /// Calls `body(i)` for i in 0..<iterations on up to `threads` threads (the caller's among
+    /// them) and returns when all have returned: the one parallel loop every kernel uses. Its pool
+    /// (Sources/CDGKernels/pool.c) keeps idle workers spinning briefly, so the short kernels of a
+    /// model pass do not each pay a thread's wake-up. Nested calls run serially.
+    public static func run(_ iterations: Int, _ body: (Int) -> Void) {
+        if iterations <= 1 {
+            if iterations == 1 { body(0) }
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            var task = body
+            withUnsafeMutablePointer(to: &task) { context in
+                dg_parallel_for(iterations, threads, { context, i in
+                    context!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(i)
+                }, context)
+            }
+        }
+    }
+
     /// Runs `body` on disjoint ranges covering 0..<count.
     public static func forEach(_ count: Int, minimumChunk: Int = 16384, _ body: (Range<Int>) -> Void) {
         let parts = chunks(count, minimumChunk: minimumChunk)
-        if parts.count <= 1 {
-            if let only = parts.first { body(only) }
-            return
-        }
-        DispatchQueue.concurrentPerform(iterations: parts.count) { body(parts[$0]) }
+        run(parts.count) { body(parts[$0]) }
     }
 
     /// A sum whose partial results are combined in chunk order: deterministic.
@@ -52,9 +67,7 @@ public enum Parallel {
         var results = [Double](repeating: 0, count: parts.count)
         results.withUnsafeMutableBufferPointer { out in
             let o = out
-            if parts.count == 1 { o[0] = partial(parts[0]) } else {
-                DispatchQueue.concurrentPerform(iterations: parts.count) { o[$0] = partial(parts[$0]) }
-            }
+            run(parts.count) { o[$0] = partial(parts[$0]) }
         }
         return results.reduce(0, +)
     }

@@ -11,7 +11,7 @@ import Foundation
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks and the inputs they need (see docs/PERFORMANCE.md).",
-        subcommands: [Suite.self, Model.self, Generation.self, TrainStep.self, Sgemm.self, MakeCheckpoint.self, Compression.self],
+        subcommands: [Suite.self, Model.self, Generation.self, TrainStep.self, Sgemm.self, Threads.self, MakeCheckpoint.self, Compression.self],
         defaultSubcommand: Suite.self)
 }
 
@@ -20,10 +20,19 @@ extension Bench {
     /// process's peak memory. Run one workload per process so peak memory is its own.
     struct Model: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Time an SD 1.5 workload (random weights): unet, controlnet (+unet), vae-encode, vae-decode, controlnet-train-step.")
+            abstract: "Time an SD 1.5 workload (random weights): unet, controlnet (+unet), vae-encode, vae-decode, or a training step.",
+            discussion: """
+            The training steps (forward, backward, clipping, AdamW, as the trainers run them): \
+            controlnet-train-step (the ControlNet learns on the frozen UNet), unet-train-step (every UNet weight \
+            learns: a full fine-tune, as DreamBooth) and lora-train-step (LoRA adapters of --rank on the frozen \
+            UNet's attention layers, as diffusers' DreamBooth-LoRA script).
+            """)
 
         enum Workload: String, ExpressibleByArgument, CaseIterable {
             case unet, controlnet, vaeEncode = "vae-encode", vaeDecode = "vae-decode", controlnetTrainStep = "controlnet-train-step"
+            case unetTrainStep = "unet-train-step", loraTrainStep = "lora-train-step"
+
+            var isTraining: Bool { [.controlnetTrainStep, .unetTrainStep, .loraTrainStep].contains(self) }
         }
 
         @Argument(help: "The workload.")
@@ -41,17 +50,22 @@ extension Bench {
         @Flag(help: "Gradient checkpointing in the training step.")
         var checkpointing = false
 
-        @Option(help: "Weights of the forward workloads as f32 or bf16 (bf16: products in bf16 where the CPU has AVX512-BF16).")
+        @Option(help: "Weights of the forward workloads, or the frozen UNet of a ControlNet or LoRA step, as f32 or bf16 (bf16: products in bf16 where the CPU has AVX512-BF16).")
         var dtype: DType = .f32
+
+        @Option(help: "Rank of the lora-train-step's adapters (alpha = rank).")
+        var rank = 16
 
         @Flag(help: "With --dtype bf16: also run once with the f32 weights first and print the relative error ||bf16 - f32|| / ||f32|| of the output.")
         var accuracy = false
 
         func validate() throws {
             guard [.f32, .bf16].contains(dtype) else { throw ValidationError("--dtype must be f32 or bf16") }
-            guard dtype == .f32 || workload != .controlnetTrainStep else {
-                throw ValidationError("--dtype: the training step's frozen weights are set by `bench train-step --frozen-dtype`")
+            guard dtype == .f32 || workload != .unetTrainStep else {
+                throw ValidationError("--dtype: a full fine-tune has no frozen weights; its trainable weights are f32")
             }
+            guard !accuracy || !workload.isTraining else { throw ValidationError("--accuracy applies to the forward workloads") }
+            guard rank > 0 else { throw ValidationError("--rank must be positive") }
         }
 
         @Flag(help: "Print one JSON object.")
@@ -70,37 +84,40 @@ extension Bench {
             var forward: (() -> Tensor)?
             var held: [Module] = []
             switch workload {
-            case .unet, .controlnet, .controlnetTrainStep:
+            case .unet, .controlnet, .controlnetTrainStep, .unetTrainStep, .loraTrainStep:
                 let unet = try UNet2DConditionModel(config: unetConfig)
                 unet.initializeParameters(seed: 0)
-                if workload == .unet {
+                let withControl = workload == .controlnet || workload == .controlnetTrainStep
+                let controlnet = withControl ? try ControlNetModel.initialized(from: unet, conditioningChannels: 20) : nil
+                let cond = withControl ? Var(randomWeights([batch, 20, resolution, resolution], seed: 3, std: 1)) : nil
+                if workload.isTraining {
+                    // The trainers' own update, as train-controlnet / finetune-unet [--lora] run it.
+                    var options = TrainingOptions(learningRate: 1e-5, schedule: LRSchedule(.constant, totalSteps: runs + 1))
+                    options.gradientCheckpointing = checkpointing
+                    options.frozenDType = dtype
+                    options.maxGradNorm = 1
+                    if workload == .loraTrainStep { options.lora = LoRASettings(rank: rank, alpha: Float(rank), targets: .attn) }
+                    let update = try DiffusionUpdate(unet: unet, controlnet: controlnet, options: options)
+                    let inputs = DiffusionInputs(noisy: sample.value, noise: randomWeights(sample.shape, seed: 4, std: 1),
+                                                 timesteps: timesteps, text: text.value, condition: cond?.value)
+                    body = {
+                        _ = update.accumulate(inputs)
+                        _ = try? update.clippedNorm(step: 0)
+                        update.apply(learningRate: options.learningRate)
+                    }
+                } else if let controlnet {
+                    held = [unet, controlnet]
+                    forward = {
+                        Autograd.noGrad {
+                            unet(sample, timesteps: timesteps, text: text,
+                                 control: controlnet(sample, timesteps: timesteps, text: text, condition: cond!))
+                        }.value
+                    }
+                    body = {}
+                } else {
                     held = [unet]
                     forward = { Autograd.noGrad { unet(sample, timesteps: timesteps, text: text) }.value }
                     body = {}
-                } else {
-                    let controlnet = try ControlNetModel.initialized(from: unet, conditioningChannels: 20)
-                    let cond = Var(randomWeights([batch, 20, resolution, resolution], seed: 3, std: 1))
-                    if workload == .controlnet {
-                        held = [unet, controlnet]
-                        forward = {
-                            Autograd.noGrad {
-                                unet(sample, timesteps: timesteps, text: text,
-                                     control: controlnet(sample, timesteps: timesteps, text: text, condition: cond))
-                            }.value
-                        }
-                        body = {}
-                    } else {
-                        var options = TrainingOptions(learningRate: 1e-5, schedule: LRSchedule(.constant, totalSteps: runs + 1))
-                        options.gradientCheckpointing = checkpointing
-                        let update = try DiffusionUpdate(unet: unet, controlnet: controlnet, options: options)
-                        let inputs = DiffusionInputs(noisy: sample.value, noise: randomWeights(sample.shape, seed: 4, std: 1),
-                                                     timesteps: timesteps, text: text.value, condition: cond.value)
-                        body = {
-                            _ = update.accumulate(inputs)
-                            _ = try? update.clippedNorm(step: 0)
-                            update.apply(learningRate: options.learningRate)
-                        }
-                    }
                 }
             case .vaeEncode, .vaeDecode:
                 let vae = try AutoencoderKL(config: try JSON.parse(DefaultConfigs.vaeText))

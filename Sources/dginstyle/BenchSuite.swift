@@ -11,14 +11,16 @@ extension Bench {
             commandName: "all",
             abstract: "Run every SD 1.5 model workload (each in its own process) and print one table.",
             discussion: """
-            Workloads are WORKLOAD:RESOLUTION:BATCH[:ckpt]; the default list is the UNet at 256 and 512 px \
-            (batch 1 and 2), ControlNet + UNet at 512 px, a ControlNet training step at 256 px with and without \
-            gradient checkpointing, and VAE encode / decode at 512 px. tools/bench-vs-torch.sh runs the same list \
-            in PyTorch beside it.
+            Workloads are WORKLOAD:RESOLUTION:BATCH[:ckpt][:bf16] (ckpt: gradient checkpointing; bf16: \
+            bf16 weights, or the frozen UNet in bf16 for a training step); the default list is the UNet at 256 \
+            and 512 px (batch 1 and 2), ControlNet + UNet at 512 px, a ControlNet training step at 256 px with and \
+            without gradient checkpointing, a full UNet fine-tune and a rank-16 LoRA step at 256 and 512 px, and \
+            VAE encode / decode at 512 px. tools/bench-vs-torch.sh runs the same list in PyTorch beside it.
             """)
 
         static let defaultWorkloads = ["unet:256:1", "unet:512:1", "unet:512:2", "controlnet:512:1", "controlnet-train-step:256:1",
-                                       "controlnet-train-step:256:1:ckpt", "vae-encode:512:1", "vae-decode:512:1"]
+                                       "controlnet-train-step:256:1:ckpt", "unet-train-step:256:1", "lora-train-step:256:1",
+                                       "unet-train-step:512:1", "lora-train-step:512:1", "vae-encode:512:1", "vae-decode:512:1"]
 
         @Argument(help: "Workloads (default: the SD 1.5 table's list).")
         var workloads: [String] = []
@@ -35,12 +37,14 @@ extension Bench {
             var rows: [String] = []
             for spec in list {
                 let parts = spec.split(separator: ":").map(String.init)
-                guard (3...4).contains(parts.count), Int(parts[1]) != nil, Int(parts[2]) != nil,
-                      parts.count == 3 || parts[3] == "ckpt", Model.Workload(rawValue: parts[0]) != nil else {
-                    throw ValidationError("bad workload '\(spec)': expected WORKLOAD:RESOLUTION:BATCH[:ckpt], WORKLOAD one of \(Model.Workload.allCases.map(\.rawValue).joined(separator: ", "))")
+                let extras = parts.dropFirst(3)
+                guard parts.count >= 3, Int(parts[1]) != nil, Int(parts[2]) != nil, Model.Workload(rawValue: parts[0]) != nil,
+                      extras.allSatisfy(["ckpt", "bf16"].contains), Set(extras).count == extras.count else {
+                    throw ValidationError("bad workload '\(spec)': expected WORKLOAD:RESOLUTION:BATCH[:ckpt][:bf16], WORKLOAD one of \(Model.Workload.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
                 var args = ["bench", "model", parts[0], "--resolution", parts[1], "--batch", parts[2], "--runs", String(runs), "--json"]
-                if parts.count == 4 { args.append("--checkpointing") }
+                if extras.contains("ckpt") { args.append("--checkpointing") }
+                if extras.contains("bf16") { args += ["--dtype", "bf16"] }
                 let process = Process()
                 process.executableURL = URL(fileURLWithPath: exe)
                 process.arguments = args
@@ -57,7 +61,8 @@ extension Bench {
                 if json { emit(result.compact); continue }
                 let seconds = result["seconds"]?.double ?? .nan, peak = result["peak_rss_mb"]?.double ?? .nan
                 let cpu = result["cpu_seconds"]?.double ?? .nan
-                rows.append("| \(parts[0])\(parts.count == 4 ? " (checkpointing)" : "") | \(parts[1]) | \(parts[2]) | \(String(format: "%.2f", seconds)) s | \(String(format: "%.2f", cpu)) s | \(String(format: "%.0f", peak)) MB |")
+                let notes = (extras.contains("ckpt") ? ["checkpointing"] : []) + (extras.contains("bf16") ? ["bf16"] : [])
+                rows.append("| \(parts[0])\(notes.isEmpty ? "" : " (\(notes.joined(separator: ", ")))") | \(parts[1]) | \(parts[2]) | \(String(format: "%.2f", seconds)) s | \(String(format: "%.2f", cpu)) s | \(String(format: "%.0f", peak)) MB |")
             }
             if json { return }
             emit("| workload | px | batch | median time | CPU time | peak RSS |\n|---|---|---|---|---|---|")

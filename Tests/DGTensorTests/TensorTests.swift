@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import CDGKernels
 @testable import DGTensor
 
 final class TensorTests: XCTestCase {
@@ -85,6 +86,40 @@ final class TensorTests: XCTestCase {
         XCTAssertEqual(chunks.first?.lowerBound, 0)
         XCTAssertEqual(chunks.last?.upperBound, n)
         XCTAssertEqual(Parallel.chunks(10, minimumChunk: 1000), [0..<10])
+    }
+
+    /// The pool behind Parallel.run: every iteration runs exactly once, whether workers are awake
+    /// (back-to-back loops), asleep (no spin, gaps), nested, or several threads submit at once.
+    func testThreadPoolRunsEveryIterationOnce() {
+        let threads = Parallel.threads, spin = dg_spin_microseconds()
+        defer { Parallel.setThreads(threads); dg_set_spin_microseconds(spin) }
+        func check(_ label: String, loops: Int, gapMicroseconds: UInt32 = 0, nested: Bool = false) {
+            for loop in 0..<loops {
+                let n = 2 + loop % 17, inner = nested ? 3 : 1
+                let counts = UnsafeMutablePointer<Int>.allocate(capacity: n * inner)
+                counts.initialize(repeating: 0, count: n * inner)
+                defer { counts.deallocate() }
+                Parallel.run(n) { i in
+                    if nested { Parallel.run(inner) { j in counts[i * inner + j] += 1 } } else { counts[i] += 1 }
+                }
+                let wrong = (0..<(n * inner)).filter { counts[$0] != 1 }
+                if !wrong.isEmpty { XCTFail("\(label): loop \(loop), iterations \(wrong) ran \(wrong.map { counts[$0] }) times"); return }
+                if gapMicroseconds > 0 { usleep(gapMicroseconds) }
+            }
+        }
+        for t in [2, 3] {
+            Parallel.setThreads(t)
+            dg_set_spin_microseconds(200)
+            check("\(t) threads, spinning", loops: 20_000)
+            check("\(t) threads, nested", loops: 2_000, nested: true)
+            dg_set_spin_microseconds(0)
+            check("\(t) threads, sleeping between loops", loops: 300, gapMicroseconds: 200)
+            check("\(t) threads, sleeping, back to back", loops: 5_000)
+        }
+        // Four threads submitting at once: one holds the pool, the others run their loops serially.
+        Parallel.setThreads(2)
+        dg_set_spin_microseconds(200)
+        DispatchQueue.concurrentPerform(iterations: 4) { t in check("submitter \(t)", loops: 3_000) }
     }
 
     func testMappedFileIsZeroCopyAndPrivate() throws {

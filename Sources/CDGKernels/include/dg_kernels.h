@@ -58,6 +58,19 @@ int dg_has_avx512(void);
 /// the portable paths and for `GEMM.vectorized`.
 void dg_allow_avx512(int allowed);
 
+// MARK: the thread pool (pool.c)
+
+typedef void (*dg_task_fn)(void *ctx, long i);
+/// Calls fn(ctx, i) for i in 0..<iterations on up to `threads` threads (the caller's among them) and
+/// returns when every call has returned. Idle workers spin DGINSTYLE_SPIN_US microseconds (default
+/// 200) before they sleep, so a loop that follows another within that time starts at once. A call
+/// from inside a job, or while another thread's loop holds the pool, runs its iterations serially on
+/// its own thread. Callers make each iteration's work independent of which thread runs it.
+void dg_parallel_for(long iterations, long threads, dg_task_fn fn, void *ctx);
+/// Sets the spin time (microseconds; 0: sleep at once), for benchmarks of it.
+void dg_set_spin_microseconds(long us);
+long dg_spin_microseconds(void);
+
 /// Every exported function below that uses AVX-512 (the ones marked "needs AVX-512", and dg_gemm,
 /// dg_gemm_conv_t, dg_transpose) checks `dg_has_avx512()` itself on entry and, when it says 0,
 /// prints which function was called and why it may not run (CPU without AVX-512, or switched off)

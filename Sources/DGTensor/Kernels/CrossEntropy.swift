@@ -39,7 +39,7 @@ extension Kernels {
                 partialCount.withUnsafeMutableBufferPointer { pc in
                     partialWeight.withUnsafeMutableBufferPointer { pw in
                         let (tp, pl, pc, pw) = (tp, pl, pc, pw)
-                        DispatchQueue.concurrentPerform(iterations: chunks.count) { k in
+                        Parallel.run(chunks.count) { k in
                             var total = 0.0, counted = 0, weight = 0.0
                             for p in chunks[k] {
                                 let t = Int(tp[p])

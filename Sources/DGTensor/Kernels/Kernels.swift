@@ -63,13 +63,9 @@ extension Kernels {
     @discardableResult
     static func forEachChunk(_ count: Int, minimumChunk: Int, perThread: Int = 1, _ body: (Int, Range<Int>) -> Void) -> Int {
         let parts = Parallel.chunks(count, minimumChunk: max(1, minimumChunk), perThread: perThread)
-        if parts.count == 1 {
-            body(0, parts[0])
-        } else if parts.count > 1 {
-            parts.withUnsafeBufferPointer { ps in
-                let ps = ps
-                DispatchQueue.concurrentPerform(iterations: ps.count) { body($0, ps[$0]) }
-            }
+        parts.withUnsafeBufferPointer { ps in
+            let ps = ps
+            Parallel.run(ps.count) { body($0, ps[$0]) }
         }
         return parts.count
     }
