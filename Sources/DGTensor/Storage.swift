@@ -7,20 +7,19 @@ public final class TensorStorage: @unchecked Sendable {
     public let byteCount: Int
     private let owner: AnyObject?
     private let owned: Bool
+    /// Size of the pool block behind `base` (its size class; at least `byteCount`).
+    private let blockBytes: Int
 
     /// Fresh zeroed memory, 64-byte aligned for the vector kernels.
-    public init(byteCount: Int) {
-        self.byteCount = byteCount
-        base = BlockPool.shared.take(byteCount)
+    public convenience init(byteCount: Int) {
+        self.init(uninitializedByteCount: byteCount)
         base.initializeMemory(as: UInt8.self, repeating: 0, count: max(byteCount, 1))
-        owner = nil
-        owned = true
     }
 
     /// Fresh memory whose contents are undefined, for outputs a kernel overwrites entirely.
     public init(uninitializedByteCount byteCount: Int) {
         self.byteCount = byteCount
-        base = BlockPool.shared.take(byteCount)
+        (base, blockBytes) = BlockPool.shared.take(byteCount)
         owner = nil
         owned = true
     }
@@ -31,11 +30,12 @@ public final class TensorStorage: @unchecked Sendable {
         self.byteCount = byteCount
         self.owner = owner
         owned = false
+        blockBytes = 0
     }
 
     public var isBorrowed: Bool { !owned }
 
-    deinit { if owned { BlockPool.shared.give(base, byteCount) } }
+    deinit { if owned { BlockPool.shared.give(base, blockBytes) } }
 }
 
 /// Recycles large tensor buffers. A forward pass allocates and frees the same activation sizes
@@ -90,18 +90,27 @@ public final class BlockPool: @unchecked Sendable {
         return (n + step - 1) / step * step
     }
 
-    func take(_ byteCount: Int) -> UnsafeMutableRawPointer {
+    /// A block of at least `byteCount` bytes and its size: a free block of its size class, else the
+    /// smallest free block up to twice as large (its pages are resident already: a fresh block would
+    /// add its size to the process, and each size class's blocks would pile up separately), else a
+    /// new one.
+    func take(_ byteCount: Int) -> (UnsafeMutableRawPointer, Int) {
         let size = BlockPool.sizeClass(byteCount)
-        if size > BlockPool.minimumPooled, let p = locked({ () -> UnsafeMutableRawPointer? in
-            guard var list = free[size], let p = list.popLast() else { return nil }
-            free[size] = list.isEmpty ? nil : list
-            pooledBytes -= size
+        if size > BlockPool.minimumPooled, let found = locked({ () -> (UnsafeMutableRawPointer, Int)? in
+            var chosen = size
+            if free[size] == nil {
+                guard let larger = free.keys.filter({ $0 > size && $0 <= 2 * size }).min() else { return nil }
+                chosen = larger
+            }
+            guard var list = free[chosen], let p = list.popLast() else { return nil }
+            free[chosen] = list.isEmpty ? nil : list
+            pooledBytes -= chosen
             if let i = order.lastIndex(where: { $0.1 == p }) { order.remove(at: i) }
-            return p
+            return (p, chosen)
         }) {
-            return p
+            return found
         }
-        return UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+        return (UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64), size)
     }
 
     func give(_ p: UnsafeMutableRawPointer, _ byteCount: Int) {

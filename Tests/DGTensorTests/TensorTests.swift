@@ -168,4 +168,30 @@ final class BlockPoolTests: XCTestCase {
         for _ in 0..<5 { _ = Tensor(zeros: [1 << 20 + Int.random(in: 0..<(1 << 18))]) }
         XCTAssertLessThanOrEqual(pool.retainedBytes, 10 << 20)
     }
+
+    func testASmallerRequestTakesAFreeBlockUpToTwiceItsSize() {
+        let pool = BlockPool.shared
+        let saved = pool.capacity
+        defer { pool.capacity = saved }
+        pool.drain()
+        pool.capacity = 64 << 20
+        var big: UnsafeMutableRawPointer?
+        do { big = Tensor(zeros: [3 << 20]).storage.base }   // 12 MB, freed into the pool
+        let retained = pool.retainedBytes
+        XCTAssertEqual(retained, BlockPool.sizeClass(12 << 20))
+        do {
+            let t = Tensor(zeros: [2 << 20])   // 8 MB: no free block of its class; the 12 MB one fits
+            XCTAssertEqual(t.storage.base, big)
+            XCTAssertEqual(pool.retainedBytes, 0)
+            XCTAssertEqual(t.floats.count, 2 << 20)
+        }
+        // It goes back as the 12 MB block it is, where a 12 MB request finds it.
+        XCTAssertEqual(pool.retainedBytes, retained)
+        XCTAssertEqual(Tensor(zeros: [3 << 20]).storage.base, big)
+        // More than twice the request: not taken.
+        pool.drain()
+        do { big = Tensor(zeros: [3 << 20]).storage.base }
+        XCTAssertNotEqual(Tensor(zeros: [1 << 20]).storage.base, big)
+        pool.drain()
+    }
 }
