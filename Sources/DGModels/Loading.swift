@@ -20,7 +20,14 @@ extension Module {
             guard let p = parameters[canonicalParameterName(e.name, in: shapes)] else { continue }
             let t = try source.tensor(e.name)
             let target = t.dtype.isFloatingPoint ? dtype : .f32
-            p.value = t.dtype == target ? t : t.converted(to: target)
+            if t.dtype == target {
+                p.value = t
+            } else {
+                // A converted copy: the file's pages it was read from would otherwise stay resident
+                // beside it for as long as the file is open (+1.45 GB for an f32 ControlNet held in bf16).
+                p.value = t.converted(to: target)
+                source.release(e.name)
+            }
         }
         if dtype != .f32 { storeParameters(as: dtype) }
     }
