@@ -96,9 +96,20 @@ public final class ControlNetPipeline {
         }
     }
 
+    /// Whether `releaseTextEncoder` has run.
+    public private(set) var textEncoderReleased = false
+
     /// [2, 77, D]: the negative prompt's features, then the prompt's.
     public func encodeText(prompt: String, negativePrompt: String = "") -> Tensor {
-        encodePrompts([negativePrompt, prompt], tokenizer: tokenizer, textEncoder: textEncoder)
+        precondition(!textEncoderReleased, "encodeText after releaseTextEncoder")
+        return encodePrompts([negativePrompt, prompt], tokenizer: tokenizer, textEncoder: textEncoder)
+    }
+
+    /// Frees the text encoder's weights once every prompt is encoded (0.49 GB in f32 at SD 1.5
+    /// size, 0.25 GB in bf16), so that the denoising steps, where memory peaks, run without them.
+    public func releaseTextEncoder() {
+        textEncoder.releaseWeights()
+        textEncoderReleased = true
     }
 
     func denoiser(_ options: SamplingOptions) throws -> GuidedDenoiser {

@@ -35,6 +35,17 @@ public final class TensorStorage: @unchecked Sendable {
 
     public var isBorrowed: Bool { !owned }
 
+    /// For borrowed bytes of a read-only file map: gives the whole pages inside them back to the
+    /// kernel (they stay readable and are read again from the file if touched). Owned memory is
+    /// untouched: it goes back when the storage is freed.
+    public func releaseMappedPages() {
+        guard !owned, byteCount > 0 else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (Int(bitPattern: base) + page - 1) / page * page
+        let end = (Int(bitPattern: base) + byteCount) / page * page
+        if end > start { _ = madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, MADV_DONTNEED) }
+    }
+
     deinit { if owned { BlockPool.shared.give(base, blockBytes) } }
 }
 

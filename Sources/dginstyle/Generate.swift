@@ -221,6 +221,7 @@ struct Sample: ParsableCommand {
         let pipe = try ControlNetPipeline(pipeline: pipeline, controlnet: controlnet, unet: unet, unetLoRA: lora.unetLora,
                                           loraScale: lora.loraScale, dtype: sampling.dtype)
         let text = pipe.encodeText(prompt: prompt, negativePrompt: sampling.negativePrompt)
+        pipe.releaseTextEncoder()   // one prompt: its features are all the steps need
         let generator = NoiseGenerator(seed: seed)
         let ids = labelMap.map { $0.resized(width: w, height: h).ids }
         let image01: Tensor

@@ -73,6 +73,21 @@ final class PipelineTests: XCTestCase {
         XCTAssertNotEqual(a, try run(1, dpm))
     }
 
+    /// `sample` frees the text encoder after its one prompt: the weights are gone (file pages given
+    /// back) and the image is the same as with them.
+    func testReleasingTheTextEncoderKeepsTheImage() throws {
+        let own = try ControlNetPipeline(pipeline: Fixture.tinySD, controlnet: Fixture.tinyControlNet)
+        let text = own.encodeText(prompt: "a street")
+        let cond = SemanticCondition.oneHot(ids: streetLabels(), width: 128, height: 128)
+        let before = try own.generate(text: text, condition: cond, height: 128, width: 128, generator: NoiseGenerator(seed: 5), options: options()).image
+        own.releaseTextEncoder()
+        XCTAssertTrue(own.textEncoderReleased)
+        XCTAssertTrue(own.textEncoder.namedParameters().allSatisfy { $0.parameter.value == nil })
+        XCTAssertFalse(own.unet.namedParameters().contains { $0.parameter.value == nil })
+        let after = try own.generate(text: text, condition: cond, height: 128, width: 128, generator: NoiseGenerator(seed: 5), options: options()).image
+        XCTAssertEqual(before.floats, after.floats)
+    }
+
     /// Image-to-image runs only the last int(steps * strength) steps from the noised encoding.
     func testImageToImageStrength() throws {
         let text = pipe.encodeText(prompt: "a street")
