@@ -139,12 +139,19 @@ final class TensorTests: XCTestCase {
 }
 
 final class BlockPoolTests: XCTestCase {
-    func testFreedBlocksAreReusedZeroedAndCapped() {
-        let pool = BlockPool.shared
-        let saved = pool.capacity
-        defer { pool.capacity = saved }
+    let pool = BlockPool.shared
+    private var savedCapacity = 0
+
+    /// Each test starts from an empty pool of 64 MB and leaves the capacity as it found it.
+    override func setUp() {
+        savedCapacity = pool.capacity
         pool.drain()
         pool.capacity = 64 << 20
+    }
+
+    override func tearDown() { pool.capacity = savedCapacity }
+
+    func testFreedBlocksAreReusedZeroedAndCapped() {
         var first: UnsafeMutableRawPointer?
         do {
             let t = Tensor(zeros: [1 << 20])  // 4 MB: pooled
@@ -170,11 +177,6 @@ final class BlockPoolTests: XCTestCase {
     }
 
     func testASmallerRequestTakesAFreeBlockUpToTwiceItsSize() {
-        let pool = BlockPool.shared
-        let saved = pool.capacity
-        defer { pool.capacity = saved }
-        pool.drain()
-        pool.capacity = 64 << 20
         var big: UnsafeMutableRawPointer?
         do { big = Tensor(zeros: [3 << 20]).storage.base }   // 12 MB, freed into the pool
         let retained = pool.retainedBytes
