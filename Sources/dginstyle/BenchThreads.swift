@@ -24,6 +24,12 @@ extension Bench {
         @Option(help: "Loops per measurement.")
         var loops = 2000
 
+        func validate() throws {
+            guard (work + gap).allSatisfy({ $0 >= 0 && $0.isFinite }) else { throw ValidationError("--work and --gap must be microseconds >= 0") }
+            guard spin.allSatisfy({ $0 >= 0 }) else { throw ValidationError("--spin must be microseconds >= 0") }
+            guard loops > 0 else { throw ValidationError("--loops must be positive") }
+        }
+
         func run() throws {
             let threads = Parallel.threads
             guard threads > 1 else { throw ValidationError("one thread: nothing runs in parallel (DGINSTYLE_THREADS)") }
