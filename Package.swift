@@ -61,6 +61,6 @@ let package = Package(
         .testTarget(name: "DGDataTests", dependencies: ["DGBase", "DGData", "DGTensor"]),
         .testTarget(name: "DGTrainingTests", dependencies: ["DGBase", "DGTensor", "DGAutograd", "DGTraining", "DGLayers", "DGModels",
                                                           "DGDiffusion", "DGCheckpoint", "DGData", "DGEval"]),
-        .testTarget(name: "CommandTests", dependencies: ["DGBase", "DGCheckpoint", "DGEval", "dginstyle"]),
+        .testTarget(name: "CommandTests", dependencies: ["DGBase", "DGCheckpoint", "DGData", "DGEval", "dginstyle"]),
     ]
 )

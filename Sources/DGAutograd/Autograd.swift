@@ -63,6 +63,31 @@ public enum Autograd {
     }
 }
 
+/// bf16 autocast (accelerate's `--mixed_precision bf16`): while on, linear layers and convolutions
+/// read each float32 weight rounded to bf16 in their forward product, as bf16-stored weights are
+/// read (bf16 products where the CPU runs them, else the rounded weight widened back). Backward,
+/// the optimizer and everything outside those products stay float32, and the weights themselves
+/// (the f32 masters) are never rounded. Gradient checkpointing recomputes a block under the
+/// setting its forward ran with.
+public enum Autocast {
+    nonisolated(unsafe) static var bf16 = false
+
+    public static var isBF16: Bool { bf16 }
+
+    /// Evaluates `body` with bf16 autocast on or off.
+    public static func bf16<R>(_ on: Bool, _ body: () throws -> R) rethrows -> R {
+        let saved = bf16
+        bf16 = on
+        defer { bf16 = saved }
+        return try body()
+    }
+
+    /// The weight a forward product reads.
+    static func forwardWeight(_ w: Var) -> Tensor {
+        bf16 && w.value.dtype == .f32 ? w.value.converted(to: .bf16) : w.value
+    }
+}
+
 final class Node {
     let inputs: [Node?]
     var backwardFn: ((Tensor, [Bool]) -> [Tensor?])?

@@ -81,7 +81,7 @@ public func linear(_ x: Var, _ w: Var, _ b: Var?) -> Var {
     if let b { inputs.append(b) }
     let keepX: Tensor? = w.requiresGrad ? vx : nil, keepW: Tensor? = x.requiresGrad ? ws : nil   // (see conv2d)
     let xShape = vx.shape, wShape = ws.shape
-    return record("linear", Kernels.linear(vx, w.value, b?.value), inputs) { g, need in
+    return record("linear", Kernels.linear(vx, Autocast.forwardWeight(w), b?.value), inputs) { g, need in
         let r = Kernels.linearBackward(g, x: keepX ?? placeholder(xShape), w: keepW.map(widened) ?? placeholder(wShape),
                                        needInput: need[0] && keepW != nil, needWeight: need[1] && keepX != nil,
                                        needBias: need.count > 2 && need[2])
@@ -95,7 +95,7 @@ public func pointwiseToTokens(_ x: Var, _ w: Var, _ b: Var?) -> Var {
     let (vx, ws) = (x.value, w.saved)
     var inputs = [x, w]
     if let b { inputs.append(b) }
-    return record("pointwiseToTokens", Kernels.pointwiseToTokens(vx, w.value, b?.value), inputs) { g, need in
+    return record("pointwiseToTokens", Kernels.pointwiseToTokens(vx, Autocast.forwardWeight(w), b?.value), inputs) { g, need in
         let r = Kernels.pointwiseToTokensBackward(g, x: vx, w: widened(ws), needInput: need[0], needWeight: need[1],
                                                   needBias: need.count > 2 && need[2])
         return need.count > 2 ? [r.x, r.w, r.bias] : [r.x, r.w]
@@ -108,7 +108,7 @@ public func tokensToPointwise(_ t: Var, _ w: Var, _ b: Var?, height: Int, width:
     let (vt, ws) = (t.value, w.saved)
     var inputs = [t, w]
     if let b { inputs.append(b) }
-    return record("tokensToPointwise", Kernels.tokensToPointwise(vt, w.value, b?.value, height: height, width: width), inputs) { g, need in
+    return record("tokensToPointwise", Kernels.tokensToPointwise(vt, Autocast.forwardWeight(w), b?.value, height: height, width: width), inputs) { g, need in
         let r = Kernels.tokensToPointwiseBackward(g, t: vt, w: widened(ws), needInput: need[0], needWeight: need[1],
                                                   needBias: need.count > 2 && need[2])
         return need.count > 2 ? [r.t, r.w, r.bias] : [r.t, r.w]
@@ -142,7 +142,7 @@ public func conv2d(_ x: Var, _ w: Var, _ b: Var?, stride: Int = 1, padding: Int 
     // does not keep its input alive. A 16-bit weight is kept as stored and widened in backward.
     let keepX: Tensor? = w.requiresGrad ? vx : nil, keepW: Tensor? = x.requiresGrad ? ws : nil
     let xShape = vx.shape, wShape = ws.shape
-    return record("conv2d", Kernels.conv2d(vx, w.value, b?.value, stride: stride, padding: padding, paddingEnd: paddingEnd), inputs) { g, need in
+    return record("conv2d", Kernels.conv2d(vx, Autocast.forwardWeight(w), b?.value, stride: stride, padding: padding, paddingEnd: paddingEnd), inputs) { g, need in
         let r = Kernels.conv2dBackward(g, x: keepX ?? placeholder(xShape), w: keepW.map(widened) ?? placeholder(wShape),
                                        stride: stride, padding: padding, paddingEnd: paddingEnd,
                                        needInput: need[0] && keepW != nil, needWeight: need[1] && keepX != nil,

@@ -50,6 +50,9 @@ public struct TrainingOptions: Sendable, RunOptions {
     public var frozenDType: DType = .f32
     /// UNet training: LoRA adapters learn and the whole UNet is frozen; nil: every weight learns.
     public var lora: LoRASettings?
+    /// bf16 autocast of the linear layers' and convolutions' forward products (`Autocast`);
+    /// gradients, weights and optimizer state stay float32.
+    public var mixedPrecisionBF16 = false
 
     public init(learningRate: Double, schedule: LRSchedule) {
         self.learningRate = learningRate
@@ -88,6 +91,7 @@ public struct TrainingOptions: Sendable, RunOptions {
             "adam_epsilon": .double(Double(adamEpsilon)), "adam_weight_decay": .double(Double(weightDecay)),
             "frozen_dtype": .string(frozenDType.name),
             "lora": lora.map { ["rank": .int($0.rank), "alpha": .double(Double($0.alpha)), "targets": .string($0.targets.rawValue)] } ?? .null,
+            "mixed_precision": .string(mixedPrecisionBF16 ? "bf16" : "no"),
         ]
     }
 
@@ -96,8 +100,10 @@ public struct TrainingOptions: Sendable, RunOptions {
         var free: Set<String> = ["gradient_checkpointing"]
         if !schedule.dependsOnTotal { free.insert("max_train_steps") }
         var out: [String] = []
+        // Checkpoints written before an option existed ran with its default.
+        let defaults: [String: JSON] = ["mixed_precision": "no"]
         for (key, value) in json.objectPairs ?? [] where !free.contains(key) {
-            let old = stored[key] ?? .null
+            let old = stored[key] ?? defaults[key] ?? .null
             if old != value { out.append("\(key) \(old.compact) -> \(value.compact)") }
         }
         return out
@@ -367,6 +373,7 @@ public final class DiffusionUpdate {
     public let trainableParameters: [(name: String, parameter: Parameter)]
     let gradientCheckpointing: Bool
     let maxGradNorm: Float?
+    let mixedPrecisionBF16: Bool
 
     public init(unet: UNet2DConditionModel, controlnet: ControlNetModel?, options: TrainingOptions) throws {
         self.unet = unet
@@ -386,10 +393,15 @@ public final class DiffusionUpdate {
                           weightDecay: options.weightDecay)
         gradientCheckpointing = options.gradientCheckpointing
         maxGradNorm = options.maxGradNorm
+        mixedPrecisionBF16 = options.mixedPrecisionBF16
     }
 
     /// The loss graph of one micro-batch.
     public func loss(_ inputs: DiffusionInputs) -> Var {
+        Autocast.bf16(mixedPrecisionBF16) { lossGraph(inputs) }
+    }
+
+    func lossGraph(_ inputs: DiffusionInputs) -> Var {
         let gc = gradientCheckpointing
         let text = Var(inputs.text), sample = Var(inputs.noisy)
         var control: ControlResiduals?

@@ -59,7 +59,7 @@ public final class VAETrainer: ComponentTrainer {
         for a in 0..<accumulation {
             let batch = try source.next(options.batchSize)
             let firstSample = (step * accumulation + a) * options.batchSize
-            let (loss, rec, kl, sd) = try lossGraph(batch.pixels, firstSample: firstSample)
+            let (loss, rec, kl, sd) = try Autocast.bf16(options.mixedPrecisionBF16) { try lossGraph(batch.pixels, firstSample: firstSample) }
             let value = loss.value.floats[0]
             guard value.isFinite else {
                 optimizer.zeroGrad()

@@ -18,6 +18,10 @@ enum ReportTo: String, ExpressibleByArgument, CaseIterable {
     case tensorboard, none
 }
 
+enum MixedPrecision: String, ExpressibleByArgument, CaseIterable {
+    case no, bf16
+}
+
 struct TrainingArguments: ParsableArguments {
     @Option(help: "Stable Diffusion pipeline: a diffusers folder, an LDM single file or a native file.")
     var pipeline: String
@@ -72,6 +76,10 @@ struct TrainingArguments: ParsableArguments {
 
     @Option(help: "Storage of the frozen networks' weights: f32, or bf16 / f16 to halve their memory.")
     var frozenDtype: DType = .f32
+
+    @Option(help: ArgumentHelp("no, or bf16: linear layers and convolutions read their weights rounded to bf16 in the forward pass (accelerate's --mixed_precision bf16); gradients, weights and AdamW state stay f32.",
+                               discussion: "The products run in bf16 (vdpbf16ps, activations rounded too) where the CPU has AVX512-BF16 and DGINSTYLE_BF16 selects them (auto: where measured faster), else in f32 on the rounded weights."))
+    var mixedPrecision: MixedPrecision = .no
 
     @Option(help: "Seed of the noise, the timesteps and the data sampler.")
     var seed: UInt64 = 0
@@ -133,6 +141,7 @@ struct TrainingArguments: ParsableArguments {
         o.adamEpsilon = adamEpsilon
         o.weightDecay = adamWeightDecay
         o.frozenDType = frozenDtype
+        o.mixedPrecisionBF16 = mixedPrecision == .bf16
         return o
     }
 

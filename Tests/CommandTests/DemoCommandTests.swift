@@ -1,4 +1,5 @@
 import DGBase
+import DGData
 import DGEval
 import Foundation
 import XCTest
@@ -100,6 +101,37 @@ final class DemoCommandTests: XCTestCase, CommandRunning {
         r = try run(["measure", "style", "--photo", dir + "/photo", "--game", dir + "/nothing", "--images", dir + "/photo"])
         XCTAssertEqual(r.status, 1)
         XCTAssertTrue(r.stderr.contains("nothing: no such folder"), r.stderr)
+    }
+
+    /// `measure vae` writes each image as the VAE reconstructs it beside its unchanged label, and
+    /// reports the error those files have; a folder without labelled images is a one-line error.
+    func testMeasureVAEWritesADatasetOfReconstructions() throws {
+        let dir = scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var r = try run(["synth", "--out", dir + "/photo", "--count", "3", "--size", "128x64", "--style", "photo", "--seed", "4"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        r = try run(["measure", "vae", "--pipeline", Self.tiny + "/tiny-sd", "--data", dir + "/photo", "--out", dir + "/vae", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let o = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        XCTAssertEqual(o["count"] as? Int, 3)
+        var absSum = 0.0, squaredSum = 0.0, count = 0.0
+        for name in ["00001.png", "00002.png", "00003.png"] {
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(dir)/vae/labels/\(name)")),
+                           try Data(contentsOf: URL(fileURLWithPath: "\(dir)/photo/labels/\(name)")))
+            let original = try PNG.read("\(dir)/photo/images/\(name)").rgb(), rebuilt = try PNG.read("\(dir)/vae/images/\(name)").rgb()
+            XCTAssertEqual([rebuilt.width, rebuilt.height], [128, 64])
+            XCTAssertNotEqual(rebuilt.pixels, original.pixels)
+            for (a, b) in zip(original.pixels, rebuilt.pixels) {
+                absSum += abs(Double(a) - Double(b)); squaredSum += (Double(a) - Double(b)) * (Double(a) - Double(b)); count += 1
+            }
+        }
+        XCTAssertEqual(o["mean_abs_error"] as! Double, absSum / count, accuracy: 1e-5)
+        XCTAssertEqual(o["psnr_db"] as! Double, 10 * log10(255 * 255 / (squaredSum / count)), accuracy: 1e-5)
+
+        r = try run(["measure", "vae", "--pipeline", Self.tiny + "/tiny-sd", "--data", dir + "/nothing", "--out", dir + "/vae2"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.contains("nothing") && r.stderr.split(separator: "\n").count == 1, r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/vae2"))
     }
 
     /// `measure report` turns results.json into the three claims' tables, and says which

@@ -145,6 +145,52 @@ final class AutogradTests: XCTestCase {
         XCTAssertEqual(b.grad!.floats, gb)
         XCTAssertEqual(ckInput!.floats, plainInput!.floats)
     }
+
+    /// bf16 autocast: linear layers and convolutions read their weights rounded to bf16 (exactly
+    /// what a bf16-stored weight gives) while the weights stay f32, and backward is the f32
+    /// backward (for a loss linear in the outputs, the same gradients as without autocast). A
+    /// checkpointed block, whose backward runs after autocast was left, recomputes under it.
+    func testAutocastRoundsWeightsInTheForwardProductsOnly() {
+        let w = Parameter([6, 5]), b = Parameter([6]), cw = Parameter([3, 2, 3, 3])
+        w.value = random([6, 5])
+        b.value = random([6])
+        cw.value = random([3, 2, 3, 3])
+        let x = random([2, 4, 5]), image = random([1, 2, 5, 5])
+        let r = random([2, 4, 6])
+        let weights = (w.value!.floats, cw.value!.floats)
+        func run(autocast: Bool, checkpoint: Bool = false, square: Bool = false) -> [[Float]] {
+            w.grad = nil
+            b.grad = nil
+            cw.grad = nil
+            var gx: Tensor?
+            // Squared, through a SiLU: a backward that depends on the forward's values.
+            let body: ([Var]) -> [Var] = { xs in
+                let y = linear(xs[0], w.v, b.v)
+                return [square ? silu(y) : y, conv2d(Var(image), cw.v, nil, padding: 1)]
+            }
+            let (out, loss) = Autocast.bf16(autocast) {
+                let leaf = Var.leaf(x) { gx = $0 }
+                let out = checkpoint ? checkpointed([leaf], body) : body([leaf])
+                return (out, square ? sum(out[0] * out[0]) + sum(out[1] * out[1]) : sum(out[0] * Var(r)) + sum(out[1]))
+            }
+            XCTAssertFalse(Autocast.isBF16)
+            Autograd.backward(loss)
+            return [out[0].value.floats, out[1].value.floats, w.grad!.floats, b.grad!.floats, cw.grad!.floats, gx!.floats]
+        }
+        let plain = run(autocast: false), cast = run(autocast: true)
+        XCTAssertEqual(plain[0], Kernels.linear(x, w.value!, b.value).floats)
+        XCTAssertEqual(cast[0], Kernels.linear(x, w.value!.converted(to: .bf16), b.value).floats)
+        XCTAssertEqual(cast[1], Kernels.conv2d(image, cw.value!.converted(to: .bf16), nil, stride: 1, padding: 1).floats)
+        XCTAssertNotEqual(cast[0], plain[0])
+        XCTAssertNotEqual(cast[1], plain[1])
+        XCTAssertEqual(Array(cast[2...]), Array(plain[2...]))
+        XCTAssertEqual(w.value!.floats, weights.0)
+        XCTAssertEqual(cw.value!.floats, weights.1)
+
+        let squared = run(autocast: true, square: true), recomputed = run(autocast: true, checkpoint: true, square: true)
+        XCTAssertEqual(recomputed, squared)
+        XCTAssertNotEqual(squared[2], run(autocast: false, square: true)[2])
+    }
 }
 
 extension Tensor {

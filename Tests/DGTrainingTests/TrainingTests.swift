@@ -238,6 +238,33 @@ final class RunTests: XCTestCase {
     /// N updates straight equal N/2, a checkpoint, a fresh process state (new models, new
     /// trainer, new source) resumed from it, and N/2 more: bit for bit, with accumulation,
     /// clipping, a decaying schedule and a stateful sampler in play.
+    /// --mixed-precision bf16: the ControlNet's forward reads its weights rounded to bf16 (a loss
+    /// near, not equal to, the f32 one), its weights and AdamW state stay f32, the setting is part
+    /// of the run's options (a resume may not switch it), and checkpoints from before the option
+    /// existed resume as the f32 runs they were.
+    func testMixedPrecisionBF16() throws {
+        var o = Tiny.options()
+        o.mixedPrecisionBF16 = true
+        let t = try Tiny.controlNetTrainer(o, fixtureControlNet: true)
+        let reference = try Tiny.controlNetTrainer(Tiny.options(), fixtureControlNet: true)
+        let probe = try InMemoryBatchSource(Tiny.samples(), seed: 5).next(2)
+        let lCast = try t.evaluateLoss(probe, firstSample: 0), l32 = try reference.evaluateLoss(probe, firstSample: 0)
+        XCTAssertNotEqual(lCast, l32)
+        XCTAssertEqual(lCast, l32, accuracy: 0.02 * l32)
+        let r = try t.trainStep()
+        XCTAssertTrue(r.loss.isFinite)
+        XCTAssertTrue(t.controlnet!.namedParameters().allSatisfy { $0.parameter.value!.dtype == .f32 })
+        XCTAssertTrue(t.optimizer.firstMoments.allSatisfy { $0 == nil || $0!.dtype == .f32 })
+        XCTAssertFalse(Autocast.isBF16)
+
+        XCTAssertEqual(o.json["mixed_precision"]?.string, "bf16")
+        XCTAssertEqual(o.conflicts(with: Tiny.options().json), ["mixed_precision \"no\" -> \"bf16\""])
+        var old = Tiny.options().json
+        old = .object((old.objectPairs ?? []).filter { $0.0 != "mixed_precision" })
+        XCTAssertEqual(Tiny.options().conflicts(with: old), [])
+        XCTAssertFalse(o.conflicts(with: old).isEmpty)
+    }
+
     func testResumeIsBitExact() throws {
         let dir = Tiny.scratch()
         defer { try? FileManager.default.removeItem(atPath: dir) }
