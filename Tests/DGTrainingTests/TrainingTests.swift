@@ -171,21 +171,48 @@ final class TrainerTests: XCTestCase {
         }
     }
 
+    /// A trainer with these options on the fixture ControlNet, after checking that its loss on a
+    /// fixed probe is near the f32 trainer's but not equal (the weights are read rounded).
+    func trainerWithALossNearF32(_ o: TrainingOptions, file: StaticString = #filePath, line: UInt = #line) throws -> DiffusionTrainer {
+        let t = try Tiny.controlNetTrainer(o, fixtureControlNet: true)
+        let reference = try Tiny.controlNetTrainer(Tiny.options(), fixtureControlNet: true)
+        let probe = try InMemoryBatchSource(Tiny.samples(), seed: 5).next(2)
+        let l16 = try t.evaluateLoss(probe, firstSample: 0), l32 = try reference.evaluateLoss(probe, firstSample: 0)
+        XCTAssertNotEqual(l16, l32, file: file, line: line)
+        XCTAssertEqual(l16, l32, accuracy: 0.02 * l32, file: file, line: line)
+        let r = try t.trainStep()
+        XCTAssertTrue(r.loss.isFinite, file: file, line: line)
+        return t
+    }
+
     func testBF16FrozenWeights() throws {
         var o = Tiny.options()
         o.frozenDType = .bf16
-        let t = try Tiny.controlNetTrainer(o, fixtureControlNet: true)
+        let t = try trainerWithALossNearF32(o)
         for model in [t.unet as Module, t.vae, t.textEncoder] {
             XCTAssertTrue(model.namedParameters().allSatisfy { $0.parameter.value!.dtype == .bf16 })
         }
         XCTAssertTrue(t.controlnet!.namedParameters().allSatisfy { $0.parameter.value!.dtype == .f32 })
-        let reference = try Tiny.controlNetTrainer(Tiny.options(), fixtureControlNet: true)
-        let probe = try InMemoryBatchSource(Tiny.samples(), seed: 5).next(2)
-        let l16 = try t.evaluateLoss(probe, firstSample: 0), l32 = try reference.evaluateLoss(probe, firstSample: 0)
-        XCTAssertNotEqual(l16, l32)
-        XCTAssertEqual(l16, l32, accuracy: 0.02 * l32)
-        let r = try t.trainStep()
-        XCTAssertTrue(r.loss.isFinite)
+    }
+
+    /// --mixed-precision bf16: the forward reads the weights rounded to bf16 (a loss near, not
+    /// equal to, the f32 one), the ControlNet's weights and AdamW state stay f32, the setting is
+    /// part of the run's options (a resume may not switch it), and checkpoints from before the
+    /// option existed resume as the f32 runs they were.
+    func testMixedPrecisionBF16() throws {
+        var o = Tiny.options()
+        o.mixedPrecisionBF16 = true
+        let t = try trainerWithALossNearF32(o)
+        XCTAssertTrue(t.controlnet!.namedParameters().allSatisfy { $0.parameter.value!.dtype == .f32 })
+        XCTAssertTrue(t.optimizer.firstMoments.allSatisfy { $0 == nil || $0!.dtype == .f32 })
+        XCTAssertFalse(Autocast.isBF16)
+
+        XCTAssertEqual(o.json["mixed_precision"]?.string, "bf16")
+        XCTAssertEqual(o.conflicts(with: Tiny.options().json), ["mixed_precision \"no\" -> \"bf16\""])
+        var old = Tiny.options().json
+        old = .object((old.objectPairs ?? []).filter { $0.0 != "mixed_precision" })
+        XCTAssertEqual(Tiny.options().conflicts(with: old), [])
+        XCTAssertFalse(o.conflicts(with: old).isEmpty)
     }
 
     func testBadBatchesAreRefused() throws {
@@ -238,33 +265,6 @@ final class RunTests: XCTestCase {
     /// N updates straight equal N/2, a checkpoint, a fresh process state (new models, new
     /// trainer, new source) resumed from it, and N/2 more: bit for bit, with accumulation,
     /// clipping, a decaying schedule and a stateful sampler in play.
-    /// --mixed-precision bf16: the ControlNet's forward reads its weights rounded to bf16 (a loss
-    /// near, not equal to, the f32 one), its weights and AdamW state stay f32, the setting is part
-    /// of the run's options (a resume may not switch it), and checkpoints from before the option
-    /// existed resume as the f32 runs they were.
-    func testMixedPrecisionBF16() throws {
-        var o = Tiny.options()
-        o.mixedPrecisionBF16 = true
-        let t = try Tiny.controlNetTrainer(o, fixtureControlNet: true)
-        let reference = try Tiny.controlNetTrainer(Tiny.options(), fixtureControlNet: true)
-        let probe = try InMemoryBatchSource(Tiny.samples(), seed: 5).next(2)
-        let lCast = try t.evaluateLoss(probe, firstSample: 0), l32 = try reference.evaluateLoss(probe, firstSample: 0)
-        XCTAssertNotEqual(lCast, l32)
-        XCTAssertEqual(lCast, l32, accuracy: 0.02 * l32)
-        let r = try t.trainStep()
-        XCTAssertTrue(r.loss.isFinite)
-        XCTAssertTrue(t.controlnet!.namedParameters().allSatisfy { $0.parameter.value!.dtype == .f32 })
-        XCTAssertTrue(t.optimizer.firstMoments.allSatisfy { $0 == nil || $0!.dtype == .f32 })
-        XCTAssertFalse(Autocast.isBF16)
-
-        XCTAssertEqual(o.json["mixed_precision"]?.string, "bf16")
-        XCTAssertEqual(o.conflicts(with: Tiny.options().json), ["mixed_precision \"no\" -> \"bf16\""])
-        var old = Tiny.options().json
-        old = .object((old.objectPairs ?? []).filter { $0.0 != "mixed_precision" })
-        XCTAssertEqual(Tiny.options().conflicts(with: old), [])
-        XCTAssertFalse(o.conflicts(with: old).isEmpty)
-    }
-
     func testResumeIsBitExact() throws {
         let dir = Tiny.scratch()
         defer { try? FileManager.default.removeItem(atPath: dir) }
