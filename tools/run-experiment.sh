@@ -220,6 +220,10 @@ if [ "$RUN2" = 1 ]; then
   # claim is about (IoU 0 for all seven on photo renders after 600 steps).
   phase train_oracle train oracle "$JUDGE_STEPS" 1 "$OUT/data/photo-oracle" -- --balance-classes
   phase eval_oracle evaluate oracle "$OUT/data/photo-test" "$OUT/measure/oracle-photo-test.json"
+  # The same renders through the pipeline's VAE: what the judge can see at best in generated images.
+  cached "$OUT/data/photo-test-vae" --in "$OUT/data/photo-test" --in "$PIPELINE" -- \
+    dg measure vae --pipeline "$PIPELINE" --data "$OUT/data/photo-test" --out "$OUT/data/photo-test-vae" --seed 1 --quiet
+  evaluate oracle "$OUT/data/photo-test-vae" "$OUT/measure/oracle-photo-test-vae.json"
   # Per-image matrices: the report's bootstrap intervals over images.
   for g in $GEN_SEEDS; do
     for v in b-style-swap c-style-swap-mrlf c-style-swap-mrlf-next; do
@@ -300,7 +304,7 @@ list() {  # list FILE...: a JSON list of the existing files' contents
     next+=("$OUT/measure/oracle-$g-c-style-swap-mrlf-next.json")
   done
   if [ "$RUN2" = 1 ]; then
-    echo "  \"mrlf\": {\"oracle\": $(json_or_null "$OUT/measure/oracle-photo-test.json"), \"gen_seeds\": \"$GEN_SEEDS\", \"without\": $(list "${without[@]}"), \"with\": $(list "${with[@]}"), \"with_next\": $(list "${next[@]}")},"
+    echo "  \"mrlf\": {\"oracle\": $(json_or_null "$OUT/measure/oracle-photo-test.json"), \"oracle_vae\": $(json_or_null "$OUT/measure/oracle-photo-test-vae.json"), \"gen_seeds\": \"$GEN_SEEDS\", \"without\": $(list "${without[@]}"), \"with\": $(list "${with[@]}"), \"with_next\": $(list "${next[@]}")},"
   fi
   rows=""
   for key in source a b c photometric; do

@@ -195,7 +195,18 @@ public enum ExperimentReport {
                 md += "\nMRLF's anchor noise, next timestep - t-1 (the reference's level), small classes: "
                     + String(format: "%+.3f, 95%% bootstrap interval [%+.3f, %+.3f] over the %d images.", d, lo, hi, n) + "\n"
             }
-            if let o = m["oracle"] { md += "\nThe judging segmenter's own mIoU on held-out photo renders: \(f(o["miou"]?.double)).\n" }
+            if let o = m["oracle"]?["miou"]?.double {
+                md += "\nThe judging segmenter's own mIoU on held-out photo renders: \(f(o))"
+                // How close generated images come to the domain they imitate, and how close the VAE lets them.
+                if let b = miou(without), o > 0 {
+                    md += "; on Style-Swapped images (b) \(f(b)), " + String(format: "%.0f%%", 100 * b / o) + " of it"
+                }
+                if let v = m["oracle_vae"]?["miou"]?.double, o > 0 {
+                    md += "; on the same photo renders through the pipeline's VAE (encode, decode: the ceiling of generated images) "
+                        + "\(f(v)), " + String(format: "%.0f%%", 100 * v / o) + " of it"
+                }
+                md += ".\n"
+            }
             md += "\n"
         } else {
             md += "Not run.\n\n"

@@ -174,6 +174,9 @@ struct MeasureVAE: ParsableCommand {
     @Flag(help: "Print one JSON object.")
     var json = false
 
+    @Flag(help: "No progress bar.")
+    var quiet = false
+
     func run() throws {
         let vae = try VAERoundTrip.loadVAE(pipeline)
         let samples = try Dataset.scan(root: data, split: "train").complete()
@@ -181,7 +184,7 @@ struct MeasureVAE: ParsableCommand {
         let fm = FileManager.default
         for sub in ["images", "labels"] { try fm.createDirectory(atPath: "\(out)/\(sub)", withIntermediateDirectories: true) }
         var absSum = 0.0, squaredSum = 0.0, count = 0
-        let bar = ProgressBar("measure vae", total: Double(samples.count), unit: "img")
+        let bar = ProgressBar("measure vae", total: Double(samples.count), unit: "img", enabled: !quiet)
         for (i, sample) in samples.enumerated() {
             let image = try PNG.read(sample.imagePath).rgb()
             let rebuilt = try VAERoundTrip.roundTrip(image, vae: vae, file: sample.imagePath, seed: seed &+ UInt64(i))
@@ -219,7 +222,7 @@ struct MeasureReport: ParsableCommand {
         discussion: """
         RESULTS is the JSON object run-experiment.sh assembles: "settings", "style" (a `measure style --json` \
         output), "masks" (name -> `measure masks --json` output), "mrlf" ("oracle": a `segment eval --json` \
-        output; "without", "with" and optionally "with_next" (MRLF with the anchor at the next timestep): one \
+        output, optionally "oracle_vae": the same on the test renders through the VAE (`measure vae`); "without", "with" and optionally "with_next" (MRLF with the anchor at the next timestep): one \
         `segment eval --json --per-image` output each, or a list of them, one per generation seed) and \
         "ablation" ("rows": a list of {"name": source, photometric, a, b or c, "runs": [{"seg_seed", \
         optionally "gen_seed", "eval": a `segment eval --json --per-image` output}]}, each row compared with \
