@@ -26,9 +26,6 @@ open class Module {
 
     public var parameterCount: Int { namedParameters().reduce(0) { $0 + $1.parameter.count } }
 
-    /// Stores every floating-point parameter as `dtype` (bf16: the weights the bf16 products read
-    /// as they are; values change only by that rounding). A parameter held in 16 bits is frozen
-    /// (`Parameter.v`: only float32 parameters train).
     /// Drops every parameter's value, for a model that has done its work in a process that goes
     /// on (the text encoder of a one-prompt `sample`): owned weights are freed, and the pages of
     /// weights viewed in a file map are given back. The model cannot run afterwards.
@@ -39,6 +36,9 @@ open class Module {
         }
     }
 
+    /// Stores every floating-point parameter as `dtype` (bf16: the weights the bf16 products read
+    /// as they are; values change only by that rounding). A parameter held in 16 bits is frozen
+    /// (`Parameter.v`: only float32 parameters train).
     public func storeParameters(as dtype: DType) {
         for (_, p) in namedParameters() {
             guard let v = p.value, v.dtype.isFloatingPoint else { continue }

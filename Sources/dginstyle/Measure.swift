@@ -153,8 +153,9 @@ struct MeasureVAE: ParsableCommand {
         abstract: "The VAE's ceiling: a labelled dataset through a pipeline's VAE, written as a dataset with the same labels.",
         discussion: """
         Every image of --data (GTA5 or Cityscapes layout) is encoded, a latent is drawn from the posterior \
-        (item i with seed --seed + i) and decoded, as every generated image is; the reconstructions go to \
-        OUT/images with the labels copied to OUT/labels under the same names. Generated images cannot be \
+        (item i with seed --seed + i) and decoded, as every generated image is; OUT is a GTA5-layout dataset \
+        of the reconstructions (OUT/images/NAME.png) and the unchanged labels (OUT/labels/NAME_labelTrainIds.png \
+        for train-id labels, OUT/labels/NAME.png for label ids). Generated images cannot be \
         better than what the VAE keeps, so a segmenter's score on OUT (`segment eval --data OUT`) bounds its \
         score on generated data. Prints the mean absolute error (0-255 scale) and PSNR over all images.
         """)
@@ -168,6 +169,9 @@ struct MeasureVAE: ParsableCommand {
     @Option(help: "Output folder (images/ and labels/).")
     var out: String
 
+    @Option(help: "Split of a Cityscapes-layout folder.")
+    var split = "val"
+
     @Option(help: "Seed of the posterior samples.")
     var seed: UInt64 = 0
 
@@ -179,7 +183,7 @@ struct MeasureVAE: ParsableCommand {
 
     func run() throws {
         let vae = try VAERoundTrip.loadVAE(pipeline)
-        let samples = try Dataset.scan(root: data, split: "train").complete()
+        let samples = try Dataset.scan(root: data, split: split).complete()
         guard !samples.isEmpty else { throw FileError(data, "holds no labelled images") }
         let fm = FileManager.default
         for sub in ["images", "labels"] { try fm.createDirectory(atPath: "\(out)/\(sub)", withIntermediateDirectories: true) }
@@ -194,12 +198,11 @@ struct MeasureVAE: ParsableCommand {
                 squaredSum += d * d
             }
             count += image.pixels.count
-            let name = URL(fileURLWithPath: sample.imagePath).lastPathComponent
-            try PNG.write(rebuilt, to: "\(out)/images/\(name)")
-            let labelName = URL(fileURLWithPath: sample.labelPath).lastPathComponent
-            let labelOut = "\(out)/labels/\(labelName)"
-            if fm.fileExists(atPath: labelOut) { try fm.removeItem(atPath: labelOut) }
-            try fm.copyItem(atPath: sample.labelPath, toPath: labelOut)
+            // Named by the image, so that the pair holds in the GTA5 layout whatever layout it came from.
+            let stem = URL(fileURLWithPath: sample.imagePath).deletingPathExtension().lastPathComponent
+            guard let label = fm.contents(atPath: sample.labelPath) else { throw FileError(sample.labelPath, "cannot read") }
+            try writeFileAtomically("\(out)/labels/\(stem)" + (sample.labelsAreTrainIds ? "_labelTrainIds.png" : ".png"), Array(label))
+            try PNG.write(rebuilt, to: "\(out)/images/\(stem).png")
             bar.update(Double(i + 1))
         }
         bar.finish()

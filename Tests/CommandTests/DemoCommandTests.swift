@@ -128,6 +128,20 @@ final class DemoCommandTests: XCTestCase, CommandRunning {
         XCTAssertEqual(o["mean_abs_error"] as! Double, absSum / count, accuracy: 1e-5)
         XCTAssertEqual(o["psnr_db"] as! Double, 10 * log10(255 * 255 / (squaredSum / count)), accuracy: 1e-5)
 
+        // A Cityscapes-layout folder (as released: leftImg8bit/ + gtFine/ per split and city) comes out in
+        // the GTA5 layout, each label named by its image so that the pairs hold.
+        let fm = FileManager.default
+        for sub in ["leftImg8bit/val/aachen", "gtFine/val/aachen"] { try fm.createDirectory(atPath: "\(dir)/cs/\(sub)", withIntermediateDirectories: true) }
+        try fm.copyItem(atPath: dir + "/photo/images/00001.png", toPath: dir + "/cs/leftImg8bit/val/aachen/aachen_000001_000019_leftImg8bit.png")
+        try fm.copyItem(atPath: dir + "/photo/labels/00001.png", toPath: dir + "/cs/gtFine/val/aachen/aachen_000001_000019_gtFine_labelTrainIds.png")
+        r = try run(["measure", "vae", "--pipeline", Self.tiny + "/tiny-sd", "--data", dir + "/cs", "--out", dir + "/cs-vae", "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "/cs-vae/labels/aachen_000001_000019_leftImg8bit_labelTrainIds.png")),
+                       try Data(contentsOf: URL(fileURLWithPath: dir + "/photo/labels/00001.png")))
+        r = try run(["measure", "masks", "--images", dir + "/cs-vae", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual((try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any])["count"] as? Int, 1)
+
         r = try run(["measure", "vae", "--pipeline", Self.tiny + "/tiny-sd", "--data", dir + "/nothing", "--out", dir + "/vae2"])
         XCTAssertEqual(r.status, 1)
         XCTAssertTrue(r.stderr.contains("nothing") && r.stderr.split(separator: "\n").count == 1, r.stderr)
