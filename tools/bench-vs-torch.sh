@@ -5,7 +5,8 @@
 # the UNet's shapes against OpenBLAS's best on this machine; then checkpoint conversion against cp.
 # Makes a local venv with torch + diffusers the first time (never needed by CI or tests).
 # Usage: tools/bench-vs-torch.sh [WORKLOAD...]   e.g. "unet:256:1" (workload:resolution:batch[:ckpt][:bf16];
-# bf16: our weights, or a training step's frozen UNet, in bf16, against PyTorch's f32)
+# bf16: our weights, or a training step's frozen UNet, in bf16, against PyTorch's f32 and, for a
+# forward, also against PyTorch's bf16 autocast)
 # SKIP="generation sgemm convert" leaves sections out; RUNS=N sets the timed runs per workload.
 # BENCH_DIR=DIR is the conversion benchmark's scratch folder (default /tmp/dginstyle-bench, ~18 GB).
 set -euo pipefail
@@ -43,11 +44,17 @@ for w in "${workloads[@]}"; do
         esac
     done
     ours=$($bin bench model "$name" --resolution "$res" --batch "$batch" --runs "$runs" $flag $dtype --json)
-    theirs=$("$venv/bin/python" tools/bench_torch.py "$name" --resolution "$res" --batch "$batch" --runs "$runs" $flag)
-    a=$(echo "$ours" | field seconds); b=$(echo "$theirs" | field seconds)
-    ma=$(echo "$ours" | field peak_rss_mb); mb=$(echo "$theirs" | field peak_rss_mb)
-    printf "| %s%s | %s | %s | %.2f s | %.2f s | %.2f | %.0f MB | %.0f MB | %.2f |\n" "$name" "${note:+ ($note)}" "$res" "$batch" "$a" "$b" \
-        "$(echo "$a / $b" | bc -l)" "$ma" "$mb" "$(echo "$ma / $mb" | bc -l)"
+    a=$(echo "$ours" | field seconds); ma=$(echo "$ours" | field peak_rss_mb)
+    row() {  # row NOTE [bench_torch.py arguments]: PyTorch's side of the workload, and the row
+        local note="$1"; shift
+        theirs=$("$venv/bin/python" tools/bench_torch.py "$name" --resolution "$res" --batch "$batch" --runs "$runs" $flag "$@")
+        b=$(echo "$theirs" | field seconds); mb=$(echo "$theirs" | field peak_rss_mb)
+        printf "| %s%s | %s | %s | %.2f s | %.2f s | %.2f | %.0f MB | %.0f MB | %.2f |\n" "$name" "${note:+ ($note)}" "$res" "$batch" "$a" "$b" \
+            "$(echo "$a / $b" | bc -l)" "$ma" "$mb" "$(echo "$ma / $mb" | bc -l)"
+    }
+    row "$note"
+    # A bf16 forward is compared twice: with PyTorch's f32 and with its bf16 autocast (issue 19's two goals).
+    if [ -n "$dtype" ] && [[ $name != *train-step ]]; then row "${note/PyTorch f32/PyTorch bf16 autocast}" --dtype autocast; fi
 done
 
 if [[ $skip != *" generation "* ]]; then
