@@ -12,7 +12,7 @@ venv=${DGINSTYLE_TORCH_VENV:-.venv-torch}
 mkdir -p "$dir"
 # DGINSTYLE_BIN: an already built binary (skips the build).
 bin=${DGINSTYLE_BIN:-}
-if [ -z "$bin" ]; then swift build -c release --product dginstyle >/dev/null; bin=.build/release/dginstyle; fi
+if [ -z "$bin" ]; then bin=$(tools/build.sh); fi
 export DGINSTYLE_NO_PROGRESS=1
 st=$dir/sd15-synthetic.safetensors
 src=$dir/sd15-synthetic.ckpt

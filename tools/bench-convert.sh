@@ -7,8 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-/tmp/dginstyle-bench}
 mkdir -p "$dir"
-swift build -c release --product dginstyle >/dev/null
-bin=.build/release/dginstyle
+bin=$(tools/build.sh)
 export DGINSTYLE_NO_PROGRESS=1
 src=$dir/sd15-synthetic.safetensors
 [ -f "$src" ] || $bin bench make-checkpoint --manifest Tests/Fixtures/sd15-manifest.json "$src"

@@ -16,8 +16,7 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q torch diffusers peft
 fi
-swift build -c release --product dginstyle >/dev/null
-bin=.build/release/dginstyle
+bin=$(tools/build.sh)
 export DGINSTYLE_NO_PROGRESS=1
 runs=${RUNS:-3}
 skip=" ${SKIP:-} "

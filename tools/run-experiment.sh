@@ -28,7 +28,7 @@ usage: tools/run-experiment.sh [--quick] [--out DIR] [--seeds "1 2 3"] [--gen-se
   --claims C     which claims to run (default "1 2 3"; 2 and 3 need `dginstyle segment`)
   --pipeline, --unet-source, --controlnet
                  the models (default: the shipped weights/tiny-*.dginstyle)
-  --bin PATH     a built dginstyle binary (default: swift build -c release, then its binary)
+  --bin PATH     a built dginstyle binary (default: tools/build.sh, then its binary)
 Sizes can be changed with environment variables: N_REF, N_SRC, N_GEN, N_ORACLE, N_TEST, GEN_STEPS,
 RESOLUTION, SEG_STEPS, JUDGE_STEPS, SIZE, MRLF_STRIDE (see docs/EXPERIMENT.md).
 EOF
@@ -81,8 +81,7 @@ for f in "$PIPELINE" "$UNET_SOURCE" "$CONTROLNET"; do
   [ -e "$f" ] || { echo "run-experiment.sh: $f: not found (the recipes in recipes/ make the shipped models)" >&2; exit 1; }
 done
 if [ -z "$BIN" ]; then
-  swift build -c release --product dginstyle >&2
-  BIN="$(swift build -c release --show-bin-path)/dginstyle"
+  BIN="$(tools/build.sh)"
 fi
 [ -x "$BIN" ] || { echo "run-experiment.sh: $BIN is not an executable" >&2; exit 1; }
 mkdir -p "$OUT"

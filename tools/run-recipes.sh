@@ -5,8 +5,8 @@
 # steps are skipped and training resumes from its newest checkpoint. Log: runs/recipes/run.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --product dginstyle >/dev/null
+bin=$(tools/build.sh)
 mkdir -p runs/recipes
 for r in tiny-vae tiny-base-unet tiny-source-unet tiny-controlnet; do
-    .build/release/dginstyle recipe "recipes/$r.json" "$@" || exit 1
+    "$bin" recipe "recipes/$r.json" "$@" || exit 1
 done 2>&1 | tee -a runs/recipes/run.log

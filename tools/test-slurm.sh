@@ -12,7 +12,7 @@ tiny=$root/Tests/Fixtures/sd-tiny
 start=$(date +%s)
 say() { echo "test-slurm [$(( $(date +%s) - start ))s]: $*"; }
 fail() { echo "test-slurm: FAIL: $*" >&2; exit 1; }
-[ -x "$bin" ] || fail "$bin: build dginstyle first (swift build -c release)"
+[ -x "$bin" ] || fail "$bin: build dginstyle first (tools/build.sh)"
 [ "$(id -u)" -eq 0 ] || fail "run as root (the Slurm and munge daemons of the test cluster)"
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
     say "installing slurm-wlm munge"
