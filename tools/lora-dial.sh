@@ -50,4 +50,34 @@ print("|---|---|---|---|---|")
 for s in style["sets"]:
     m = json.load(open(f"{out}/measure/masks-{s['name']}.json"))
     print(f"| {s['name']} | {s['mean_p_photo']:.3f} | {s['photo_share']:.3f} | {s['photo_closeness']:.3f} | {m['mean']:.3f} ({m['median']:.3f}) |")
+# The plot of docs/EXPERIMENT.md: P(photo) and mask R² against s, the full U^S as squares at s = 1.
+scales = [0, 0.25, 0.5, 0.75, 1]
+series = {}
+for name in ["lora-" + str(v) for v in scales] + ["full-us"]:
+    st = next(x for x in style["sets"] if x["name"] == name)
+    series[name] = (st["mean_p_photo"], json.load(open(f"{out}/measure/masks-{name}.json"))["mean"])
+values = [v for pair in series.values() for v in pair]
+lo, hi = int(min(values) * 10) / 10, int(max(values) * 10 + 1) / 10
+X = lambda v: 60 + 310 * v
+Y = lambda v: 250 - 220 * (v - lo) / (hi - lo)
+svg = ['<svg xmlns="http://www.w3.org/2000/svg" width="520" height="300" font-family="sans-serif" font-size="12">',
+       '<rect width="520" height="300" fill="white"/>',
+       '<text x="180.0" y="18" font-size="13">Style Swap as a dial (rank-16 LoRA U^S)</text>']
+tick = lo
+while tick <= hi + 1e-9:
+    svg.append(f'<line x1="60" x2="370" y1="{Y(tick):.1f}" y2="{Y(tick):.1f}" stroke="#ddd"/><text x="30" y="{Y(tick) + 4:.1f}">{tick:.1f}</text>')
+    tick += 0.1
+for v in scales:
+    svg.append(f'<text x="{X(v) - 8:.1f}" y="268">{v:g}</text>')
+svg.append('<text x="155.0" y="288">LoRA scale s (0 = Style Swap)</text>')
+for i, colour in [(0, "#1f77b4"), (1, "#d62728")]:
+    pts = [(X(v), Y(series["lora-" + str(v)][i])) for v in scales]
+    svg.append('<polyline points="' + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts) + f'" fill="none" stroke="{colour}" stroke-width="2"/>')
+    svg += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>' for x, y in pts]
+    svg.append(f'<rect x="376.0" y="{Y(series["full-us"][i]) - 4:.1f}" width="8" height="8" fill="none" stroke="{colour}" stroke-width="2"/>')
+svg += ['<line x1="395" x2="415" y1="40" y2="40" stroke="#1f77b4" stroke-width="2"/><text x="420" y="44">mean P(photo)</text>',
+        '<line x1="395" x2="415" y1="58" y2="58" stroke="#d62728" stroke-width="2"/><text x="420" y="62">mask R² (mean)</text>',
+        '<rect x="401" y="72" width="8" height="8" fill="none" stroke="#555" stroke-width="2"/><text x="420" y="80">full U^S</text>', '</svg>']
+open(f"{out}/lora-dial.svg", "w").write("\n".join(svg) + "\n")
+print(f"plot: {out}/lora-dial.svg")
 PY
