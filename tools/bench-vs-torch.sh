@@ -25,6 +25,13 @@ workloads=("$@")
     controlnet-train-step:256:1:ckpt unet-train-step:256:1 lora-train-step:256:1 unet-train-step:512:1 lora-train-step:512:1 \
     vae-encode:512:1 vae-decode:512:1)
 field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
+row() {  # row NOTE [bench_torch.py arguments]: PyTorch's side of the current workload, and its table row
+    local note="$1"; shift
+    theirs=$("$venv/bin/python" tools/bench_torch.py "$name" --resolution "$res" --batch "$batch" --runs "$runs" $flag "$@")
+    b=$(echo "$theirs" | field seconds); mb=$(echo "$theirs" | field peak_rss_mb)
+    printf "| %s%s | %s | %s | %.2f s | %.2f s | %.2f | %.0f MB | %.0f MB | %.2f |\n" "$name" "${note:+ ($note)}" "$res" "$batch" "$a" "$b" \
+        "$(echo "$a / $b" | bc -l)" "$ma" "$mb" "$(echo "$ma / $mb" | bc -l)"
+}
 echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u '+%F %H:%M') UTC; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "median of $runs runs after a warm-up; torch $("$venv/bin/python" -c 'import torch; print(torch.__version__, "threads", torch.get_num_threads())')"
 echo
@@ -44,13 +51,6 @@ for w in "${workloads[@]}"; do
     done
     ours=$($bin bench model "$name" --resolution "$res" --batch "$batch" --runs "$runs" $flag $dtype --json)
     a=$(echo "$ours" | field seconds); ma=$(echo "$ours" | field peak_rss_mb)
-    row() {  # row NOTE [bench_torch.py arguments]: PyTorch's side of the workload, and the row
-        local note="$1"; shift
-        theirs=$("$venv/bin/python" tools/bench_torch.py "$name" --resolution "$res" --batch "$batch" --runs "$runs" $flag "$@")
-        b=$(echo "$theirs" | field seconds); mb=$(echo "$theirs" | field peak_rss_mb)
-        printf "| %s%s | %s | %s | %.2f s | %.2f s | %.2f | %.0f MB | %.0f MB | %.2f |\n" "$name" "${note:+ ($note)}" "$res" "$batch" "$a" "$b" \
-            "$(echo "$a / $b" | bc -l)" "$ma" "$mb" "$(echo "$ma / $mb" | bc -l)"
-    }
     row "$note"
     # A bf16 forward is compared twice: with PyTorch's f32 and with its bf16 autocast (issue 19's two goals).
     if [ -n "$dtype" ] && [[ $name != *train-step ]]; then row "${note/PyTorch f32/PyTorch bf16 autocast}" --dtype autocast; fi

@@ -9,7 +9,7 @@
 #                                  LoRA U^S instead of extracting one)
 set -euo pipefail
 OUT=${1:-out/lora-dial}
-BIN=${BIN:-.build/release/dginstyle}
+BIN=${BIN:-$("$(dirname "$0")/build.sh")}
 : "${N_REF:=32}" "${N_SRC:=16}" "${GEN_STEPS:=10}" "${RANK:=16}" "${TARGETS:=all}" "${RESOLUTION:=128}" "${SIZE:=256x128}"
 PIPELINE=weights/tiny-sd.dginstyle UNET_SOURCE=weights/tiny-unet-source.dginstyle CONTROLNET=weights/tiny-controlnet.dginstyle
 mkdir -p "$OUT/gen" "$OUT/measure"
@@ -47,15 +47,13 @@ c = style["classifier"]
 print(f"classifier held-out accuracy {c['held_out_accuracy']}, reference gap {c['reference_gap']}")
 print("| set | mean P(photo) | share photo | photo closeness | mask R² mean (median) |")
 print("|---|---|---|---|---|")
+series = {}  # set name -> (mean P(photo), mean mask R²), for the plot
 for s in style["sets"]:
     m = json.load(open(f"{out}/measure/masks-{s['name']}.json"))
+    series[s["name"]] = (s["mean_p_photo"], m["mean"])
     print(f"| {s['name']} | {s['mean_p_photo']:.3f} | {s['photo_share']:.3f} | {s['photo_closeness']:.3f} | {m['mean']:.3f} ({m['median']:.3f}) |")
 # The plot of docs/EXPERIMENT.md: P(photo) and mask R² against s, the full U^S as squares at s = 1.
 scales = [0, 0.25, 0.5, 0.75, 1]
-series = {}
-for name in ["lora-" + str(v) for v in scales] + ["full-us"]:
-    st = next(x for x in style["sets"] if x["name"] == name)
-    series[name] = (st["mean_p_photo"], json.load(open(f"{out}/measure/masks-{name}.json"))["mean"])
 values = [v for pair in series.values() for v in pair]
 lo, hi = int(min(values) * 10) / 10, int(max(values) * 10 + 1) / 10
 X = lambda v: 60 + 310 * v
