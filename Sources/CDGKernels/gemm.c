@@ -753,22 +753,23 @@ TGT static float max_row(const float *row, long n) {
 
 #include <math.h>
 
-// Attention for up to 32 queries of one head, computed transposed: S^T = K Q^T [keys, 32] comes out
-// of the product already in the packed-panel layout the second product reads, the softmax runs down
-// its columns (16 queries per vector, no horizontal reductions), and O^T = V^T P^T reads V in place.
-// No packing of K or V, and full-width tiles whatever the head size.
-TGT static void attention_panel_avx512(long keys, long d, long dv, float scale, const float *q, long ldq, long nq,
-                                       const float *k, long ldk, const float *v, long ldv, float *out, long ldo, float *lse,
-                                       int causal, long qpos0, float *scratch) {
-    float *st = scratch, *qt = st + keys * 32, *ot = qt + d * 32;
-    if (causal && qpos0 + nq < keys) keys = qpos0 + nq;   // later keys are masked for every query here
-    dg_bsource qs = { 0 };
-    qs.kind = DG_B_MATRIX; qs.b = q; qs.rs = 1; qs.cs = ldq;
-    dg_pack(&qs, d, 0, nq, 32, qt);                                   // Q^T [d, 32], zero-padded
-    dg_bsource qp = { 0 };
-    qp.kind = DG_B_PACKED; qp.b = qt; qp.rs = 32; qp.cs = d;
-    gemm(keys, 32, d, scale, k, ldk, 1, 0, &qp, 0, 0, st, 32, 0, 0);  // S^T [keys, 32]
-    float inverse[32];
+// Two vectors of positive finite f32 rounded to bf16 (to nearest even, as vcvtne2ps2bf16; no NaN or
+// denormal to care for) as pairs: lane l = lo[l] | hi[l] << 16. Integer AVX-512F only.
+TGT static inline __m512i positive_pairs(__m512 lo, __m512 hi) {
+    const __m512i half = _mm512_set1_epi32(0x7FFF), one = _mm512_set1_epi32(1);
+    __m512i a = _mm512_castps_si512(lo), b = _mm512_castps_si512(hi);
+    a = _mm512_add_epi32(a, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(a, 16), one)));
+    b = _mm512_add_epi32(b, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(b, 16), one)));
+    return _mm512_or_si512(_mm512_srli_epi32(a, 16), _mm512_and_si512(b, _mm512_set1_epi32((int)0xFFFF0000u)));
+}
+
+// The softmax of a transposed score panel st [keys, 32] (query j in column j), down its columns, 16
+// queries per vector (no horizontal reductions): exp(s - max) (0 where causal masks it) into st, or
+// where `pairs` is given, into pairs as the bf16 product's packed B (rows 2 pp and 2 pp + 1 rounded
+// to bf16 as one row of 32 pairs; past keys 0); lse[j] the log-sum-exp for j < nq, inverse[j] 1 / sum
+// of the f32 exponentials.
+TGT static void panel_softmax(float *st, long keys, long nq, int causal, long qpos0, float *lse, float *inverse,
+                              unsigned *pairs) {
     for (long half = 0; half < 2; half++) {
         float *col = st + half * 16;
         // Keys each lane's query sees: all, or 0...qpos0 + j (causal).
@@ -784,11 +785,21 @@ TGT static void attention_panel_avx512(long keys, long d, long dv, float scale, 
         for (long r0 = 0; r0 < keys; r0 += 512) {
             long end = keys - r0 < 512 ? keys : r0 + 512;
             __m512 acc = _mm512_setzero_ps();
-            for (long r = r0; r < end; r++) {
+            for (long r = r0; r < end; r += pairs ? 2 : 1) {
                 __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(col + r * 32), m));
                 if (causal) e = _mm512_maskz_mov_ps(_mm512_cmp_epi32_mask(_mm512_set1_epi32((int)r), qpos, _MM_CMPINT_LE), e);
-                _mm512_storeu_ps(col + r * 32, e);
                 acc = _mm512_add_ps(acc, e);
+                if (!pairs) {
+                    _mm512_storeu_ps(col + r * 32, e);
+                    continue;
+                }
+                __m512 e1 = _mm512_setzero_ps();   // r0 is even, so pairs never straddle two runs
+                if (r + 1 < end) {
+                    e1 = exp512(_mm512_sub_ps(_mm512_loadu_ps(col + (r + 1) * 32), m));
+                    if (causal) e1 = _mm512_maskz_mov_ps(_mm512_cmp_epi32_mask(_mm512_set1_epi32((int)(r + 1)), qpos, _MM_CMPINT_LE), e1);
+                    acc = _mm512_add_ps(acc, e1);
+                }
+                _mm512_storeu_si512(pairs + r / 2 * 32 + half * 16, positive_pairs(e, e1));
             }
             float l[16];
             _mm512_storeu_ps(l, acc);
@@ -802,16 +813,39 @@ TGT static void attention_panel_avx512(long keys, long d, long dv, float scale, 
             inverse[j] = (float)(1 / total[i]);
         }
     }
-    dg_bsource pp = { 0 };
-    pp.kind = DG_B_PACKED; pp.b = st; pp.rs = 32; pp.cs = keys;
-    gemm(dv, 32, keys, 1, v, 1, ldv, 0, &pp, 0, 0, ot, 32, 0, 0);     // O^T [dv, 32]
-    // Each query's 1/sum scales a column of O^T; 16 x 16 register transposes then write the rows.
+}
+
+// Each query's 1/sum scales a column of O^T [dv, 32]; 16 x 16 register transposes then write the rows.
+TGT static void panel_output(float *ot, long dv, long nq, const float *inverse, float *out, long ldo) {
     __m512 f0 = _mm512_loadu_ps(inverse), f1 = _mm512_loadu_ps(inverse + 16);
     for (long t = 0; t < dv; t++) {
         _mm512_storeu_ps(ot + t * 32, _mm512_mul_ps(_mm512_loadu_ps(ot + t * 32), f0));
         _mm512_storeu_ps(ot + t * 32 + 16, _mm512_mul_ps(_mm512_loadu_ps(ot + t * 32 + 16), f1));
     }
     transpose_avx512(ot, dv, nq, 32, out, ldo);
+}
+
+// Attention for up to 32 queries of one head, computed transposed: S^T = K Q^T [keys, 32] comes out
+// of the product already in the packed-panel layout the second product reads, the softmax runs down
+// its columns, and O^T = V^T P^T reads V in place. No packing of K or V, and full-width tiles
+// whatever the head size.
+TGT static void attention_panel_avx512(long keys, long d, long dv, float scale, const float *q, long ldq, long nq,
+                                       const float *k, long ldk, const float *v, long ldv, float *out, long ldo, float *lse,
+                                       int causal, long qpos0, float *scratch) {
+    float *st = scratch, *qt = st + keys * 32, *ot = qt + d * 32;
+    if (causal && qpos0 + nq < keys) keys = qpos0 + nq;   // later keys are masked for every query here
+    dg_bsource qs = { 0 };
+    qs.kind = DG_B_MATRIX; qs.b = q; qs.rs = 1; qs.cs = ldq;
+    dg_pack(&qs, d, 0, nq, 32, qt);                                   // Q^T [d, 32], zero-padded
+    dg_bsource qp = { 0 };
+    qp.kind = DG_B_PACKED; qp.b = qt; qp.rs = 32; qp.cs = d;
+    gemm(keys, 32, d, scale, k, ldk, 1, 0, &qp, 0, 0, st, 32, 0, 0);  // S^T [keys, 32]
+    float inverse[32];
+    panel_softmax(st, keys, nq, causal, qpos0, lse, inverse, 0);
+    dg_bsource pp = { 0 };
+    pp.kind = DG_B_PACKED; pp.b = st; pp.rs = 32; pp.cs = keys;
+    gemm(dv, 32, keys, 1, v, 1, ldv, 0, &pp, 0, 0, ot, 32, 0, 0);     // O^T [dv, 32]
+    panel_output(ot, dv, nq, inverse, out, ldo);
 }
 
 TGT static void attention_probabilities_avx512(long rows, long keys, float *s, long ld, const float *lse, int causal, long qpos0) {
@@ -1085,7 +1119,10 @@ TGTBF static void gemm_bf16(long m, long n, long k, float alpha, const void *a, 
                             const float *rowBias, const float *colBias) {
     if (m <= 0 || n <= 0) return;
     if (k <= 0) { gemm(m, n, k, alpha, 0, 1, 1, 0, b, j0, beta, c, ldc, rowBias, colBias); return; }   // C = beta C + biases
-    long nr = dg_panel_width(n), MR = nr == 16 ? 24 : 12;
+    // DG_B_PACKED (internal: the attention's P^T): bf16 pairs as pack_b_bf16 lays them out, panels of
+    // width rs over all cs = k rows.
+    int prepacked = b->kind == DG_B_PACKED;
+    long nr = prepacked ? b->rs : dg_panel_width(n), MR = nr == 16 ? 24 : 12;
     const btile_fn(*tiles)[2] = nr == 16 ? btiles16 : btiles32;
     long ncMax = n < DG_NC ? (n + nr - 1) / nr * nr : DG_NC;
     long kcMax = k < DG_KC_BF16 ? k : DG_KC_BF16, kpMax = (kcMax + 1) / 2;
@@ -1093,8 +1130,9 @@ TGTBF static void gemm_bf16(long m, long n, long k, float alpha, const void *a, 
     // A bf16 row-major A (a weight) is read in place, as pairs; with k even no pair runs past a row.
     // Rows a multiple of 2 KB apart are packed, as in the f32 product (they would share L1 sets).
     int inPlace = aBF16 && aks == 1 && k % 2 == 0 && !(MR > 12 && m > 12 && (ars * 2) % 2048 == 0);
-    size_t bWords = (size_t)(kpMax * ncMax), tmpWords = (size_t)(kcMax * nr), aWords = inPlace ? 0 : (size_t)(kpMax * mcMax);
-    float *buffer = workspace(bWords + tmpWords + aWords);
+    size_t bWords = prepacked ? 0 : (size_t)(kpMax * ncMax), tmpWords = prepacked ? 0 : (size_t)(kcMax * nr);
+    size_t aWords = inPlace ? 0 : (size_t)(kpMax * mcMax);
+    float *buffer = workspace(bWords + tmpWords + aWords + 1);   // + 1: never empty, so never NULL
     if (!buffer) abort();
     unsigned *packed = (unsigned *)buffer, *apack = (unsigned *)(buffer + bWords + tmpWords);
     float *tmp = buffer + bWords;
@@ -1104,12 +1142,13 @@ TGTBF static void gemm_bf16(long m, long n, long k, float alpha, const void *a, 
         for (long p0 = 0; p0 < k; p0 += DG_KC_BF16) {
             long kc = k - p0 < DG_KC_BF16 ? k - p0 : DG_KC_BF16, kp = (kc + 1) / 2;
             int first = p0 == 0;
-            pack_b_bf16(b, p0, kc, j0 + jc, nc, nr, packed, tmp);
+            if (!prepacked) pack_b_bf16(b, p0, kc, j0 + jc, nc, nr, packed, tmp);
             for (long i0 = 0; i0 < m; i0 += DG_MC) {
                 long mc = m - i0 < DG_MC ? m - i0 : DG_MC;
                 if (!inPlace) pack_a_bf16(a, aBF16, ars, aks, i0, mc, p0, kc, MR, apack);
                 for (long q = 0; q < panels; q++) {
-                    const unsigned *bq = packed + q * kp * nr;
+                    const unsigned *bq = prepacked ? (const unsigned *)b->b + (((j0 + jc) / nr + q) * ((b->cs + 1) / 2) + p0 / 2) * nr
+                                                   : packed + q * kp * nr;
                     long jq = jc + q * nr, cols = nc - q * nr < nr ? nc - q * nr : nr;
                     for (long i = i0; i < i0 + mc; i += MR) {
                         long mr = i0 + mc - i < MR ? i0 + mc - i : MR;
@@ -1121,6 +1160,73 @@ TGTBF static void gemm_bf16(long m, long n, long k, float alpha, const void *a, 
             }
         }
     }
+}
+
+// MARK: attention in bf16
+
+TGTBF static void round_row(const float *x, dg_bf16 *y, long n) {
+    for (long j = 0; j < n; j += 16) {
+        __mmask16 mk = tail_mask(n - j);
+        _mm256_mask_storeu_epi16(y + j, mk, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mk, x + j)));
+    }
+}
+
+// Rounded once per head rather than once per panel of 32 queries: K as bf16 rows and V transposed, the
+// A operands both products then read in place (V^T with an even row length, so no pair runs past a row).
+TGTBF static void attention_bf16_operands(long keys, long d, long dv, const float *k, long ldk, const float *v, long ldv,
+                                          dg_bf16 *kb, dg_bf16 *vt, float *scratch) {
+    for (long r = 0; r < keys; r++) round_row(k + r * ldk, kb + r * d, d);
+    if (!vt) return;
+    long ldvt = (keys + 1) / 2 * 2;
+    transpose_avx512(v, keys, dv, ldv, scratch, ldvt);
+    for (long t = 0; t < dv; t++) {
+        if (keys < ldvt) scratch[t * ldvt + keys] = 0;
+        round_row(scratch + t * ldvt, vt + t * ldvt, ldvt);
+    }
+}
+
+// attention_panel_avx512 with both products through vdpbf16ps: Q, K, V and the probabilities rounded to
+// bf16 at the products' inputs (as PyTorch's bf16 autocast rounds them), the scores, the softmax and
+// the output's 1/sum in f32.
+TGTBF static void attention_panel_bf16(long keys, long d, long dv, float scale, const float *q, long ldq, long nq,
+                                       const dg_bf16 *kb, const dg_bf16 *vt, float *out, long ldo, float *lse,
+                                       int causal, long qpos0, float *scratch) {
+    long ldvt = (keys + 1) / 2 * 2;
+    float *st = scratch, *ot = st + keys * 32;
+    unsigned *pt = (unsigned *)(ot + dv * 32);
+    if (causal && qpos0 + nq < keys) keys = qpos0 + nq;
+    // The product writes nq columns; the softmax reads all 32 (their results are not used).
+    if (nq < 32) memset(st, 0, (size_t)keys * 32 * sizeof(float));
+    dg_bsource qs = { 0 };
+    qs.kind = DG_B_MATRIX; qs.b = q; qs.rs = 1; qs.cs = ldq;
+    gemm_bf16(keys, nq, d, scale, kb, 1, d, 1, &qs, 0, 0, st, 32, 0, 0);          // S^T [keys, 32]
+    float inverse[32];
+    panel_softmax(st, keys, nq, causal, qpos0, lse, inverse, pt);                  // P^T as bf16 pairs
+    long keys2 = (keys + 1) / 2 * 2;   // even: V^T is read in place as pairs (its padding and P^T's are 0)
+    dg_bsource ps = { 0 };
+    ps.kind = DG_B_PACKED; ps.b = (const float *)pt; ps.rs = 32; ps.cs = keys2;
+    gemm_bf16(dv, 32, keys2, 1, vt, 1, ldvt, 1, &ps, 0, 0, ot, 32, 0, 0);          // O^T [dv, 32]
+    panel_output(ot, dv, nq, inverse, out, ldo);
+}
+
+static void require_bf16(const char *who) {
+    if (!dg_has_avx512_bf16()) {
+        fprintf(stderr, "dginstyle: %s needs the bf16 products (dg_has_avx512_bf16)\n", who);
+        abort();
+    }
+}
+
+void dg_attention_bf16_operands(long keys, long d, long dv, const float *k, long ldk, const float *v, long ldv,
+                                unsigned short *kb, unsigned short *vt, float *scratch) {
+    require_bf16(__func__);
+    attention_bf16_operands(keys, d, dv, k, ldk, v, ldv, kb, vt, scratch);
+}
+
+void dg_attention_panel_bf16(long keys, long d, long dv, float scale, const float *q, long ldq, long nq,
+                             const unsigned short *kb, const unsigned short *vt, float *out, long ldo, float *lse,
+                             int causal, long qpos0, float *scratch) {
+    require_bf16(__func__);
+    attention_panel_bf16(keys, d, dv, scale, q, ldq, nq, kb, vt, out, ldo, lse, causal, qpos0, scratch);
 }
 
 void dg_gemm_bf16(long m, long n, long k, float alpha, const void *a, int a_bf16, long ars, long aks,
@@ -1204,6 +1310,18 @@ void dg_attention_panel(long keys, long d, long dv, float scale, const float *q,
                         const float *k, long ldk, const float *v, long ldv, float *out, long ldo, float *lse,
                         int causal, long qpos0, float *scratch) {
     (void)keys; (void)d; (void)dv; (void)scale; (void)q; (void)ldq; (void)nq; (void)k; (void)ldk; (void)v; (void)ldv;
+    (void)out; (void)ldo; (void)lse; (void)causal; (void)qpos0; (void)scratch;
+    dg_refuse_avx512(__func__);
+}
+void dg_attention_bf16_operands(long keys, long d, long dv, const float *k, long ldk, const float *v, long ldv,
+                                unsigned short *kb, unsigned short *vt, float *scratch) {
+    (void)keys; (void)d; (void)dv; (void)k; (void)ldk; (void)v; (void)ldv; (void)kb; (void)vt; (void)scratch;
+    dg_refuse_avx512(__func__);
+}
+void dg_attention_panel_bf16(long keys, long d, long dv, float scale, const float *q, long ldq, long nq,
+                             const unsigned short *kb, const unsigned short *vt, float *out, long ldo, float *lse,
+                             int causal, long qpos0, float *scratch) {
+    (void)keys; (void)d; (void)dv; (void)scale; (void)q; (void)ldq; (void)nq; (void)kb; (void)vt;
     (void)out; (void)ldo; (void)lse; (void)causal; (void)qpos0; (void)scratch;
     dg_refuse_avx512(__func__);
 }

@@ -14,6 +14,10 @@ public final class Linear: Module {
     /// alpha / rank (PEFT's `scaling`), times a merge scale.
     public internal(set) var loraScale: Float = 0
 
+    /// Whether the weight is stored in bf16 (frozen): its products run in bf16 where the CPU's pay, and
+    /// the attention fed by such projections follows suit.
+    public var bf16: Bool { weight.value?.dtype == .bf16 }
+
     public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true) {
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures

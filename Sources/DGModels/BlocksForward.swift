@@ -63,7 +63,7 @@ extension Attention {
     /// Token attention: x [B, L, query_dim], context [B, Lc, cross_attention_dim] (nil: self-attention).
     public func callAsFunction(_ x: Var, context: Var? = nil) -> Var {
         let ctx = context ?? x
-        let h = attention(to_q(x), to_k(ctx), to_v(ctx), heads: heads, scale: scale)
+        let h = attention(to_q(x), to_k(ctx), to_v(ctx), heads: heads, scale: scale, bf16: to_q.bf16)
         return to_out[1].asDropout(out_proj(h))
     }
 
@@ -74,7 +74,7 @@ extension Attention {
         // Projections straight from the image layout to tokens and back (no transposed copies).
         let q = pointwiseToTokens(n, to_q.weight.v, to_q.bias?.v), k = pointwiseToTokens(n, to_k.weight.v, to_k.bias?.v)
         let v = pointwiseToTokens(n, to_v.weight.v, to_v.bias?.v)
-        var h = attention(q, k, v, heads: heads, scale: scale)
+        var h = attention(q, k, v, heads: heads, scale: scale, bf16: to_q.bf16)
         h = tokensToPointwise(h, out_proj.weight.v, out_proj.bias?.v, height: hh, width: ww)
         if residual_connection { h = h + x }
         return rescale_output_factor == 1 ? h : h * (1 / rescale_output_factor)

@@ -154,7 +154,7 @@ extension CLIPTextModel {
             let a = layer.self_attn
             let x = layer.layer_norm1(h)
             let q = a.q_proj(x), k = a.k_proj(x), v = a.v_proj(x)
-            h = h + a.out_proj(attention(q, k, v, heads: a.num_heads, scale: a.scale, causal: true))
+            h = h + a.out_proj(attention(q, k, v, heads: a.num_heads, scale: a.scale, causal: true, bf16: a.q_proj.bf16))
             let m = layer.mlp
             h = h + m.fc2(activate(m.fc1(layer.layer_norm2(h)), m.hidden_act == .quickGELU ? .quickGELU : .geluErf))
         }

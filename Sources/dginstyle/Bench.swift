@@ -303,11 +303,12 @@ extension Bench {
                     let l = side * side, d = c / 8
                     add("\(res) px self-attention \(c)ch L=\(l)", l, l, d, extra: [("what", .string("attention")), ("resolution", .int(res))],
                         shape: "\(l)x\(l)x\(d) (QK^T)") { dtype in
-                        guard dtype == .f32 else { return nil }   // attention has no weights: f32 only
+                        // bf16: both products in bf16, as after projections with bf16 weights.
                         let q = randomWeights([1, l, c], seed: 6, std: 1), k = randomWeights([1, l, c], seed: 7, std: 1)
                         let v = randomWeights([1, l, c], seed: 8, std: 1)
                         return gflops(4.0 * Double(l) * Double(l) * Double(c)) {
-                            _ = Kernels.attention(q: q, k: k, v: v, heads: 8, scale: 1 / Float(d).squareRoot(), causal: false)
+                            _ = Kernels.attention(q: q, k: k, v: v, heads: 8, scale: 1 / Float(d).squareRoot(), causal: false,
+                                                  bf16: dtype == .bf16)
                         }
                     }
                 }
@@ -329,7 +330,7 @@ extension Bench {
             emit("bf16 weights: \(chosen ? "vdpbf16ps products" : "widened to f32, f32 products") (\(ProcessInfo.processInfo.environment["DGINSTYLE_BF16"].map { "DGINSTYLE_BF16=\($0)" } ?? "auto")); multiply-adds per cycle here: vdpbf16ps \(String(format: "%.1f", rates.bf16)), vfmadd231ps \(String(format: "%.1f", rates.f32))")
             emit(measuredBF16 ? "bf16 columns: the vdpbf16ps product (\(GEMM.bf16Blocking)), the weight stored in bf16, activations rounded at the input"
                               : "bf16 columns: - (no AVX512-BF16 on this CPU, or AVX-512 off)")
-            emit("| product | m x n x k | our sgemm | conv / attention kernel | kernel vs our sgemm | OpenBLAS at this shape | our sgemm vs OpenBLAS's best | our bf16 GEMM | bf16 vs f32 GEMM | conv kernel, bf16 weights | vs f32 kernel |")
+            emit("| product | m x n x k | our sgemm | conv / attention kernel | kernel vs our sgemm | OpenBLAS at this shape | our sgemm vs OpenBLAS's best | our bf16 GEMM | bf16 vs f32 GEMM | conv / attention kernel in bf16 | vs f32 kernel |")
             emit("|---|---|---|---|---|---|---|---|---|---|---|")
             emit(rows.joined(separator: "\n"))
         }

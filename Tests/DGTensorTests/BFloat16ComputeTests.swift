@@ -155,4 +155,117 @@ extension KernelTests {
             XCTAssertTrue(a.floats == e.floats, "layer \(i) with bf16 weights, bf16 kernel off: not the f32 result")
         }
     }
+    /// Attention with both products in bf16: against the reference over q, k, v rounded to bf16 and
+    /// the unnormalised probabilities exp(s - max) rounded to bf16 (as the kernel rounds them at the
+    /// second product's input), scores, softmax sums and log-sum-exp exact. The kernel's f32 scores
+    /// and exponentials can round an exponential to the other neighbouring bf16 value where the
+    /// reference's lies within ~1e-6 of a rounding boundary; each such flip moves one output by at most
+    /// 2^-8 e_j / sum(e) |v_j| <= 2^-8 max |v|, hence atol 2^-8 max |v| for the output (an error in a
+    /// key's pairing or a lost row is of the order of max |v|). With the bf16 products off: the f32
+    /// attention, bit for bit.
+    func testBF16AttentionAgainstReference() throws {
+        // (B, heads, Lq, Lk, D, Dv, causal): odd key counts (a padded pair), a last panel of fewer than
+        // 32 queries and of at most 16 (16-wide tiles), several k blocks of 512 keys, causal.
+        let cases: [(Int, Int, Int, Int, Int, Int, Bool)] = [
+            (2, 3, 40, 33, 8, 5, false), (1, 4, 50, 50, 6, 6, true), (2, 2, 20, 77, 16, 16, false),
+            (1, 2, 70, 1100, 40, 40, false), (1, 1, 13, 13, 7, 3, true),
+        ]
+        func rounded(_ x: [Double]) -> [Double] { x.map(bf16Rounded) }
+        func reference(_ q: [Double], _ k: [Double], _ v: [Double], _ c: (Int, Int, Int, Int, Int, Int, Bool), scale: Double)
+            -> (out: [Double], lse: [Double]) {
+            let (b, heads, lq, lk, d, dv, causal) = c
+            var out = [Double](repeating: 0, count: b * lq * heads * dv), lse = [Double](repeating: 0, count: b * heads * lq)
+            for bi in 0..<b { for h in 0..<heads { for i in 0..<lq {
+                let n = causal ? min(lk, i + 1) : lk
+                var s = [Double](repeating: 0, count: n)
+                for j in 0..<n {
+                    var acc = 0.0
+                    for t in 0..<d { acc += q[(bi * lq + i) * heads * d + h * d + t] * k[(bi * lk + j) * heads * d + h * d + t] }
+                    s[j] = acc * scale
+                }
+                let m = s.max()!, e = s.map { Foundation.exp($0 - m) }, total = e.reduce(0, +)
+                lse[(bi * heads + h) * lq + i] = m + Foundation.log(total)
+                for j in 0..<n {
+                    let p = bf16Rounded(e[j]) / total
+                    for t in 0..<dv { out[(bi * lq + i) * heads * dv + h * dv + t] += p * v[(bi * lk + j) * heads * dv + h * dv + t] }
+                }
+            } } }
+            return (out, lse)
+        }
+        let scale = 0.4
+        var samples: [(KernelSample, KernelSample, KernelSample)] = []
+        try withBF16Kernel {
+            for (ci, c) in cases.enumerated() {
+                let (b, heads, lq, lk, d, dv, causal) = c
+                let q = random([b, lq, heads * d]), k = random([b, lk, heads * d]), v = random([b, lk, heads * dv])
+                samples.append((q, k, v))
+                let ref = reference(rounded(q.d), rounded(k.d), rounded(v.d), c, scale: scale)
+                var outs: [[Float]] = []
+                for threads in [1, 2] {
+                    let (out, lse) = withThreads(threads) {
+                        Kernels.attention(q: q.t, k: k.t, v: v.t, heads: heads, scale: Float(scale), causal: causal, bf16: true)
+                    }
+                    let maxV = v.d.map(abs).max()!
+                    assertClose(out, ref.out, rtol: 0, atol: maxV / 256, "bf16 attention case \(ci) threads \(threads)")
+                    assertClose(lse, ref.lse, rtol: 1e-5, atol: 1e-5, "bf16 attention lse case \(ci) threads \(threads)")
+                    outs.append(out.floats + lse.floats)
+                }
+                XCTAssertTrue(outs[0] == outs[1], "bf16 attention case \(ci): thread count changed the output")
+                // Not merely the f32 attention: the rounding shows (far above f32's own error).
+                let f32 = Kernels.attention(q: q.t, k: k.t, v: v.t, heads: heads, scale: Float(scale), causal: causal).out.floats
+                XCTAssertGreaterThan(zip(f32, outs[0]).map { abs($0 - $1) }.max()!, 1e-4, "bf16 attention case \(ci): no bf16 rounding seen")
+            }
+        }
+        let saved = GEMM.bf16
+        defer { GEMM.bf16 = saved }
+        GEMM.bf16 = false
+        for (c, (q, k, v)) in zip(cases, samples) {
+            let bf = Kernels.attention(q: q.t, k: k.t, v: v.t, heads: c.1, scale: Float(scale), causal: c.6, bf16: true)
+            let f = Kernels.attention(q: q.t, k: k.t, v: v.t, heads: c.1, scale: Float(scale), causal: c.6)
+            XCTAssertTrue(bf.out.floats == f.out.floats && bf.logsumexp.floats == f.logsumexp.floats,
+                          "bf16 attention with the bf16 products off: not the f32 attention")
+        }
+    }
+    /// The backward of the bf16 attention rebuilds the forward's probabilities: it recomputes the scores
+    /// by the same bf16 product, P = exp(S - lse) with the forward's lse, then the f32 backward of
+    /// softmax(S) V at those probabilities. Reference: that formula in Double, S over q and k rounded
+    /// to bf16, the other products over the f32 values. Scores from f32 q and k instead (the f32
+    /// backward on the bf16 forward) miss by ~1e-3 relative, far outside the tolerance.
+    func testBF16AttentionBackwardRebuildsTheForwardProbabilities() throws {
+        let cases: [(Int, Int, Int, Int, Int, Int, Bool)] = [(2, 2, 37, 45, 8, 6, false), (1, 3, 40, 40, 10, 4, true)]
+        try withBF16Kernel {
+            for (ci, c) in cases.enumerated() {
+                let (b, heads, lq, lk, d, dv, causal) = c
+                let q = random([b, lq, heads * d]), k = random([b, lk, heads * d]), v = random([b, lk, heads * dv])
+                let scale = 0.5
+                let (out, lse) = Kernels.attention(q: q.t, k: k.t, v: v.t, heads: heads, scale: Float(scale), causal: causal, bf16: true)
+                let g = random(out.shape)
+                let grads = Kernels.attentionBackward(g.t, q: q.t, k: k.t, v: v.t, out: out, logsumexp: lse, heads: heads,
+                                                      scale: Float(scale), causal: causal, bf16: true)
+                let o = out.floats.map(Double.init), l = lse.floats.map(Double.init)
+                var dq = [Double](repeating: 0, count: q.d.count), dk = [Double](repeating: 0, count: k.d.count)
+                var dvr = [Double](repeating: 0, count: v.d.count)
+                for bi in 0..<b { for h in 0..<heads { for i in 0..<lq {
+                    func qi(_ t: Int) -> Int { (bi * lq + i) * heads * d + h * d + t }
+                    func kj(_ j: Int, _ t: Int) -> Int { (bi * lk + j) * heads * d + h * d + t }
+                    func vj(_ j: Int, _ t: Int) -> Int { (bi * lk + j) * heads * dv + h * dv + t }
+                    func oi(_ t: Int) -> Int { (bi * lq + i) * heads * dv + h * dv + t }
+                    var delta = 0.0
+                    for t in 0..<dv { delta += g.d[oi(t)] * o[oi(t)] }
+                    for j in 0..<(causal ? min(lk, i + 1) : lk) {
+                        var sc = 0.0
+                        for t in 0..<d { sc += bf16Rounded(q.d[qi(t)]) * bf16Rounded(k.d[kj(j, t)]) }
+                        let p = Foundation.exp(sc * scale - l[(bi * heads + h) * lq + i])
+                        var dp = 0.0
+                        for t in 0..<dv { dp += g.d[oi(t)] * v.d[vj(j, t)]; dvr[vj(j, t)] += p * g.d[oi(t)] }
+                        let ds = p * (dp - delta) * scale
+                        for t in 0..<d { dq[qi(t)] += ds * k.d[kj(j, t)]; dk[kj(j, t)] += ds * q.d[qi(t)] }
+                    }
+                } } }
+                assertClose(grads.q, dq, rtol: 1e-4, atol: 1e-6, "bf16 attention backward case \(ci) dq")
+                assertClose(grads.k, dk, rtol: 1e-4, atol: 1e-6, "bf16 attention backward case \(ci) dk")
+                assertClose(grads.v, dvr, rtol: 1e-4, atol: 1e-6, "bf16 attention backward case \(ci) dv")
+            }
+        }
+    }
 }

@@ -148,6 +148,19 @@ void dg_attention_panel(long keys, long d, long dv, float scale, const float *q,
                         const float *k, long ldk, const float *v, long ldv, float *out, long ldo, float *lse,
                         int causal, long qpos0, float *scratch);
 
+/// dg_attention_panel with both products in bfloat16 (needs `dg_has_avx512_bf16()`): Q, K, V and the
+/// probabilities rounded to bf16 at the products' inputs, f32 accumulation; scores, softmax and lse
+/// in f32. K and V come as `dg_attention_bf16_operands` made them for the head (all its keys, also
+/// where causal masks later ones). scratch: (keys + (keys + 1) / 2 + dv) * 32 floats.
+void dg_attention_panel_bf16(long keys, long d, long dv, float scale, const float *q, long ldq, long nq,
+                             const unsigned short *kb, const unsigned short *vt, float *out, long ldo, float *lse,
+                             int causal, long qpos0, float *scratch);
+/// One head's K (key r at k + r ldk) and V (value r at v + r ldv) rounded to bf16 for
+/// dg_attention_panel_bf16: kb [keys, d] and vt = V^T [dv, keys rounded up to even] (padding 0; vt
+/// NULL: K only). scratch: dv * (keys + 1) floats (NULL with vt).
+void dg_attention_bf16_operands(long keys, long d, long dv, const float *k, long ldk, const float *v, long ldv,
+                                unsigned short *kb, unsigned short *vt, float *scratch);
+
 /// Row helpers for the attention backward (need AVX-512), over a rows x keys block s (row stride ld):
 /// s[i, j] = exp(s[i, j] - lse[i]) for the keys row i sees (0 after them, causal).
 void dg_attention_probabilities(long rows, long keys, float *s, long ld, const float *lse, int causal, long qpos0);

@@ -53,8 +53,11 @@ extension Kernels {
         @inline(__always) func visible(_ i: Int, _ keys: Int, causal: Bool) -> Int { causal ? Swift.min(keys, i + 1) : keys }
     }
 
-    /// Returns out [B, Lq, H dv] and the log-sum-exp of each row's scores [B H, Lq].
-    public static func attention(q: Tensor, k: Tensor, v: Tensor, heads: Int = 1, scale: Float, causal: Bool) -> (out: Tensor, logsumexp: Tensor) {
+    /// Returns out [B, Lq, H dv] and the log-sum-exp of each row's scores [B H, Lq]. bf16: both products
+    /// in bfloat16 where `GEMM.bf16` (q, k, v and the probabilities rounded to bf16 at the products'
+    /// inputs; scores, softmax and the log-sum-exp in f32), else as f32.
+    public static func attention(q: Tensor, k: Tensor, v: Tensor, heads: Int = 1, scale: Float, causal: Bool,
+                                 bf16: Bool = false) -> (out: Tensor, logsumexp: Tensor) {
         let s = AttentionShape(q, k, v, heads: heads)
         let qc = f32(q), kc = f32(k), vc = f32(v)
         let out = Tensor(uninitialized: [s.batch, s.lq, s.ldv]), lse = Tensor(uninitialized: [s.count, s.lq])
@@ -67,17 +70,38 @@ extension Kernels {
             return (out, lse)
         }
         if GEMM.vectorized {
-            // Panels of 32 queries, computed transposed (`dg_attention_panel`): K and V are read in place.
+            // Panels of 32 queries, computed transposed (`dg_attention_panel`): K and V are read in place
+            // (in bf16: as `dg_attention_bf16_operands` rounded them, once per head).
             let panels = (s.lq + 31) / 32
+            let lowPrecision = bf16 && GEMM.bf16
+            let ldvt = (s.lk + 1) / 2 * 2
+            let kb = UnsafeMutablePointer<UInt16>.allocate(capacity: lowPrecision ? s.count * s.lk * s.d : 0)
+            let vt = UnsafeMutablePointer<UInt16>.allocate(capacity: lowPrecision ? s.count * s.dv * ldvt : 0)
+            defer { kb.deallocate(); vt.deallocate() }
             withSingleThreadedBLAS {
+                if lowPrecision {
+                    forEachChunk(s.count, minimumChunk: 1) { _, items in
+                        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: s.dv * (s.lk + 1))
+                        defer { scratch.deallocate() }
+                        for h in items {
+                            dg_attention_bf16_operands(s.lk, s.d, s.dv, kp + s.kOffset(h), s.ldq, vp + s.vOffset(h), s.ldv,
+                                                       kb + h * s.lk * s.d, vt + h * s.dv * ldvt, scratch)
+                        }
+                    }
+                }
                 forEachChunk(s.count * panels, minimumChunk: 1, perThread: 8) { _, items in
-                    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: (s.lk + s.d + s.dv) * 32)
+                    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: (s.lk + Swift.max(s.d, (s.lk + 1) / 2) + s.dv) * 32)
                     defer { scratch.deallocate() }
                     for item in items {
                         let h = item / panels, i0 = (item % panels) * 32, nq = Swift.min(32, s.lq - i0)
-                        dg_attention_panel(s.lk, s.d, s.dv, scale, qp + s.qOffset(h, row: i0), s.ldq, nq,
-                                           kp + s.kOffset(h), s.ldq, vp + s.vOffset(h), s.ldv,
-                                           op + s.oOffset(h, row: i0), s.ldv, lp + h * s.lq + i0, causal ? 1 : 0, i0, scratch)
+                        let qi = qp + s.qOffset(h, row: i0), oi = op + s.oOffset(h, row: i0), li = lp + h * s.lq + i0
+                        if lowPrecision {
+                            dg_attention_panel_bf16(s.lk, s.d, s.dv, scale, qi, s.ldq, nq, kb + h * s.lk * s.d,
+                                                    vt + h * s.dv * ldvt, oi, s.ldv, li, causal ? 1 : 0, i0, scratch)
+                        } else {
+                            dg_attention_panel(s.lk, s.d, s.dv, scale, qi, s.ldq, nq, kp + s.kOffset(h), s.ldq,
+                                               vp + s.vOffset(h), s.ldv, oi, s.ldv, li, causal ? 1 : 0, i0, scratch)
+                        }
                     }
                 }
             }
@@ -120,7 +144,8 @@ extension Kernels {
     }
 
     public static func attentionBackward(_ gOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, logsumexp: Tensor,
-                                         heads: Int = 1, scale: Float, causal: Bool) -> (q: Tensor, k: Tensor, v: Tensor) {
+                                         heads: Int = 1, scale: Float, causal: Bool,
+                                         bf16: Bool = false) -> (q: Tensor, k: Tensor, v: Tensor) {
         let s = AttentionShape(q, k, v, heads: heads)
         precondition(gOut.shape == [s.batch, s.lq, s.ldv] && out.shape == gOut.shape && logsumexp.count == s.count * s.lq,
                      "attentionBackward: shapes")
@@ -149,6 +174,10 @@ extension Kernels {
         let block = Swift.max(1, attentionRows(s.lk))
         let nb = (s.lq + block - 1) / block
         let vectorized = GEMM.vectorized
+        // The forward's scores were the bf16 product's: recomputed by the same product (the same sums
+        // in the same order, so bit for bit), the probabilities rebuilt from the log-sum-exp are the
+        // forward's; the other products stay f32.
+        let lowPrecision = bf16 && vectorized && GEMM.bf16
         // Query blocks `blocks` of head h: writes their rows of dq, and adds their share of dk, dv of
         // head h into dkh (row stride ldk) and dvh (row stride ldvh).
         func run(_ h: Int, _ blocks: Range<Int>, _ dkh: UnsafeMutablePointer<Float>, _ ldk: Int,
@@ -162,20 +191,32 @@ extension Kernels {
             var kk = GEMM.matrix(kb, rowStride: s.ldq, columnStride: 1)       // K [Lk, d]
             var packs: [UnsafeMutablePointer<Float>] = []
             defer { for b in packs { b.deallocate() } }
+            let kRounded = UnsafeMutablePointer<UInt16>.allocate(capacity: lowPrecision ? s.lk * s.d : 0)
+            defer { kRounded.deallocate() }
+            if lowPrecision {
+                dg_attention_bf16_operands(s.lk, s.d, s.dv, kb, s.ldq, vb, s.ldv, kRounded, nil, nil)
+                kt = GEMM.matrix(bf16: kRounded, rowStride: 1, columnStride: s.d)
+            }
             if vectorized {
                 func packed(_ m: dg_bsource, _ k: Int, _ n: Int) -> dg_bsource {
                     let buffer = UnsafeMutablePointer<Float>.allocate(capacity: GEMM.packedSize(k: k, n: n).count)
                     packs.append(buffer)
                     return GEMM.pack(m, k: k, n: n, into: buffer)
                 }
-                kt = packed(kt, s.d, s.lk); vt = packed(vt, s.dv, s.lk); kk = packed(kk, s.lk, s.d)
+                if !lowPrecision { kt = packed(kt, s.d, s.lk) }
+                vt = packed(vt, s.dv, s.lk); kk = packed(kk, s.lk, s.d)
             }
             for blk in blocks {
                 let i0 = blk * block, rows = Swift.min(block, s.lq - i0), keys = s.keys(i0, rows, causal: causal)
                 let qb = qp + s.qOffset(h, row: i0), gb = gp + s.oOffset(h, row: i0)
                 let lse = lp + h * s.lq + i0, dl = delta + h * s.lq + i0
                 // P = exp(scale q k^T - lse), zero where masked.
-                GEMM.gemm(m: rows, n: keys, k: s.d, alpha: scale, a: qb, ars: s.ldq, aks: 1, b: kt, c: p, ldc: keys)
+                if lowPrecision {
+                    GEMM.gemmBF16(m: rows, n: keys, k: s.d, alpha: scale, a: qb, aBF16: false, ars: s.ldq, aks: 1, b: kt,
+                                  c: p, ldc: keys)
+                } else {
+                    GEMM.gemm(m: rows, n: keys, k: s.d, alpha: scale, a: qb, ars: s.ldq, aks: 1, b: kt, c: p, ldc: keys)
+                }
                 if vectorized {
                     dg_attention_probabilities(rows, keys, p, keys, lse, causal ? 1 : 0, i0)
                 } else {
