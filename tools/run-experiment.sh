@@ -86,6 +86,13 @@ fi
 [ -x "$BIN" ] || { echo "run-experiment.sh: $BIN is not an executable" >&2; exit 1; }
 mkdir -p "$OUT"
 START=$(date +%s)
+STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+MACHINE="$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //; s/"/ /g' || uname -m), $(nproc) cores"
+COMMIT="$(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (modified)')"
+# Every invocation on OUT is logged, finished or not: a run continued across sessions lists each one
+# (results.json "invocations", and the report).
+printf '{"started": "%s", "commit": "%s", "machine": "%s", "command": "%s"}\n' "$STARTED" "$COMMIT" "$MACHINE" "$COMMAND_LINE" \
+  >>"$OUT/invocations.jsonl"
 
 # dg ARGS: the binary. Commands are recorded (and hashed) as "dg ...", so an identity does not
 # depend on where the binary was built.
@@ -268,6 +275,9 @@ fi
 # results.json: the settings, where and how long it ran, every output's identity and every
 # measurement as the commands printed it.
 WALL=$(( $(date +%s) - START ))
+FINISHED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+printf '{"started": "%s", "finished": "%s", "wall_s": %s, "outputs_made": %s, "outputs_reused": %s}\n' \
+  "$STARTED" "$FINISHED" "$WALL" "$MADE" "$REUSED" >>"$OUT/invocations.jsonl"
 list() {  # list FILE...: a JSON list of the existing files' contents
   local out="" f
   for f in "$@"; do if [ -s "$f" ]; then out="$out${out:+, }$(cat "$f")"; fi; done
@@ -279,10 +289,9 @@ list() {  # list FILE...: a JSON list of the existing files' contents
     "$([ "$QUICK" = 1 ] && echo true || echo false)" "$N_REF" "$N_SRC" "$N_GEN" "$N_ORACLE" "$N_TEST" "$GEN_STEPS"
   printf '"resolution": %s, "size": "%s", "mrlf_stride": %s, "seg_steps": %s, "judge_steps": %s, "seeds": "%s", "gen_seeds": "%s", "pipeline": "%s", "unet_source": "%s", "controlnet": "%s"},\n' \
     "$RESOLUTION" "$SIZE" "$MRLF_STRIDE" "$SEG_STEPS" "$JUDGE_STEPS" "$SEEDS" "$GEN_SEEDS" "$PIPELINE" "$UNET_SOURCE" "$CONTROLNET"
-  printf '  "provenance": {"command": "%s", "finished": "%s", "wall_s": %s, "outputs_made": %s, "outputs_reused": %s, "machine": "%s, %s cores", "commit": "%s"},\n' \
-    "$COMMAND_LINE" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$WALL" "$MADE" "$REUSED" \
-    "$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //; s/"/ /g' || uname -m)" "$(nproc)" \
-    "$(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (modified)')"
+  printf '  "provenance": {"command": "%s", "finished": "%s", "wall_s": %s, "outputs_made": %s, "outputs_reused": %s, "machine": "%s", "commit": "%s"},\n' \
+    "$COMMAND_LINE" "$FINISHED" "$WALL" "$MADE" "$REUSED" "$MACHINE" "$COMMIT"
+  echo "  \"invocations\": [$(paste -sd, "$OUT/invocations.jsonl")],"
   echo "  \"timings_s\": {$TIMINGS},"
   echo "  \"identities\": {"
   for f in "${USED[@]}"; do

@@ -125,12 +125,41 @@ public enum ExperimentReport {
         }
     }
 
+    /// Where the numbers come from: the invocation that wrote results.json, and every invocation on
+    /// its output folder ("invocations": a started record each, and a finished record for each that
+    /// finished), so that a run continued across sessions says so.
+    static func provenance(_ r: JSON) -> String {
+        var md = ""
+        if let p = r["provenance"] {
+            let made = p["outputs_made"]?.int ?? 0, reused = p["outputs_reused"]?.int ?? 0
+            md += "Provenance: `\(p["command"]?.string ?? "?")` at commit \(p["commit"]?.string ?? "?") on \(p["machine"]?.string ?? "?"), "
+                + "finished \(p["finished"]?.string ?? "?") after \(p["wall_s"]?.int.map(String.init) ?? "?") s; outputs made \(made), reused \(reused)"
+                + (reused == 0 ? " (one invocation made everything).\n\n" : ".\n\n")
+        }
+        let records = r["invocations"]?.array ?? []
+        let started = records.filter { $0["finished"] == nil }
+        if !started.isEmpty {
+            md += "Invocations on this output folder: \(started.count)\n\n"
+            for (i, s) in started.enumerated() {
+                let end = records.first { $0["finished"] != nil && $0["started"] == s["started"] }
+                md += "\(i + 1). started \(s["started"]?.string ?? "?") at commit \(s["commit"]?.string ?? "?") on \(s["machine"]?.string ?? "?"): "
+                md += end.map { e in
+                    "finished \(e["finished"]?.string ?? "?") after \(e["wall_s"]?.int.map(String.init) ?? "?") s, "
+                        + "outputs made \(e["outputs_made"]?.int ?? 0), reused \(e["outputs_reused"]?.int ?? 0)\n"
+                } ?? "did not finish (stopped; its finished outputs were reused by the next)\n"
+            }
+            md += "\n"
+        }
+        return md
+    }
+
     public static func markdown(_ results: JSON) -> String {
         let r = withoutNulls(results)
         var md = "# Experiment results\n\n"
         if let s = r["settings"], let pairs = s.objectPairs, !pairs.isEmpty {
             md += "Settings: " + pairs.map { "\($0.0) = \($0.1.string ?? $0.1.compact)" }.joined(separator: ", ") + "\n\n"
         }
+        md += provenance(r)
 
         md += "## Claim 1: Style Swap output is closer to the photo domain; mask adherence stays comparable\n\n"
         let style = r["style"], masks = r["masks"]

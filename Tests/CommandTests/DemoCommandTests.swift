@@ -168,6 +168,11 @@ final class DemoCommandTests: XCTestCase, CommandRunning {
         }
         let results = """
         {"settings": {"quick": true},
+         "provenance": {"command": "tools/run-experiment.sh", "finished": "2026-12-05T10:00:00Z", "wall_s": 7200, "outputs_made": 30,
+                        "outputs_reused": 13, "machine": "Intel Xeon, 2 cores", "commit": "abc"},
+         "invocations": [{"started": "2026-12-04T17:19:48Z", "commit": "abc", "machine": "AMD EPYC, 2 cores", "command": "tools/run-experiment.sh"},
+                         {"started": "2026-12-05T08:00:00Z", "commit": "abc", "machine": "Intel Xeon, 2 cores", "command": "tools/run-experiment.sh"},
+                         {"started": "2026-12-05T08:00:00Z", "finished": "2026-12-05T10:00:00Z", "wall_s": 7200, "outputs_made": 30, "outputs_reused": 13}],
          "style": {"classifier": {"held_out_accuracy": 0.95, "held_out": 20, "train": 60},
                    "sets": [{"name": "a-source-unet", "count": 10, "mean_p_photo": 0.2, "photo_share": 0.1, "photo_closeness": 0.3},
                             {"name": "b-style-swap", "count": 10, "mean_p_photo": 0.7, "photo_share": 0.8, "photo_closeness": 0.6}]},
@@ -198,6 +203,13 @@ final class DemoCommandTests: XCTestCase, CommandRunning {
         XCTAssertTrue(r.stdout.contains("| source + (c) Style Swap + MRLF | 4 | 0.375 ± 0.096 | +0."), r.stdout)
         XCTAssertFalse(r.stdout.contains("| source + (c) Style Swap + MRLF | 4 | 0.375 ± 0.096 | +0.000 [-"), r.stdout)
         XCTAssertTrue(r.stdout.contains("held-out accuracy 0.950"), r.stdout)
+        // A run continued across two invocations says so.
+        XCTAssertTrue(r.stdout.contains("Provenance: `tools/run-experiment.sh` at commit abc on Intel Xeon, 2 cores, finished "
+                                        + "2026-12-05T10:00:00Z after 7200 s; outputs made 30, reused 13."), r.stdout)
+        XCTAssertTrue(r.stdout.contains("Invocations on this output folder: 2"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("1. started 2026-12-04T17:19:48Z at commit abc on AMD EPYC, 2 cores: did not finish"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("2. started 2026-12-05T08:00:00Z at commit abc on Intel Xeon, 2 cores: finished 2026-12-05T10:00:00Z "
+                                        + "after 7200 s, outputs made 30, reused 13"), r.stdout)
 
         try "{\"style\": {\"sets\": []}}".write(toFile: dir + "/partial.json", atomically: true, encoding: .utf8)
         r = try run(["measure", "report", dir + "/partial.json", "--out", dir + "/partial.md"])
