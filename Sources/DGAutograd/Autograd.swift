@@ -65,7 +65,9 @@ public enum Autograd {
 
 /// bf16 autocast (accelerate's `--mixed_precision bf16`): while on, linear layers and convolutions
 /// read each float32 weight rounded to bf16 in their forward product, as bf16-stored weights are
-/// read (bf16 products where the CPU runs them, else the rounded weight widened back). Backward,
+/// read (bf16 products where the CPU runs them, else the rounded weight widened back), and the
+/// attention runs its products in bf16 as after bf16 projections (as PyTorch's autocast runs
+/// `scaled_dot_product_attention`). Backward,
 /// the optimizer and everything outside those products stay float32, and the weights themselves
 /// (the f32 masters) are never rounded. Gradient checkpointing recomputes a block under the
 /// setting its forward ran with.

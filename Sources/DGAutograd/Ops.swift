@@ -188,12 +188,13 @@ public func softmax(_ x: Var) -> Var {
 
 /// Scaled dot-product attention over [B, L, H D] tensors: H heads side by side in the last dimension
 /// (as the projections produce them), out [B, Lq, H Dv]. bf16 (a layer whose projections compute in
-/// bf16): both products in bf16 where the CPU's bf16 products run (`Kernels.attention`), and the
-/// backward pass recomputes the scores by the same bf16 product, so the probabilities it rebuilds from
-/// the log-sum-exp are the forward's.
+/// bf16), or under bf16 autocast: both products in bf16 where the CPU's bf16 products run
+/// (`Kernels.attention`), and the backward pass recomputes the scores by the same bf16 product, so the
+/// probabilities it rebuilds from the log-sum-exp are the forward's.
 public func attention(_ q: Var, _ k: Var, _ v: Var, heads: Int = 1, scale: Float, causal: Bool = false,
                       bf16: Bool = false) -> Var {
     let (vq, vk, vv) = (q.value, k.value, v.value)
+    let bf16 = bf16 || Autocast.isBF16
     let r = Profiler.measure("attention") {
         Kernels.attention(q: vq, k: vk, v: vv, heads: heads, scale: scale, causal: causal, bf16: bf16)
     }

@@ -78,7 +78,7 @@ struct TrainingArguments: ParsableArguments {
     var frozenDtype: DType = .f32
 
     @Option(help: ArgumentHelp("no, or bf16: linear layers and convolutions read their weights rounded to bf16 in the forward pass (accelerate's --mixed_precision bf16); gradients, weights and AdamW state stay f32.",
-                               discussion: "The products run in bf16 (vdpbf16ps, activations rounded too) where the CPU has AVX512-BF16 and DGINSTYLE_BF16 selects them (auto: where measured faster), else in f32 on the rounded weights."))
+                               discussion: "The products run in bf16 (vdpbf16ps, activations rounded too) where the CPU has AVX512-BF16 and DGINSTYLE_BF16 selects them (auto: where measured faster), else in f32 on the rounded weights. Where they run in bf16, so do the attention's two products."))
     var mixedPrecision: MixedPrecision = .no
 
     @Option(help: "Seed of the noise, the timesteps and the data sampler.")

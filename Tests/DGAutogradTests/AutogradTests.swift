@@ -191,6 +191,35 @@ final class AutogradTests: XCTestCase {
         XCTAssertEqual(recomputed, squared)
         XCTAssertNotEqual(squared[2], run(autocast: false, square: true)[2])
     }
+
+    /// Under bf16 autocast the attention is the bf16 attention (forward and backward), as after bf16
+    /// projections; a checkpointed block recomputes it the same way.
+    func testAutocastRunsTheAttentionInBF16() throws {
+        let saved = GEMM.bf16
+        defer { GEMM.bf16 = saved }
+        GEMM.bf16 = true
+        try XCTSkipUnless(GEMM.vectorized && GEMM.bf16, "no AVX512-BF16 here: the bf16 attention does not run")
+        let q = random([2, 9, 8]), k = random([2, 11, 8]), v = random([2, 11, 8]), r = random([2, 9, 8])
+        func run(autocast: Bool, checkpoint: Bool = false) -> [[Float]] {
+            var grads = [Tensor?](repeating: nil, count: 3)
+            let out = Autocast.bf16(autocast) { () -> Var in
+                let leaves = [q, k, v].enumerated().map { i, t in Var.leaf(t) { grads[i] = $0 } }
+                let body: ([Var]) -> [Var] = { [attention($0[0], $0[1], $0[2], heads: 2, scale: 0.5)] }
+                let out = (checkpoint ? checkpointed(leaves, body) : body(leaves))[0]
+                Autograd.backward(sum(out * Var(r)))
+                return out
+            }
+            return [out.value.floats] + grads.map { $0!.floats }
+        }
+        let cast = run(autocast: true)
+        let kernel = Kernels.attention(q: q, k: k, v: v, heads: 2, scale: 0.5, causal: false, bf16: true)
+        XCTAssertEqual(cast[0], kernel.out.floats)
+        let back = Kernels.attentionBackward(r, q: q, k: k, v: v, out: kernel.out, logsumexp: kernel.logsumexp, heads: 2,
+                                             scale: 0.5, causal: false, bf16: true)
+        XCTAssertEqual(Array(cast[1...]), [back.q.floats, back.k.floats, back.v.floats])
+        XCTAssertNotEqual(cast[0], run(autocast: false)[0])
+        XCTAssertEqual(run(autocast: true, checkpoint: true), cast)
+    }
 }
 
 extension Tensor {
