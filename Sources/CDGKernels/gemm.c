@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #ifndef DG_KC
 #define DG_KC 256    // k rows per block
@@ -936,6 +937,23 @@ void dg_bf16_dot_rates(double *bf16, double *f32) {
     *bf16 = rates[0]; *f32 = rates[1];
 }
 
+double dg_tsc_ghz(void) {
+    static _Atomic double cached = -1;
+    double known = atomic_load(&cached);
+    if (known >= 0) return known;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    unsigned long long t0 = __rdtsc();
+    double elapsed;
+    do {
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        elapsed = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) * 1e-9;
+    } while (elapsed < 0.02);
+    double ghz = (double)(__rdtsc() - t0) / elapsed * 1e-9;
+    atomic_store(&cached, ghz);
+    return ghz;
+}
+
 int dg_bf16_dot_pays(void) {
     static _Atomic int cached = -1;
     int known = atomic_load_explicit(&cached, memory_order_relaxed);
@@ -1275,6 +1293,7 @@ void dg_attention_score_gradient(long rows, long keys, const float *p, float *dp
 
 int dg_cpu_has_avx512(void) { return 0; }
 int dg_cpu_has_avx512_bf16(void) { return 0; }
+double dg_tsc_ghz(void) { return 0; }
 int dg_bf16_dot_pays(void) { return 0; }
 void dg_bf16_dot_rates(double *bf16, double *f32) { *bf16 = 0; *f32 = 0; }
 void dg_gemm_bf16(long m, long n, long k, float alpha, const void *a, int a_bf16, long ars, long aks,

@@ -134,6 +134,9 @@ public enum GEMM {
         return (b, f)
     }
 
+    /// The time-stamp counter's rate in GHz, the clock of `bf16DotRates`' cycles (0 without one).
+    public static var tscGHz: Double { dg_tsc_ghz() }
+
     /// The bf16 product's blocking and micro-tiles, for `dginstyle bench sgemm`.
     public static var bf16Blocking: String {
         var kc = 0, mc = 0, nc = 0

@@ -139,6 +139,7 @@ extension Bench {
             body()  // warm-up: first-touch of weights and buffers
             Profiler.reset()
             var times: [Double] = [], cpu: [Double] = []
+            let flops0 = Kernels.forwardFlops
             for _ in 0..<runs {
                 let t = Date(), c = processCPUTime()
                 body()
@@ -148,6 +149,11 @@ extension Bench {
             let median = times.sorted()[times.count / 2]
             let medianCPU = cpu.sorted()[cpu.count / 2]
             let peakMB = peakRSS() / 1_048_576
+            // A forward pass's matrix-product rate against the CPU's peak (a training step's backward
+            // products are not counted, so it gets none).
+            let gflop = forward == nil ? nil : Double(Kernels.forwardFlops - flops0) / Double(runs) / 1e9
+            let peak = Self.peakGFLOPS()
+            let shares = gflop.map { g in (f32: peak.f32 > 0 ? g / median / peak.f32 : nil, bf16: peak.bf16 > 0 ? g / median / peak.bf16 : nil) }
             if json {
                 emit(JSON.object([
                     ("workload", .string(workload.rawValue)), ("resolution", .int(resolution)), ("batch", .int(batch)),
@@ -155,9 +161,21 @@ extension Bench {
                     ("seconds", .double(median)), ("cpu_seconds", .double(medianCPU)),
                     ("runs", .array(times.map { .double($0) })), ("peak_rss_mb", .double(peakMB)),
                     ("threads", .int(Parallel.threads)), ("setup_seconds", .double(ready)),
+                    ("gflop_per_run", gflop.map { .double($0) } ?? .null),
+                    ("f32_peak_share", shares?.f32.map { .double($0) } ?? .null),
+                    ("bf16_peak_share", shares?.bf16.map { .double($0) } ?? .null),
                 ]).compact)
             } else {
                 emit("\(workload.rawValue) \(resolution)px batch \(batch)\(checkpointing ? " checkpointed" : "") \(dtype.name)\(dtype == .bf16 ? (GEMM.bf16 ? " (bf16 kernel)" : " (f32 compute)") : ""): median \(String(format: "%.3f", median)) s of \(runs) runs (CPU \(String(format: "%.2f", medianCPU)) s), peak RSS \(Int(peakMB)) MB, \(Parallel.threads) threads (setup \(String(format: "%.1f", ready)) s)")
+            }
+            if !json, let gflop {
+                var line = String(format: "forward matrix products (counted from their shapes): %.1f GFLOP per run, %.0f GFLOP/s", gflop, gflop / median)
+                if let share = shares?.f32 {
+                    line += String(format: " = %.0f%% of this CPU's f32 peak (%.0f GFLOP/s: %.1f FMA multiply-adds per cycle x 2 x %d threads x %.2f GHz)",
+                                   100 * share, peak.f32, GEMM.bf16DotRates.f32, Parallel.threads, GEMM.tscGHz)
+                }
+                if let share = shares?.bf16 { line += String(format: ", %.0f%% of its bf16 peak (%.0f GFLOP/s)", 100 * share, peak.bf16) }
+                emit(line)
             }
             if let reference, let forward {
                 let out = forward().floats, ref = reference.floats
@@ -166,6 +184,14 @@ extension Bench {
                 emit(String(format: "relative error of the %@ output vs f32 weights: %.3e", dtype.name, (diff / Swift.max(norm, .leastNormalMagnitude)).squareRoot()))
             }
             if Profiler.enabled { emit("per run:\n" + Profiler.report(runs: runs)) }
+        }
+
+        /// This CPU's peak over the threads in use: the timed multiply-adds per TSC cycle
+        /// (`GEMM.bf16DotRates`) x 2 flops x threads x the TSC's GHz; 0 where the rates are not timed
+        /// (CPUs without AVX512-BF16).
+        static func peakGFLOPS() -> (f32: Double, bf16: Double) {
+            let rates = GEMM.bf16DotRates, scale = 2 * Double(Parallel.threads) * GEMM.tscGHz
+            return (rates.f32 * scale, rates.bf16 * scale)
         }
     }
 

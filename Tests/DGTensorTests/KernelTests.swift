@@ -370,6 +370,24 @@ final class KernelTests: XCTestCase {
         return (out, lse)
     }
 
+    /// The forward flop count that `bench model` divides by time: 2 per multiply-add of each forward
+    /// product, from the shapes (causal attention: only the scores a query sees).
+    func testForwardFlopsAreCountedFromTheShapes() {
+        func counted(_ body: () -> Void) -> Int {
+            let before = Kernels.forwardFlops
+            body()
+            return Kernels.forwardFlops - before
+        }
+        XCTAssertEqual(counted { _ = Kernels.conv2d(random([2, 3, 6, 5]).t, random([4, 3, 3, 3]).t, nil, stride: 2, padding: 1) },
+                       2 * 2 * 4 * 27 * (3 * 3))
+        XCTAssertEqual(counted { _ = Kernels.linear(random([2, 5, 7]).t, random([6, 7]).t, nil) }, 2 * 10 * 7 * 6)
+        XCTAssertEqual(counted { _ = Kernels.pointwiseToTokens(random([2, 3, 4, 5]).t, random([6, 3]).t, nil) }, 2 * 2 * 20 * 3 * 6)
+        XCTAssertEqual(counted { _ = Kernels.attention(q: random([2, 4, 6]).t, k: random([2, 3, 6]).t, v: random([2, 3, 4]).t,
+                                                       heads: 2, scale: 1, causal: false) }, 2 * 4 * 4 * 3 * (3 + 2))
+        XCTAssertEqual(counted { _ = Kernels.attention(q: random([1, 4, 6]).t, k: random([1, 3, 6]).t, v: random([1, 3, 6]).t,
+                                                       scale: 1, causal: true) }, 2 * (1 + 2 + 3 + 3) * (6 + 6))
+    }
+
     func testAttention() {
         let savedThreads = Parallel.threads
         defer { Kernels.attentionBlock = nil; Parallel.setThreads(savedThreads) }

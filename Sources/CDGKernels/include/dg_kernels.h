@@ -84,8 +84,9 @@ void dg_refuse_avx512(const char *who) __attribute__((noreturn, cold));
 
 /// Process-wide settings of the Swift layer that tests change (atomic loads and stores, so a
 /// change made on one thread is seen whole by kernels running on others).
+/// DG_SETTING_FLOPS: a running count of the forward matrix products' flops (`Kernels.countFlops`).
 enum { DG_SETTING_THREADS = 0, DG_SETTING_SERIAL = 1, DG_SETTING_COLUMN_BUDGET = 2, DG_SETTING_ATTENTION_BLOCK = 3,
-       DG_SETTING_COUNT = 4 };
+       DG_SETTING_FLOPS = 4, DG_SETTING_COUNT = 5 };
 long dg_setting(int which);
 void dg_set_setting(int which, long value);
 /// Adds delta atomically and returns the new value.
@@ -129,6 +130,9 @@ void dg_allow_avx512_bf16(int allowed);
 /// vdpbf16ps's and vfmadd231ps's multiply-adds per cycle on this CPU, as timed for the "auto" choice
 /// (0 where the CPU lacks AVX512-BF16); `dginstyle bench sgemm` prints them.
 void dg_bf16_dot_rates(double *bf16, double *f32);
+/// The time-stamp counter's rate in GHz (the unit of `dg_bf16_dot_rates`' cycles), timed against the
+/// monotonic clock over ~20 ms on the first call; 0 where there is no TSC.
+double dg_tsc_ghz(void);
 
 /// The input gradient of a stride-1 convolution with weights w [cout, cin, kh, kw] (kk = kh kw), as
 /// dg_gemm with A(i, p) = w[(o cin + row0 + i) kk + kk - 1 - t] for p = o kk + t: the kernel flipped

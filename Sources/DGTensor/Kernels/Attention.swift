@@ -62,6 +62,9 @@ extension Kernels {
         let qc = f32(q), kc = f32(k), vc = f32(v)
         let out = Tensor(uninitialized: [s.batch, s.lq, s.ldv]), lse = Tensor(uninitialized: [s.count, s.lq])
         defer { withExtendedLifetime((qc, kc, vc, out, lse)) {} }
+        // Scores each head computes: all lq x lk, or under the causal mask min(lk, i + 1) for query i.
+        let scores = causal ? (0..<s.lq).reduce(0) { $0 + Swift.min(s.lk, $1 + 1) } : s.lq * s.lk
+        countFlops(s.count * scores * (s.d + s.dv))
         let qp = pointer(qc), kp = pointer(kc), vp = pointer(vc)
         let op = pointer(out), lp = pointer(lse)
         if s.lk == 0 {

@@ -93,6 +93,7 @@ extension Kernels {
         let out = Tensor(uninitialized: [g.n, g.cout, g.hout, g.wout])
         defer { withExtendedLifetime((xc, wc, bc, out)) {} }
         if out.count == 0 { return out }
+        countFlops(g.n * g.cout * g.kdim * g.plane)
         convolve(g, pointer(xc), wc, bc.map { UnsafePointer(pointer($0)) }, pointer(out))
         return out
     }

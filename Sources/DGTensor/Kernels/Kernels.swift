@@ -15,6 +15,13 @@ public enum Kernels {}
 // MARK: - Access
 
 extension Kernels {
+    /// Flops (2 per multiply-add) of the forward matrix products run so far — convolutions, linear
+    /// and per-pixel layers, attention — counted from their shapes, for `bench model`'s share of the
+    /// CPU's peak. Backward products are not counted.
+    public static var forwardFlops: Int { dg_setting(Int32(DG_SETTING_FLOPS)) }
+    @inline(__always)
+    static func countFlops(_ multiplyAdds: Int) { _ = dg_add_setting(Int32(DG_SETTING_FLOPS), 2 * multiplyAdds) }
+
     /// `t` as a contiguous float32 tensor (itself when it already is one).
     @inline(__always)
     static func f32(_ t: Tensor) -> Tensor { t.dtype == .f32 ? t.contiguous() : t.converted(to: .f32) }

@@ -36,6 +36,7 @@ extension Kernels {
         let rows = x.count / Swift.max(1, inF)
         let y = Tensor(uninitialized: Array(x.shape.dropLast()) + [outF])
         defer { withExtendedLifetime((xc, wc, bc, y)) {} }
+        countFlops(rows * inF * outF)
         if transposedIsCheaper(rows: rows, weight: outF * inF) {   // y^T [out, rows] = W x^T
             let t = UnsafeMutablePointer<Float>.allocate(capacity: outF * rows)
             defer { t.deallocate() }
@@ -104,6 +105,7 @@ extension Kernels {
         let xc = f32(x), wc = productWeight(w), bc = b.map(f32)
         let y = Tensor(uninitialized: [n, plane, o])
         defer { withExtendedLifetime((xc, wc, bc, y)) {} }
+        countFlops(n * plane * c * o)
         let xp = pointer(xc), yp = pointer(y)
         if transposedIsCheaper(rows: plane, weight: o * c) {   // y_s^T [O, HW] = W x_s, then transposed
             let t = UnsafeMutablePointer<Float>.allocate(capacity: o * plane)
@@ -166,6 +168,7 @@ extension Kernels {
         let tc = f32(t), wc = productWeight(w), bc = b.map(f32)
         let y = Tensor(uninitialized: [n, o, height, width])
         defer { withExtendedLifetime((tc, wc, bc, y)) {} }
+        countFlops(n * plane * c * o)
         let tp = pointer(tc), yp = pointer(y)
         for s in 0..<n {   // y_s [O, HW] = W [O, C] t_s^T [C, HW]
             gemm(m: o, n: plane, k: c, weight: wc, b: GEMM.matrix(tp + s * plane * c, rowStride: 1, columnStride: c),
