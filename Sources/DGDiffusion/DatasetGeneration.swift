@@ -336,6 +336,7 @@ public final class DatasetGenerator {
         }
         try writeLog()
         log("\(summary.generated) generated, \(summary.skipped) already done (shard \(job.shardIndex)/\(job.shardCount), \(items.count) items) in \(job.out)")
+        if Profiler.enabled && summary.generated > 0 { log("per image:\n" + Profiler.report(runs: summary.generated)) }
         return summary
     }
 

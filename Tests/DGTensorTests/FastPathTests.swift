@@ -134,6 +134,45 @@ extension KernelTests {
         }
     }
 
+    func testConvWeightGradientStraightFromTheImage() throws {
+        // 3x3 / stride 1 / padding 1 with few output channels: dW from x and gy in place
+        // (dg_conv3x3_weight_gradient) against a Double reference and against the product route.
+        // (N, Cin, H, W, Cout): row tails (W not a multiple of 16, W < 16), 1 and 2 channels left
+        // over by the 3-channel tiles, and planes tall enough for several row bands.
+        let cases: [(Int, Int, Int, Int, Int)] = [(2, 5, 9, 40, 7), (1, 3, 7, 5, 4), (3, 2, 16, 16, 5), (1, 40, 45, 64, 60)]
+        let saved = GEMM.vectorized, rule = Kernels.directWeightGradientChannels
+        defer { GEMM.vectorized = saved; Kernels.directWeightGradientChannels = rule }
+        GEMM.vectorized = true
+        guard GEMM.vectorized else { throw XCTSkip("no AVX-512 on this CPU") }
+        for (n, cin, h, wd, cout) in cases {
+            XCTAssertLessThanOrEqual(cout, rule, "the default rule takes these shapes directly")
+            let x = random([n, cin, h, wd]), w = random([cout, cin, 3, 3]), gy = random([n, cout, h, wd])
+            var ref = [Double](repeating: 0, count: cout * cin * 9)
+            for s in 0..<n { for o in 0..<cout { for c in 0..<cin { for ki in 0..<3 { for kj in 0..<3 {
+                var acc = 0.0
+                for oy in 0..<h { for ox in 0..<wd {
+                    let iy = oy + ki - 1, ix = ox + kj - 1
+                    if iy < 0 || iy >= h || ix < 0 || ix >= wd { continue }
+                    acc += gy.d[((s * cout + o) * h + oy) * wd + ox] * x.d[((s * cin + c) * h + iy) * wd + ix]
+                }}
+                ref[(o * cin + c) * 9 + ki * 3 + kj] += acc
+            }}}}}
+            var direct: [[Float]] = []
+            for threads in [1, 2] {
+                let g = withThreads(threads) {
+                    Kernels.conv2dBackward(gy.t, x: x.t, w: w.t, stride: 1, padding: 1, needInput: false, needWeight: true, needBias: false)
+                }
+                assertClose(g.w!, ref, "direct dW \(n)x\(cin)x\(h)x\(wd) -> \(cout), \(threads) threads")
+                direct.append(g.w!.floats)
+            }
+            XCTAssertTrue(direct[0] == direct[1], "direct dW: the thread count changed the result")
+            Kernels.directWeightGradientChannels = -1
+            let product = Kernels.conv2dBackward(gy.t, x: x.t, w: w.t, stride: 1, padding: 1, needInput: false, needWeight: true, needBias: false)
+            Kernels.directWeightGradientChannels = rule
+            assertClose(product.w!, ref, "product dW \(n)x\(cin)x\(h)x\(wd) -> \(cout)")
+        }
+    }
+
     func testAttentionWithHeadsOnEveryPath() throws {
         // (B, heads, Lq, Lk, D, Dv, causal)
         let cases: [(Int, Int, Int, Int, Int, Int, Bool)] = [

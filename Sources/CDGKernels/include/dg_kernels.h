@@ -84,9 +84,11 @@ void dg_refuse_avx512(const char *who) __attribute__((noreturn, cold));
 
 /// Process-wide settings of the Swift layer that tests change (atomic loads and stores, so a
 /// change made on one thread is seen whole by kernels running on others).
+/// DG_SETTING_DIRECT_WEIGHT_GRADIENT: the most output channels a 3x3 convolution's weight gradient
+/// is taken straight from the image for (0: the measured default; negative: never).
 /// DG_SETTING_FLOPS: a running count of the forward matrix products' flops (`Kernels.countFlops`).
 enum { DG_SETTING_THREADS = 0, DG_SETTING_SERIAL = 1, DG_SETTING_COLUMN_BUDGET = 2, DG_SETTING_ATTENTION_BLOCK = 3,
-       DG_SETTING_FLOPS = 4, DG_SETTING_COUNT = 5 };
+       DG_SETTING_FLOPS = 4, DG_SETTING_DIRECT_WEIGHT_GRADIENT = 5, DG_SETTING_COUNT = 6 };
 long dg_setting(int which);
 void dg_set_setting(int which, long value);
 /// Adds delta atomically and returns the new value.
@@ -139,6 +141,15 @@ double dg_tsc_ghz(void);
 /// and transposed, read in place (no flipped copy). m rows from cin row row0 on; alpha 1, beta 0.
 void dg_gemm_conv_t(long m, long n, long k, const float *w, long cin, long kk, long row0,
                     const dg_bsource *b, long j0, float *c, long ldc);
+
+/// The weight gradient of a 3x3 convolution with stride 1 and padding 1 (needs AVX-512), for x
+/// [n, cin, h, w] and the output gradient gy [n, cout, h, w]: adds sum over samples and pixels of
+/// gy[s, o, oy, ox] x[s, c, oy + ki - 1, ox + kj - 1] into dw[o, c, ki, kj] for the tiles tile0..<tile1
+/// of ceil(cout / 3) x cin (tile t: output channels 3 (t / cin) ..< +3, input channel t % cin). Tiles
+/// write disjoint parts of dw, and each tile's sums run in an order fixed by the shape: split between
+/// threads, the result does not depend on the split.
+void dg_conv3x3_weight_gradient(long n, long cin, long cout, long h, long w, const float *x, const float *gy,
+                                float *dw, long tile0, long tile1);
 
 /// dst[j ldd + i] = src[i lds + j] for i < rows, j < cols (AVX-512, 16 x 16 blocks).
 void dg_transpose(const float *src, long rows, long cols, long lds, float *dst, long ldd);

@@ -104,17 +104,46 @@ extension Kernels {
     static func convolve(_ g: ConvGeometry, _ xp: UnsafePointer<Float>, _ w: Tensor,
                          _ bias: UnsafePointer<Float>?, _ op: UnsafeMutablePointer<Float>) {
         let plane = g.plane, inPlane = g.cin * g.h * g.w, outSample = g.cout * plane
-        for s in 0..<g.n {
+        func sample(_ s: Int) {
             let source = g.isPointwise ? GEMM.matrix(xp + s * inPlane, rowStride: plane, columnStride: 1)
                                        : GEMM.im2col(g, xp + s * inPlane)
             gemm(m: g.cout, n: plane, k: g.kdim, weight: w, b: source, c: op + s * outSample, ldc: plane, rowBias: bias)
         }
+        if samplewise(g) {
+            withSingleThreadedBLAS { Parallel.forEach(g.n, minimumChunk: 1) { r in for s in r { sample(s) } } }
+        } else {
+            for s in 0..<g.n { sample(s) }
+        }
     }
+
+    /// Whether a batch's samples go to the threads whole, each sample's product on one thread: for
+    /// small samples (the miniature's 16 x 16 latents, MRLF's windows), where splitting every sample's
+    /// product between threads costs a synchronisation per sample. The same bits either way: a
+    /// product's sums do not depend on how it is split.
+    static func samplewise(_ g: ConvGeometry) -> Bool {
+        g.n > 1 && Parallel.threads > 1 && !GEMM.serial && g.cout * g.kdim * g.plane <= samplewiseWork
+    }
+    static let samplewiseWork = 1 << 24
 
     /// Gradients of `conv2d` for the upstream gradient gy [N, Cout, Hout, Wout]: only the requested
     /// ones. dW = sum over samples of gy_s im2col(x_s)^T (accumulated in sample order);
     /// dx: for stride 1, the convolution of gy with the flipped, transposed kernel (padding kh-1-p);
     /// else col2im(W^T gy_s); dbias = sum of gy over samples and positions.
+    /// Whether `conv2dBackward` takes the weight gradient straight from the image: 3x3, stride 1,
+    /// padding 1, with few output channels, where packing the transposed im2col costs as much as the
+    /// product (`dginstyle bench sgemm --backward`: a 16-channel convolution's weight gradient took
+    /// 2.6x its forward's time through the product).
+    static func directWeightGradient(_ g: ConvGeometry) -> Bool {
+        GEMM.vectorized && g.kh == 3 && g.kw == 3 && g.stride == 1 && g.padding == 1 && g.paddingEnd == 0
+            && g.hout == g.h && g.wout == g.w && g.cout <= directWeightGradientChannels
+    }
+    /// The most output channels `directWeightGradient` takes (negative: none). Atomic (tests and
+    /// `bench sgemm --backward` change it).
+    public static var directWeightGradientChannels: Int {
+        get { let v = dg_setting(Int32(DG_SETTING_DIRECT_WEIGHT_GRADIENT)); return v == 0 ? 96 : v }
+        set { dg_set_setting(Int32(DG_SETTING_DIRECT_WEIGHT_GRADIENT), newValue) }
+    }
+
     public static func conv2dBackward(_ gy: Tensor, x: Tensor, w: Tensor, stride: Int, padding: Int, paddingEnd: Int = 0,
                                       needInput: Bool, needWeight: Bool, needBias: Bool) -> (x: Tensor?, w: Tensor?, bias: Tensor?) {
         let g = ConvGeometry(x: x.shape, w: w.shape, stride: stride, padding: padding, paddingEnd: paddingEnd)
@@ -146,6 +175,15 @@ extension Kernels {
         }
         if let dw { Profiler.measure("conv2d.backward: dw") {   // dW [Cout, K] (+)= gy_s [Cout, HW] im2col(x_s)^T [HW, K]
             let xp = pointer(xc), dwp = pointer(dw)
+            if directWeightGradient(g) {
+                // Few output channels: straight from the image (dg_conv3x3_weight_gradient).
+                dwp.initialize(repeating: 0, count: dw.count)
+                let tiles = (g.cout + 2) / 3 * g.cin
+                Parallel.forEach(tiles, minimumChunk: grain(g.n * plane * 27)) { r in
+                    dg_conv3x3_weight_gradient(g.n, g.cin, g.cout, g.h, g.w, xp, gp, dwp, r.lowerBound, r.upperBound)
+                }
+                return
+            }
             for s in 0..<g.n {
                 let source = g.isPointwise ? GEMM.matrix(xp + s * inPlane, rowStride: 1, columnStride: plane)
                                            : GEMM.im2col(g, xp + s * inPlane, transposed: true)
