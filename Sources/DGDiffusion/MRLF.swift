@@ -134,19 +134,22 @@ extension ControlNetPipeline {
         let channels = vae.latent_channels
         var x = generator.normal([1, channels, lh, lw])
         let batch = max(1, mrlf.windowBatch)
+        let groups = Swift.stride(from: 0, to: windows.count, by: batch).map { windows[$0..<min($0 + batch, windows.count)] }
+        // Each group's condition crops, embedded on the first step and reused by the others.
+        let conditions = groups.map { group in
+            ControlInput(Kernels.concat(group.map { y, x0 in
+                highCondition.slice(axis: 2, (y * f)..<((y + wh) * f)).slice(axis: 3, (x0 * f)..<((x0 + ww) * f))
+            }, axis: 0))
+        }
         for step in 0..<scheduler.timesteps.count {
             let t = scheduler.timesteps[step]
             var sum = [Float](repeating: 0, count: channels * lh * lw)
-            for first in Swift.stride(from: 0, to: windows.count, by: batch) {
-                let group = windows[first..<min(first + batch, windows.count)]
+            for (group, condition) in zip(groups, conditions) {
                 let crops = group.map { y, x0 in
                     x.slice(axis: 2, y..<(y + wh)).slice(axis: 3, x0..<(x0 + ww))
                 }
-                let conds = group.map { y, x0 in
-                    highCondition.slice(axis: 2, (y * f)..<((y + wh) * f)).slice(axis: 3, (x0 * f)..<((x0 + ww) * f))
-                }
                 let eps = denoiser.noise(Kernels.concat(crops, axis: 0), timestep: t, text: repeatText(text, group.count),
-                                         condition: Kernels.concat(conds, axis: 0))
+                                         condition: condition)
                 eps.withFloats { e in
                     for (k, (y, x0)) in group.enumerated() {
                         for c in 0..<channels {

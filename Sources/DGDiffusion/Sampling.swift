@@ -30,6 +30,12 @@ public struct GuidedDenoiser {
     /// unconditional features of all N samples first, then the conditional ones ([2N, L, D]);
     /// `condition` is the ControlNet input for the N samples.
     public func noise(_ latents: Tensor, timestep t: Int, text: Tensor, condition: Tensor?) -> Tensor {
+        noise(latents, timestep: t, text: text, condition: condition.map(ControlInput.init))
+    }
+
+    /// `noise` with the ControlNet input of a sampling loop: its embedding is computed on the first
+    /// step and reused by the others (the same values: it does not depend on the timestep).
+    public func noise(_ latents: Tensor, timestep t: Int, text: Tensor, condition: ControlInput?) -> Tensor {
         Autograd.noGrad {
             let n = latents.shape[0]
             let guided = guidanceScale > 1
@@ -38,8 +44,10 @@ public struct GuidedDenoiser {
             let embeds = Var(guided ? text : text.slice(axis: 0, n..<(2 * n)).contiguous())
             var control: ControlResiduals?
             if let controlnet, let condition {
-                let c = guided ? Kernels.concat([condition, condition], axis: 0) : condition
-                control = controlnet(input, timesteps: ts, text: embeds, condition: Var(c), conditioningScale: conditioningScale)
+                // Embedded once per sample; both halves of the guided batch share it.
+                let e = condition.embedding(controlnet)
+                let c = guided ? Kernels.concat([e, e], axis: 0) : e
+                control = controlnet(input, timesteps: ts, text: embeds, embeddedCondition: Var(c), conditioningScale: conditioningScale)
             }
             let eps = unet(input, timesteps: ts, text: embeds, control: control).value
             guard guided else { return eps }
@@ -56,12 +64,29 @@ public struct GuidedDenoiser {
         var x = latents
         var scheduler = self.scheduler
         scheduler.reset()
+        let control = condition.map(ControlInput.init)
         for i in start..<scheduler.timesteps.count {
-            let eps = self.noise(x, timestep: scheduler.timesteps[i], text: text, condition: condition)
+            let eps = self.noise(x, timestep: scheduler.timesteps[i], text: text, condition: control)
             x = scheduler.step(eps, index: i, sample: x, noise: noise)
             onStep(i, x)
         }
         return x
+    }
+}
+
+/// A ControlNet's input over a sampling loop: the condition [N, channels, 8h, 8w] and, from the
+/// first step on, what the ControlNet's conditioning embedding makes of it.
+public final class ControlInput {
+    public let condition: Tensor
+    private var embedded: Tensor?
+
+    public init(_ condition: Tensor) { self.condition = condition }
+
+    func embedding(_ controlnet: ControlNetModel) -> Tensor {
+        if let embedded { return embedded }
+        let e = Autograd.noGrad { controlnet.embed(condition: Var(condition)).value }
+        embedded = e
+        return e
     }
 }
 

@@ -57,13 +57,28 @@ extension ControlNetModel {
     /// conditioning [N, conditioning_channels, 8H, 8W] (here: one-hot labels).
     public func callAsFunction(_ sample: Var, timesteps: [Float], text: Var, condition: Var,
                                conditioningScale: Float = 1, checkpoint: Bool = false) -> ControlResiduals {
-        let temb = time_embedding(time_proj(timesteps))
-        let ctx = BlockContext(temb: temb, text: text, checkpoint: checkpoint)
+        callAsFunction(sample, timesteps: timesteps, text: text, embeddedCondition: embed(condition: condition),
+                       conditioningScale: conditioningScale, checkpoint: checkpoint)
+    }
+
+    /// What the conditioning embedding makes of `condition`, at the latents' size. It depends on the
+    /// condition alone, so a sampling loop computes it once for all its steps (at the miniature's
+    /// size it cost more than the rest of the ControlNet and UNet together: it runs at the image's
+    /// resolution, the UNet at the latents').
+    public func embed(condition: Var) -> Var {
         var cond = condition
         if controlnet_conditioning_channel_order == "bgr" {
             cond = concat((0..<cond.shape[1]).reversed().map { cond.slice(axis: 1, $0..<($0 + 1)) }, axis: 1)
         }
-        var h = conv_in(sample) + controlnet_cond_embedding(cond)
+        return controlnet_cond_embedding(cond)
+    }
+
+    /// The residuals from a condition already through `embed(condition:)`.
+    public func callAsFunction(_ sample: Var, timesteps: [Float], text: Var, embeddedCondition: Var,
+                               conditioningScale: Float = 1, checkpoint: Bool = false) -> ControlResiduals {
+        let temb = time_embedding(time_proj(timesteps))
+        let ctx = BlockContext(temb: temb, text: text, checkpoint: checkpoint)
+        var h = conv_in(sample) + embeddedCondition
         var skips = [h]
         for block in down_blocks {
             let (out, s) = runDown(block, h, ctx)

@@ -71,7 +71,9 @@ extension Bench {
                 return best
             }
             let latents = g.normal([1, 4, l, l])
-            let step = time("guided ControlNet step \(r) px (batch 2)", repeats: 2) { _ = denoiser.noise(latents, timestep: 500, text: text, condition: condition) }
+            // Best of two: the second reuses the condition's embedding, as the loop's steps after the first do.
+            let control = ControlInput(condition)
+            let step = time("guided ControlNet step \(r) px (batch 2)", repeats: 2) { _ = denoiser.noise(latents, timestep: 500, text: text, condition: control) }
             let decode = time("VAE decode \(r) px") { _ = vae.decodeToImage(latents) }
             let big = g.normal([1, 4, 2 * l, 2 * l])
             let image2x = vae.decodeToImage(big)
@@ -79,8 +81,9 @@ extension Bench {
             let encode2x = time("VAE encode \(2 * r) px") { _ = vae.encodeToLatents(image2x, generator: g) }
             let windowCrops = Kernels.concat([Tensor](repeating: latents, count: windowBatch), axis: 0)
             let windowConds = Kernels.concat([Tensor](repeating: condition, count: windowBatch), axis: 0)
-            let batch = time("MRLF window batch (\(windowBatch) windows, batch \(2 * windowBatch))") {
-                _ = denoiser.noise(windowCrops, timestep: 500, text: repeatText(text, windowBatch), condition: windowConds)
+            let windowControl = ControlInput(windowConds)
+            let batch = time("MRLF window batch (\(windowBatch) windows, batch \(2 * windowBatch))", repeats: 2) {
+                _ = denoiser.noise(windowCrops, timestep: 500, text: repeatText(text, windowBatch), condition: windowControl)
             }
             let options = MRLFOptions.scaled(resolution: r, strideAt512: stride)
             let windows = windowStarts(size: 2 * l, window: l, stride: options.stride).count
