@@ -214,6 +214,7 @@ extension Kernels {
                 let qb = qp + s.qOffset(h, row: i0), gb = gp + s.oOffset(h, row: i0)
                 let lse = lp + h * s.lq + i0, dl = delta + h * s.lq + i0
                 // P = exp(scale q k^T - lse), zero where masked.
+                Profiler.measure("attention.backward: scores") {
                 if lowPrecision {
                     GEMM.gemmBF16(m: rows, n: keys, k: s.d, alpha: scale, a: qb, aBF16: false, ars: s.ldq, aks: 1, b: kt,
                                   c: p, ldc: keys)
@@ -230,10 +231,14 @@ extension Kernels {
                         if n < keys { (row + n).update(repeating: 0, count: keys - n) }
                     }
                 }
+                }
                 // dV += P^T dO
+                Profiler.measure("attention.backward: dV") {
                 GEMM.gemm(m: keys, n: s.dv, k: rows, a: p, ars: 1, aks: keys,
                           b: GEMM.matrix(gb, rowStride: s.ldv, columnStride: 1), beta: 1, c: dvh, ldc: ldvh)
+                }
                 // dP = dO V^T; dS = P (dP - delta)
+                Profiler.measure("attention.backward: dS") {
                 GEMM.gemm(m: rows, n: keys, k: s.dv, a: gb, ars: s.ldv, aks: 1, b: vt, c: dp, ldc: keys)
                 if vectorized {
                     dg_attention_score_gradient(rows, keys, p, dp, keys, dl)
@@ -243,11 +248,16 @@ extension Kernels {
                         for j in 0..<keys { dr[j] = pr[j] * (dr[j] - d0) }
                     }
                 }
+                }
                 // dQ = scale dS K; dK += scale dS^T Q
+                Profiler.measure("attention.backward: dQ") {
                 GEMM.gemm(m: rows, n: s.d, k: keys, alpha: scale, a: dp, ars: keys, aks: 1, b: kk,
                           c: dqp + s.qOffset(h, row: i0), ldc: s.ldq)
+                }
+                Profiler.measure("attention.backward: dK") {
                 GEMM.gemm(m: keys, n: s.d, k: rows, alpha: scale, a: dp, ars: 1, aks: keys,
                           b: GEMM.matrix(qb, rowStride: s.ldq, columnStride: 1), beta: 1, c: dkh, ldc: ldk)
+                }
             }
         }
 
