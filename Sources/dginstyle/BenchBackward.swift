@@ -49,14 +49,16 @@ extension Bench.Sgemm {
                      })])
             }
         }
-        for (c, side) in [(320, 64), (640, 32), (1280, 16)] {
-            let l = side * side, d = c / 8, scale = 1 / Float(d).squareRoot()
-            let q = randomWeights([1, l, c], seed: 6, std: 1), k = randomWeights([1, l, c], seed: 7, std: 1)
-            let v = randomWeights([1, l, c], seed: 8, std: 1), g = randomWeights([1, l, c], seed: 9, std: 1)
+        // Self-attention at each level, and the cross-attention over 77 text tokens at the first.
+        for (c, side, keys) in [(320, 64, 0), (640, 32, 0), (1280, 16, 0), (320, 64, 77)] {
+            let l = side * side, lk = keys > 0 ? keys : l, d = c / 8, scale = 1 / Float(d).squareRoot()
+            let q = randomWeights([1, l, c], seed: 6, std: 1), k = randomWeights([1, lk, c], seed: 7, std: 1)
+            let v = randomWeights([1, lk, c], seed: 8, std: 1), g = randomWeights([1, l, c], seed: 9, std: 1)
             let (out, lse) = Kernels.attention(q: q, k: k, v: v, heads: 8, scale: scale, causal: false)
-            let flops = 4.0 * Double(l) * Double(l) * Double(c)
+            let flops = 4.0 * Double(l) * Double(lk) * Double(c)
             withExtendedLifetime((q, k, v, g, out, lse)) {
-                row("UNet 512 px self-attention \(c)ch", "L=\(l), 8 heads of \(d)", [("what", .string("attention")), ("channels", .int(c)), ("tokens", .int(l))], flops,
+                row("UNet 512 px \(keys > 0 ? "cross" : "self")-attention \(c)ch", "L=\(l)\(keys > 0 ? " x \(lk) keys" : ""), 8 heads of \(d)",
+                    [("what", .string(keys > 0 ? "cross-attention" : "attention")), ("channels", .int(c)), ("tokens", .int(l)), ("keys", .int(lk))], flops,
                     { _ = Kernels.attention(q: q, k: k, v: v, heads: 8, scale: scale, causal: false) },
                     [("backward", 2.5 * flops, { _ = Kernels.attentionBackward(g, q: q, k: k, v: v, out: out, logsumexp: lse, heads: 8, scale: scale, causal: false) })])
             }

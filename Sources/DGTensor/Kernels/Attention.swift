@@ -24,6 +24,15 @@ extension Kernels {
         attentionBlock ?? Swift.max(16, Swift.min(1024, (1 << 18) / Swift.max(1, lk)))
     }
 
+    /// The backward's query rows per block: as `attentionRows`, at most 128. Its five products per
+    /// block keep two blocks of scores (P and dS) and the head's dK, dV sums; measured on SD 1.5's
+    /// 512 px shapes (`bench sgemm --backward`, AMD EPYC, 2026-12-05), whole-head blocks at L = 256
+    /// ran at 86-108 GFLOP/s against 150-163 with 128 rows, the 77-key cross-attention at 82-87
+    /// against 97-107, L = 1024 (256 rows) 141-151 against 155-160; L = 4096 (64 rows) unchanged.
+    static func attentionBackwardRows(_ lk: Int) -> Int {
+        attentionBlock ?? Swift.min(128, attentionRows(lk))
+    }
+
     struct AttentionShape {
         let batch, heads, lq, lk, d, dv: Int
         /// Row strides of q (and k), and of v (and out).
@@ -174,7 +183,7 @@ extension Kernels {
             }
         }
 
-        let block = Swift.max(1, attentionRows(s.lk))
+        let block = Swift.max(1, attentionBackwardRows(s.lk))
         let nb = (s.lq + block - 1) / block
         let vectorized = GEMM.vectorized
         // The forward's scores were the bf16 product's: recomputed by the same product (the same sums
