@@ -28,13 +28,8 @@ public struct GuidedDenoiser {
 
     /// One guided noise estimate for latents [N, C, h, w] at timestep `t`. `text` holds the
     /// unconditional features of all N samples first, then the conditional ones ([2N, L, D]);
-    /// `condition` is the ControlNet input for the N samples.
-    public func noise(_ latents: Tensor, timestep t: Int, text: Tensor, condition: Tensor?) -> Tensor {
-        noise(latents, timestep: t, text: text, condition: condition.map(ControlInput.init))
-    }
-
-    /// `noise` with the ControlNet input of a sampling loop: its embedding is computed on the first
-    /// step and reused by the others (the same values: it does not depend on the timestep).
+    /// `condition` is the ControlNet input for the N samples, whose embedding the first call makes
+    /// and later steps reuse (the same values: it does not depend on the timestep).
     public func noise(_ latents: Tensor, timestep t: Int, text: Tensor, condition: ControlInput?) -> Tensor {
         Autograd.noGrad {
             let n = latents.shape[0]

@@ -125,10 +125,6 @@ extension Kernels {
     }
     static let samplewiseWork = 1 << 24
 
-    /// Gradients of `conv2d` for the upstream gradient gy [N, Cout, Hout, Wout]: only the requested
-    /// ones. dW = sum over samples of gy_s im2col(x_s)^T (accumulated in sample order);
-    /// dx: for stride 1, the convolution of gy with the flipped, transposed kernel (padding kh-1-p);
-    /// else col2im(W^T gy_s); dbias = sum of gy over samples and positions.
     /// Whether `conv2dBackward` takes the weight gradient straight from the image: 3x3, stride 1,
     /// padding 1, with few output channels, where packing the transposed im2col costs as much as the
     /// product (`dginstyle bench sgemm --backward`: a 16-channel convolution's weight gradient took
@@ -144,6 +140,11 @@ extension Kernels {
         set { dg_set_setting(Int32(DG_SETTING_DIRECT_WEIGHT_GRADIENT), newValue) }
     }
 
+    /// Gradients of `conv2d` for the upstream gradient gy [N, Cout, Hout, Wout]: only the requested
+    /// ones. dW = sum over samples of gy_s im2col(x_s)^T (accumulated in sample order, or
+    /// `directWeightGradient`);
+    /// dx: for stride 1, the convolution of gy with the flipped, transposed kernel (padding kh-1-p);
+    /// else col2im(W^T gy_s); dbias = sum of gy over samples and positions.
     public static func conv2dBackward(_ gy: Tensor, x: Tensor, w: Tensor, stride: Int, padding: Int, paddingEnd: Int = 0,
                                       needInput: Bool, needWeight: Bool, needBias: Bool) -> (x: Tensor?, w: Tensor?, bias: Tensor?) {
         let g = ConvGeometry(x: x.shape, w: w.shape, stride: stride, padding: padding, paddingEnd: paddingEnd)
