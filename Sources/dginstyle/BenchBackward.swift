@@ -60,13 +60,19 @@ extension Bench.Sgemm {
                 row("UNet 512 px \(keys > 0 ? "cross" : "self")-attention \(c)ch", "L=\(l)\(keys > 0 ? " x \(lk) keys" : ""), 8 heads of \(d)",
                     [("what", .string(keys > 0 ? "cross-attention" : "attention")), ("channels", .int(c)), ("tokens", .int(l)), ("keys", .int(lk))], flops,
                     { _ = Kernels.attention(q: q, k: k, v: v, heads: 8, scale: scale, causal: false) },
-                    [("backward", 2.5 * flops, { _ = Kernels.attentionBackward(g, q: q, k: k, v: v, out: out, logsumexp: lse, heads: 8, scale: scale, causal: false) })])
+                    [("backward", 2.5 * flops, { _ = Kernels.attentionBackward(g, q: q, k: k, v: v, out: out, logsumexp: lse, heads: 8, scale: scale, causal: false) })]
+                    + (Kernels.attentionBackwardKeys(lk) >= lk ? [] : [("backward_all_keys", 2.5 * flops, {
+                        // Every key in each query block's products, as before key blocks.
+                        Kernels.attentionBackwardKeyBlock = lk
+                        _ = Kernels.attentionBackward(g, q: q, k: k, v: v, out: out, logsumexp: lse, heads: 8, scale: scale, causal: false)
+                        Kernels.attentionBackwardKeyBlock = nil
+                    })]))
             }
         }
         if json { return }
         emit("\(Parallel.threads) threads; AVX-512 kernels \(GEMM.vectorized ? "on" : "off"); GFLOP/s, best of \(repeats), each pass alternated with its forward; (n x time): its time over the forward's")
         emit("direct weight gradient (straight from the image) up to \(Kernels.directWeightGradientChannels) output channels; the last column takes the other route")
-        emit("| kernel | shape | forward | weight gradient / attention backward | input gradient | weight gradient, other route |")
+        emit("| kernel | shape | forward | weight gradient / attention backward | input gradient / attention backward, all keys per block | weight gradient, other route |")
         emit("|---|---|---|---|---|---|")
         emit(rows.joined(separator: "\n"))
     }

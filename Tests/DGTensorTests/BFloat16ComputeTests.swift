@@ -232,10 +232,14 @@ extension KernelTests {
     /// to bf16, the other products over the f32 values. Scores from f32 q and k instead (the f32
     /// backward on the bf16 forward) miss by ~1e-3 relative, far outside the tolerance.
     func testBF16AttentionBackwardRebuildsTheForwardProbabilities() throws {
-        let cases: [(Int, Int, Int, Int, Int, Int, Bool)] = [(2, 2, 37, 45, 8, 6, false), (1, 3, 40, 40, 10, 4, true)]
+        // (B, heads, Lq, Lk, D, Dv, causal, backward key block: 0 automatic)
+        let cases: [(Int, Int, Int, Int, Int, Int, Bool, Int)] = [(2, 2, 37, 45, 8, 6, false, 0), (1, 3, 40, 40, 10, 4, true, 0),
+                                                                  (2, 2, 37, 77, 8, 6, false, 32)]
+        defer { Kernels.attentionBackwardKeyBlock = nil }
         try withBF16Kernel {
             for (ci, c) in cases.enumerated() {
-                let (b, heads, lq, lk, d, dv, causal) = c
+                let (b, heads, lq, lk, d, dv, causal, keyBlock) = c
+                Kernels.attentionBackwardKeyBlock = keyBlock == 0 ? nil : keyBlock
                 let q = random([b, lq, heads * d]), k = random([b, lk, heads * d]), v = random([b, lk, heads * dv])
                 let scale = 0.5
                 let (out, lse) = Kernels.attention(q: q.t, k: k.t, v: v.t, heads: heads, scale: Float(scale), causal: causal, bf16: true)

@@ -174,13 +174,18 @@ extension KernelTests {
     }
 
     func testAttentionWithHeadsOnEveryPath() throws {
-        // (B, heads, Lq, Lk, D, Dv, causal)
-        let cases: [(Int, Int, Int, Int, Int, Int, Bool)] = [
-            (2, 3, 40, 33, 8, 5, false), (1, 4, 50, 50, 6, 6, true), (2, 2, 20, 77, 16, 16, false),
+        // (B, heads, Lq, Lk, D, Dv, causal, backward key block: 0 automatic); 32 keys of 77 or 100 make
+        // three or four key blocks, the last partial, over query blocks of 16 rows.
+        let cases: [(Int, Int, Int, Int, Int, Int, Bool, Int)] = [
+            (2, 3, 40, 33, 8, 5, false, 0), (1, 4, 50, 50, 6, 6, true, 0), (2, 2, 20, 77, 16, 16, false, 0),
+            (2, 2, 20, 77, 16, 16, false, 32), (1, 2, 70, 100, 8, 6, false, 32),
         ]
+        defer { Kernels.attentionBlock = nil; Kernels.attentionBackwardKeyBlock = nil }
         try forEachGEMMPath { path in
             for (ci, c) in cases.enumerated() {
-                let (b, heads, lq, lk, d, dv, causal) = c
+                let (b, heads, lq, lk, d, dv, causal, keyBlock) = c
+                Kernels.attentionBackwardKeyBlock = keyBlock == 0 ? nil : keyBlock
+                Kernels.attentionBlock = keyBlock == 0 ? nil : 16
                 let q = random([b, lq, heads * d]), k = random([b, lk, heads * d]), v = random([b, lk, heads * dv])
                 let scale = 0.4
                 // The reference per head: [B H, L, D] copies of the head slices.

@@ -87,8 +87,10 @@ void dg_refuse_avx512(const char *who) __attribute__((noreturn, cold));
 /// DG_SETTING_DIRECT_WEIGHT_GRADIENT: the most output channels a 3x3 convolution's weight gradient
 /// is taken straight from the image for (0: the measured default; negative: never).
 /// DG_SETTING_FLOPS: a running count of the forward matrix products' flops (`Kernels.countFlops`).
+/// DG_SETTING_ATTENTION_BACKWARD_KEYS: keys per block of the attention backward (0: the measured default).
 enum { DG_SETTING_THREADS = 0, DG_SETTING_SERIAL = 1, DG_SETTING_COLUMN_BUDGET = 2, DG_SETTING_ATTENTION_BLOCK = 3,
-       DG_SETTING_FLOPS = 4, DG_SETTING_DIRECT_WEIGHT_GRADIENT = 5, DG_SETTING_COUNT = 6 };
+       DG_SETTING_FLOPS = 4, DG_SETTING_DIRECT_WEIGHT_GRADIENT = 5, DG_SETTING_ATTENTION_BACKWARD_KEYS = 6,
+       DG_SETTING_COUNT = 7 };
 long dg_setting(int which);
 void dg_set_setting(int which, long value);
 /// Adds delta atomically and returns the new value.

@@ -5,14 +5,15 @@ import Foundation
 /// side by side in the last dimension (q [B, Lq, H d], k [B, Lk, H d], v [B, Lk, H dv], out
 /// [B, Lq, H dv]: the layout of the projections, so heads are never split into copies). Computed a
 /// block of query rows at a time, so memory is O(block x Lk), never B x Lq x Lk; the backward pass
-/// recomputes each block's probabilities from the saved log-sum-exp (as flash attention does).
+/// recomputes each block's probabilities from the saved log-sum-exp, a block of keys at a time (as
+/// flash attention does).
 ///
 /// Threads take whole (head, query block) items and run single-threaded products, so that the
 /// products, the exponentials and the reuse of the block buffer all stay in one core's cache. On the
 /// AVX-512 path the forward pass runs 32 queries at a time, transposed, in C (`dg_attention_panel`).
 extension Kernels {
     /// Query rows per block; nil: automatic (`attentionRows`). Atomic (tests change it).
-    static var attentionBlock: Int? {
+    public static var attentionBlock: Int? {
         get { let v = dg_setting(Int32(DG_SETTING_ATTENTION_BLOCK)); return v > 0 ? v : nil }
         set { dg_set_setting(Int32(DG_SETTING_ATTENTION_BLOCK), Swift.max(0, newValue ?? 0)) }
     }
@@ -24,13 +25,32 @@ extension Kernels {
         attentionBlock ?? Swift.max(16, Swift.min(1024, (1 << 18) / Swift.max(1, lk)))
     }
 
-    /// The backward's query rows per block: as `attentionRows`, at most 128. Its five products per
-    /// block keep two blocks of scores (P and dS) and the head's dK, dV sums; measured on SD 1.5's
-    /// 512 px shapes (`bench sgemm --backward`, AMD EPYC, 2026-12-05), whole-head blocks at L = 256
-    /// ran at 86-108 GFLOP/s against 150-163 with 128 rows, the 77-key cross-attention at 82-87
-    /// against 97-107, L = 1024 (256 rows) 141-151 against 155-160; L = 4096 (64 rows) unchanged.
+    /// Keys per block of the backward; nil: automatic (`attentionBackwardKeys`). Atomic (tests change it).
+    public static var attentionBackwardKeyBlock: Int? {
+        get { let v = dg_setting(Int32(DG_SETTING_ATTENTION_BACKWARD_KEYS)); return v > 0 ? v : nil }
+        set { dg_set_setting(Int32(DG_SETTING_ATTENTION_BACKWARD_KEYS), Swift.max(0, newValue ?? 0)) }
+    }
+
+    /// The backward's keys per block: all of them up to 256, else blocks of 256 (a multiple of 32, the
+    /// packed panels' width, so a block starts on a panel). Each (query block, key block) pair runs the
+    /// five products on its own; its two blocks of scores (P and dS) and its keys' dK, dV sums then stay
+    /// in one core's L2 instead of streaming [rows, Lk] score rows and the head's [Lk, d] sums per
+    /// query block. Measured on SD 1.5's 512 px shapes (`bench sgemm --backward`, AMD EPYC, 2026-12-05,
+    /// 128-row query blocks): L = 4096 all keys 152-156 GFLOP/s, 512-key blocks 160, 256 168-171, 128
+    /// 166-168; L = 1024 all keys 175-191, 256-key blocks 192-198. Causal attention (the text encoder's,
+    /// at most 77 keys) always takes all keys.
+    public static func attentionBackwardKeys(_ lk: Int) -> Int {
+        if let k = attentionBackwardKeyBlock { return Swift.max(32, (k + 31) / 32 * 32) }
+        return Swift.min(lk, 256)
+    }
+
+    /// The backward's query rows per block: as `attentionRows` for a key block, at most 128. Its five
+    /// products per block keep two blocks of scores (P and dS) and the key block's dK, dV sums; measured
+    /// on SD 1.5's 512 px shapes (`bench sgemm --backward`, AMD EPYC, 2026-12-05), whole-head blocks at
+    /// L = 256 ran at 86-108 GFLOP/s against 150-163 with 128 rows, the 77-key cross-attention at 82-87
+    /// against 97-107, L = 1024 (256 rows) 141-151 against 155-160.
     static func attentionBackwardRows(_ lk: Int) -> Int {
-        attentionBlock ?? Swift.min(128, attentionRows(lk))
+        attentionBlock ?? Swift.min(128, attentionRows(Swift.min(lk, attentionBackwardKeys(lk))))
     }
 
     struct AttentionShape {
@@ -185,6 +205,7 @@ extension Kernels {
 
         let block = Swift.max(1, attentionBackwardRows(s.lk))
         let nb = (s.lq + block - 1) / block
+        let keyBlock = causal ? s.lk : Swift.min(s.lk, attentionBackwardKeys(s.lk))
         let vectorized = GEMM.vectorized
         // The forward's scores were the bf16 product's: recomputed by the same product (the same sums
         // in the same order, so bit for bit), the probabilities rebuilt from the log-sum-exp are the
@@ -194,9 +215,9 @@ extension Kernels {
         // head h into dkh (row stride ldk) and dvh (row stride ldvh).
         func run(_ h: Int, _ blocks: Range<Int>, _ dkh: UnsafeMutablePointer<Float>, _ ldk: Int,
                  _ dvh: UnsafeMutablePointer<Float>, _ ldvh: Int) {
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: 2 * block * s.lk)
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: 2 * block * keyBlock)
             defer { p.deallocate() }
-            let dp = p + block * s.lk
+            let dp = p + block * keyBlock
             let kb = kp + s.kOffset(h), vb = vp + s.vOffset(h)
             var kt = GEMM.matrix(kb, rowStride: 1, columnStride: s.ldq)       // K^T [d, Lk]
             var vt = GEMM.matrix(vb, rowStride: 1, columnStride: s.ldv)       // V^T [dv, Lk]
@@ -220,52 +241,60 @@ extension Kernels {
             }
             for blk in blocks {
                 let i0 = blk * block, rows = Swift.min(block, s.lq - i0), keys = s.keys(i0, rows, causal: causal)
-                let qb = qp + s.qOffset(h, row: i0), gb = gp + s.oOffset(h, row: i0)
+                let qb = qp + s.qOffset(h, row: i0), gb = gp + s.oOffset(h, row: i0), dqb = dqp + s.qOffset(h, row: i0)
                 let lse = lp + h * s.lq + i0, dl = delta + h * s.lq + i0
-                // P = exp(scale q k^T - lse), zero where masked.
-                Profiler.measure("attention.backward: scores") {
-                if lowPrecision {
-                    GEMM.gemmBF16(m: rows, n: keys, k: s.d, alpha: scale, a: qb, aBF16: false, ars: s.ldq, aks: 1, b: kt,
-                                  c: p, ldc: keys)
-                } else {
-                    GEMM.gemm(m: rows, n: keys, k: s.d, alpha: scale, a: qb, ars: s.ldq, aks: 1, b: kt, c: p, ldc: keys)
-                }
-                if vectorized {
-                    dg_attention_probabilities(rows, keys, p, keys, lse, causal ? 1 : 0, i0)
-                } else {
-                    for r in 0..<rows {
-                        let row = p + r * keys, n = s.visible(i0 + r, keys, causal: causal)
-                        let l = lse[r]
-                        for j in 0..<n { row[j] = exp(row[j] - l) }
-                        if n < keys { (row + n).update(repeating: 0, count: keys - n) }
+                // Keys j0..<j0 + n: everything below is exact per key block (delta and the log-sum-exp
+                // are per row), so only dQ sums over the blocks.
+                for j0 in stride(from: 0, to: keys, by: keyBlock) {
+                    let n = Swift.min(keyBlock, keys - j0)
+                    // K's rows from j0 on (a packed K keeps its rows nr floats apart within each panel).
+                    var kj = kk
+                    kj.b = kk.b + j0 * kk.rs
+                    // P = exp(scale q k^T - lse), zero where masked.
+                    Profiler.measure("attention.backward: scores") {
+                    if lowPrecision {
+                        GEMM.gemmBF16(m: rows, n: n, k: s.d, alpha: scale, a: qb, aBF16: false, ars: s.ldq, aks: 1, b: kt, j0: j0,
+                                      c: p, ldc: n)
+                    } else {
+                        GEMM.gemm(m: rows, n: n, k: s.d, alpha: scale, a: qb, ars: s.ldq, aks: 1, b: kt, j0: j0, c: p, ldc: n)
                     }
-                }
-                }
-                // dV += P^T dO
-                Profiler.measure("attention.backward: dV") {
-                GEMM.gemm(m: keys, n: s.dv, k: rows, a: p, ars: 1, aks: keys,
-                          b: GEMM.matrix(gb, rowStride: s.ldv, columnStride: 1), beta: 1, c: dvh, ldc: ldvh)
-                }
-                // dP = dO V^T; dS = P (dP - delta)
-                Profiler.measure("attention.backward: dS") {
-                GEMM.gemm(m: rows, n: keys, k: s.dv, a: gb, ars: s.ldv, aks: 1, b: vt, c: dp, ldc: keys)
-                if vectorized {
-                    dg_attention_score_gradient(rows, keys, p, dp, keys, dl)
-                } else {
-                    for r in 0..<rows {
-                        let pr = p + r * keys, dr = dp + r * keys, d0 = dl[r]
-                        for j in 0..<keys { dr[j] = pr[j] * (dr[j] - d0) }
+                    if vectorized {
+                        dg_attention_probabilities(rows, n, p, n, lse, causal ? 1 : 0, i0)
+                    } else {
+                        for r in 0..<rows {
+                            let row = p + r * n, visible = s.visible(i0 + r, n, causal: causal)
+                            let l = lse[r]
+                            for j in 0..<visible { row[j] = exp(row[j] - l) }
+                            if visible < n { (row + visible).update(repeating: 0, count: n - visible) }
+                        }
                     }
-                }
-                }
-                // dQ = scale dS K; dK += scale dS^T Q
-                Profiler.measure("attention.backward: dQ") {
-                GEMM.gemm(m: rows, n: s.d, k: keys, alpha: scale, a: dp, ars: keys, aks: 1, b: kk,
-                          c: dqp + s.qOffset(h, row: i0), ldc: s.ldq)
-                }
-                Profiler.measure("attention.backward: dK") {
-                GEMM.gemm(m: keys, n: s.d, k: rows, alpha: scale, a: dp, ars: 1, aks: keys,
-                          b: GEMM.matrix(qb, rowStride: s.ldq, columnStride: 1), beta: 1, c: dkh, ldc: ldk)
+                    }
+                    // dV += P^T dO
+                    Profiler.measure("attention.backward: dV") {
+                    GEMM.gemm(m: n, n: s.dv, k: rows, a: p, ars: 1, aks: n,
+                              b: GEMM.matrix(gb, rowStride: s.ldv, columnStride: 1), beta: 1, c: dvh + j0 * ldvh, ldc: ldvh)
+                    }
+                    // dP = dO V^T; dS = P (dP - delta)
+                    Profiler.measure("attention.backward: dS") {
+                    GEMM.gemm(m: rows, n: n, k: s.dv, a: gb, ars: s.ldv, aks: 1, b: vt, j0: j0, c: dp, ldc: n)
+                    if vectorized {
+                        dg_attention_score_gradient(rows, n, p, dp, n, dl)
+                    } else {
+                        for r in 0..<rows {
+                            let pr = p + r * n, dr = dp + r * n, d0 = dl[r]
+                            for j in 0..<n { dr[j] = pr[j] * (dr[j] - d0) }
+                        }
+                    }
+                    }
+                    // dQ (+)= scale dS K; dK += scale dS^T Q
+                    Profiler.measure("attention.backward: dQ") {
+                    GEMM.gemm(m: rows, n: s.d, k: n, alpha: scale, a: dp, ars: n, aks: 1, b: kj, beta: j0 == 0 ? 0 : 1,
+                              c: dqb, ldc: s.ldq)
+                    }
+                    Profiler.measure("attention.backward: dK") {
+                    GEMM.gemm(m: n, n: s.d, k: rows, alpha: scale, a: dp, ars: 1, aks: n,
+                              b: GEMM.matrix(qb, rowStride: s.ldq, columnStride: 1), beta: 1, c: dkh + j0 * ldk, ldc: ldk)
+                    }
                 }
             }
         }
