@@ -216,12 +216,16 @@ extension Bench {
         @Option(help: "With --backends: only the product classes whose name contains this (e.g. \"small n\").")
         var only: String?
 
+        @Flag(help: "Instead: 3x3 convolutions as Winograd F(2x2, 3x3) against implicit GEMM (forward and input gradient) at SD 1.5's shapes: the measurements behind the Winograd rule.")
+        var winograd = false
+
         @Flag(help: "Instead: the training kernels' backward passes (convolution weight and input gradients, attention backward) against their forward, at the UNet's and the segmenter's shapes.")
         var backward = false
 
         func run() throws {
             if backends { return try runBackends() }
             if backward { return runBackward() }
+            if winograd { return runWinograd() }
             // The bf16 columns time the vdpbf16ps product wherever the CPU has it, even where "auto"
             // leaves it off (what it would give is the point); the choice is printed with them.
             let chosen = GEMM.bf16

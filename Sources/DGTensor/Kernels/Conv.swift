@@ -103,6 +103,7 @@ extension Kernels {
     /// convolution reads x as it is). w: from `productWeight` (f32, or bf16 for the bf16 kernel).
     static func convolve(_ g: ConvGeometry, _ xp: UnsafePointer<Float>, _ w: Tensor,
                          _ bias: UnsafePointer<Float>?, _ op: UnsafeMutablePointer<Float>) {
+        if winograd(g, weight: w) { return winogradConvolve(g, xp, w, transposed: false, bias, op) }
         let plane = g.plane, inPlane = g.cin * g.h * g.w, outSample = g.cout * plane
         func sample(_ s: Int) {
             let source = g.isPointwise ? GEMM.matrix(xp + s * inPlane, rowStride: plane, columnStride: 1)
@@ -113,6 +114,91 @@ extension Kernels {
             withSingleThreadedBLAS { Parallel.forEach(g.n, minimumChunk: 1) { r in for s in r { sample(s) } } }
         } else {
             for s in 0..<g.n { sample(s) }
+        }
+    }
+
+    /// Whether a convolution runs as Winograd F(2x2, 3x3) (`winogradConvolve`): 3x3, stride 1, padding 1,
+    /// on our kernels with f32 products (a bf16 weight where the bf16 products do not run), with at
+    /// least `winogradTiles` 2x2 output tiles per sample and `winogradChannels` channels in and out.
+    /// Measured with `dginstyle bench sgemm --winograd` (docs/PERFORMANCE.md, "Winograd").
+    static func winograd(_ g: ConvGeometry, weight w: Tensor) -> Bool {
+        let tiles = winogradTiles
+        return tiles >= 0 && GEMM.vectorized && g.kh == 3 && g.kw == 3 && g.stride == 1 && g.padding == 1
+            && g.paddingEnd == 0 && g.hout == g.h && g.wout == g.w && !(w.dtype == .bf16 && GEMM.bf16)
+            && Swift.min(g.cin, g.cout) >= winogradChannels && (g.h + 1) / 2 * ((g.w + 1) / 2) >= Swift.max(1, tiles)
+    }
+    /// Whether `conv2d` of an input of this shape with this weight runs as Winograd (`winograd`).
+    public static func usesWinograd(x: [Int], weight w: Tensor, stride: Int, padding: Int) -> Bool {
+        winograd(ConvGeometry(x: x, w: w.shape, stride: stride, padding: padding), weight: w)
+    }
+    /// The fewest output tiles per sample for `winograd` (negative: never). Atomic (tests and
+    /// `bench sgemm --winograd` change it).
+    public static var winogradTiles: Int {
+        get { let v = dg_setting(Int32(DG_SETTING_WINOGRAD_TILES)); return v == 0 ? defaultWinogradTiles : v }
+        set { dg_set_setting(Int32(DG_SETTING_WINOGRAD_TILES), newValue) }
+    }
+    /// 256 tiles (32 x 32 outputs: a 256 px UNet's first level, a 512 px UNet's first two), unless
+    /// DGINSTYLE_WINOGRAD says "off" (-1) or a number of tiles.
+    static let defaultWinogradTiles: Int = {
+        guard let v = ProcessInfo.processInfo.environment["DGINSTYLE_WINOGRAD"] else { return 256 }
+        return v == "off" ? -1 : Int(v).map { Swift.max(1, $0) } ?? 256
+    }()
+    public static let winogradChannels = 32
+    /// Bytes of transformed input and products (16 (cin + cout) floats a tile) per band of tile rows
+    /// (at least one row). Atomic (tests change it).
+    static var winogradBand: Int {
+        get { let v = dg_setting(Int32(DG_SETTING_WINOGRAD_BAND)); return v > 0 ? v : 32 << 20 }
+        set { dg_set_setting(Int32(DG_SETTING_WINOGRAD_BAND), Swift.max(0, newValue)) }
+    }
+
+    /// out = conv(x, w) + bias through Winograd F(2x2, 3x3) (see Sources/CDGKernels/winograd.c): the
+    /// filter transformed once per call, then per sample and band of tile rows the input transform,
+    /// 16 products U[xi] [cout, cin] x V[xi] [cin, tiles] and the output transform. transposed: `w` is
+    /// the forward weight [cout', cin', 3, 3] of the convolution whose input gradient this computes
+    /// (g: the geometry of that gradient's convolution, cin = cout', cout = cin'); its U[xi] is then
+    /// the transpose of the forward's U[perm xi] (G turned by 180 degrees is G with rows 0 and 3
+    /// swapped), read in place.
+    static func winogradConvolve(_ g: ConvGeometry, _ xp: UnsafePointer<Float>, _ w: Tensor, transposed: Bool,
+                                 _ bias: UnsafePointer<Float>?, _ op: UnsafeMutablePointer<Float>) {
+        let m = g.cout, k = g.cin, th = (g.h + 1) / 2, tw = (g.w + 1) / 2
+        let fitting = Swift.max(1, Swift.min(th, winogradBand / Swift.max(1, 64 * (m + k) * tw)))
+        let bandRows = (th + (th + fitting - 1) / fitting - 1) / ((th + fitting - 1) / fitting)   // even bands
+        let u = Tensor(uninitialized: [16 * m * k]), v = Tensor(uninitialized: [16 * k * bandRows * tw])
+        let products = Tensor(uninitialized: [16 * m * bandRows * tw])
+        defer { withExtendedLifetime((u, v, products, w)) {} }
+        let up = pointer(u), vp = pointer(v), mp = pointer(products)
+        let wp = UnsafeRawPointer(w.rawPointer), bf16: Int32 = w.dtype == .bf16 ? 1 : 0
+        let (wout, win) = transposed ? (k, m) : (m, k)   // the stored weight's channels
+        Profiler.measure("conv2d: winograd filter") {
+            Parallel.forEach(wout, minimumChunk: grain(win * 64)) { r in
+                dg_winograd_filter(wp, bf16, wout, win, r.lowerBound, r.upperBound, up)
+            }
+        }
+        let swap = [3, 1, 2, 0]
+        for s in 0..<g.n {
+            let x = xp + s * g.cin * g.h * g.w, y = op + s * g.cout * g.h * g.w
+            for ty0 in stride(from: 0, to: th, by: bandRows) {
+                let ty1 = Swift.min(th, ty0 + bandRows), t = (ty1 - ty0) * tw
+                Profiler.measure("conv2d: winograd input") {
+                    Parallel.forEach(k, minimumChunk: grain(t * 64)) { r in
+                        dg_winograd_input(x, g.h, g.w, r.lowerBound, r.upperBound, ty0, ty1, vp, k * t, t)
+                    }
+                }
+                for xi in 0..<16 {
+                    let b = GEMM.matrix(vp + xi * k * t, rowStride: t, columnStride: 1)
+                    if transposed {
+                        let a = up + (4 * swap[xi / 4] + swap[xi % 4]) * m * k
+                        GEMM.gemm(m: m, n: t, k: k, a: a, ars: 1, aks: m, b: b, c: mp + xi * m * t, ldc: t)
+                    } else {
+                        GEMM.gemm(m: m, n: t, k: k, a: up + xi * m * k, ars: k, aks: 1, b: b, c: mp + xi * m * t, ldc: t)
+                    }
+                }
+                Profiler.measure("conv2d: winograd output") {
+                    Parallel.forEach(m, minimumChunk: grain(t * 64)) { r in
+                        dg_winograd_output(mp, m * t, t, r.lowerBound, r.upperBound, ty0, ty1, g.h, g.w, bias, y)
+                    }
+                }
+            }
         }
     }
 
@@ -207,6 +293,7 @@ extension Kernels {
                 let h = ConvGeometry(x: [g.n, g.cout, g.hout, g.wout], w: [g.cin, g.cout, g.kh, g.kw],
                                      stride: 1, padding: g.kh - 1 - g.padding)
                 precondition(h.hout == g.h && h.wout == g.w, "conv2dBackward: transposed geometry")
+                if winograd(h, weight: wc) { return winogradConvolve(h, gp, wc, transposed: true, nil, dxp) }
                 for s in 0..<g.n {
                     GEMM.gemmConvTransposed(cin: g.cin, cout: g.cout, kk: g.kh * g.kw, n: inPlane / g.cin, w: wp,
                                             b: GEMM.im2col(h, gp + s * outSample), c: dxp + s * inPlane, ldc: inPlane / g.cin)

@@ -1,0 +1,195 @@
+// The transforms of a Winograd F(2x2, 3x3) convolution; see include/dg_kernels.h.
+//
+// A 3x3, stride-1, padding-1 convolution computed on 4x4 input tiles (stride 2) gives each 2x2 block
+// of outputs from 16 products per (output, input) channel pair instead of 36: Y = A^T [(G g G^T) o
+// (B^T d B)] A. The 16 elementwise products over all channel pairs are 16 matrix products
+// U[xi] [cout, cin] x V[xi] [cin, tiles] (our GEMM), so the multiply-adds drop by 2.25x and the
+// transforms around them are additions only (coefficients 0, +-1, +-1/2: rounding close to the
+// direct sums', unlike the larger tiles' F(4x4, 3x3)).
+#include "dg_kernels.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define TGT __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,avx2,avx")))
+
+TGT static inline __mmask16 lanes(long left) {
+    return left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+}
+
+// 16 floats of row r from column s on, 0 outside columns [0, w).
+TGT static inline __m512 load_row(const float *r, long s, long w) {
+    long lo = s < 0 ? -s : 0;
+    __mmask16 m = (__mmask16)(lanes(w - s) & ~lanes(lo));
+    return _mm512_maskz_loadu_ps(m, r + s);
+}
+
+// The filter transform of output channels r0..<r1, 16 input channels at a time: each one's 9 taps
+// gathered into gt[t][lane], then G g G^T on 16 lanes and 16 contiguous stores (one per xi).
+TGT static inline __attribute__((always_inline)) void filter16(const void *w, int bf16, long cin, long rows,
+                                                               long cols, long r, long q0, float *u) {
+            const long plane = rows * cols;
+            const __m512 half = _mm512_set1_ps(0.5f);
+            long n = cols - q0 < 16 ? cols - q0 : 16;
+            float gt[9][16] __attribute__((aligned(64)));
+            for (long l = 0; l < 16; l++) {
+                long q = q0 + l;
+                long base = (r * cin + q) * 9;   // row r = output channel, column q = input channel
+                for (int t = 0; t < 9; t++) {
+                    long i = base + t;
+                    float v = 0;
+                    if (l < n) {
+                        if (bf16) {
+                            unsigned bits = (unsigned)((const unsigned short *)w)[i] << 16;
+                            __builtin_memcpy(&v, &bits, 4);
+                        } else {
+                            v = ((const float *)w)[i];
+                        }
+                    }
+                    gt[t][l] = v;
+                }
+            }
+            // G g G^T, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]: first the rows of g, then the columns.
+            __m512 a[4][3];
+            for (int j = 0; j < 3; j++) {
+                __m512 g0 = _mm512_load_ps(gt[j]), g1 = _mm512_load_ps(gt[3 + j]), g2 = _mm512_load_ps(gt[6 + j]);
+                __m512 s02 = _mm512_add_ps(g0, g2);
+                a[0][j] = g0;
+                a[1][j] = _mm512_mul_ps(half, _mm512_add_ps(s02, g1));
+                a[2][j] = _mm512_mul_ps(half, _mm512_sub_ps(s02, g1));
+                a[3][j] = g2;
+            }
+            __mmask16 m = lanes(n);
+            float *d = u + r * cols + q0;
+            for (int i = 0; i < 4; i++) {
+                __m512 g0 = a[i][0], g1 = a[i][1], g2 = a[i][2], s02 = _mm512_add_ps(g0, g2);
+                _mm512_mask_storeu_ps(d + (4 * i + 0) * plane, m, g0);
+                _mm512_mask_storeu_ps(d + (4 * i + 1) * plane, m, _mm512_mul_ps(half, _mm512_add_ps(s02, g1)));
+                _mm512_mask_storeu_ps(d + (4 * i + 2) * plane, m, _mm512_mul_ps(half, _mm512_sub_ps(s02, g1)));
+                _mm512_mask_storeu_ps(d + (4 * i + 3) * plane, m, g2);
+            }
+}
+
+TGT static void filter_avx512(const void *w, int bf16, long cout, long cin, long r0, long r1, float *u) {
+    for (long r = r0; r < r1; r++)
+        for (long q0 = 0; q0 < cin; q0 += 16) filter16(w, bf16, cin, cout, cin, r, q0, u);
+}
+
+TGT static void input_avx512(const float *x, long h, long w, long c0, long c1, long ty0, long ty1,
+                             float *v, long xiStride, long ldv) {
+    const long tw = (w + 1) / 2;
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for (long c = c0; c < c1; c++) {
+        const float *xc = x + c * h * w;
+        for (long ty = ty0; ty < ty1; ty++)
+            for (long tx0 = 0; tx0 < tw; tx0 += 16) {
+                // d[a][b]: lane l holds x[2 ty - 1 + a, 2 (tx0 + l) - 1 + b], the 4x4 tiles of 16 tiles.
+                __m512 d[4][4];
+                long s = 2 * tx0 - 1;
+                for (int a = 0; a < 4; a++) {
+                    long iy = 2 * ty - 1 + a;
+                    if (iy < 0 || iy >= h) {
+                        for (int b = 0; b < 4; b++) d[a][b] = _mm512_setzero_ps();
+                        continue;
+                    }
+                    const float *row = xc + iy * w;
+                    __m512 lo = load_row(row, s, w), hi = load_row(row, s + 16, w), ex = load_row(row, s + 32, w);
+                    __m512 lo2 = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(hi), _mm512_castps_si512(lo), 2));
+                    __m512 hi2 = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(ex), _mm512_castps_si512(hi), 2));
+                    d[a][0] = _mm512_permutex2var_ps(lo, even, hi);
+                    d[a][1] = _mm512_permutex2var_ps(lo, odd, hi);
+                    d[a][2] = _mm512_permutex2var_ps(lo2, even, hi2);
+                    d[a][3] = _mm512_permutex2var_ps(lo2, odd, hi2);
+                }
+                // B^T d B, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]: the rows, then the columns.
+                __m512 t[4][4];
+                for (int b = 0; b < 4; b++) {
+                    t[0][b] = _mm512_sub_ps(d[0][b], d[2][b]);
+                    t[1][b] = _mm512_add_ps(d[1][b], d[2][b]);
+                    t[2][b] = _mm512_sub_ps(d[2][b], d[1][b]);
+                    t[3][b] = _mm512_sub_ps(d[1][b], d[3][b]);
+                }
+                __mmask16 m = lanes(tw - tx0);
+                float *o = v + c * ldv + (ty - ty0) * tw + tx0;
+                for (int i = 0; i < 4; i++) {
+                    _mm512_mask_storeu_ps(o + (4 * i + 0) * xiStride, m, _mm512_sub_ps(t[i][0], t[i][2]));
+                    _mm512_mask_storeu_ps(o + (4 * i + 1) * xiStride, m, _mm512_add_ps(t[i][1], t[i][2]));
+                    _mm512_mask_storeu_ps(o + (4 * i + 2) * xiStride, m, _mm512_sub_ps(t[i][2], t[i][1]));
+                    _mm512_mask_storeu_ps(o + (4 * i + 3) * xiStride, m, _mm512_sub_ps(t[i][1], t[i][3]));
+                }
+            }
+    }
+}
+
+TGT static void output_avx512(const float *mm, long xiStride, long ldm, long c0, long c1, long ty0, long ty1,
+                              long h, long w, const float *bias, float *y) {
+    const long tw = (w + 1) / 2;
+    const __m512i first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    for (long c = c0; c < c1; c++) {
+        __m512 b = _mm512_set1_ps(bias ? bias[c] : 0.0f);
+        float *yc = y + c * h * w;
+        for (long ty = ty0; ty < ty1; ty++)
+            for (long tx0 = 0; tx0 < tw; tx0 += 16) {
+                __mmask16 m = lanes(tw - tx0);
+                const float *src = mm + c * ldm + (ty - ty0) * tw + tx0;
+                // A^T M A, A^T = [1 1 1 0; 0 1 -1 -1]: the rows, then the columns.
+                __m512 s[2][4];
+                for (int j = 0; j < 4; j++) {
+                    __m512 m0 = _mm512_maskz_loadu_ps(m, src + (0 + j) * xiStride);
+                    __m512 m1 = _mm512_maskz_loadu_ps(m, src + (4 + j) * xiStride);
+                    __m512 m2 = _mm512_maskz_loadu_ps(m, src + (8 + j) * xiStride);
+                    __m512 m3 = _mm512_maskz_loadu_ps(m, src + (12 + j) * xiStride);
+                    s[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+                    s[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+                }
+                for (int i = 0; i < 2; i++) {
+                    long oy = 2 * ty + i;
+                    if (oy >= h) break;
+                    __m512 y0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s[i][0], s[i][1]), s[i][2]), b);
+                    __m512 y1 = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(s[i][1], s[i][2]), s[i][3]), b);
+                    float *row = yc + oy * w + 2 * tx0;
+                    long left = w - 2 * tx0;
+                    _mm512_mask_storeu_ps(row, lanes(left), _mm512_permutex2var_ps(y0, first, y1));
+                    _mm512_mask_storeu_ps(row + 16, lanes(left - 16), _mm512_permutex2var_ps(y0, second, y1));
+                }
+            }
+    }
+}
+
+void dg_winograd_filter(const void *w, int bf16, long cout, long cin, long r0, long r1, float *u) {
+    DG_REQUIRE_AVX512("dg_winograd_filter");
+    filter_avx512(w, bf16, cout, cin, r0, r1, u);
+}
+
+void dg_winograd_input(const float *x, long h, long w, long c0, long c1, long ty0, long ty1,
+                       float *v, long xiStride, long ldv) {
+    DG_REQUIRE_AVX512("dg_winograd_input");
+    input_avx512(x, h, w, c0, c1, ty0, ty1, v, xiStride, ldv);
+}
+
+void dg_winograd_output(const float *m, long xiStride, long ldm, long c0, long c1, long ty0, long ty1,
+                        long h, long w, const float *bias, float *y) {
+    DG_REQUIRE_AVX512("dg_winograd_output");
+    output_avx512(m, xiStride, ldm, c0, c1, ty0, ty1, h, w, bias, y);
+}
+
+#else
+
+void dg_winograd_filter(const void *w, int bf16, long cout, long cin, long r0, long r1, float *u) {
+    (void)w; (void)bf16; (void)cout; (void)cin; (void)r0; (void)r1; (void)u;
+    dg_refuse_avx512(__func__);
+}
+void dg_winograd_input(const float *x, long h, long w, long c0, long c1, long ty0, long ty1,
+                       float *v, long xiStride, long ldv) {
+    (void)x; (void)h; (void)w; (void)c0; (void)c1; (void)ty0; (void)ty1; (void)v; (void)xiStride; (void)ldv;
+    dg_refuse_avx512(__func__);
+}
+void dg_winograd_output(const float *m, long xiStride, long ldm, long c0, long c1, long ty0, long ty1,
+                        long h, long w, const float *bias, float *y) {
+    (void)m; (void)xiStride; (void)ldm; (void)c0; (void)c1; (void)ty0; (void)ty1; (void)h; (void)w; (void)bias; (void)y;
+    dg_refuse_avx512(__func__);
+}
+
+#endif

@@ -1,0 +1,62 @@
+import DGBase
+import DGTensor
+import Foundation
+
+/// `dginstyle bench sgemm --winograd`: 3x3 convolutions as Winograd F(2x2, 3x3) against the implicit-GEMM
+/// route, alternated (`alternate`), forward and input gradient, at the shapes of SD 1.5's UNet (both
+/// resolutions), its VAE decoder and the ControlNet's condition embedding: the measurements behind
+/// `Kernels.winograd`'s rule. Rates are the direct convolution's flops over the time, so a Winograd
+/// rate above the CPU's peak is the saving; the error column is max |winograd - gemm| / max |gemm|.
+extension Bench.Sgemm {
+    func runWinograd() {
+        let shapes: [(String, Int, Int, Int)] = [   // (what, cout, cin, side)
+            ("UNet 256 px", 320, 320, 32), ("UNet 256 px", 640, 640, 16), ("UNet 256 px", 1280, 1280, 8),
+            ("UNet 512 px", 320, 320, 64), ("UNet 512 px", 320, 640, 64), ("UNet 512 px", 320, 960, 64),
+            ("UNet 512 px upsampler", 640, 640, 64), ("UNet 512 px", 640, 640, 32), ("UNet 512 px", 640, 1920, 32),
+            ("UNet 512 px upsampler", 1280, 1280, 32), ("UNet 512 px", 1280, 1280, 16), ("UNet 512 px", 1280, 2560, 16),
+            ("VAE 512 px", 512, 512, 64), ("VAE 512 px", 512, 512, 128), ("VAE 512 px", 256, 256, 256), ("VAE 512 px", 128, 128, 512),
+            ("ControlNet condition", 16, 16, 512), ("ControlNet condition", 32, 32, 256), ("ControlNet condition", 96, 96, 128),
+            ("ControlNet condition", 320, 256, 64),
+        ]
+        let rule = Kernels.winogradTiles
+        defer { Kernels.winogradTiles = rule }
+        func f(_ x: Double) -> String { String(format: "%.0f", x) }
+        var rows: [String] = []
+        for (what, cout, cin, side) in shapes {
+            let x = randomWeights([1, cin, side, side], seed: 3, std: 1), w = randomWeights([cout, cin, 3, 3], seed: 4)
+            let b = randomWeights([cout], seed: 5), gy = randomWeights([1, cout, side, side], seed: 6, std: 1)
+            let flops = 2.0 * Double(cout * cin * 9 * side * side)
+            func forward(_ on: Bool) -> Tensor {
+                Kernels.winogradTiles = on ? 1 : -1
+                return Kernels.conv2d(x, w, b, stride: 1, padding: 1)
+            }
+            func inputGradient(_ on: Bool) -> Tensor {
+                Kernels.winogradTiles = on ? 1 : -1
+                return Kernels.conv2dBackward(gy, x: x, w: w, stride: 1, padding: 1, needInput: true, needWeight: false, needBias: false).x!
+            }
+            func error(_ a: Tensor, _ b: Tensor) -> Double {
+                let d = a.floats, e = b.floats
+                let scale = e.map { Swift.abs(Double($0)) }.max() ?? 1
+                return zip(d, e).map { Swift.abs(Double($0) - Double($1)) }.max().map { $0 / Swift.max(scale, 1e-30) } ?? 0
+            }
+            let forwardError = error(forward(true), forward(false)), inputError = error(inputGradient(true), inputGradient(false))
+            let (gemmRate, winogradRate) = alternate(flops, { _ = forward(false) }, { _ = forward(true) })
+            let (gemmInput, winogradInput) = alternate(flops, { _ = inputGradient(false) }, { _ = inputGradient(true) })
+            Kernels.winogradTiles = rule
+            let chosen = Kernels.usesWinograd(x: x.shape, weight: w, stride: 1, padding: 1) ? "Winograd" : "GEMM"
+            rows.append("| \(what) | \(cout) x \(cin) x \(side)² | \(f(gemmRate)) | \(f(winogradRate)) | \(String(format: "%.2f", winogradRate / gemmRate)) | \(f(gemmInput)) | \(f(winogradInput)) | \(String(format: "%.2f", winogradInput / gemmInput)) | \(String(format: "%.1e", forwardError)) / \(String(format: "%.1e", inputError)) | \(chosen) |")
+            if json {
+                emit(JSON.object([("what", .string(what)), ("cout", .int(cout)), ("cin", .int(cin)), ("side", .int(side)),
+                                  ("gemm", .double(gemmRate)), ("winograd", .double(winogradRate)),
+                                  ("input_gradient_gemm", .double(gemmInput)), ("input_gradient_winograd", .double(winogradInput)),
+                                  ("error", .double(forwardError)), ("input_gradient_error", .double(inputError)),
+                                  ("rule", .string(chosen))]).compact)
+            }
+        }
+        if json { return }
+        emit("\(Parallel.threads) threads; GFLOP/s of the direct convolution's flops, best of \(repeats), Winograd and GEMM samples alternated; the rule: at least \(rule) tiles and \(Kernels.winogradChannels) channels")
+        emit("| convolution | cout x cin x side² | forward, GEMM | forward, Winograd | ratio | input gradient, GEMM | input gradient, Winograd | ratio | max error, forward / input gradient | rule |")
+        emit("|---|---|---|---|---|---|---|---|---|---|")
+        emit(rows.joined(separator: "\n"))
+    }
+}
