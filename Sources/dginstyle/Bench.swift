@@ -213,7 +213,7 @@ extension Bench {
         @Flag(help: "Instead: our kernels against OpenBLAS at every UNet product class, alternating samples (the backend rule's table).")
         var backends = false
 
-        @Option(help: "With --backends: only the product classes whose name contains this (e.g. \"small n\").")
+        @Option(help: "With --backends: only the product classes whose name contains this (e.g. \"small n\"); with --winograd: only the convolutions whose row contains it (e.g. \"16²\").")
         var only: String?
 
         @Flag(help: "Instead: 3x3 convolutions as Winograd F(2x2, 3x3) against implicit GEMM (forward and input gradient) at SD 1.5's shapes: the measurements behind the Winograd rule.")

@@ -10,10 +10,10 @@ import Foundation
 extension Bench.Sgemm {
     func runWinograd() {
         let shapes: [(String, Int, Int, Int)] = [   // (what, cout, cin, side)
-            ("UNet 256 px", 320, 320, 32), ("UNet 256 px", 640, 640, 16), ("UNet 256 px", 1280, 1280, 8),
+            ("UNet 256 px", 320, 320, 32), ("UNet 256 px", 640, 640, 16), ("UNet 256 px", 640, 1280, 16), ("UNet 256 px", 1280, 1280, 8),
             ("UNet 512 px", 320, 320, 64), ("UNet 512 px", 320, 640, 64), ("UNet 512 px", 320, 960, 64),
             ("UNet 512 px upsampler", 640, 640, 64), ("UNet 512 px", 640, 640, 32), ("UNet 512 px", 640, 1920, 32),
-            ("UNet 512 px upsampler", 1280, 1280, 32), ("UNet 512 px", 1280, 1280, 16), ("UNet 512 px", 1280, 2560, 16),
+            ("UNet 512 px upsampler", 1280, 1280, 32), ("UNet 512 px", 1280, 1280, 16), ("UNet 512 px", 1280, 1920, 16), ("UNet 512 px", 1280, 2560, 16),
             ("VAE 512 px", 512, 512, 64), ("VAE 512 px", 512, 512, 128), ("VAE 512 px", 256, 256, 256), ("VAE 512 px", 128, 128, 512),
             ("ControlNet condition", 16, 16, 512), ("ControlNet condition", 32, 32, 256), ("ControlNet condition", 96, 96, 128),
             ("ControlNet condition", 320, 256, 64),
@@ -22,7 +22,7 @@ extension Bench.Sgemm {
         defer { Kernels.winogradTiles = rule }
         func f(_ x: Double) -> String { String(format: "%.0f", x) }
         var rows: [String] = []
-        for (what, cout, cin, side) in shapes {
+        for (what, cout, cin, side) in shapes where only.map({ "\(what) \(cout) x \(cin) x \(side)²".contains($0) }) ?? true {
             let x = randomWeights([1, cin, side, side], seed: 3, std: 1), w = randomWeights([cout, cin, 3, 3], seed: 4)
             let b = randomWeights([cout], seed: 5), gy = randomWeights([1, cout, side, side], seed: 6, std: 1)
             let flops = 2.0 * Double(cout * cin * 9 * side * side)
