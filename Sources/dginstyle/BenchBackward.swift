@@ -27,7 +27,7 @@ extension Bench.Sgemm {
             if json { emit(JSON.object(fields + [("forward", .double(fwd))] + values).compact) }
         }
         let convShapes: [(String, Int, Int, Int)] =
-            [("UNet 512 px", 1, 320, 64), ("UNet 512 px", 1, 640, 32), ("UNet 512 px", 1, 1280, 16),
+            [("UNet 512 px", 1, 320, 64), ("UNet 512 px", 1, 640, 32), ("UNet 512 px", 1, 1280, 16), ("UNet 512 px", 1, 1280, 8), ("UNet 256 px", 1, 640, 16), ("UNet 256 px", 1, 1280, 4),
              ("VAE 512 px", 1, 128, 256), ("VAE 512 px", 1, 256, 128),
              ("segmenter", 8, 16, 128), ("segmenter", 8, 32, 64), ("segmenter", 8, 64, 32), ("segmenter", 8, 96, 16)]
         for (what, n, c, side) in convShapes {
