@@ -9,23 +9,26 @@ import Foundation
 /// rate above the CPU's peak is the saving; the error column is max |winograd - gemm| / max |gemm|.
 extension Bench.Sgemm {
     func runWinograd() {
-        let shapes: [(String, Int, Int, Int)] = [   // (what, cout, cin, side)
-            ("UNet 256 px", 320, 320, 32), ("UNet 256 px", 640, 640, 16), ("UNet 256 px", 640, 1280, 16), ("UNet 256 px", 1280, 1280, 8),
-            ("UNet 512 px", 320, 320, 64), ("UNet 512 px", 320, 640, 64), ("UNet 512 px", 320, 960, 64),
-            ("UNet 512 px upsampler", 640, 640, 64), ("UNet 512 px", 640, 640, 32), ("UNet 512 px", 640, 1920, 32),
-            ("UNet 512 px upsampler", 1280, 1280, 32), ("UNet 512 px", 1280, 1280, 16), ("UNet 512 px", 1280, 1920, 16), ("UNet 512 px", 1280, 2560, 16),
-            ("VAE 512 px", 512, 512, 64), ("VAE 512 px", 512, 512, 128), ("VAE 512 px", 256, 256, 256), ("VAE 512 px", 128, 128, 512),
-            ("ControlNet condition", 16, 16, 512), ("ControlNet condition", 32, 32, 256), ("ControlNet condition", 96, 96, 128),
-            ("ControlNet condition", 320, 256, 64),
+        let shapes: [(String, Int, Int, Int, Int)] = [   // (what, cout, cin, side, batch)
+            ("UNet 256 px", 320, 320, 32, 1), ("UNet 256 px", 640, 640, 16, 1), ("UNet 256 px", 640, 1280, 16, 1), ("UNet 256 px", 1280, 1280, 8, 1),
+            ("UNet 512 px", 320, 320, 64, 1), ("UNet 512 px", 320, 640, 64, 1), ("UNet 512 px", 320, 960, 64, 1),
+            ("UNet 512 px upsampler", 640, 640, 64, 1), ("UNet 512 px", 640, 640, 32, 1), ("UNet 512 px", 640, 1920, 32, 1),
+            ("UNet 512 px upsampler", 1280, 1280, 32, 1), ("UNet 512 px", 1280, 1280, 16, 1), ("UNet 512 px", 1280, 1920, 16, 1), ("UNet 512 px", 1280, 2560, 16, 1),
+            ("VAE 512 px", 512, 512, 64, 1), ("VAE 512 px", 512, 512, 128, 1), ("VAE 512 px", 256, 256, 256, 1), ("VAE 512 px", 128, 128, 512, 1),
+            ("ControlNet condition", 16, 16, 512, 1), ("ControlNet condition", 32, 32, 256, 1), ("ControlNet condition", 96, 96, 128, 1),
+            ("ControlNet condition", 320, 256, 64, 1),
+            // The experiment's segmenter (claim 3): batch 8 of 128 px crops, samples small enough that
+            // the implicit-GEMM route gives each thread whole samples.
+            ("segmenter", 32, 32, 64, 8), ("segmenter", 64, 64, 32, 8), ("segmenter", 96, 96, 16, 8),
         ]
         let rule = Kernels.winogradTiles
         defer { Kernels.winogradTiles = rule }
         func f(_ x: Double) -> String { String(format: "%.0f", x) }
         var rows: [String] = []
-        for (what, cout, cin, side) in shapes where only.map({ "\(what) \(cout) x \(cin) x \(side)²".contains($0) }) ?? true {
-            let x = randomWeights([1, cin, side, side], seed: 3, std: 1), w = randomWeights([cout, cin, 3, 3], seed: 4)
-            let b = randomWeights([cout], seed: 5), gy = randomWeights([1, cout, side, side], seed: 6, std: 1)
-            let flops = 2.0 * Double(cout * cin * 9 * side * side)
+        for (what, cout, cin, side, n) in shapes where only.map({ "\(what) \(cout) x \(cin) x \(side)²".contains($0) }) ?? true {
+            let x = randomWeights([n, cin, side, side], seed: 3, std: 1), w = randomWeights([cout, cin, 3, 3], seed: 4)
+            let b = randomWeights([cout], seed: 5), gy = randomWeights([n, cout, side, side], seed: 6, std: 1)
+            let flops = 2.0 * Double(n * cout * cin * 9 * side * side)
             func forward(_ on: Bool) -> Tensor {
                 Kernels.winogradTiles = on ? 1 : -1
                 return Kernels.conv2d(x, w, b, stride: 1, padding: 1)
@@ -44,9 +47,9 @@ extension Bench.Sgemm {
             let (gemmInput, winogradInput) = alternate(flops, { _ = inputGradient(false) }, { _ = inputGradient(true) })
             Kernels.winogradTiles = rule
             let chosen = Kernels.usesWinograd(x: x.shape, weight: w, stride: 1, padding: 1) ? "Winograd" : "GEMM"
-            rows.append("| \(what) | \(cout) x \(cin) x \(side)² | \(f(gemmRate)) | \(f(winogradRate)) | \(String(format: "%.2f", winogradRate / gemmRate)) | \(f(gemmInput)) | \(f(winogradInput)) | \(String(format: "%.2f", winogradInput / gemmInput)) | \(String(format: "%.1e", forwardError)) / \(String(format: "%.1e", inputError)) | \(chosen) |")
+            rows.append("| \(what)\(n > 1 ? ", batch \(n)" : "") | \(cout) x \(cin) x \(side)² | \(f(gemmRate)) | \(f(winogradRate)) | \(String(format: "%.2f", winogradRate / gemmRate)) | \(f(gemmInput)) | \(f(winogradInput)) | \(String(format: "%.2f", winogradInput / gemmInput)) | \(String(format: "%.1e", forwardError)) / \(String(format: "%.1e", inputError)) | \(chosen) |")
             if json {
-                emit(JSON.object([("what", .string(what)), ("cout", .int(cout)), ("cin", .int(cin)), ("side", .int(side)),
+                emit(JSON.object([("what", .string(what)), ("cout", .int(cout)), ("cin", .int(cin)), ("side", .int(side)), ("batch", .int(n)),
                                   ("gemm", .double(gemmRate)), ("winograd", .double(winogradRate)),
                                   ("input_gradient_gemm", .double(gemmInput)), ("input_gradient_winograd", .double(winogradInput)),
                                   ("error", .double(forwardError)), ("input_gradient_error", .double(inputError)),
