@@ -10,13 +10,7 @@
 #include "dg_kernels.h"
 
 #if defined(__x86_64__)
-#include <immintrin.h>
-
-#define TGT __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,avx2,avx")))
-
-TGT static inline __mmask16 lanes(long left) {
-    return left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
-}
+#include "avx512.h"
 
 // Rows oy0..<oy1 of one sample: dw[(o0 + i) * cin * 9 + c * 9 + tap] += the tile's sums, i < MR.
 // g: the sample's gy [cout, h, w]; xc: the sample's channel c [h, w].

@@ -5,11 +5,7 @@
 #include <stdlib.h>
 
 #if defined(__x86_64__)
-#include <immintrin.h>
-
-#define TGT __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,avx2,avx")))
-
-TGT static inline __mmask16 lanes(long left) { return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1); }
+#include "avx512.h"
 
 // Kernels.exp: Cody-Waite reduction and the Cephes polynomial, in Swift's order of operations.
 TGT static inline __m512 exp_exact(__m512 x) {

@@ -183,7 +183,7 @@ static void pack_b(const dg_bsource *s, long p0, long kc, long j0, long n, long 
 void dg_gemm_bf16_blocking(long *kc, long *mc, long *nc) { *kc = DG_KC_BF16; *mc = DG_MC; *nc = DG_NC; }
 
 #if defined(__x86_64__)
-#include <immintrin.h>
+#include "avx512.h"
 #include <cpuid.h>
 
 #include <stdatomic.h>
@@ -207,7 +207,6 @@ int dg_cpu_has_avx512(void) {
     return ok;
 }
 
-#define TGT __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,avx2,avx")))
 
 // One MR x (16 NV) tile of C over kc values of k, from a panel b (kc x 16 NV floats).
 // first: C = alpha acc [+ beta C] [+ biases]; else C += alpha acc. cols: valid columns of the panel.
@@ -524,10 +523,6 @@ TGT static inline void transpose16(__m512 r[16]) {
     }
 }
 
-TGT static inline __mmask16 mask_of(long count) {
-    return count >= 16 ? (__mmask16)0xFFFF : count <= 0 ? (__mmask16)0 : (__mmask16)((1u << count) - 1);
-}
-
 // B(p, j) = b[p + j cs] (a transposed matrix): 16 x 16 blocks transposed in registers.
 TGT static void pack_transposed_avx512(const float *b, long cs, long p0, long kc, long j0, long n, long nr, float *dst) {
     long panels = (n + nr - 1) / nr;
@@ -537,7 +532,7 @@ TGT static void pack_transposed_avx512(const float *b, long cs, long p0, long kc
             long jg = q * nr + g;            // first column of the group
             long cols = n - jg;              // valid columns in it (may be <= 0)
             for (long p = 0; p < kc; p += 16) {
-                __mmask16 mk = mask_of(kc - p);
+                __mmask16 mk = lanes(kc - p);
                 __m512 r[16];
                 for (int t = 0; t < 16; t++)
                     r[t] = t < cols ? _mm512_maskz_loadu_ps(mk, b + (j0 + jg + t) * cs + p0 + p) : _mm512_setzero_ps();
@@ -558,7 +553,7 @@ TGT static void pack_transposed_bf16_avx512(const unsigned short *b, long cs, lo
         for (long g = 0; g < nr; g += 16) {
             long jg = q * nr + g, cols = n - jg;
             for (long p = 0; p < kc; p += 16) {
-                __mmask16 mk = mask_of(kc - p);
+                __mmask16 mk = lanes(kc - p);
                 __m512 r[16];
                 for (int t = 0; t < 16; t++)
                     r[t] = t < cols ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(
@@ -622,7 +617,7 @@ TGT static void pack_im2col_avx512(const dg_bsource *s, long p0, long kc, long j
                     if (b <= a) continue;
                     const float *src = xc + iy * w + ix0 + (v - t0);
                     if (a == 0 && b == 16) vec = _mm512_loadu_ps(src);
-                    else vec = _mm512_mask_loadu_ps(vec, (__mmask16)(mask_of(b) & ~mask_of(a)), src);
+                    else vec = _mm512_mask_loadu_ps(vec, (__mmask16)(lanes(b) & ~lanes(a)), src);
                 }
                 _mm512_storeu_ps(o, vec);
             }
@@ -665,7 +660,7 @@ TGT static void transpose_avx512(const float *src, long rows, long cols, long ld
         long ri = rows - i0 < 16 ? rows - i0 : 16;
         for (long j0 = 0; j0 < cols; j0 += 16) {
             long cj = cols - j0 < 16 ? cols - j0 : 16;
-            __mmask16 load = mask_of(cj), store = mask_of(ri);
+            __mmask16 load = lanes(cj), store = lanes(ri);
             __m512 r[16];
             for (int t = 0; t < 16; t++)
                 r[t] = t < ri ? _mm512_maskz_loadu_ps(load, src + (i0 + t) * lds + j0) : _mm512_setzero_ps();
@@ -730,9 +725,9 @@ TGT static double exp_row(float *row, long n, long keys, float shift) {
             _mm512_mask_storeu_ps(row + j, mk, e);
             acc0 = _mm512_add_ps(acc0, e);
         }
-        float lanes[16];
-        _mm512_storeu_ps(lanes, _mm512_add_ps(acc0, acc1));
-        for (int l = 0; l < 16; l++) total += lanes[l];
+        float sums[16];
+        _mm512_storeu_ps(sums, _mm512_add_ps(acc0, acc1));
+        for (int l = 0; l < 16; l++) total += sums[l];
     }
     for (long j = n; j < keys; j++) row[j] = 0;
     return total;

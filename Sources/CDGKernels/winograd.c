@@ -9,13 +9,7 @@
 #include "dg_kernels.h"
 
 #if defined(__x86_64__)
-#include <immintrin.h>
-
-#define TGT __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,avx2,avx")))
-
-TGT static inline __mmask16 lanes(long left) {
-    return left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
-}
+#include "avx512.h"
 
 // 16 floats of row r from column s on, 0 outside columns [0, w).
 TGT static inline __m512 load_row(const float *r, long s, long w) {
@@ -24,55 +18,53 @@ TGT static inline __m512 load_row(const float *r, long s, long w) {
     return _mm512_maskz_loadu_ps(m, r + s);
 }
 
-// The filter transform of output channels r0..<r1, 16 input channels at a time: each one's 9 taps
-// gathered into gt[t][lane], then G g G^T on 16 lanes and 16 contiguous stores (one per xi).
-TGT static inline __attribute__((always_inline)) void filter16(const void *w, int bf16, long cin, long rows,
-                                                               long cols, long r, long q0, float *u) {
-            const long plane = rows * cols;
-            const __m512 half = _mm512_set1_ps(0.5f);
-            long n = cols - q0 < 16 ? cols - q0 : 16;
-            float gt[9][16] __attribute__((aligned(64)));
-            for (long l = 0; l < 16; l++) {
-                long q = q0 + l;
-                long base = (r * cin + q) * 9;   // row r = output channel, column q = input channel
-                for (int t = 0; t < 9; t++) {
-                    long i = base + t;
-                    float v = 0;
-                    if (l < n) {
-                        if (bf16) {
-                            unsigned bits = (unsigned)((const unsigned short *)w)[i] << 16;
-                            __builtin_memcpy(&v, &bits, 4);
-                        } else {
-                            v = ((const float *)w)[i];
-                        }
-                    }
-                    gt[t][l] = v;
+// The filter transform of output channel r, input channels q0..<q0 + 16 (fewer at the end): each
+// one's 9 taps gathered into gt[t][lane], then G g G^T on 16 lanes and 16 contiguous stores (one per xi).
+TGT static inline __attribute__((always_inline)) void filter16(const void *w, int bf16, long cout, long cin,
+                                                               long r, long q0, float *u) {
+    const long plane = cout * cin;
+    const __m512 half = _mm512_set1_ps(0.5f);
+    long n = cin - q0 < 16 ? cin - q0 : 16;
+    float gt[9][16] __attribute__((aligned(64)));
+    for (long l = 0; l < 16; l++) {
+        long base = (r * cin + q0 + l) * 9;
+        for (int t = 0; t < 9; t++) {
+            float v = 0;
+            if (l < n) {
+                if (bf16) {
+                    unsigned bits = (unsigned)((const unsigned short *)w)[base + t] << 16;
+                    __builtin_memcpy(&v, &bits, 4);
+                } else {
+                    v = ((const float *)w)[base + t];
                 }
             }
-            // G g G^T, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]: first the rows of g, then the columns.
-            __m512 a[4][3];
-            for (int j = 0; j < 3; j++) {
-                __m512 g0 = _mm512_load_ps(gt[j]), g1 = _mm512_load_ps(gt[3 + j]), g2 = _mm512_load_ps(gt[6 + j]);
-                __m512 s02 = _mm512_add_ps(g0, g2);
-                a[0][j] = g0;
-                a[1][j] = _mm512_mul_ps(half, _mm512_add_ps(s02, g1));
-                a[2][j] = _mm512_mul_ps(half, _mm512_sub_ps(s02, g1));
-                a[3][j] = g2;
-            }
-            __mmask16 m = lanes(n);
-            float *d = u + r * cols + q0;
-            for (int i = 0; i < 4; i++) {
-                __m512 g0 = a[i][0], g1 = a[i][1], g2 = a[i][2], s02 = _mm512_add_ps(g0, g2);
-                _mm512_mask_storeu_ps(d + (4 * i + 0) * plane, m, g0);
-                _mm512_mask_storeu_ps(d + (4 * i + 1) * plane, m, _mm512_mul_ps(half, _mm512_add_ps(s02, g1)));
-                _mm512_mask_storeu_ps(d + (4 * i + 2) * plane, m, _mm512_mul_ps(half, _mm512_sub_ps(s02, g1)));
-                _mm512_mask_storeu_ps(d + (4 * i + 3) * plane, m, g2);
-            }
+            gt[t][l] = v;
+        }
+    }
+    // G g G^T, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]: first the rows of g, then the columns.
+    __m512 a[4][3];
+    for (int j = 0; j < 3; j++) {
+        __m512 g0 = _mm512_load_ps(gt[j]), g1 = _mm512_load_ps(gt[3 + j]), g2 = _mm512_load_ps(gt[6 + j]);
+        __m512 s02 = _mm512_add_ps(g0, g2);
+        a[0][j] = g0;
+        a[1][j] = _mm512_mul_ps(half, _mm512_add_ps(s02, g1));
+        a[2][j] = _mm512_mul_ps(half, _mm512_sub_ps(s02, g1));
+        a[3][j] = g2;
+    }
+    __mmask16 m = lanes(n);
+    float *d = u + r * cin + q0;
+    for (int i = 0; i < 4; i++) {
+        __m512 g0 = a[i][0], g1 = a[i][1], g2 = a[i][2], s02 = _mm512_add_ps(g0, g2);
+        _mm512_mask_storeu_ps(d + (4 * i + 0) * plane, m, g0);
+        _mm512_mask_storeu_ps(d + (4 * i + 1) * plane, m, _mm512_mul_ps(half, _mm512_add_ps(s02, g1)));
+        _mm512_mask_storeu_ps(d + (4 * i + 2) * plane, m, _mm512_mul_ps(half, _mm512_sub_ps(s02, g1)));
+        _mm512_mask_storeu_ps(d + (4 * i + 3) * plane, m, g2);
+    }
 }
 
 TGT static void filter_avx512(const void *w, int bf16, long cout, long cin, long r0, long r1, float *u) {
     for (long r = r0; r < r1; r++)
-        for (long q0 = 0; q0 < cin; q0 += 16) filter16(w, bf16, cin, cout, cin, r, q0, u);
+        for (long q0 = 0; q0 < cin; q0 += 16) filter16(w, bf16, cout, cin, r, q0, u);
 }
 
 TGT static void input_avx512(const float *x, long h, long w, long c0, long c1, long ty0, long ty1,

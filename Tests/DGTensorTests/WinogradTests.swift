@@ -60,6 +60,14 @@ extension KernelTests {
         withWinograd(tiles: 1) {
             XCTAssertTrue(Kernels.usesWinograd(x: x.shape, weight: w16, stride: 1, padding: 1))
             assertClose(Kernels.conv2d(x.t, w16, b.t, stride: 1, padding: 1), ref, "winograd conv, bf16 weight")
+            // The input gradient reads the bf16 weight as stored: as the GEMM route on its f32 copy.
+            let r = random([2, 36, 7, 10])
+            let gx = Kernels.conv2dBackward(r.t, x: x.t, w: w16, stride: 1, padding: 1, needInput: true, needWeight: false, needBias: false).x!
+            let viaGEMM = withWinograd(tiles: -1) {
+                Kernels.conv2dBackward(r.t, x: x.t, w: w16.converted(to: .f32), stride: 1, padding: 1,
+                                       needInput: true, needWeight: false, needBias: false).x!
+            }
+            assertClose(gx, viaGEMM.floats.map(Double.init), "winograd conv dx, bf16 weight")
         }
         // The rule: too few tiles, too few channels, another geometry, or bf16 products: the GEMM route.
         XCTAssertFalse(withWinograd(tiles: 1000) { Kernels.usesWinograd(x: x.shape, weight: w.t, stride: 1, padding: 1) })

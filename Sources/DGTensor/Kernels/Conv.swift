@@ -239,7 +239,13 @@ extension Kernels {
         }
         let gc = f32(gy)
         let xc = needWeight ? f32(x) : x
-        let wc = needInput ? f32(w) : w
+        // The input gradient of a stride-1 convolution is a forward-style convolution of gy with the
+        // kernel turned and transposed (geometry h); through Winograd it reads a bf16 weight as stored.
+        let h = g.stride == 1 && g.kh == g.kw && g.padding <= g.kh - 1 && g.paddingEnd == 0 && !g.isPointwise
+            ? ConvGeometry(x: [g.n, g.cout, g.hout, g.wout], w: [g.cin, g.cout, g.kh, g.kw], stride: 1, padding: g.kh - 1 - g.padding)
+            : nil
+        let winogradInput = needInput && h.map { winograd($0, weight: w) } == true
+        let wc = needInput ? (winogradInput ? productWeight(w) : f32(w)) : w
         let dx = needInput ? Tensor(uninitialized: x.shape) : nil
         let dw = needWeight ? Tensor(uninitialized: w.shape) : nil
         let db = needBias ? Tensor(uninitialized: [g.cout]) : nil
@@ -286,14 +292,12 @@ extension Kernels {
                           b: GEMM.matrix(gp + s * outSample, rowStride: plane, columnStride: 1),
                           c: dxp + s * inPlane, ldc: plane)
             }
-        } else if g.stride == 1 && g.kh == g.kw && g.padding <= g.kh - 1 && g.paddingEnd == 0 {
+        } else if let h {
             // dx = gy convolved with W'[c, o, ki, kj] = W[o, c, kh-1-ki, kw-1-kj], padding kh-1-p: a
             // forward-style product over im2col(gy), with W' read from W in place.
             Profiler.measure("conv2d.backward: dx") {
-                let h = ConvGeometry(x: [g.n, g.cout, g.hout, g.wout], w: [g.cin, g.cout, g.kh, g.kw],
-                                     stride: 1, padding: g.kh - 1 - g.padding)
                 precondition(h.hout == g.h && h.wout == g.w, "conv2dBackward: transposed geometry")
-                if winograd(h, weight: wc) { return winogradConvolve(h, gp, wc, transposed: true, nil, dxp) }
+                if winogradInput { return winogradConvolve(h, gp, wc, transposed: true, nil, dxp) }
                 for s in 0..<g.n {
                     GEMM.gemmConvTransposed(cin: g.cin, cout: g.cout, kk: g.kh * g.kw, n: inPlane / g.cin, w: wp,
                                             b: GEMM.im2col(h, gp + s * outSample), c: dxp + s * inPlane, ldc: inPlane / g.cin)
