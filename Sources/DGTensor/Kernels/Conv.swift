@@ -138,10 +138,14 @@ extension Kernels {
         set { dg_set_setting(Int32(DG_SETTING_WINOGRAD_TILES), newValue) }
     }
     /// 256 tiles (32 x 32 outputs: a 256 px UNet's first level, a 512 px UNet's first two), unless
-    /// DGINSTYLE_WINOGRAD says "off" (-1) or a number of tiles.
+    /// DGINSTYLE_WINOGRAD says "off" (-1) or a number of tiles ("on": the default; anything else is
+    /// named on stderr once and ignored).
     static let defaultWinogradTiles: Int = {
-        guard let v = ProcessInfo.processInfo.environment["DGINSTYLE_WINOGRAD"] else { return 256 }
-        return v == "off" ? -1 : Int(v).map { Swift.max(1, $0) } ?? 256
+        guard let v = ProcessInfo.processInfo.environment["DGINSTYLE_WINOGRAD"], v != "on" else { return 256 }
+        if v == "off" { return -1 }
+        if let n = Int(v), n > 0 { return n }
+        FileHandle.standardError.write(Data("dginstyle: DGINSTYLE_WINOGRAD=\(v) is not \"on\", \"off\" or a positive number of tiles; using the default (256)\n".utf8))
+        return 256
     }()
     public static let winogradChannels = 32
     /// Bytes of transformed input and products (16 (cin + cout) floats a tile) per band of tile rows
