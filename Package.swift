@@ -33,7 +33,7 @@ let package = Package(
         // every layer needs and that needs no tensors.
         .target(name: "DGBase", swiftSettings: checked),
         .target(name: "DGTensor", dependencies: ["CBLAS", "CDGKernels"], swiftSettings: unchecked),
-        .target(name: "DGAutograd", dependencies: ["DGTensor"], swiftSettings: unchecked),
+        .target(name: "DGAutograd", dependencies: ["DGTensor", "CDGKernels"], swiftSettings: unchecked),
         .target(name: "DGLayers", dependencies: ["DGBase", "DGTensor", "DGAutograd"], swiftSettings: unchecked),
         .target(name: "DGCheckpoint", dependencies: ["DGBase", "DGTensor", "CZstd"], exclude: ["SD1Files/NOTICE.md"],
                 swiftSettings: checked),

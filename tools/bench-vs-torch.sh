@@ -4,9 +4,10 @@
 # then one generated image (DDIM-20 ControlNet, and MRLF) from its timed parts in both; then sgemm at
 # the UNet's shapes against OpenBLAS's best on this machine; then checkpoint conversion against cp.
 # Makes a local venv with torch + diffusers the first time (never needed by CI or tests).
-# Usage: tools/bench-vs-torch.sh [WORKLOAD...]   e.g. "unet:256:1" (workload:resolution:batch[:ckpt][:bf16];
+# Usage: tools/bench-vs-torch.sh [WORKLOAD...]   e.g. "unet:256:1" (workload:resolution:batch[:ckpt][:bf16][:8bit];
 # bf16: our weights, or a training step's frozen UNet, in bf16, against PyTorch's f32 and, for a
-# forward, also against PyTorch's bf16 autocast)
+# forward, also against PyTorch's bf16 autocast; 8bit: a training step with 8-bit AdamW state, ours
+# against bitsandbytes' AdamW8bit and against torch.optim.AdamW)
 # SKIP="generation sgemm convert" leaves sections out; RUNS=N sets the timed runs per workload.
 # BENCH_DIR=DIR is the conversion benchmark's scratch folder (default /tmp/dginstyle-bench, ~18 GB).
 set -euo pipefail
@@ -40,18 +41,21 @@ echo
 echo "| workload | px | batch | dginstyle | PyTorch | ratio | dginstyle peak RSS | PyTorch peak RSS | memory ratio |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for w in "${workloads[@]}"; do
-    IFS=: read -r name res batch extra1 extra2 <<<"$w"
-    flag="" dtype="" note=""
-    for e in ${extra1:-} ${extra2:-}; do
+    IFS=: read -r name res batch extra1 extra2 extra3 <<<"$w"
+    flag="" dtype="" note="" optimizer=""
+    for e in ${extra1:-} ${extra2:-} ${extra3:-}; do
         case $e in
             ckpt) flag="--checkpointing"; note="${note:+$note, }checkpointing" ;;
             bf16) dtype="--dtype bf16"; note="${note:+$note, }bf16 vs PyTorch f32" ;;
+            8bit) optimizer="--optimizer adamw8bit"; note="${note:+$note, }AdamW8bit vs bitsandbytes' AdamW8bit" ;;
             *) echo "bad workload $w" >&2; exit 2 ;;
         esac
     done
-    ours=$($bin bench model "$name" --resolution "$res" --batch "$batch" --runs "$runs" $flag $dtype --json)
+    ours=$($bin bench model "$name" --resolution "$res" --batch "$batch" --runs "$runs" $flag $dtype $optimizer --json)
     a=$(echo "$ours" | field seconds); ma=$(echo "$ours" | field peak_rss_mb)
-    row "$note"
+    row "$note" $optimizer
+    # 8-bit state against PyTorch's f32 AdamW too: the memory a user saves by switching.
+    if [ -n "$optimizer" ]; then row "${note/bitsandbytes\' AdamW8bit/torch.optim.AdamW}"; fi
     # A bf16 forward is compared twice: with PyTorch's f32 and with its bf16 autocast (issue 19's two goals).
     if [ -n "$dtype" ] && [[ $name != *train-step ]]; then row "${note/PyTorch f32/PyTorch bf16 autocast}" --dtype autocast; fi
 done

@@ -19,10 +19,18 @@ p.add_argument("--rank", type=int, default=16, help="lora-train-step: adapter ra
 # f32; autocast: f32 weights, torch.autocast("cpu", bfloat16) around the forward (what the issue compares
 # bf16 against); bf16: the model and inputs cast to bfloat16. Forward workloads only.
 p.add_argument("--dtype", choices=["f32", "autocast", "bf16"], default="f32")
+p.add_argument("--optimizer", choices=["adamw", "adamw8bit"], default="adamw",
+               help="training steps: torch.optim.AdamW, or bitsandbytes' AdamW8bit (its CPU implementation)")
 a = p.parse_args()
 if a.dtype != "f32" and a.workload in TRAINING:
     p.error("--dtype applies to the forward workloads")
 import contextlib
+def adamw(params, lr):
+    if a.optimizer == "adamw8bit":
+        import bitsandbytes as bnb
+        return bnb.optim.AdamW8bit(params, lr=lr)
+    return torch.optim.AdamW(params, lr=lr)
+
 compute = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.dtype == "autocast" else contextlib.nullcontext
 
 torch.manual_seed(0)
@@ -49,7 +57,7 @@ if a.workload in ("unet", "controlnet", *TRAINING):
         if a.checkpointing:
             unet.enable_gradient_checkpointing()
         params = [q for q in unet.parameters() if q.requires_grad]
-        opt = torch.optim.AdamW(params, lr=1e-4 if a.workload == "lora-train-step" else 5e-6)
+        opt = adamw(params, lr=1e-4 if a.workload == "lora-train-step" else 5e-6)
         noise = torch.randn_like(sample)
         def body():
             loss = torch.nn.functional.mse_loss(unet(sample, t, text).sample, noise)
@@ -75,7 +83,7 @@ if a.workload in ("unet", "controlnet", *TRAINING):
             if a.checkpointing:
                 cn.enable_gradient_checkpointing()
                 unet.enable_gradient_checkpointing()
-            opt = torch.optim.AdamW(cn.parameters(), lr=1e-5)
+            opt = adamw(list(cn.parameters()), lr=1e-5)
             noise = torch.randn_like(sample)
             def body():
                 down, mid = cn(sample, t, text, controlnet_cond=cond, return_dict=False)
@@ -111,5 +119,5 @@ for _ in range(a.runs):
     cpu.append(time.process_time() - c)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"workload": a.workload, "resolution": a.resolution, "batch": a.batch, "checkpointing": a.checkpointing,
-                  "dtype": a.dtype, "seconds": statistics.median(times), "cpu_seconds": statistics.median(cpu), "runs": times, "peak_rss_mb": peak,
+                  "dtype": a.dtype, "optimizer": a.optimizer, "seconds": statistics.median(times), "cpu_seconds": statistics.median(cpu), "runs": times, "peak_rss_mb": peak,
                   "threads": torch.get_num_threads(), "setup_seconds": setup, "torch": torch.__version__}))

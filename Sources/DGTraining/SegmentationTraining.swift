@@ -81,7 +81,7 @@ public final class SegmentationTrainer: RunnableTrainer {
         classWeights = options.balanceClasses ? try crops.data.balancedClassWeights(classes: model.config.numClasses) : nil
         parameters = model.namedParameters()
         try makeTrainable(parameters)
-        optimizer = AdamW(parameters.map(\.parameter), learningRate: Float(options.learningRate), weightDecay: options.weightDecay)
+        optimizer = AdamW(parameters.map(\.parameter), learningRate: options.learningRate, weightDecay: Double(typed: options.weightDecay))
     }
 
     public var totalSteps: Int { options.steps }

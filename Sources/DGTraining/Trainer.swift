@@ -46,6 +46,8 @@ public struct TrainingOptions: Sendable, RunOptions {
     public var adamBeta2: Float = 0.999
     public var adamEpsilon: Float = 1e-8
     public var weightDecay: Float = 1e-2
+    /// AdamW's moments in f32, or 8-bit blockwise as bitsandbytes' AdamW8bit.
+    public var optimizerState: AdamW.StateStorage = .f32
     /// Storage type of the frozen networks' weights (f32, or bf16 / f16 to halve them).
     public var frozenDType: DType = .f32
     /// UNet training: LoRA adapters learn and the whole UNet is frozen; nil: every weight learns.
@@ -92,7 +94,14 @@ public struct TrainingOptions: Sendable, RunOptions {
             "frozen_dtype": .string(frozenDType.name),
             "lora": lora.map { ["rank": .int($0.rank), "alpha": .double(Double($0.alpha)), "targets": .string($0.targets.rawValue)] } ?? .null,
             "mixed_precision": .string(mixedPrecisionBF16 ? "bf16" : "no"),
+            "optimizer": .string(optimizerState == .blockwise8bit ? "adamw8bit" : "adamw"),
         ]
+    }
+
+    /// The AdamW these options describe, over `parameters`.
+    public func makeOptimizer(_ parameters: [(name: String, parameter: Parameter)]) -> AdamW {
+        AdamW(parameters.map(\.parameter), learningRate: learningRate, beta1: Double(typed: adamBeta1), beta2: Double(typed: adamBeta2),
+              eps: Double(typed: adamEpsilon), weightDecay: Double(typed: weightDecay), stateStorage: optimizerState)
     }
 
     /// The differences with a checkpoint's options that would change the trajectory.
@@ -101,7 +110,7 @@ public struct TrainingOptions: Sendable, RunOptions {
         if !schedule.dependsOnTotal { free.insert("max_train_steps") }
         var out: [String] = []
         // Checkpoints written before an option existed ran with its default.
-        let defaults: [String: JSON] = ["mixed_precision": "no"]
+        let defaults: [String: JSON] = ["mixed_precision": "no", "optimizer": "adamw"]
         for (key, value) in json.objectPairs ?? [] where !free.contains(key) {
             let old = stored[key] ?? defaults[key] ?? .null
             if old != value { out.append("\(key) \(old.compact) -> \(value.compact)") }
@@ -388,9 +397,7 @@ public final class DiffusionUpdate {
             trainableParameters = (controlnet ?? unet).namedParameters()
         }
         try makeTrainable(trainableParameters)
-        optimizer = AdamW(trainableParameters.map(\.parameter), learningRate: Float(options.learningRate),
-                          beta1: options.adamBeta1, beta2: options.adamBeta2, eps: options.adamEpsilon,
-                          weightDecay: options.weightDecay)
+        optimizer = options.makeOptimizer(trainableParameters)
         gradientCheckpointing = options.gradientCheckpointing
         maxGradNorm = options.maxGradNorm
         mixedPrecisionBF16 = options.mixedPrecisionBF16

@@ -96,9 +96,10 @@ struct TrainerState {
                 let t = p.value!.contiguous()
                 try t.withRawBytes { try w.addTensor(component: name, entry: TensorEntry(name: pname, dtype: t.dtype, shape: t.shape), bytes: $0) }
             }
-            w.addComponent("optimizer", className: "AdamW")
+            w.addComponent("optimizer", className: optimizer.stateStorage == .blockwise8bit ? "AdamW8bit" : "AdamW")
             for (i, (pname, _)) in parameters.enumerated() {
-                for (label, moment) in [("exp_avg", optimizer.firstMoments[i]), ("exp_avg_sq", optimizer.secondMoments[i])] {
+                for (label, moment) in [("exp_avg", optimizer.firstMoments[i]), ("exp_avg_sq", optimizer.secondMoments[i]),
+                                        ("exp_avg_absmax", optimizer.firstScales[i]), ("exp_avg_sq_absmax", optimizer.secondScales[i])] {
                     guard let m = moment?.contiguous() else { continue }
                     try m.withRawBytes {
                         try w.addTensor(component: "optimizer", entry: TensorEntry(name: label + "." + pname, dtype: m.dtype, shape: m.shape), bytes: $0)
@@ -145,16 +146,26 @@ struct TrainerState {
         guard problems.isEmpty else { throw FileError(path, "does not fit the model: \(problems.prefix(4).joined(separator: "; "))") }
         let moments = file.source("optimizer")
         let byName = Dictionary(uniqueKeysWithValues: moments.entries.map { ($0.name, $0) })
-        var values: [Tensor] = [], first: [Tensor?] = [], second: [Tensor?] = []
-        for (pname, p) in parameters {
+        var values: [Tensor] = [], moment: [[Tensor?]] = Array(repeating: [], count: 4)
+        for (i, (pname, p)) in parameters.enumerated() {
             values.append(try stored.tensor(pname).converted(to: .f32).copied())
-            for (label, list) in [("exp_avg", 0), ("exp_avg_sq", 1)] {
+            // 8-bit state: U8 codes of the parameter's shape and one f32 scale per 256 elements.
+            let quantized = optimizer.quantizesState(of: i)
+            let blocks = (p.shape.reduce(1, *) + 255) / 256
+            let expected: [(String, [Int], DType)] = [("exp_avg", p.shape, quantized ? .u8 : .f32), ("exp_avg_sq", p.shape, quantized ? .u8 : .f32),
+                                                      ("exp_avg_absmax", [blocks], .f32), ("exp_avg_sq_absmax", [blocks], .f32)]
+            for (k, (label, shape, dtype)) in expected.enumerated() {
                 var m: Tensor?
                 if let e = byName[label + "." + pname] {
-                    guard e.shape == p.shape, e.dtype == .f32 else { throw FileError(path, "optimizer state \(e.name) has shape \(e.shape) \(e.dtype.name)") }
+                    guard e.shape == shape, e.dtype == dtype, quantized || k < 2 else {
+                        throw FileError(path, "optimizer state \(e.name) has shape \(e.shape) \(e.dtype.name), not \(shape) \(dtype.name)")
+                    }
                     m = try moments.tensor(e.name).copied()
                 }
-                if list == 0 { first.append(m) } else { second.append(m) }
+                moment[k].append(m)
+            }
+            if quantized, (0..<2).contains(where: { (moment[$0].last! == nil) != (moment[$0 + 2].last! == nil) }) {
+                throw FileError(path, "optimizer state of \(pname) has 8-bit moments without their block scales")
             }
         }
         try source.restoreState(state["data_state"] ?? .null)
@@ -162,7 +173,7 @@ struct TrainerState {
             p.value = v
             p.grad = nil
         }
-        optimizer.restore(step: optimizerStep, first: first, second: second)
+        optimizer.restore(step: optimizerStep, first: moment[0], second: moment[1], firstScales: moment[2], secondScales: moment[3])
         step = savedStep
         return state
     }
@@ -192,7 +203,13 @@ func clippedGradientNorm(_ optimizer: AdamW, maxNorm: Float?, step: Int) throws 
 
 /// One optimizer update at `learningRate`, then the gradients cleared for the next step.
 func applyUpdate(_ optimizer: AdamW, learningRate: Double) {
-    optimizer.learningRate = Float(learningRate)
+    optimizer.learningRate = learningRate
     optimizer.update()
     optimizer.zeroGrad()
+}
+
+extension Double {
+    /// The number a Float option was typed as (0.999, not 0.99900001287): PyTorch's optimizers take
+    /// their hyperparameters as Python doubles.
+    init(typed x: Float) { self = Double(x.description) ?? Double(x) }
 }

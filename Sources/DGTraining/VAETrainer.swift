@@ -43,9 +43,7 @@ public final class VAETrainer: ComponentTrainer {
             trainableParameters = vae.namedParameters()
         }
         try makeTrainable(trainableParameters)
-        optimizer = AdamW(trainableParameters.map(\.parameter), learningRate: Float(options.learningRate),
-                          beta1: options.adamBeta1, beta2: options.adamBeta2, eps: options.adamEpsilon,
-                          weightDecay: options.weightDecay)
+        optimizer = options.makeOptimizer(trainableParameters)
     }
 
     public var modelName: String { "vae" }

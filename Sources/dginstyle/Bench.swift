@@ -53,6 +53,9 @@ extension Bench {
         @Option(help: "Weights of the forward workloads, or the frozen UNet of a ControlNet or LoRA step, as f32 or bf16 (bf16: products in bf16 where the CPU has AVX512-BF16).")
         var dtype: DType = .f32
 
+        @Option(help: "Training steps: adamw, or adamw8bit (8-bit blockwise moments, as train-controlnet/finetune-unet --optimizer adamw8bit).")
+        var optimizer: OptimizerChoice = .adamw
+
         @Option(help: "Rank of the lora-train-step's adapters (alpha = rank).")
         var rank = 16
 
@@ -95,6 +98,7 @@ extension Bench {
                     var options = TrainingOptions(learningRate: 1e-5, schedule: LRSchedule(.constant, totalSteps: runs + 1))
                     options.gradientCheckpointing = checkpointing
                     options.frozenDType = dtype
+                    options.optimizerState = optimizer.stateStorage
                     options.maxGradNorm = 1
                     if workload == .loraTrainStep { options.lora = LoRASettings(rank: rank, alpha: Float(rank), targets: .attn) }
                     let update = try DiffusionUpdate(unet: unet, controlnet: controlnet, options: options)
@@ -158,6 +162,7 @@ extension Bench {
                 emit(JSON.object([
                     ("workload", .string(workload.rawValue)), ("resolution", .int(resolution)), ("batch", .int(batch)),
                     ("checkpointing", .bool(checkpointing)), ("dtype", .string(dtype.name)), ("bf16_kernel", .bool(GEMM.bf16)),
+                    ("optimizer", .string(optimizer.rawValue)),
                     ("seconds", .double(median)), ("cpu_seconds", .double(medianCPU)),
                     ("runs", .array(times.map { .double($0) })), ("peak_rss_mb", .double(peakMB)),
                     ("threads", .int(Parallel.threads)), ("setup_seconds", .double(ready)),
@@ -166,7 +171,7 @@ extension Bench {
                     ("bf16_peak_share", shares?.bf16.map { .double($0) } ?? .null),
                 ]).compact)
             } else {
-                emit("\(workload.rawValue) \(resolution)px batch \(batch)\(checkpointing ? " checkpointed" : "") \(dtype.name)\(dtype == .bf16 ? (GEMM.bf16 ? " (bf16 kernel)" : " (f32 compute)") : ""): median \(String(format: "%.3f", median)) s of \(runs) runs (CPU \(String(format: "%.2f", medianCPU)) s), peak RSS \(Int(peakMB)) MB, \(Parallel.threads) threads (setup \(String(format: "%.1f", ready)) s)")
+                emit("\(workload.rawValue) \(resolution)px batch \(batch)\(checkpointing ? " checkpointed" : "")\(optimizer == .adamw8bit ? " AdamW8bit" : "") \(dtype.name)\(dtype == .bf16 ? (GEMM.bf16 ? " (bf16 kernel)" : " (f32 compute)") : ""): median \(String(format: "%.3f", median)) s of \(runs) runs (CPU \(String(format: "%.2f", medianCPU)) s), peak RSS \(Int(peakMB)) MB, \(Parallel.threads) threads (setup \(String(format: "%.1f", ready)) s)")
             }
             if !json, let gflop {
                 var line = String(format: "forward matrix products (counted from their shapes): %.1f GFLOP per run, %.0f GFLOP/s", gflop, gflop / median)

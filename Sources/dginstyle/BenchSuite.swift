@@ -11,8 +11,9 @@ extension Bench {
             commandName: "all",
             abstract: "Run every SD 1.5 model workload (each in its own process) and print one table.",
             discussion: """
-            Workloads are WORKLOAD:RESOLUTION:BATCH[:ckpt][:bf16] (ckpt: gradient checkpointing; bf16: \
-            bf16 weights, or the frozen UNet in bf16 for a training step); the default list is the UNet at 256 \
+            Workloads are WORKLOAD:RESOLUTION:BATCH[:ckpt][:bf16][:8bit] (ckpt: gradient checkpointing; bf16: \
+            bf16 weights, or the frozen UNet in bf16 for a training step; 8bit: a training step with 8-bit \
+            AdamW state); the default list is the UNet at 256 \
             and 512 px (batch 1 and 2), ControlNet + UNet at 512 px, a ControlNet training step at 256 px with and \
             without gradient checkpointing, a full UNet fine-tune and a rank-16 LoRA step at 256 and 512 px, and \
             VAE encode / decode at 512 px. tools/bench-vs-torch.sh runs the same list in PyTorch beside it.
@@ -39,12 +40,13 @@ extension Bench {
                 let parts = spec.split(separator: ":").map(String.init)
                 let extras = parts.dropFirst(3)
                 guard parts.count >= 3, Int(parts[1]) != nil, Int(parts[2]) != nil, Model.Workload(rawValue: parts[0]) != nil,
-                      extras.allSatisfy(["ckpt", "bf16"].contains), Set(extras).count == extras.count else {
-                    throw ValidationError("bad workload '\(spec)': expected WORKLOAD:RESOLUTION:BATCH[:ckpt][:bf16], WORKLOAD one of \(Model.Workload.allCases.map(\.rawValue).joined(separator: ", "))")
+                      extras.allSatisfy(["ckpt", "bf16", "8bit"].contains), Set(extras).count == extras.count else {
+                    throw ValidationError("bad workload '\(spec)': expected WORKLOAD:RESOLUTION:BATCH[:ckpt][:bf16][:8bit], WORKLOAD one of \(Model.Workload.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
                 var args = ["bench", "model", parts[0], "--resolution", parts[1], "--batch", parts[2], "--runs", String(runs), "--json"]
                 if extras.contains("ckpt") { args.append("--checkpointing") }
                 if extras.contains("bf16") { args += ["--dtype", "bf16"] }
+                if extras.contains("8bit") { args += ["--optimizer", "adamw8bit"] }
                 let process = Process()
                 process.executableURL = URL(fileURLWithPath: exe)
                 process.arguments = args
@@ -62,6 +64,7 @@ extension Bench {
                 let seconds = result["seconds"]?.double ?? .nan, peak = result["peak_rss_mb"]?.double ?? .nan
                 let cpu = result["cpu_seconds"]?.double ?? .nan
                 let notes = (extras.contains("ckpt") ? ["checkpointing"] : []) + (extras.contains("bf16") ? ["bf16"] : [])
+                    + (extras.contains("8bit") ? ["AdamW8bit"] : [])
                 rows.append("| \(parts[0])\(notes.isEmpty ? "" : " (\(notes.joined(separator: ", ")))") | \(parts[1]) | \(parts[2]) | \(String(format: "%.2f", seconds)) s | \(String(format: "%.2f", cpu)) s | \(String(format: "%.0f", peak)) MB |")
             }
             if json { return }

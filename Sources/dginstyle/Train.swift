@@ -18,6 +18,12 @@ enum ReportTo: String, ExpressibleByArgument, CaseIterable {
     case tensorboard, none
 }
 
+enum OptimizerChoice: String, ExpressibleByArgument, CaseIterable {
+    case adamw, adamw8bit
+
+    var stateStorage: AdamW.StateStorage { self == .adamw8bit ? .blockwise8bit : .f32 }
+}
+
 enum MixedPrecision: String, ExpressibleByArgument, CaseIterable {
     case no, bf16
 }
@@ -61,6 +67,10 @@ struct TrainingArguments: ParsableArguments {
 
     @Option(help: "AdamW decoupled weight decay.")
     var adamWeightDecay: Float = 1e-2
+
+    @Option(help: ArgumentHelp("adamw, or adamw8bit: AdamW's two moments kept in 8 bits, blockwise, as bitsandbytes' AdamW8bit (diffusers' --use_8bit_adam, kohya's --optimizer_type AdamW8bit).",
+                               discussion: "8 bytes of optimizer state per trained weight become 2 (SD 1.5's ControlNet: 2.9 GB -> 0.7 GB; a whole UNet: 6.9 GB -> 1.7 GB). The step is computed in f32; tensors under 4096 elements keep f32 moments."))
+    var optimizer: OptimizerChoice = .adamw
 
     @Option(help: "AdamW beta1.")
     var adamBeta1: Float = 0.9
@@ -140,6 +150,7 @@ struct TrainingArguments: ParsableArguments {
         o.adamBeta2 = adamBeta2
         o.adamEpsilon = adamEpsilon
         o.weightDecay = adamWeightDecay
+        o.optimizerState = optimizer.stateStorage
         o.frozenDType = frozenDtype
         o.mixedPrecisionBF16 = mixedPrecision == .bf16
         return o

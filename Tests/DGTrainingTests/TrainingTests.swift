@@ -215,6 +215,16 @@ final class TrainerTests: XCTestCase {
         XCTAssertFalse(o.conflicts(with: old).isEmpty)
     }
 
+    /// --optimizer adamw8bit is part of the run's options; checkpoints from before it resume as AdamW.
+    func testOptimizerStateIsARunOption() {
+        var o = Tiny.options()
+        o.optimizerState = .blockwise8bit
+        XCTAssertEqual(o.conflicts(with: Tiny.options().json), ["optimizer \"adamw\" -> \"adamw8bit\""])
+        let old = JSON.object((Tiny.options().json.objectPairs ?? []).filter { $0.0 != "optimizer" })
+        XCTAssertEqual(Tiny.options().conflicts(with: old), [])
+        XCTAssertEqual(o.conflicts(with: old).count, 1)
+    }
+
     func testBadBatchesAreRefused() throws {
         let samples = Tiny.samples(size: 64)
         let noLabels = InMemoryBatchSource(samples.map { .init(pixels: $0.pixels, condition: nil, caption: "") }, seed: 1)
@@ -265,12 +275,18 @@ final class RunTests: XCTestCase {
     /// N updates straight equal N/2, a checkpoint, a fresh process state (new models, new
     /// trainer, new source) resumed from it, and N/2 more: bit for bit, with accumulation,
     /// clipping, a decaying schedule and a stateful sampler in play.
-    func testResumeIsBitExact() throws {
+    func testResumeIsBitExact() throws { try checkResumeIsBitExact(optimizerState: .f32) }
+
+    /// The same with 8-bit AdamW state: codes and block scales go through the checkpoint too.
+    func testResumeIsBitExactWith8BitOptimizerState() throws { try checkResumeIsBitExact(optimizerState: .blockwise8bit) }
+
+    func checkResumeIsBitExact(optimizerState: AdamW.StateStorage) throws {
         let dir = Tiny.scratch()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var o = Tiny.options(steps: 4, lr: 1e-3, batch: 1, accumulation: 2)
         o.schedule = LRSchedule(.cosine, warmupSteps: 1, totalSteps: 4)
         o.maxGradNorm = 0.5
+        o.optimizerState = optimizerState
 
         var straight = RunSettings(output: dir + "/straight")
         straight.checkpointEvery = 2
@@ -299,7 +315,12 @@ final class RunTests: XCTestCase {
         for i in a.optimizer.parameters.indices {
             XCTAssertEqual(a.optimizer.firstMoments[i]!.floats, b.optimizer.firstMoments[i]!.floats)
             XCTAssertEqual(a.optimizer.secondMoments[i]!.floats, b.optimizer.secondMoments[i]!.floats)
+            XCTAssertEqual(a.optimizer.firstScales[i]?.floats, b.optimizer.firstScales[i]?.floats)
+            XCTAssertEqual(a.optimizer.secondScales[i]?.floats, b.optimizer.secondScales[i]?.floats)
+            XCTAssertEqual(a.optimizer.firstMoments[i]!.dtype, a.optimizer.quantizesState(of: i) ? .u8 : .f32)
         }
+        // The tiny ControlNet has weights both above and below the 4096 elements of 8-bit state.
+        XCTAssertEqual(a.optimizer.parameters.indices.contains { a.optimizer.quantizesState(of: $0) }, optimizerState == .blockwise8bit)
         XCTAssertEqual(a.optimizer.step, b.optimizer.step)
         // The weights really moved (the comparison is not between two untouched models).
         let initial = try Tiny.controlNetTrainer(o)

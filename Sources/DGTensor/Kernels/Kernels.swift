@@ -29,7 +29,8 @@ extension Kernels {
     /// A weight as the forward products read it: as stored where it is bf16 and our kernels run
     /// (`GEMM.gemmBF16`: bf16 products where `GEMM.bf16`, the activations then rounded to bf16 at the
     /// product's input; else f32 products widening the weight as they pack it), else converted to
-    /// f32. Gradients (backward products) always use `f32`.
+    /// f32. Backward products read it too, always in f32 (`gemm(weightA:)`, `gemm(weightB:)`: a bf16
+    /// weight widened as packed, the gradients never rounded).
     static func productWeight(_ w: Tensor) -> Tensor { w.dtype == .bf16 && GEMM.vectorized ? w.contiguous() : f32(w) }
 
     /// C [m, n] = W B + rowBias with a weight W [m, k] (row-major, from `productWeight`) as A.
@@ -39,6 +40,31 @@ extension Kernels {
             GEMM.gemmBF16(m: m, n: n, k: k, a: w.rawPointer, aBF16: true, ars: k, aks: 1, b: b, c: c, ldc: ldc, rowBias: rowBias)
         } else {
             GEMM.gemm(m: m, n: n, k: k, a: pointer(w), ars: k, aks: 1, b: b, c: c, ldc: ldc, rowBias: rowBias)
+        }
+    }
+
+    /// C [m, n] (+)= W B in f32 with a weight as A, A(i, p) = w[i ars + p aks] (from `productWeight`:
+    /// a bf16 one widened as packed, never rounded): the backward products' weight operand.
+    static func gemm(m: Int, n: Int, k: Int, weightA w: Tensor, ars: Int, aks: Int, b: dg_bsource, beta: Float = 0,
+                     c: UnsafeMutablePointer<Float>, ldc: Int) {
+        if w.dtype == .bf16 {
+            GEMM.gemmWidened(m: m, n: n, k: k, a: w.rawPointer, aBF16: true, ars: ars, aks: aks, b: b, beta: beta, c: c, ldc: ldc)
+        } else {
+            GEMM.gemm(m: m, n: n, k: k, a: pointer(w), ars: ars, aks: aks, b: b, beta: beta, c: c, ldc: ldc)
+        }
+    }
+
+    /// C [m, n] = A B in f32 with a weight as B, B(p, j) = w[p rowStride + j columnStride] (from
+    /// `productWeight`, a bf16 one widened as packed).
+    static func gemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, ars: Int, aks: Int, weightB w: Tensor,
+                     rowStride: Int, columnStride: Int, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        if w.dtype == .bf16 {
+            GEMM.gemmWidened(m: m, n: n, k: k, a: a, aBF16: false, ars: ars, aks: aks,
+                             b: GEMM.matrix(bf16: w.rawPointer.assumingMemoryBound(to: UInt16.self), rowStride: rowStride, columnStride: columnStride),
+                             c: c, ldc: ldc)
+        } else {
+            GEMM.gemm(m: m, n: n, k: k, a: a, ars: ars, aks: aks,
+                      b: GEMM.matrix(pointer(w), rowStride: rowStride, columnStride: columnStride), c: c, ldc: ldc)
         }
     }
 
