@@ -17,6 +17,10 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q torch diffusers peft
 fi
+# The :8bit rows compare with bitsandbytes' AdamW8bit.
+if [[ " $* " == *:8bit* ]] && ! "$venv/bin/python" -c "import bitsandbytes" 2>/dev/null; then
+    "$venv/bin/pip" install -q bitsandbytes
+fi
 bin=$(tools/build.sh)
 export DGINSTYLE_NO_PROGRESS=1
 runs=${RUNS:-3}

@@ -23,7 +23,6 @@
 int dg_has_avx512(void);
 static void pack_transposed_avx512(const float *b, long cs, long p0, long kc, long j0, long n, long nr, float *dst);
 static void pack_transposed_bf16_avx512(const unsigned short *b, long cs, long p0, long kc, long j0, long n, long nr, float *dst);
-static void pack_rows_bf16_avx512(const unsigned short *b, long rs, long p0, long kc, long j0, long n, long nr, float *dst);
 static void pack_im2col_t_avx512(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst);
 static void pack_im2col_avx512(const dg_bsource *s, long p0, long kc, long j0, long n, long nr, float *dst);
 
@@ -35,10 +34,6 @@ static void pack_matrix(const dg_bsource *s, long p0, long kc, long j0, long n, 
             return;
         }
         const unsigned short *b16 = (const unsigned short *)s->b;
-        if (s->cs == 1 && nr % 16 == 0 && dg_has_avx512()) {
-            pack_rows_bf16_avx512(b16, s->rs, p0, kc, j0, n, nr, dst);
-            return;
-        }
         long panels = (n + nr - 1) / nr;
         for (long q = 0; q < panels; q++) {
             long jq = j0 + q * nr, cols = n - q * nr < nr ? n - q * nr : nr;
@@ -356,7 +351,7 @@ static float *workspace(size_t floats) {
 // input-gradient product of a stride-1 convolution with weights w [cout, cin, kh, kw]:
 // A(i, p) = w[(o cin + row0 + i) kk + kk - 1 - t], p = o kk + t (the kernel flipped and transposed,
 // read in place). NULL: A is the strided matrix of dg_gemm.
-typedef struct { const float *w; long cin, kk, row0; const unsigned short *bf16; const unsigned short *w16; } conv_t_source;
+typedef struct { const float *w; long cin, kk, row0; const unsigned short *bf16; } conv_t_source;
 
 static void gemm(long m, long n, long k, float alpha, const float *a, long ars, long aks, const conv_t_source *ct,
                  const dg_bsource *b, long j0, float beta, float *c, long ldc,
@@ -369,10 +364,10 @@ void dg_gemm(long m, long n, long k, float alpha, const float *a, long ars, long
     gemm(m, n, k, alpha, a, ars, aks, 0, b, j0, beta, c, ldc, rowBias, colBias);
 }
 
-void dg_gemm_conv_t(long m, long n, long k, const void *w, int w_bf16, long cin, long kk, long row0,
+void dg_gemm_conv_t(long m, long n, long k, const float *w, long cin, long kk, long row0,
                     const dg_bsource *b, long j0, float *c, long ldc) {
     DG_REQUIRE_AVX512("dg_gemm_conv_t");
-    conv_t_source ct = { w_bf16 ? 0 : (const float *)w, cin, kk, row0, 0, w_bf16 ? (const unsigned short *)w : 0 };
+    conv_t_source ct = { w, cin, kk, row0, 0 };
     gemm(m, n, k, 1, 0, 1, 1, &ct, b, j0, 0, c, ldc, 0, 0);
 }
 
@@ -450,16 +445,11 @@ static void gemm(long m, long n, long k, float alpha, const float *a, long ars, 
                                 }
                             } else if (ct) {
                                 long ch = ct->row0 + i0 + t * MR + i, o = p0 / ct->kk, tt = p0 % ct->kk;
-                                long at = (o * ct->cin + ch) * ct->kk + ct->kk - 1 - tt;
+                                const float *src = ct->w + (o * ct->cin + ch) * ct->kk + ct->kk - 1 - tt;
                                 for (long p = 0; p < kc; p++) {
-                                    if (ct->w16) {   // a bf16 weight, widened
-                                        unsigned bits = (unsigned)ct->w16[at] << 16;
-                                        memcpy(d + p * MR + i, &bits, 4);
-                                    } else {
-                                        d[p * MR + i] = ct->w[at];
-                                    }
-                                    if (++tt == ct->kk) { tt = 0; o++; at = (o * ct->cin + ch) * ct->kk + ct->kk - 1; }
-                                    else at--;
+                                    d[p * MR + i] = *src;
+                                    if (++tt == ct->kk) { tt = 0; o++; src = ct->w + (o * ct->cin + ch) * ct->kk + ct->kk - 1; }
+                                    else src--;
                                 }
                             } else {
                                 const float *src = a + (i0 + t * MR + i) * ars + p0;
@@ -554,24 +544,6 @@ TGT static void pack_transposed_avx512(const float *b, long cs, long p0, long kc
     }
 }
 
-
-// A row-major bf16 B (a weight W [k, n] read as stored: a linear layer's input gradient), widened to
-// f32 16 columns at a time (zero past n).
-TGT static void pack_rows_bf16_avx512(const unsigned short *b, long rs, long p0, long kc, long j0, long n, long nr, float *dst) {
-    long panels = (n + nr - 1) / nr;
-    for (long q = 0; q < panels; q++) {
-        long jq = j0 + q * nr, cols = n - q * nr < nr ? n - q * nr : nr;
-        float *d = dst + q * kc * nr;
-        for (long p = 0; p < kc; p++) {
-            const unsigned short *src = b + (p0 + p) * rs + jq;
-            for (long t = 0; t < nr; t += 16) {
-                __mmask16 mk = lanes(cols - t);
-                __m512i w = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mk, src + t));
-                _mm512_storeu_ps(d + p * nr + t, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
-            }
-        }
-    }
-}
 
 // The same for a bf16 B (a weight W [n, k] read transposed), widened to f32 as it is loaded.
 TGT static void pack_transposed_bf16_avx512(const unsigned short *b, long cs, long p0, long kc, long j0, long n, long nr, float *dst) {
@@ -1280,17 +1252,8 @@ void dg_gemm_bf16(long m, long n, long k, float alpha, const void *a, int a_bf16
     }
     if (dg_has_avx512_bf16()) {
         gemm_bf16(m, n, k, alpha, a, a_bf16, ars, aks, b, j0, beta, c, ldc, rowBias, colBias);
-    } else {
-        dg_gemm_wide(m, n, k, alpha, a, a_bf16, ars, aks, b, j0, beta, c, ldc, rowBias, colBias);
-    }
-}
-
-void dg_gemm_wide(long m, long n, long k, float alpha, const void *a, int a_bf16, long ars, long aks,
-                  const dg_bsource *b, long j0, float beta, float *c, long ldc,
-                  const float *rowBias, const float *colBias) {
-    DG_REQUIRE_AVX512("dg_gemm_wide");
-    if (a_bf16) {
-        conv_t_source wide = { 0, 0, 0, 0, (const unsigned short *)a, 0 };
+    } else if (a_bf16) {   // f32 products, the bf16 operands widened as they are packed
+        conv_t_source wide = { 0, 0, 0, 0, (const unsigned short *)a };
         gemm(m, n, k, alpha, 0, ars, aks, &wide, b, j0, beta, c, ldc, rowBias, colBias);
     } else {
         gemm(m, n, k, alpha, (const float *)a, ars, aks, 0, b, j0, beta, c, ldc, rowBias, colBias);
@@ -1335,24 +1298,14 @@ void dg_gemm_bf16(long m, long n, long k, float alpha, const void *a, int a_bf16
     (void)beta; (void)c; (void)ldc; (void)rowBias; (void)colBias;
     dg_refuse_avx512(__func__);
 }
-void dg_gemm_conv_t(long m, long n, long k, const void *w, int w_bf16, long cin, long kk, long row0,
+void dg_gemm_conv_t(long m, long n, long k, const float *w, long cin, long kk, long row0,
                     const dg_bsource *b, long j0, float *c, long ldc) {
-    (void)m; (void)n; (void)k; (void)w; (void)w_bf16; (void)cin; (void)kk; (void)row0; (void)b; (void)j0; (void)c; (void)ldc;
-    dg_refuse_avx512(__func__);
-}
-void dg_gemm_wide(long m, long n, long k, float alpha, const void *a, int a_bf16, long ars, long aks,
-                  const dg_bsource *b, long j0, float beta, float *c, long ldc,
-                  const float *rowBias, const float *colBias) {
-    (void)m; (void)n; (void)k; (void)alpha; (void)a; (void)a_bf16; (void)ars; (void)aks; (void)b; (void)j0;
-    (void)beta; (void)c; (void)ldc; (void)rowBias; (void)colBias;
+    (void)m; (void)n; (void)k; (void)w; (void)cin; (void)kk; (void)row0; (void)b; (void)j0; (void)c; (void)ldc;
     dg_refuse_avx512(__func__);
 }
 void dg_transpose(const float *src, long rows, long cols, long lds, float *dst, long ldd) {
     (void)src; (void)rows; (void)cols; (void)lds; (void)dst; (void)ldd;
     dg_refuse_avx512(__func__);
-}
-static void pack_rows_bf16_avx512(const unsigned short *b, long rs, long p0, long kc, long j0, long n, long nr, float *dst) {
-    (void)b; (void)rs; (void)p0; (void)kc; (void)j0; (void)n; (void)nr; (void)dst; dg_refuse_avx512(__func__);
 }
 static void pack_transposed_avx512(const float *b, long cs, long p0, long kc, long j0, long n, long nr, float *dst) {
     (void)b; (void)cs; (void)p0; (void)kc; (void)j0; (void)n; (void)nr; (void)dst; dg_refuse_avx512(__func__);

@@ -162,37 +162,14 @@ public enum GEMM {
                                 b: dg_bsource, j0: Int = 0, beta: Float = 0,
                                 c: UnsafeMutablePointer<Float>, ldc: Int,
                                 rowBias: UnsafePointer<Float>? = nil, colBias: UnsafePointer<Float>? = nil) {
-        mixedProduct(dg_gemm_bf16, m: m, n: n, k: k, alpha: alpha, a: a, aBF16: aBF16, ars: ars, aks: aks, b: b, j0: j0,
-                     beta: beta, c: c, ldc: ldc, rowBias: rowBias, colBias: colBias)
-    }
-
-    /// The f32 product of `gemm` with bf16 operands read as stored (A where `aBF16`, B a
-    /// `matrix(bf16:...)`) and widened as they are packed, never rounded: what backward products
-    /// with a frozen bf16 weight use (the same bits as `gemm` on its f32 copy, without the copy).
-    /// Needs `vectorized`.
-    public static func gemmWidened(m: Int, n: Int, k: Int, alpha: Float = 1,
-                                   a: UnsafeRawPointer, aBF16: Bool, ars: Int, aks: Int,
-                                   b: dg_bsource, j0: Int = 0, beta: Float = 0,
-                                   c: UnsafeMutablePointer<Float>, ldc: Int) {
-        mixedProduct(dg_gemm_wide, m: m, n: n, k: k, alpha: alpha, a: a, aBF16: aBF16, ars: ars, aks: aks, b: b, j0: j0,
-                     beta: beta, c: c, ldc: ldc, rowBias: nil, colBias: nil)
-    }
-
-    private typealias MixedKernel = @convention(c) (Int, Int, Int, Float, UnsafeRawPointer?, Int32, Int, Int,
-                                                    UnsafePointer<dg_bsource>?, Int, Float, UnsafeMutablePointer<Float>?, Int,
-                                                    UnsafePointer<Float>?, UnsafePointer<Float>?) -> Void
-
-    private static func mixedProduct(_ kernel: MixedKernel, m: Int, n: Int, k: Int, alpha: Float,
-                                     a: UnsafeRawPointer, aBF16: Bool, ars: Int, aks: Int, b: dg_bsource, j0: Int, beta: Float,
-                                     c: UnsafeMutablePointer<Float>, ldc: Int, rowBias: UnsafePointer<Float>?, colBias: UnsafePointer<Float>?) {
         if m <= 0 || n <= 0 { return }
-        precondition(vectorized, "GEMM's bf16-operand products need the AVX-512 kernels (GEMM.vectorized)")
+        precondition(vectorized, "GEMM.gemmBF16 needs the AVX-512 kernels (GEMM.vectorized)")
         let size = aBF16 ? 2 : 4
         var source = b
         withUnsafePointer(to: &source) { src in
             split(m: m, n: n, k: k) { r0, rows, c0, cols in
-                kernel(rows, cols, k, alpha, a + r0 * ars * size, aBF16 ? 1 : 0, ars, aks, src, j0 + c0, beta,
-                       c + r0 * ldc + c0, ldc, rowBias.map { $0 + r0 }, colBias.map { $0 + c0 })
+                dg_gemm_bf16(rows, cols, k, alpha, a + r0 * ars * size, aBF16 ? 1 : 0, ars, aks, src, j0 + c0, beta,
+                             c + r0 * ldc + c0, ldc, rowBias.map { $0 + r0 }, colBias.map { $0 + c0 })
             }
         }
     }
@@ -225,14 +202,11 @@ public enum GEMM {
     /// dx [cin, n] = W'^T im2col(gy) for a stride-1 convolution with weights w [cout, cin, kh, kw]
     /// (kk = kh kw): the product with the kernel flipped and transposed, W'[c, (o, t)] =
     /// w[o, c, kk - 1 - t], read in place on the AVX-512 path (the portable path makes the copy).
-    /// `bf16`: w holds bf16 values (AVX-512 path only), widened as they are packed.
-    static func gemmConvTransposed(cin: Int, cout: Int, kk: Int, n: Int, w: UnsafeRawPointer, bf16: Bool = false, b: dg_bsource,
+    static func gemmConvTransposed(cin: Int, cout: Int, kk: Int, n: Int, w: UnsafePointer<Float>, b: dg_bsource,
                                    c: UnsafeMutablePointer<Float>, ldc: Int) {
         let k = cout * kk
         if cin <= 0 || n <= 0 { return }
         if !vectorized {
-            precondition(!bf16, "gemmConvTransposed: a bf16 weight needs the AVX-512 kernels")
-            let w = w.assumingMemoryBound(to: Float.self)
             let flipped = UnsafeMutablePointer<Float>.allocate(capacity: cin * k)
             defer { flipped.deallocate() }
             Parallel.forEach(cin, minimumChunk: Kernels.grain(k)) { r in
@@ -249,7 +223,7 @@ public enum GEMM {
         var source = b
         withUnsafePointer(to: &source) { src in
             split(m: cin, n: n, k: k) { r0, rows, c0, cols in
-                dg_gemm_conv_t(rows, cols, k, w, bf16 ? 1 : 0, cin, kk, r0, src, c0, c + r0 * ldc + c0, ldc)
+                dg_gemm_conv_t(rows, cols, k, w, cin, kk, r0, src, c0, c + r0 * ldc + c0, ldc)
             }
         }
     }

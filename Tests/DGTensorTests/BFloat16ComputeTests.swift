@@ -155,55 +155,6 @@ extension KernelTests {
             XCTAssertTrue(a.floats == e.floats, "layer \(i) with bf16 weights, bf16 kernel off: not the f32 result")
         }
     }
-    /// The input gradients of layers with a frozen bf16 weight read it as stored (widened as packed,
-    /// no f32 copy) and are never rounded: the same bits as with the weight converted to f32, whether
-    /// or not the bf16 products run. Every route: linear (weight as B, and as A for few rows), both
-    /// per-pixel layouts, 3x3 stride 1 (flipped kernel read in place, implicit GEMM and Winograd), stride
-    /// 2 (col2im) and 1x1 convolutions.
-    func testInputGradientsOfBF16WeightsAreF32() throws {
-        guard GEMM.vectorized else { throw XCTSkip("no AVX-512 here: bf16 weights are converted to f32 first") }
-        let x = random([2, 3, 40]), w = storedBF16(random([37, 40])), gy = random([2, 3, 37])
-        let fx = random([3, 256]), fw = storedBF16(random([300, 256])), fgy = random([3, 300])
-        let img = random([2, 33, 5, 7]), pw = storedBF16(random([20, 33, 1, 1])), pgy = random([2, 35, 20])
-        let tok = random([2, 35, 33]), tw = storedBF16(random([20, 33])), tgy = random([2, 20, 5, 7])
-        // (x, w, stride, padding): 3x3 stride 1 (implicit GEMM), 3x3 stride 1 over 32 x 32 with 32
-        // channels (Winograd), 3x3 stride 2 (col2im), 1x1.
-        let convs: [(KernelSample, KernelSample, Int, Int)] = [
-            (random([2, 5, 9, 40]), storedBF16(random([7, 5, 3, 3])), 1, 1),
-            (random([1, 32, 32, 32]), storedBF16(random([32, 32, 3, 3])), 1, 1),
-            (random([1, 3, 35, 37]), storedBF16(random([30, 3, 3, 3])), 2, 1),
-            (random([2, 6, 5, 7]), storedBF16(random([3, 6, 1, 1])), 1, 0),
-        ]
-        XCTAssertTrue(Kernels.transposedIsCheaper(rows: 3, weight: 300 * 256))
-        func gradients(_ wide: Bool) -> [[Float]] {
-            func weight(_ s: KernelSample) -> Tensor { wide ? s.t.converted(to: .f32) : s.t }
-            var out = [Kernels.linearBackward(gy.t, x: x.t, w: weight(w), needInput: true, needWeight: false, needBias: false).x!,
-                       Kernels.linearBackward(fgy.t, x: fx.t, w: weight(fw), needInput: true, needWeight: false, needBias: false).x!,
-                       Kernels.pointwiseToTokensBackward(pgy.t, x: img.t, w: weight(pw), needInput: true, needWeight: false, needBias: false).x!,
-                       Kernels.tokensToPointwiseBackward(tgy.t, t: tok.t, w: weight(tw), needInput: true, needWeight: false, needBias: false).t!]
-            for (x, w, stride, padding) in convs {
-                let y = Kernels.conv2d(x.t, weight(w), nil, stride: stride, padding: padding)
-                let g = Tensor(shape: y.shape, floats: (0..<y.count).map { Float(($0 * 7919) % 201) / 100 - 1 })
-                out.append(Kernels.conv2dBackward(g, x: x.t, w: weight(w), stride: stride, padding: padding,
-                                                  needInput: true, needWeight: false, needBias: false).x!)
-            }
-            return out.map(\.floats)
-        }
-        // With the bf16 products off, and on where the CPU has them (setting it on is a no-op elsewhere).
-        for bf16Products in [false, true] {
-            let saved = GEMM.bf16
-            defer { GEMM.bf16 = saved }
-            GEMM.bf16 = bf16Products
-            if !GEMM.bf16 { XCTAssertTrue(Kernels.usesWinograd(x: [1, 32, 32, 32], weight: convs[1].1.t, stride: 1, padding: 1)) }
-            // Where the bf16 products run, a bf16 weight keeps them (no Winograd) while its f32 copy
-            // takes Winograd: two algorithms, so that route is compared with the products off only.
-            let winogradBoth = Kernels.usesWinograd(x: [1, 32, 32, 32], weight: convs[1].1.t, stride: 1, padding: 1)
-            for (i, (a, b)) in zip(gradients(false), gradients(true)).enumerated() where i != 5 || winogradBoth {
-                XCTAssertEqual(a.map(\.bitPattern), b.map(\.bitPattern), "route \(i), bf16 products \(GEMM.bf16)")
-            }
-        }
-    }
-
     /// Attention with both products in bf16: against the reference over q, k, v rounded to bf16 and
     /// the unnormalised probabilities exp(s - max) rounded to bf16 (as the kernel rounds them at the
     /// second product's input), scores, softmax sums and log-sum-exp exact. The kernel's f32 scores

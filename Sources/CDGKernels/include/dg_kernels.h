@@ -121,13 +121,6 @@ void dg_gemm_bf16(long m, long n, long k, float alpha, const void *a, int a_bf16
                   const dg_bsource *b, long j0, float beta, float *c, long ldc,
                   const float *rowBias, const float *colBias);
 
-/// dg_gemm's f32 product with a weight stored in bf16 read as stored (A where a_bf16, or B a bf16
-/// DG_B_MATRIX), widened as it is packed: the same bits as dg_gemm on an f32 copy, without the copy.
-/// What backward products use, which never round their operands. Needs AVX-512. Single-threaded.
-void dg_gemm_wide(long m, long n, long k, float alpha, const void *a, int a_bf16, long ars, long aks,
-                  const dg_bsource *b, long j0, float beta, float *c, long ldc,
-                  const float *rowBias, const float *colBias);
-
 /// The bf16 product's blocking: k values per block, rows of A per block, columns of B per block
 /// (what `dginstyle bench sgemm` prints).
 void dg_gemm_bf16_blocking(long *kc, long *mc, long *nc);
@@ -151,9 +144,8 @@ double dg_tsc_ghz(void);
 
 /// The input gradient of a stride-1 convolution with weights w [cout, cin, kh, kw] (kk = kh kw), as
 /// dg_gemm with A(i, p) = w[(o cin + row0 + i) kk + kk - 1 - t] for p = o kk + t: the kernel flipped
-/// and transposed, read in place (no flipped copy; w_bf16: w holds bf16 values, widened as packed).
-/// m rows from cin row row0 on; alpha 1, beta 0.
-void dg_gemm_conv_t(long m, long n, long k, const void *w, int w_bf16, long cin, long kk, long row0,
+/// and transposed, read in place (no flipped copy). m rows from cin row row0 on; alpha 1, beta 0.
+void dg_gemm_conv_t(long m, long n, long k, const float *w, long cin, long kk, long row0,
                     const dg_bsource *b, long j0, float *c, long ldc);
 
 /// The weight gradient of a 3x3 convolution with stride 1 and padding 1 (needs AVX-512), for x
@@ -241,8 +233,10 @@ void dg_geglu_backward(const float *gy, const float *h, float *dh, long rows, lo
 /// Blockwise 8-bit AdamW state (bitsandbytes' 8-bit optimizers): the moments of elements
 /// [256 b, 256 (b + 1)) are codes into the dynamic maps code1 (signed) and code2 (unsigned) times the
 /// block's largest magnitude absmax[b]. For blocks [block0, block1) of an n-element parameter:
-/// dequantize, one AdamW step as bitsandbytes computes it (step_size negative: -lr / bias correction), new maxima, quantize to the nearest code
-/// (lut: the code at or below each bf16 bit pattern's lower end, so a lookup and one comparison).
+/// dequantize, one AdamW step as bitsandbytes computes it (step_size negative: -lr / bias correction),
+/// new maxima, quantize to the nearest code. code1/code2 hold 257 values (the last +inf); lut1/lut2,
+/// for a float's top 17 bits, the last code at or below that bucket's lower end (plus 3 bytes of
+/// padding for gathers). AVX-512 where `dg_has_avx512()`, else portable C: the same bits.
 void dg_adamw_8bit(long block0, long block1, long n, float *p, const float *g,
                    unsigned char *q1, unsigned char *q2, float *absmax1, float *absmax2,
                    const float *code1, const float *code2, const unsigned char *lut1, const unsigned char *lut2,

@@ -249,7 +249,7 @@ extension Kernels {
             ? ConvGeometry(x: [g.n, g.cout, g.hout, g.wout], w: [g.cin, g.cout, g.kh, g.kw], stride: 1, padding: g.kh - 1 - g.padding)
             : nil
         let winogradInput = needInput && h.map { winograd($0, weight: w) } == true
-        let wc = needInput ? productWeight(w) : w
+        let wc = needInput ? (winogradInput ? productWeight(w) : f32(w)) : w
         let dx = needInput ? Tensor(uninitialized: x.shape) : nil
         let dw = needWeight ? Tensor(uninitialized: w.shape) : nil
         let db = needBias ? Tensor(uninitialized: [g.cout]) : nil
@@ -289,12 +289,12 @@ extension Kernels {
             }
         } }
         guard let dx else { return (nil, dw, db) }
-        let dxp = pointer(dx)
+        let wp = pointer(wc), dxp = pointer(dx)
         if g.isPointwise {   // dx_s [Cin, HW] = W^T gy_s
             for s in 0..<g.n {
-                gemm(m: g.cin, n: plane, k: g.cout, weightA: wc, ars: 1, aks: g.cin,
-                     b: GEMM.matrix(gp + s * outSample, rowStride: plane, columnStride: 1),
-                     c: dxp + s * inPlane, ldc: plane)
+                GEMM.gemm(m: g.cin, n: plane, k: g.cout, a: wp, ars: 1, aks: g.cin,
+                          b: GEMM.matrix(gp + s * outSample, rowStride: plane, columnStride: 1),
+                          c: dxp + s * inPlane, ldc: plane)
             }
         } else if let h {
             // dx = gy convolved with W'[c, o, ki, kj] = W[o, c, kh-1-ki, kw-1-kj], padding kh-1-p: a
@@ -303,7 +303,7 @@ extension Kernels {
                 precondition(h.hout == g.h && h.wout == g.w, "conv2dBackward: transposed geometry")
                 if winogradInput { return winogradConvolve(h, gp, wc, transposed: true, nil, dxp) }
                 for s in 0..<g.n {
-                    GEMM.gemmConvTransposed(cin: g.cin, cout: g.cout, kk: g.kh * g.kw, n: inPlane / g.cin, w: wc.rawPointer, bf16: wc.dtype == .bf16,
+                    GEMM.gemmConvTransposed(cin: g.cin, cout: g.cout, kk: g.kh * g.kw, n: inPlane / g.cin, w: wp,
                                             b: GEMM.im2col(h, gp + s * outSample), c: dxp + s * inPlane, ldc: inPlane / g.cin)
                 }
             }
@@ -316,9 +316,9 @@ extension Kernels {
             for s in 0..<g.n {
                 for oy0 in Swift.stride(from: 0, to: g.hout, by: band) {
                     let oy1 = Swift.min(g.hout, oy0 + band), ncols = (oy1 - oy0) * g.wout
-                    gemm(m: g.kdim, n: ncols, k: g.cout, weightA: wc, ars: 1, aks: g.kdim,
-                         b: GEMM.matrix(gp + s * outSample + oy0 * g.wout, rowStride: plane, columnStride: 1),
-                         c: cols, ldc: ncols)
+                    GEMM.gemm(m: g.kdim, n: ncols, k: g.cout, a: wp, ars: 1, aks: g.kdim,
+                              b: GEMM.matrix(gp + s * outSample + oy0 * g.wout, rowStride: plane, columnStride: 1),
+                              c: cols, ldc: ncols)
                     col2im(g, cols, oy0, oy1, dxp + s * inPlane, ld: ncols)
                 }
             }

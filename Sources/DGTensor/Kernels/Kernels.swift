@@ -26,12 +26,12 @@ extension Kernels {
     @inline(__always)
     static func f32(_ t: Tensor) -> Tensor { t.dtype == .f32 ? t.contiguous() : t.converted(to: .f32) }
 
-    /// A weight as the forward products read it: as stored where it is bf16 and our kernels run
-    /// (`GEMM.gemmBF16`: bf16 products where `GEMM.bf16`, the activations then rounded to bf16 at the
-    /// product's input; else f32 products widening the weight as they pack it), else converted to
-    /// f32. Backward products read it too, always in f32 (`gemm(weightA:)`, `gemm(weightB:)`: a bf16
-    /// weight widened as packed, the gradients never rounded).
-    static func productWeight(_ w: Tensor) -> Tensor { w.dtype == .bf16 && GEMM.vectorized ? w.contiguous() : f32(w) }
+    /// A weight as the forward products read it: as stored where it is bf16 and the bf16 products run
+    /// (`GEMM.bf16`: `GEMM.gemmBF16`, the activations then rounded to bf16 at the product's input),
+    /// else converted to f32 once per op — on CPUs where the bf16 products do not pay, one vectorized
+    /// conversion costs less than widening the weight element by element as the product packs it
+    /// (docs/PERFORMANCE.md, "8-bit AdamW state"). Gradients (backward products) always use `f32`.
+    static func productWeight(_ w: Tensor) -> Tensor { w.dtype == .bf16 && GEMM.bf16 ? w.contiguous() : f32(w) }
 
     /// C [m, n] = W B + rowBias with a weight W [m, k] (row-major, from `productWeight`) as A.
     static func gemm(m: Int, n: Int, k: Int, weight w: Tensor, b: dg_bsource, c: UnsafeMutablePointer<Float>, ldc: Int,
@@ -40,31 +40,6 @@ extension Kernels {
             GEMM.gemmBF16(m: m, n: n, k: k, a: w.rawPointer, aBF16: true, ars: k, aks: 1, b: b, c: c, ldc: ldc, rowBias: rowBias)
         } else {
             GEMM.gemm(m: m, n: n, k: k, a: pointer(w), ars: k, aks: 1, b: b, c: c, ldc: ldc, rowBias: rowBias)
-        }
-    }
-
-    /// C [m, n] (+)= W B in f32 with a weight as A, A(i, p) = w[i ars + p aks] (from `productWeight`:
-    /// a bf16 one widened as packed, never rounded): the backward products' weight operand.
-    static func gemm(m: Int, n: Int, k: Int, weightA w: Tensor, ars: Int, aks: Int, b: dg_bsource, beta: Float = 0,
-                     c: UnsafeMutablePointer<Float>, ldc: Int) {
-        if w.dtype == .bf16 {
-            GEMM.gemmWidened(m: m, n: n, k: k, a: w.rawPointer, aBF16: true, ars: ars, aks: aks, b: b, beta: beta, c: c, ldc: ldc)
-        } else {
-            GEMM.gemm(m: m, n: n, k: k, a: pointer(w), ars: ars, aks: aks, b: b, beta: beta, c: c, ldc: ldc)
-        }
-    }
-
-    /// C [m, n] = A B in f32 with a weight as B, B(p, j) = w[p rowStride + j columnStride] (from
-    /// `productWeight`, a bf16 one widened as packed).
-    static func gemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, ars: Int, aks: Int, weightB w: Tensor,
-                     rowStride: Int, columnStride: Int, c: UnsafeMutablePointer<Float>, ldc: Int) {
-        if w.dtype == .bf16 {
-            GEMM.gemmWidened(m: m, n: n, k: k, a: a, aBF16: false, ars: ars, aks: aks,
-                             b: GEMM.matrix(bf16: w.rawPointer.assumingMemoryBound(to: UInt16.self), rowStride: rowStride, columnStride: columnStride),
-                             c: c, ldc: ldc)
-        } else {
-            GEMM.gemm(m: m, n: n, k: k, a: a, ars: ars, aks: aks,
-                      b: GEMM.matrix(pointer(w), rowStride: rowStride, columnStride: columnStride), c: c, ldc: ldc)
         }
     }
 

@@ -59,17 +59,17 @@ extension Kernels {
         var dx: Tensor?, dw: Tensor?
         withExtendedLifetime(gc) {
             if needInput {
-                let wc = productWeight(w), t = Tensor(uninitialized: x.shape)
+                let wc = f32(w), t = Tensor(uninitialized: x.shape)
                 withExtendedLifetime((wc, t)) {
                     if transposedIsCheaper(rows: rows, weight: outF * inF) {   // dx^T [in, rows] = W^T gy^T
                         let tt = UnsafeMutablePointer<Float>.allocate(capacity: inF * rows)
                         defer { tt.deallocate() }
-                        gemm(m: inF, n: rows, k: outF, weightA: wc, ars: 1, aks: inF,
-                             b: GEMM.matrix(pointer(gc), rowStride: 1, columnStride: outF), c: tt, ldc: rows)
+                        GEMM.gemm(m: inF, n: rows, k: outF, a: pointer(wc), ars: 1, aks: inF,
+                                  b: GEMM.matrix(pointer(gc), rowStride: 1, columnStride: outF), c: tt, ldc: rows)
                         transpose(tt, rows: inF, cols: rows, into: pointer(t))
                     } else {
-                        gemm(m: rows, n: inF, k: outF, a: pointer(gc), ars: outF, aks: 1, weightB: wc,
-                             rowStride: inF, columnStride: 1, c: pointer(t), ldc: inF)
+                        GEMM.gemm(m: rows, n: inF, k: outF, a: pointer(gc), ars: outF, aks: 1,
+                                  b: GEMM.matrix(pointer(wc), rowStride: inF, columnStride: 1), c: pointer(t), ldc: inF)
                     }
                 }
                 dx = t
@@ -134,12 +134,12 @@ extension Kernels {
         withExtendedLifetime(gc) {
             let gp = pointer(gc)
             if needInput {   // dx_s [C, HW] = W^T [C, O] gy_s^T [O, HW]
-                let wc = productWeight(w), t = Tensor(uninitialized: x.shape)
+                let wc = f32(w), t = Tensor(uninitialized: x.shape)
                 withExtendedLifetime((wc, t)) {
                     for s in 0..<n {
-                        gemm(m: c, n: plane, k: o, weightA: wc, ars: 1, aks: c,
-                             b: GEMM.matrix(gp + s * plane * o, rowStride: 1, columnStride: o),
-                             c: pointer(t) + s * c * plane, ldc: plane)
+                        GEMM.gemm(m: c, n: plane, k: o, a: pointer(wc), ars: 1, aks: c,
+                                  b: GEMM.matrix(gp + s * plane * o, rowStride: 1, columnStride: o),
+                                  c: pointer(t) + s * c * plane, ldc: plane)
                     }
                 }
                 dx = t
@@ -187,11 +187,12 @@ extension Kernels {
         withExtendedLifetime(gc) {
             let gp = pointer(gc)
             if needInput {   // dt_s [HW, C] = gy_s^T [HW, O] W [O, C]
-                let wc = productWeight(w), r = Tensor(uninitialized: t.shape)
+                let wc = f32(w), r = Tensor(uninitialized: t.shape)
                 withExtendedLifetime((wc, r)) {
                     for s in 0..<n {
-                        gemm(m: plane, n: c, k: o, a: gp + s * o * plane, ars: 1, aks: plane, weightB: wc,
-                             rowStride: c, columnStride: 1, c: pointer(r) + s * plane * c, ldc: c)
+                        GEMM.gemm(m: plane, n: c, k: o, a: gp + s * o * plane, ars: 1, aks: plane,
+                                  b: GEMM.matrix(pointer(wc), rowStride: c, columnStride: 1),
+                                  c: pointer(r) + s * plane * c, ldc: c)
                     }
                 }
                 dt = r
