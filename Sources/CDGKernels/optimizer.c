@@ -6,13 +6,13 @@
 #include <stdint.h>
 #include <string.h>
 
-enum { BLOCK = 256 };
+enum { BLOCK = DG_ADAM8_BLOCK };
 
 // The nearest code to x in [-1, 1]: the lookup gives the last code at or below the lower end of x's
 // 2^-8-wide bucket, and no two codes are that close, so the code at or below x is that one or the
 // next; then the nearer of it and the one above (ties to the lower, as bitsandbytes' bucketize
 // against the midpoints). code[256] is +inf, so index 255 needs no test.
-static inline unsigned char nearest_code(float x, const float *code, const unsigned char *lut) {
+unsigned char dg_nearest_code(float x, const float *code, const unsigned char *lut) {
     uint32_t bits;
     memcpy(&bits, &x, sizeof bits);
     int c = lut[bits >> 15];
@@ -46,8 +46,8 @@ static void block_portable(long j0, long len, float *p, const float *g, unsigned
     // A block of zeros has maxima 0: its codes become those of 0.
     float r1 = max1 > 0.0f ? 1.0f / max1 : 0.0f, r2 = max2 > 0.0f ? 1.0f / max2 : 0.0f;
     for (long j = 0; j < len; j++) {
-        q1[j0 + j] = nearest_code(clamp1(m[j] * r1), code1, lut1);
-        q2[j0 + j] = nearest_code(clamp1(v[j] * r2), code2, lut2);
+        q1[j0 + j] = dg_nearest_code(clamp1(m[j] * r1), code1, lut1);
+        q2[j0 + j] = dg_nearest_code(clamp1(v[j] * r2), code2, lut2);
     }
 }
 

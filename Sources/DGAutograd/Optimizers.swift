@@ -28,9 +28,13 @@ extension Optimizer {
 /// largest magnitude of its block of 256 — 2 bytes per parameter instead of 8. The step itself
 /// runs in f32 on the dequantized moments, in bitsandbytes' order of operations.
 public final class AdamW: Optimizer {
+    /// The raw values are the optimizer's names on the command line and in checkpoints.
     public enum StateStorage: String, Sendable, CaseIterable {
-        case f32, blockwise8bit
+        case f32 = "adamw", blockwise8bit = "adamw8bit"
     }
+
+    /// Elements per 8-bit block (one scale each), as bitsandbytes' blockwise optimizers.
+    public static let stateBlock = Int(DG_ADAM8_BLOCK)
 
     public let parameters: [Parameter]
     public var learningRate: Double
@@ -63,8 +67,11 @@ public final class AdamW: Optimizer {
     /// Whether parameter `i`'s moments are 8-bit: bitsandbytes keeps f32 state below 4096 elements
     /// (min_8bit_size), where the scales would cost more than the bytes saved.
     public func quantizesState(of i: Int) -> Bool {
-        stateStorage == .blockwise8bit && parameters[i].shape.reduce(1, *) >= 4096
+        stateStorage == .blockwise8bit && parameters[i].count >= 4096
     }
+
+    /// Block scales of parameter `i`'s 8-bit moments.
+    public func stateBlocks(of i: Int) -> Int { (parameters[i].count + Self.stateBlock - 1) / Self.stateBlock }
 
     /// Restores the step count (with the moments and, for 8-bit state, the block scales) when resuming.
     public func restore(step: Int, first: [Tensor?], second: [Tensor?], firstScales: [Tensor?]? = nil, secondScales: [Tensor?]? = nil) {
@@ -97,7 +104,7 @@ public final class AdamW: Optimizer {
             let pp = value.rawPointer.assumingMemoryBound(to: Float.self)
             let pg = g.rawPointer.assumingMemoryBound(to: Float.self)
             if quantizesState(of: i) {
-                let blocks = (n + 255) / 256
+                let blocks = stateBlocks(of: i)
                 let m = firstMoments[i] ?? Tensor(zeros: p.shape, dtype: .u8)
                 let v = secondMoments[i] ?? Tensor(zeros: p.shape, dtype: .u8)
                 let sm = firstScales[i] ?? Tensor(zeros: [blocks])
@@ -181,13 +188,8 @@ public final class DynamicQuantizationMap: @unchecked Sendable {
         }
     }
 
-    /// The nearest code to x (ties to the lower one), as the optimizer's kernel finds it.
-    public func code(_ x: Float) -> UInt8 {
-        var c = Int(lookup[Int(x.bitPattern >> 15)])
-        if codes[c + 1] <= x { c += 1 }
-        if codes[c + 1] - x < x - codes[c] { c += 1 }
-        return UInt8(c)
-    }
+    /// The nearest code to x (ties to the lower one): the optimizer's kernel's own search.
+    public func code(_ x: Float) -> UInt8 { dg_nearest_code(x, codes, lookup) }
 
     /// The maps of the first (signed) and second (unsigned) moments.
     public static let adamStates = (first: DynamicQuantizationMap(signed: true), second: DynamicQuantizationMap(signed: false))

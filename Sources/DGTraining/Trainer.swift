@@ -94,7 +94,7 @@ public struct TrainingOptions: Sendable, RunOptions {
             "frozen_dtype": .string(frozenDType.name),
             "lora": lora.map { ["rank": .int($0.rank), "alpha": .double(Double($0.alpha)), "targets": .string($0.targets.rawValue)] } ?? .null,
             "mixed_precision": .string(mixedPrecisionBF16 ? "bf16" : "no"),
-            "optimizer": .string(optimizerState == .blockwise8bit ? "adamw8bit" : "adamw"),
+            "optimizer": .string(optimizerState.rawValue),
         ]
     }
 
@@ -110,7 +110,7 @@ public struct TrainingOptions: Sendable, RunOptions {
         if !schedule.dependsOnTotal { free.insert("max_train_steps") }
         var out: [String] = []
         // Checkpoints written before an option existed ran with its default.
-        let defaults: [String: JSON] = ["mixed_precision": "no", "optimizer": "adamw"]
+        let defaults: [String: JSON] = ["mixed_precision": "no", "optimizer": .string(AdamW.StateStorage.f32.rawValue)]
         for (key, value) in json.objectPairs ?? [] where !free.contains(key) {
             let old = stored[key] ?? defaults[key] ?? .null
             if old != value { out.append("\(key) \(old.compact) -> \(value.compact)") }

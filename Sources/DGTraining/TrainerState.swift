@@ -151,7 +151,7 @@ struct TrainerState {
             values.append(try stored.tensor(pname).converted(to: .f32).copied())
             // 8-bit state: U8 codes of the parameter's shape and one f32 scale per 256 elements.
             let quantized = optimizer.quantizesState(of: i)
-            let blocks = (p.shape.reduce(1, *) + 255) / 256
+            let blocks = optimizer.stateBlocks(of: i)
             let expected: [(String, [Int], DType)] = [("exp_avg", p.shape, quantized ? .u8 : .f32), ("exp_avg_sq", p.shape, quantized ? .u8 : .f32),
                                                       ("exp_avg_absmax", [blocks], .f32), ("exp_avg_sq_absmax", [blocks], .f32)]
             for (k, (label, shape, dtype)) in expected.enumerated() {

@@ -54,7 +54,7 @@ extension Bench {
         var dtype: DType = .f32
 
         @Option(help: "Training steps: adamw, or adamw8bit (8-bit blockwise moments, as train-controlnet/finetune-unet --optimizer adamw8bit).")
-        var optimizer: OptimizerChoice = .adamw
+        var optimizer: AdamW.StateStorage = .f32
 
         @Option(help: "Rank of the lora-train-step's adapters (alpha = rank).")
         var rank = 16
@@ -98,7 +98,7 @@ extension Bench {
                     var options = TrainingOptions(learningRate: 1e-5, schedule: LRSchedule(.constant, totalSteps: runs + 1))
                     options.gradientCheckpointing = checkpointing
                     options.frozenDType = dtype
-                    options.optimizerState = optimizer.stateStorage
+                    options.optimizerState = optimizer
                     options.maxGradNorm = 1
                     if workload == .loraTrainStep { options.lora = LoRASettings(rank: rank, alpha: Float(rank), targets: .attn) }
                     let update = try DiffusionUpdate(unet: unet, controlnet: controlnet, options: options)
@@ -171,7 +171,7 @@ extension Bench {
                     ("bf16_peak_share", shares?.bf16.map { .double($0) } ?? .null),
                 ]).compact)
             } else {
-                emit("\(workload.rawValue) \(resolution)px batch \(batch)\(checkpointing ? " checkpointed" : "")\(optimizer == .adamw8bit ? " AdamW8bit" : "") \(dtype.name)\(dtype == .bf16 ? (GEMM.bf16 ? " (bf16 kernel)" : " (f32 compute)") : ""): median \(String(format: "%.3f", median)) s of \(runs) runs (CPU \(String(format: "%.2f", medianCPU)) s), peak RSS \(Int(peakMB)) MB, \(Parallel.threads) threads (setup \(String(format: "%.1f", ready)) s)")
+                emit("\(workload.rawValue) \(resolution)px batch \(batch)\(checkpointing ? " checkpointed" : "")\(optimizer == .blockwise8bit ? " AdamW8bit" : "") \(dtype.name)\(dtype == .bf16 ? (GEMM.bf16 ? " (bf16 kernel)" : " (f32 compute)") : ""): median \(String(format: "%.3f", median)) s of \(runs) runs (CPU \(String(format: "%.2f", medianCPU)) s), peak RSS \(Int(peakMB)) MB, \(Parallel.threads) threads (setup \(String(format: "%.1f", ready)) s)")
             }
             if !json, let gflop {
                 var line = String(format: "forward matrix products (counted from their shapes): %.1f GFLOP per run, %.0f GFLOP/s", gflop, gflop / median)

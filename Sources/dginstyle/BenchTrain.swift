@@ -49,7 +49,7 @@ extension Bench {
         var frozenDtype: DType = .f32
 
         @Option(help: "adamw, or adamw8bit (8-bit blockwise moments).")
-        var optimizer: OptimizerChoice = .adamw
+        var optimizer: AdamW.StateStorage = .f32
 
         @Option(help: "Seed of the weights and inputs.")
         var seed: UInt64 = 0
@@ -74,7 +74,7 @@ extension Bench {
             var options = TrainingOptions(learningRate: 1e-5, schedule: LRSchedule(.constant, totalSteps: steps))
             options.gradientCheckpointing = gradientCheckpointing
             options.frozenDType = frozenDtype
-            options.optimizerState = optimizer.stateStorage
+            options.optimizerState = optimizer
             options.maxGradNorm = 1
             // The trainer's own update: what a run of train-controlnet / finetune-unet executes per step.
             let update = try DiffusionUpdate(unet: unet, controlnet: controlnet, options: options)

@@ -18,11 +18,7 @@ enum ReportTo: String, ExpressibleByArgument, CaseIterable {
     case tensorboard, none
 }
 
-enum OptimizerChoice: String, ExpressibleByArgument, CaseIterable {
-    case adamw, adamw8bit
-
-    var stateStorage: AdamW.StateStorage { self == .adamw8bit ? .blockwise8bit : .f32 }
-}
+extension AdamW.StateStorage: ExpressibleByArgument {}
 
 enum MixedPrecision: String, ExpressibleByArgument, CaseIterable {
     case no, bf16
@@ -70,7 +66,7 @@ struct TrainingArguments: ParsableArguments {
 
     @Option(help: ArgumentHelp("adamw, or adamw8bit: AdamW's two moments kept in 8 bits, blockwise, as bitsandbytes' AdamW8bit (diffusers' --use_8bit_adam, kohya's --optimizer_type AdamW8bit).",
                                discussion: "8 bytes of optimizer state per trained weight become 2 (SD 1.5's ControlNet: 2.9 GB -> 0.7 GB; a whole UNet: 6.9 GB -> 1.7 GB). The step is computed in f32; tensors under 4096 elements keep f32 moments."))
-    var optimizer: OptimizerChoice = .adamw
+    var optimizer: AdamW.StateStorage = .f32
 
     @Option(help: "AdamW beta1.")
     var adamBeta1: Float = 0.9
@@ -150,7 +146,7 @@ struct TrainingArguments: ParsableArguments {
         o.adamBeta2 = adamBeta2
         o.adamEpsilon = adamEpsilon
         o.weightDecay = adamWeightDecay
-        o.optimizerState = optimizer.stateStorage
+        o.optimizerState = optimizer
         o.frozenDType = frozenDtype
         o.mixedPrecisionBF16 = mixedPrecision == .bf16
         return o

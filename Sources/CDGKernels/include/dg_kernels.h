@@ -230,6 +230,8 @@ void dg_geglu(const float *h, float *y, long rows, long d);
 void dg_geglu_backward(const float *gy, const float *h, float *dh, long rows, long d);
 
 
+#define DG_ADAM8_BLOCK 256
+
 /// Blockwise 8-bit AdamW state (bitsandbytes' 8-bit optimizers): the moments of elements
 /// [256 b, 256 (b + 1)) are codes into the dynamic maps code1 (signed) and code2 (unsigned) times the
 /// block's largest magnitude absmax[b]. For blocks [block0, block1) of an n-element parameter:
@@ -242,6 +244,8 @@ void dg_adamw_8bit(long block0, long block1, long n, float *p, const float *g,
                    const float *code1, const float *code2, const unsigned char *lut1, const unsigned char *lut2,
                    float beta1, float one_minus_beta1, float beta2, float one_minus_beta2, float eps,
                    float step_size, float bias2_sqrt, float decay);
+/// The portable path's nearest code to x (what the AVX-512 path computes 16 at a time).
+unsigned char dg_nearest_code(float x, const float *code, const unsigned char *lut);
 
 #ifdef __cplusplus
 }
