@@ -207,6 +207,12 @@ int dg_cpu_has_avx512(void) {
     return ok;
 }
 
+int dg_cpu_is_amd(void) {
+    unsigned a, b, c, d;
+    // The vendor string "AuthenticAMD" in ebx, edx, ecx.
+    return __get_cpuid(0, &a, &b, &c, &d) && b == 0x68747541u && d == 0x69746E65u && c == 0x444D4163u;
+}
+
 
 // One MR x (16 NV) tile of C over kc values of k, from a panel b (kc x 16 NV floats).
 // first: C = alpha acc [+ beta C] [+ biases]; else C += alpha acc. cols: valid columns of the panel.
@@ -1287,6 +1293,7 @@ void dg_attention_score_gradient(long rows, long keys, const float *p, float *dp
 #else
 
 int dg_cpu_has_avx512(void) { return 0; }
+int dg_cpu_is_amd(void) { return 0; }
 int dg_cpu_has_avx512_bf16(void) { return 0; }
 double dg_tsc_ghz(void) { return 0; }
 int dg_bf16_dot_pays(void) { return 0; }

@@ -18,10 +18,31 @@ TGT static inline __m512 load_row(const float *r, long s, long w) {
     return _mm512_maskz_loadu_ps(m, r + s);
 }
 
+// 16 floats rounded to bf16 as vcvtneps2bf16 rounds them (nearest even; f32 denormals to signed 0, NaN
+// stays a quiet NaN), without needing AVX512-BF16 in this function's target.
+TGT static inline __m256i bf16_of(__m512 v) {
+    const __m512i x = _mm512_castps_si512(v), high = _mm512_srli_epi32(x, 16);
+    const __m512i exponent = _mm512_and_si512(x, _mm512_set1_epi32(0x7F800000));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(x, _mm512_set1_epi32(0x7FFF)),
+                                                   _mm512_and_si512(high, _mm512_set1_epi32(1))), 16);
+    r = _mm512_mask_mov_epi32(r, _mm512_cmpeq_epi32_mask(exponent, _mm512_setzero_si512()),
+                              _mm512_and_si512(high, _mm512_set1_epi32(0x8000)));
+    __mmask16 nan = _mm512_cmpeq_epi32_mask(exponent, _mm512_set1_epi32(0x7F800000))
+                  & _mm512_test_epi32_mask(x, _mm512_set1_epi32(0x7FFFFF));
+    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(high, _mm512_set1_epi32(0x40)));
+    return _mm512_cvtepi32_epi16(r);
+}
+
+// u[off..<off + lanes m] = v, as f32 or (out_bf16) rounded to bf16.
+TGT static inline void store_u(void *u, int out_bf16, long off, __mmask16 m, __m512 v) {
+    if (out_bf16) _mm256_mask_storeu_epi16((unsigned short *)u + off, m, bf16_of(v));
+    else _mm512_mask_storeu_ps((float *)u + off, m, v);
+}
+
 // The filter transform of output channel r, input channels q0..<q0 + 16 (fewer at the end): each
 // one's 9 taps gathered into gt[t][lane], then G g G^T on 16 lanes and 16 contiguous stores (one per xi).
 TGT static inline __attribute__((always_inline)) void filter16(const void *w, int bf16, long cout, long cin,
-                                                               long r, long q0, float *u) {
+                                                               long r, long q0, void *u, int out_bf16) {
     const long plane = cout * cin;
     const __m512 half = _mm512_set1_ps(0.5f);
     long n = cin - q0 < 16 ? cin - q0 : 16;
@@ -52,19 +73,19 @@ TGT static inline __attribute__((always_inline)) void filter16(const void *w, in
         a[3][j] = g2;
     }
     __mmask16 m = lanes(n);
-    float *d = u + r * cin + q0;
+    long d = r * cin + q0;
     for (int i = 0; i < 4; i++) {
         __m512 g0 = a[i][0], g1 = a[i][1], g2 = a[i][2], s02 = _mm512_add_ps(g0, g2);
-        _mm512_mask_storeu_ps(d + (4 * i + 0) * plane, m, g0);
-        _mm512_mask_storeu_ps(d + (4 * i + 1) * plane, m, _mm512_mul_ps(half, _mm512_add_ps(s02, g1)));
-        _mm512_mask_storeu_ps(d + (4 * i + 2) * plane, m, _mm512_mul_ps(half, _mm512_sub_ps(s02, g1)));
-        _mm512_mask_storeu_ps(d + (4 * i + 3) * plane, m, g2);
+        store_u(u, out_bf16, d + (4 * i + 0) * plane, m, g0);
+        store_u(u, out_bf16, d + (4 * i + 1) * plane, m, _mm512_mul_ps(half, _mm512_add_ps(s02, g1)));
+        store_u(u, out_bf16, d + (4 * i + 2) * plane, m, _mm512_mul_ps(half, _mm512_sub_ps(s02, g1)));
+        store_u(u, out_bf16, d + (4 * i + 3) * plane, m, g2);
     }
 }
 
-TGT static void filter_avx512(const void *w, int bf16, long cout, long cin, long r0, long r1, float *u) {
+TGT static void filter_avx512(const void *w, int bf16, long cout, long cin, long r0, long r1, void *u, int out_bf16) {
     for (long r = r0; r < r1; r++)
-        for (long q0 = 0; q0 < cin; q0 += 16) filter16(w, bf16, cout, cin, r, q0, u);
+        for (long q0 = 0; q0 < cin; q0 += 16) filter16(w, bf16, cout, cin, r, q0, u, out_bf16);
 }
 
 TGT static void input_avx512(const float *x, long h, long w, long c0, long c1, long ty0, long ty1,
@@ -150,9 +171,9 @@ TGT static void output_avx512(const float *mm, long xiStride, long ldm, long c0,
     }
 }
 
-void dg_winograd_filter(const void *w, int bf16, long cout, long cin, long r0, long r1, float *u) {
+void dg_winograd_filter(const void *w, int bf16, long cout, long cin, long r0, long r1, void *u, int out_bf16) {
     DG_REQUIRE_AVX512("dg_winograd_filter");
-    filter_avx512(w, bf16, cout, cin, r0, r1, u);
+    filter_avx512(w, bf16, cout, cin, r0, r1, u, out_bf16);
 }
 
 void dg_winograd_input(const float *x, long h, long w, long c0, long c1, long ty0, long ty1,
@@ -169,8 +190,8 @@ void dg_winograd_output(const float *m, long xiStride, long ldm, long c0, long c
 
 #else
 
-void dg_winograd_filter(const void *w, int bf16, long cout, long cin, long r0, long r1, float *u) {
-    (void)w; (void)bf16; (void)cout; (void)cin; (void)r0; (void)r1; (void)u;
+void dg_winograd_filter(const void *w, int bf16, long cout, long cin, long r0, long r1, void *u, int out_bf16) {
+    (void)w; (void)bf16; (void)cout; (void)cin; (void)r0; (void)r1; (void)u; (void)out_bf16;
     dg_refuse_avx512(__func__);
 }
 void dg_winograd_input(const float *x, long h, long w, long c0, long c1, long ty0, long ty1,

@@ -224,6 +224,9 @@ extension Bench {
         @Flag(help: "Instead: 3x3 convolutions as Winograd F(2x2, 3x3) against implicit GEMM (forward and input gradient) at SD 1.5's shapes: the measurements behind the Winograd rule.")
         var winograd = false
 
+        @Flag(help: "With --winograd: the weights in bf16 (where the bf16 products run, the forward in bf16 on both routes).")
+        var bf16 = false
+
         @Flag(help: "Instead: the training kernels' backward passes (convolution weight and input gradients, attention backward) against their forward, at the UNet's and the segmenter's shapes.")
         var backward = false
 

@@ -26,7 +26,8 @@ extension Bench.Sgemm {
         func f(_ x: Double) -> String { String(format: "%.0f", x) }
         var rows: [String] = []
         for (what, cout, cin, side, n) in shapes where only.map({ "\(what) \(cout) x \(cin) x \(side)²".contains($0) }) ?? true {
-            let x = randomWeights([n, cin, side, side], seed: 3, std: 1), w = randomWeights([cout, cin, 3, 3], seed: 4)
+            let x = randomWeights([n, cin, side, side], seed: 3, std: 1)
+            let w = bf16 ? randomWeights([cout, cin, 3, 3], seed: 4).converted(to: .bf16) : randomWeights([cout, cin, 3, 3], seed: 4)
             let b = randomWeights([cout], seed: 5), gy = randomWeights([n, cout, side, side], seed: 6, std: 1)
             let flops = 2.0 * Double(n * cout * cin * 9 * side * side)
             func forward(_ on: Bool) -> Tensor {
@@ -57,7 +58,8 @@ extension Bench.Sgemm {
             }
         }
         if json { return }
-        emit("\(Parallel.threads) threads; GFLOP/s of the direct convolution's flops, best of \(repeats), Winograd and GEMM samples alternated; the rule: at least \(rule) tiles and \(Kernels.winogradChannels) channels")
+        let weights = bf16 ? "bf16 weights, forward products in \(GEMM.bf16 ? "bf16" : "f32 (the bf16 products are off on this CPU)")" : "f32 weights"
+        emit("\(Parallel.threads) threads; \(weights); GFLOP/s of the direct convolution's flops, best of \(repeats), Winograd and GEMM samples alternated; the rule: at least \(rule) tiles and \(Kernels.winogradChannels) channels")
         emit("| convolution | cout x cin x side² | forward, GEMM | forward, Winograd | ratio | input gradient, GEMM | input gradient, Winograd | ratio | max error, forward / input gradient | rule |")
         emit("|---|---|---|---|---|---|---|---|---|---|")
         emit(rows.joined(separator: "\n"))

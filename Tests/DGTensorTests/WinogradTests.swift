@@ -4,26 +4,29 @@ import XCTest
 
 /// 3x3 convolutions through Winograd F(2x2, 3x3) (`Kernels.winogradConvolve`), forced onto small shapes:
 /// against the Double reference, across thread counts, with the input gradient against the GEMM
-/// route's, in bands of tile rows, and with a bf16 weight.
+/// route's, in bands of tile rows, and with a bf16 weight (widened, or with the products in bf16).
 extension KernelTests {
-    func withWinograd<R>(tiles: Int, band: Int = 0, _ body: () -> R) -> R {
-        let saved = (Kernels.winogradTiles, Kernels.winogradBand)
+    func withWinograd<R>(tiles: Int, band: Int = 0, filter: Int = 0, _ body: () -> R) -> R {
+        let saved = (Kernels.winogradTiles, Kernels.winogradBand, Kernels.winogradFilter)
         Kernels.winogradTiles = tiles
         Kernels.winogradBand = band
-        defer { Kernels.winogradTiles = saved.0; Kernels.winogradBand = saved.1 }
+        Kernels.winogradFilter = filter
+        defer { Kernels.winogradTiles = saved.0; Kernels.winogradBand = saved.1; Kernels.winogradFilter = saved.2 }
         return body()
     }
 
     func testWinogradConvolution() throws {
         try XCTSkipUnless(GEMM.vectorized, "Winograd runs only on the AVX-512 path (this CPU lacks it)")
-        // (N, Cin, H, W, Cout, band bytes): odd and even sides, one pixel, a row of 18 tiles (more than
-        // one 16-tile vector), several bands of tile rows.
-        let cases: [(Int, Int, Int, Int, Int, Int)] = [
-            (1, 32, 5, 7, 40, 0), (2, 33, 6, 35, 32, 0), (1, 48, 9, 1, 32, 0), (1, 32, 1, 1, 36, 0),
-            (1, 40, 2, 64, 33, 0), (2, 32, 11, 13, 32, 64 * 64 * 7 * 2), (1, 34, 8, 33, 35, 1),
+        // (N, Cin, H, W, Cout, band bytes, filter bytes): odd and even sides, one pixel, a row of 18 tiles
+        // (more than one 16-tile vector), several bands of tile rows, the filter in blocks of rows (of
+        // output channels forward, of the products' k in the input gradient), alone and with bands.
+        let cases: [(Int, Int, Int, Int, Int, Int, Int)] = [
+            (1, 32, 5, 7, 40, 0, 0), (2, 33, 6, 35, 32, 0, 0), (1, 48, 9, 1, 32, 0, 0), (1, 32, 1, 1, 36, 0, 0),
+            (1, 40, 2, 64, 33, 0, 0), (2, 32, 11, 13, 32, 64 * 64 * 7 * 2, 0), (1, 34, 8, 33, 35, 1, 0),
+            (2, 37, 9, 12, 41, 0, 16 * 10 * 41 * 4), (2, 32, 11, 13, 36, 64 * 68 * 7 * 2, 1),
         ]
         for (ci, c) in cases.enumerated() {
-            let (n, cin, h, wd, cout, band) = c
+            let (n, cin, h, wd, cout, band, filter) = c
             let x = random([n, cin, h, wd]), w = random([cout, cin, 3, 3], scale: 0.2), b = random([cout])
             let ref = Self.convRef(x.d, x.shape, w.d, w.shape, b.d, stride: 1, padding: 1)
             let r = random([n, cout, h, wd])
@@ -32,7 +35,7 @@ extension KernelTests {
             }
             var outs: [[Float]] = [], grads: [[Float]] = []
             for threads in [1, 2] {
-                withWinograd(tiles: 1, band: band) {
+                withWinograd(tiles: 1, band: band, filter: filter) {
                     XCTAssertTrue(Kernels.usesWinograd(x: x.shape, weight: w.t, stride: 1, padding: 1), "case \(ci)")
                     let y = withThreads(threads) { Kernels.conv2d(x.t, w.t, b.t, stride: 1, padding: 1) }
                     assertClose(y, ref, "winograd conv \(ci) threads \(threads)")
@@ -69,14 +72,91 @@ extension KernelTests {
             }
             assertClose(gx, viaGEMM.floats.map(Double.init), "winograd conv dx, bf16 weight")
         }
-        // The rule: too few tiles, too few channels, another geometry, or bf16 products: the GEMM route.
+        // The rule: too few tiles, too few channels or another geometry: the GEMM route.
         XCTAssertFalse(withWinograd(tiles: 1000) { Kernels.usesWinograd(x: x.shape, weight: w.t, stride: 1, padding: 1) })
         XCTAssertFalse(withWinograd(tiles: 1) { Kernels.usesWinograd(x: [1, 16, 8, 8], weight: random([32, 16, 3, 3]).t, stride: 1, padding: 1) })
         XCTAssertFalse(withWinograd(tiles: 1) { Kernels.usesWinograd(x: x.shape, weight: w.t, stride: 2, padding: 1) })
         XCTAssertFalse(withWinograd(tiles: -1) { Kernels.usesWinograd(x: x.shape, weight: w.t, stride: 1, padding: 1) })
-        GEMM.bf16 = true
-        if GEMM.bf16 {
-            XCTAssertFalse(withWinograd(tiles: 1) { Kernels.usesWinograd(x: x.shape, weight: w16, stride: 1, padding: 1) })
+    }
+
+    /// With the bf16 products on, a bf16 weight's forward runs Winograd's 16 products in bf16: against
+    /// the sums in Double over what the kernels compute and round, the transforms in f32 in the
+    /// kernels' order (U = G g G^T from the stored weight, V = B^T d B), U and V rounded to bf16, their
+    /// products and the output transform exact. A product of two bf16 values is exact in f32, so the
+    /// f32 tolerance applies; an indexing, pairing or rounding mistake is O(1) or 2^-9.
+    func testWinogradInBFloat16() throws {
+        try XCTSkipUnless(GEMM.vectorized, "Winograd runs only on the AVX-512 path (this CPU lacks it)")
+        try withBF16Kernel {
+            // (N, Cin, H, W, Cout, band bytes, filter bytes): odd sides, a row of 18 tiles, several bands,
+            // odd channels, the filter in blocks of 7 output channels.
+            let cases: [(Int, Int, Int, Int, Int, Int, Int)] = [
+                (1, 32, 5, 7, 40, 0, 0), (2, 33, 6, 35, 32, 0, 0), (2, 35, 11, 13, 33, 64 * 68 * 7 * 2, 16 * 7 * 35 * 2),
+            ]
+            for (ci, c) in cases.enumerated() {
+                let (n, cin, h, wd, cout, band, filter) = c
+                let x = random([n, cin, h, wd]), w = storedBF16(random([cout, cin, 3, 3], scale: 0.2)), b = random([cout])
+                let ref = winogradBF16Reference(x, w, b)
+                var outs: [[Float]] = []
+                for threads in [1, 2] {
+                    let y = withWinograd(tiles: 1, band: band, filter: filter) {
+                        XCTAssertTrue(Kernels.usesWinograd(x: x.shape, weight: w.t, stride: 1, padding: 1), "case \(ci)")
+                        return withThreads(threads) { Kernels.conv2d(x.t, w.t, b.t, stride: 1, padding: 1) }
+                    }
+                    assertClose(y, ref, "bf16 winograd conv \(ci) threads \(threads)")
+                    outs.append(y.floats)
+                }
+                XCTAssertTrue(outs[0] == outs[1], "bf16 winograd conv \(ci): thread count changed the output")
+            }
         }
+    }
+
+    /// conv(x, w) + b for a bf16 weight as `testWinogradInBFloat16` describes.
+    func winogradBF16Reference(_ x: KernelSample, _ w: KernelSample, _ b: KernelSample) -> [Double] {
+        let (n, cin, h, wd, cout) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0])
+        let th = (h + 1) / 2, tw = (wd + 1) / 2
+        func r(_ v: Float) -> Double { bf16Rounded(Double(v)) }
+        // Two passes of the 1-D transforms, rows then columns, as the kernels order them.
+        func filter(_ g: [Float]) -> [Float] {
+            func g4(_ g0: Float, _ g1: Float, _ g2: Float) -> [Float] { let s = g0 + g2; return [g0, 0.5 * (s + g1), 0.5 * (s - g1), g2] }
+            let a = (0..<3).map { j in g4(g[j], g[3 + j], g[6 + j]) }   // a[j][i]
+            return (0..<4).flatMap { i in g4(a[0][i], a[1][i], a[2][i]) }
+        }
+        func input(_ d: [[Float]]) -> [Float] {
+            func b4(_ d0: Float, _ d1: Float, _ d2: Float, _ d3: Float) -> [Float] { [d0 - d2, d1 + d2, d2 - d1, d1 - d3] }
+            let t = (0..<4).map { col in b4(d[0][col], d[1][col], d[2][col], d[3][col]) }   // t[col][i]
+            return (0..<4).flatMap { i in b4(t[0][i], t[1][i], t[2][i], t[3][i]) }
+        }
+        let xf = x.d.map(Float.init), wf = w.d.map(Float.init)
+        let u = (0..<cout * cin).map { oc in filter(Array(wf[oc * 9..<oc * 9 + 9])).map(r) }
+        var out = [Double](repeating: 0, count: n * cout * h * wd)
+        for s in 0..<n { for ty in 0..<th { for tx in 0..<tw {
+            func pixel(_ c: Int, _ iy: Int, _ ix: Int) -> Float {
+                iy < 0 || iy >= h || ix < 0 || ix >= wd ? 0 : xf[((s * cin + c) * h + iy) * wd + ix]
+            }
+            var v: [[Double]] = []
+            for c in 0..<cin {
+                var d: [[Float]] = []
+                for a in 0..<4 { d.append((0..<4).map { (bb: Int) -> Float in pixel(c, 2 * ty - 1 + a, 2 * tx - 1 + bb) }) }
+                v.append(input(d).map(r))
+            }
+            for o in 0..<cout {
+                var m = [Double](repeating: 0, count: 16)
+                for c in 0..<cin { for xi in 0..<16 { m[xi] += u[o * cin + c][xi] * v[c][xi] } }
+                var rows: [[Double]] = [[], []]
+                for j in 0..<4 {
+                    let first: Double = m[j] + m[4 + j] + m[8 + j], second: Double = m[4 + j] - m[8 + j] - m[12 + j]
+                    rows[0].append(first)
+                    rows[1].append(second)
+                }
+                for i in 0..<2 {
+                    let row = rows[i], oy = 2 * ty + i
+                    let values: [Double] = [row[0] + row[1] + row[2], row[1] - row[2] - row[3]]
+                    for jj in 0..<2 where oy < h && 2 * tx + jj < wd {
+                        out[((s * cout + o) * h + oy) * wd + 2 * tx + jj] = values[jj] + b.d[o]
+                    }
+                }
+            }
+        } } }
+        return out
     }
 }

@@ -54,6 +54,9 @@ long dg_panel_width(long n);
 /// on the first call of anything here, so that setting turns every AVX-512 path off from the first
 /// call. Atomic: any thread may ask while another switches.
 int dg_has_avx512(void);
+/// Whether the CPU is an AMD one (CPUID vendor "AuthenticAMD"), for the rules measured to differ
+/// between the CPU families the project runs on (`Kernels.defaultWinogradTiles`).
+int dg_cpu_is_amd(void);
 /// Switches the AVX-512 code off (0) or back on (1; no effect where the CPU lacks it), for tests of
 /// the portable paths and for `GEMM.vectorized`.
 void dg_allow_avx512(int allowed);
@@ -90,11 +93,12 @@ void dg_refuse_avx512(const char *who) __attribute__((noreturn, cold));
 /// DG_SETTING_ATTENTION_BACKWARD_KEYS: keys per block of the attention backward (0: the measured default).
 /// DG_SETTING_WINOGRAD_TILES: the fewest output tiles per sample a 3x3 convolution goes to Winograd with
 /// (0: the measured default; negative: never). DG_SETTING_WINOGRAD_BAND: bytes of transformed input
-/// and products per band of tile rows (0: the default).
+/// and products per band of tile rows (0: the default). DG_SETTING_WINOGRAD_FILTER: bytes of
+/// transformed filter per block of the weight's rows (0: the default).
 enum { DG_SETTING_THREADS = 0, DG_SETTING_SERIAL = 1, DG_SETTING_COLUMN_BUDGET = 2, DG_SETTING_ATTENTION_BLOCK = 3,
        DG_SETTING_FLOPS = 4, DG_SETTING_DIRECT_WEIGHT_GRADIENT = 5, DG_SETTING_ATTENTION_BACKWARD_KEYS = 6,
-       DG_SETTING_WINOGRAD_TILES = 7, DG_SETTING_WINOGRAD_BAND = 8,
-       DG_SETTING_COUNT = 9 };
+       DG_SETTING_WINOGRAD_TILES = 7, DG_SETTING_WINOGRAD_BAND = 8, DG_SETTING_WINOGRAD_FILTER = 9,
+       DG_SETTING_COUNT = 10 };
 long dg_setting(int which);
 void dg_set_setting(int which, long value);
 /// Adds delta atomically and returns the new value.
@@ -164,7 +168,8 @@ void dg_conv3x3_weight_gradient(long n, long cin, long cout, long h, long w, con
 /// channels r0..<r1 of the weight w [cout, cin, 3, 3] (bf16: uint16 bfloat16 values). The input
 /// gradient's convolution (the kernel turned by 180 degrees and transposed) reads the same u:
 /// its U[xi] is the transpose of u's U[perm xi], perm swapping the tile's rows and columns 0 and 3.
-void dg_winograd_filter(const void *w, int bf16, long cout, long cin, long r0, long r1, float *u);
+/// out_bf16: u holds bf16 values (rounded to nearest even), for the bf16 products; else floats.
+void dg_winograd_filter(const void *w, int bf16, long cout, long cin, long r0, long r1, void *u, int out_bf16);
 /// The input transform (needs AVX-512) of channels c0..<c1 of x [c, h, w] (one sample), tile rows
 /// ty0..<ty1: tile t = (ty - ty0) ceil(w / 2) + tx of channel c goes to v[xi xiStride + c ldv + t].
 void dg_winograd_input(const float *x, long h, long w, long c0, long c1, long ty0, long ty1,

@@ -88,7 +88,9 @@ extension Kernels {
 
     public static func conv2d(_ x: Tensor, _ w: Tensor, _ bias: Tensor?, stride: Int, padding: Int, paddingEnd: Int = 0) -> Tensor {
         let g = ConvGeometry(x: x.shape, w: w.shape, stride: stride, padding: padding, paddingEnd: paddingEnd)
-        let xc = f32(x), wc = productWeight(w), bc = bias.map(f32)
+        // Winograd reads a bf16 weight as stored (its filter transform widens it, or keeps it bf16 for
+        // the bf16 products); the GEMM route as its products read it.
+        let xc = f32(x), wc = winograd(g) ? w.contiguous() : productWeight(w), bc = bias.map(f32)
         if let bc, bc.count != g.cout { fatalError("conv2d: bias has \(bc.count) values for \(g.cout) channels") }
         let out = Tensor(uninitialized: [g.n, g.cout, g.hout, g.wout])
         defer { withExtendedLifetime((xc, wc, bc, out)) {} }
@@ -100,10 +102,11 @@ extension Kernels {
 
     /// out[s] = W im2col(x[s]) + bias, sample by sample: one product W [Cout, Cin kh kw] x the
     /// implicit im2col matrix, which the AVX-512 kernel packs straight from x (a pointwise
-    /// convolution reads x as it is). w: from `productWeight` (f32, or bf16 for the bf16 kernel).
+    /// convolution reads x as it is), or through Winograd (`winograd`). w: from `productWeight` (f32,
+    /// or bf16 for the bf16 kernel), or as stored for Winograd.
     static func convolve(_ g: ConvGeometry, _ xp: UnsafePointer<Float>, _ w: Tensor,
                          _ bias: UnsafePointer<Float>?, _ op: UnsafeMutablePointer<Float>) {
-        if winograd(g, weight: w) { return winogradConvolve(g, xp, w, transposed: false, bias, op) }
+        if winograd(g) { return winogradConvolve(g, xp, w, transposed: false, bias, op) }
         let plane = g.plane, inPlane = g.cin * g.h * g.w, outSample = g.cout * plane
         func sample(_ s: Int) {
             let source = g.isPointwise ? GEMM.matrix(xp + s * inPlane, rowStride: plane, columnStride: 1)
@@ -118,18 +121,18 @@ extension Kernels {
     }
 
     /// Whether a convolution runs as Winograd F(2x2, 3x3) (`winogradConvolve`): 3x3, stride 1, padding 1,
-    /// on our kernels with f32 products (a bf16 weight where the bf16 products do not run), with at
-    /// least `winogradTiles` 2x2 output tiles per sample and `winogradChannels` channels in and out.
-    /// Measured with `dginstyle bench sgemm --winograd` (docs/PERFORMANCE.md, "Winograd").
-    static func winograd(_ g: ConvGeometry, weight w: Tensor) -> Bool {
+    /// on our kernels, with at least `winogradTiles` 2x2 output tiles per sample and `winogradChannels`
+    /// channels in and out; its products in bf16 where a forward's weight is bf16 and `GEMM.bf16` runs.
+    /// Measured with `dginstyle bench sgemm --winograd [--bf16]` (docs/PERFORMANCE.md, "Winograd").
+    static func winograd(_ g: ConvGeometry) -> Bool {
         let tiles = winogradTiles
         return tiles >= 0 && GEMM.vectorized && g.kh == 3 && g.kw == 3 && g.stride == 1 && g.padding == 1
-            && g.paddingEnd == 0 && g.hout == g.h && g.wout == g.w && !(w.dtype == .bf16 && GEMM.bf16)
+            && g.paddingEnd == 0 && g.hout == g.h && g.wout == g.w
             && Swift.min(g.cin, g.cout) >= winogradChannels && (g.h + 1) / 2 * ((g.w + 1) / 2) >= Swift.max(1, tiles)
     }
     /// Whether `conv2d` of an input of this shape with this weight runs as Winograd (`winograd`).
     public static func usesWinograd(x: [Int], weight w: Tensor, stride: Int, padding: Int) -> Bool {
-        winograd(ConvGeometry(x: x, w: w.shape, stride: stride, padding: padding), weight: w)
+        winograd(ConvGeometry(x: x, w: w.shape, stride: stride, padding: padding))
     }
     /// The fewest output tiles per sample for `winograd` (negative: never). Atomic (tests and
     /// `bench sgemm --winograd` change it).
@@ -137,15 +140,18 @@ extension Kernels {
         get { let v = dg_setting(Int32(DG_SETTING_WINOGRAD_TILES)); return v == 0 ? defaultWinogradTiles : v }
         set { dg_set_setting(Int32(DG_SETTING_WINOGRAD_TILES), newValue) }
     }
-    /// 256 tiles (32 x 32 outputs: a 256 px UNet's first level, a 512 px UNet's first two), unless
-    /// DGINSTYLE_WINOGRAD says "off" (-1) or a number of tiles ("on": the default; anything else is
-    /// named on stderr once and ignored).
+    /// Measured per CPU family (docs/PERFORMANCE.md, "Winograd"): on the AMD EPYC (Zen 4) 64 tiles
+    /// (16 x 16 outputs: the third level of a 512 px UNet, the second of a 256 px one, whose input
+    /// gradients gain 1.5-1.8x there), elsewhere 256 (32 x 32 outputs: on the Intel Xeon the 16 x 16
+    /// input gradients tie) — unless DGINSTYLE_WINOGRAD says "off" (-1) or a number of tiles ("on":
+    /// the default; anything else is named on stderr once and ignored).
     static let defaultWinogradTiles: Int = {
-        guard let v = ProcessInfo.processInfo.environment["DGINSTYLE_WINOGRAD"], v != "on" else { return 256 }
+        let measured = dg_cpu_is_amd() != 0 ? 64 : 256
+        guard let v = ProcessInfo.processInfo.environment["DGINSTYLE_WINOGRAD"], v != "on" else { return measured }
         if v == "off" { return -1 }
         if let n = Int(v), n > 0 { return n }
-        FileHandle.standardError.write(Data("dginstyle: DGINSTYLE_WINOGRAD=\(v) is not \"on\", \"off\" or a positive number of tiles; using the default (256)\n".utf8))
-        return 256
+        FileHandle.standardError.write(Data("dginstyle: DGINSTYLE_WINOGRAD=\(v) is not \"on\", \"off\" or a positive number of tiles; using the default (\(measured))\n".utf8))
+        return measured
     }()
     public static let winogradChannels = 32
     /// Bytes of transformed input and products (16 (cin + cout) floats a tile) per band of tile rows
@@ -155,54 +161,107 @@ extension Kernels {
         set { dg_set_setting(Int32(DG_SETTING_WINOGRAD_BAND), Swift.max(0, newValue)) }
     }
 
-    /// out = conv(x, w) + bias through Winograd F(2x2, 3x3) (see Sources/CDGKernels/winograd.c): the
-    /// filter transformed once per call, then per sample and band of tile rows the input transform,
-    /// 16 products U[xi] [cout, cin] x V[xi] [cin, tiles] and the output transform. transposed: `w` is
-    /// the forward weight [cout', cin', 3, 3] of the convolution whose input gradient this computes
-    /// (g: the geometry of that gradient's convolution, cin = cout', cout = cin'); its U[xi] is then
-    /// the transpose of the forward's U[perm xi] (G turned by 180 degrees is G with rows 0 and 3
-    /// swapped), read in place.
+    /// Bytes of transformed filter per block of the stored weight's rows (at least one row): the
+    /// transformed filter is 16/9 of the weight (210 MB for SD 1.5's 1280 x 2560 convolutions in f32),
+    /// so larger ones go in blocks. Atomic (tests change it).
+    static var winogradFilter: Int {
+        get { let v = dg_setting(Int32(DG_SETTING_WINOGRAD_FILTER)); return v > 0 ? v : 64 << 20 }
+        set { dg_set_setting(Int32(DG_SETTING_WINOGRAD_FILTER), Swift.max(0, newValue)) }
+    }
+
+    /// out = conv(x, w) + bias through Winograd F(2x2, 3x3) (see Sources/CDGKernels/winograd.c): per
+    /// sample and band of tile rows the input transform, 16 products U[xi] [cout, cin] x V[xi] [cin,
+    /// tiles] and the output transform, with the filter transformed in blocks of the stored weight's
+    /// rows (`winogradFilter`). transposed: `w` is the forward weight [cout', cin', 3, 3] of the
+    /// convolution whose input gradient this computes (g: the geometry of that gradient's convolution,
+    /// cin = cout', cout = cin'); its U[xi] is then the transpose of the forward's U[perm xi] (G turned
+    /// by 180 degrees is G with rows 0 and 3 swapped), read in place, and a block of the weight's rows
+    /// is a block of the products' k, summed over blocks. A forward's bf16 weight where `GEMM.bf16`
+    /// runs: U rounded to bf16 and the products in bf16 (V rounded at the product's input), as the
+    /// GEMM route's bf16 kernel. Every split is fixed by the shape: results do not depend on the
+    /// thread count.
     static func winogradConvolve(_ g: ConvGeometry, _ xp: UnsafePointer<Float>, _ w: Tensor, transposed: Bool,
                                  _ bias: UnsafePointer<Float>?, _ op: UnsafeMutablePointer<Float>) {
         let m = g.cout, k = g.cin, th = (g.h + 1) / 2, tw = (g.w + 1) / 2
         let fitting = Swift.max(1, Swift.min(th, winogradBand / Swift.max(1, 64 * (m + k) * tw)))
         let bandRows = (th + (th + fitting - 1) / fitting - 1) / ((th + fitting - 1) / fitting)   // even bands
-        let u = Tensor(uninitialized: [16 * m * k]), v = Tensor(uninitialized: [16 * k * bandRows * tw])
-        let products = Tensor(uninitialized: [16 * m * bandRows * tw])
-        defer { withExtendedLifetime((u, v, products, w)) {} }
-        let up = pointer(u), vp = pointer(v), mp = pointer(products)
-        let wp = UnsafeRawPointer(w.rawPointer), bf16: Int32 = w.dtype == .bf16 ? 1 : 0
+        let bf16Products = !transposed && w.dtype == .bf16 && GEMM.bf16
         let (wout, win) = transposed ? (k, m) : (m, k)   // the stored weight's channels
-        Profiler.measure("conv2d: winograd filter") {
-            Parallel.forEach(wout, minimumChunk: grain(win * 64)) { r in
-                dg_winograd_filter(wp, bf16, wout, win, r.lowerBound, r.upperBound, up)
+        let uSize = bf16Products ? 2 : 4
+        let blocks = Swift.min(wout, Swift.max(1, (16 * wout * win * uSize + winogradFilter - 1) / winogradFilter))
+        let blockRows = (wout + blocks - 1) / blocks
+        let u = Tensor(uninitialized: [16 * blockRows * win], dtype: bf16Products ? .bf16 : .f32)
+        let v = Tensor(uninitialized: [16 * k * bandRows * tw]), products = Tensor(uninitialized: [16 * m * bandRows * tw])
+        defer { withExtendedLifetime((u, v, products, w)) {} }
+        let up = u.rawPointer, vp = pointer(v), mp = pointer(products)
+        let wp = UnsafeRawPointer(w.rawPointer), bf16: Int32 = w.dtype == .bf16 ? 1 : 0
+        // U of the weight's rows r0..<r1: u[xi (r1 - r0) win + (r - r0) win + c].
+        func transformFilter(_ r0: Int, _ r1: Int) {
+            Profiler.measure("conv2d: winograd filter") {
+                let rows = wp + r0 * win * 9 * w.dtype.byteSize
+                Parallel.forEach(r1 - r0, minimumChunk: grain(win * 64)) { r in
+                    dg_winograd_filter(rows, bf16, r1 - r0, win, r.lowerBound, r.upperBound, up, bf16Products ? 1 : 0)
+                }
             }
         }
-        let swap = [3, 1, 2, 0]
-        for s in 0..<g.n {
-            let x = xp + s * g.cin * g.h * g.w, y = op + s * g.cout * g.h * g.w
-            for ty0 in stride(from: 0, to: th, by: bandRows) {
-                let ty1 = Swift.min(th, ty0 + bandRows), t = (ty1 - ty0) * tw
-                Profiler.measure("conv2d: winograd input") {
-                    Parallel.forEach(k, minimumChunk: grain(t * 64)) { r in
-                        dg_winograd_input(x, g.h, g.w, r.lowerBound, r.upperBound, ty0, ty1, vp, k * t, t)
+        // body(y, ty0, ty1, tiles) for each sample and band of tile rows, after the band's input transform.
+        func forEachBand(_ body: (UnsafeMutablePointer<Float>, Int, Int, Int) -> Void) {
+            for s in 0..<g.n {
+                let x = xp + s * g.cin * g.h * g.w, y = op + s * g.cout * g.h * g.w
+                for ty0 in stride(from: 0, to: th, by: bandRows) {
+                    let ty1 = Swift.min(th, ty0 + bandRows), t = (ty1 - ty0) * tw
+                    Profiler.measure("conv2d: winograd input") {
+                        Parallel.forEach(k, minimumChunk: grain(t * 64)) { r in
+                            dg_winograd_input(x, g.h, g.w, r.lowerBound, r.upperBound, ty0, ty1, vp, k * t, t)
+                        }
                     }
-                }
-                for xi in 0..<16 {
-                    let b = GEMM.matrix(vp + xi * k * t, rowStride: t, columnStride: 1)
-                    if transposed {
-                        let a = up + (4 * swap[xi / 4] + swap[xi % 4]) * m * k
-                        GEMM.gemm(m: m, n: t, k: k, a: a, ars: 1, aks: m, b: b, c: mp + xi * m * t, ldc: t)
-                    } else {
-                        GEMM.gemm(m: m, n: t, k: k, a: up + xi * m * k, ars: k, aks: 1, b: b, c: mp + xi * m * t, ldc: t)
-                    }
-                }
-                Profiler.measure("conv2d: winograd output") {
-                    Parallel.forEach(m, minimumChunk: grain(t * 64)) { r in
-                        dg_winograd_output(mp, m * t, t, r.lowerBound, r.upperBound, ty0, ty1, g.h, g.w, bias, y)
-                    }
+                    body(y, ty0, ty1, t)
                 }
             }
+        }
+        func transformOutput(_ y: UnsafeMutablePointer<Float>, _ c0: Int, _ c1: Int, _ ty0: Int, _ ty1: Int, _ t: Int) {
+            Profiler.measure("conv2d: winograd output") {
+                Parallel.forEach(c1 - c0, minimumChunk: grain(t * 64)) { r in
+                    dg_winograd_output(mp, m * t, t, c0 + r.lowerBound, c0 + r.upperBound, ty0, ty1, g.h, g.w, bias, y)
+                }
+            }
+        }
+        if !transposed {
+            // A block of output channels at a time: its rows of the 16 products, then of the output.
+            for r0 in stride(from: 0, to: m, by: blockRows) {
+                let r1 = Swift.min(m, r0 + blockRows), rows = r1 - r0
+                transformFilter(r0, r1)
+                forEachBand { y, ty0, ty1, t in
+                    for xi in 0..<16 {
+                        let b = GEMM.matrix(vp + xi * k * t, rowStride: t, columnStride: 1), c = mp + xi * m * t + r0 * t
+                        if bf16Products {
+                            GEMM.gemmBF16(m: rows, n: t, k: k, a: UnsafeRawPointer(up) + 2 * xi * rows * k, aBF16: true,
+                                          ars: k, aks: 1, b: b, c: c, ldc: t)
+                        } else {
+                            GEMM.gemm(m: rows, n: t, k: k, a: pointer(u) + xi * rows * k, ars: k, aks: 1, b: b, c: c, ldc: t)
+                        }
+                    }
+                    transformOutput(y, r0, r1, ty0, ty1, t)
+                }
+            }
+            return
+        }
+        // The input gradient: every band's products summed over the blocks of k (the filter transformed
+        // once when it is one block, else per band).
+        let swap = [3, 1, 2, 0]
+        if blocks == 1 { transformFilter(0, k) }
+        forEachBand { y, ty0, ty1, t in
+            for q0 in stride(from: 0, to: k, by: blockRows) {
+                let q1 = Swift.min(k, q0 + blockRows), rows = q1 - q0
+                if blocks > 1 { transformFilter(q0, q1) }
+                for xi in 0..<16 {
+                    let a = pointer(u) + (4 * swap[xi / 4] + swap[xi % 4]) * rows * m
+                    GEMM.gemm(m: m, n: t, k: rows, a: a, ars: 1, aks: m,
+                              b: GEMM.matrix(vp + xi * k * t + q0 * t, rowStride: t, columnStride: 1),
+                              beta: q0 == 0 ? 0 : 1, c: mp + xi * m * t, ldc: t)
+                }
+            }
+            transformOutput(y, 0, m, ty0, ty1, t)
         }
     }
 
@@ -248,8 +307,8 @@ extension Kernels {
         let h = g.stride == 1 && g.kh == g.kw && g.padding <= g.kh - 1 && g.paddingEnd == 0 && !g.isPointwise
             ? ConvGeometry(x: [g.n, g.cout, g.hout, g.wout], w: [g.cin, g.cout, g.kh, g.kw], stride: 1, padding: g.kh - 1 - g.padding)
             : nil
-        let winogradInput = needInput && h.map { winograd($0, weight: w) } == true
-        let wc = needInput ? (winogradInput ? productWeight(w) : f32(w)) : w
+        let winogradInput = needInput && h.map(winograd) == true
+        let wc = needInput ? (winogradInput ? w.contiguous() : f32(w)) : w
         let dx = needInput ? Tensor(uninitialized: x.shape) : nil
         let dw = needWeight ? Tensor(uninitialized: w.shape) : nil
         let db = needBias ? Tensor(uninitialized: [g.cout]) : nil
