@@ -207,6 +207,29 @@ int dg_cpu_has_avx512(void) {
     return ok;
 }
 
+// Ways of the L1 data cache, from CPUID's cache parameters (leaf 4 on Intel, 0x8000001D on AMD); 12
+// (the Intel Xeon's) where neither says.
+static long l1d_ways(void) {
+    static _Atomic long cached = 0;
+    long known = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (__builtin_expect(known > 0, 1)) return known;
+    long ways = 0;
+    const unsigned leaves[2] = {4u, 0x8000001Du};
+    for (int l = 0; l < 2 && !ways; l++) {
+        if (__get_cpuid_max(leaves[l] & 0x80000000u, 0) < leaves[l]) continue;
+        for (unsigned i = 0; i < 8; i++) {
+            unsigned a, b, c, d;
+            __cpuid_count(leaves[l], i, a, b, c, d);
+            unsigned type = a & 31, level = (a >> 5) & 7;
+            if (type == 0) break;
+            if (type == 1 && level == 1) { ways = ((b >> 22) & 0x3FF) + 1; break; }
+        }
+    }
+    if (ways <= 0) ways = 12;
+    atomic_store(&cached, ways);
+    return ways;
+}
+
 int dg_cpu_is_amd(void) {
     unsigned a, b, c, d;
     // The vendor string "AuthenticAMD" in ebx, edx, ecx.
@@ -408,9 +431,13 @@ static void gemm(long m, long n, long k, float alpha, const float *a, long ars, 
     if (KC > DG_KC) KC = DG_KC;
     long kcMax = k < KC ? k : KC;
     // Rows of A a multiple of 2 KB apart share the L1 cache's sets: the 24 rows a 16-column tile reads
-    // would then evict each other (4x slower; the 12 rows of a 32-column tile still fit the 12 ways).
-    // Such an A is copied block by block into MR-row slivers.
-    int packA = ct || (rowMajor && (MR > 12 || direct) && m > 12 && ((ars * (long)sizeof(float)) % 2048) == 0);
+    // would then evict each other (4x slower). The 12 rows of a 32-column tile fall in one set when they
+    // are a multiple of 4 KB apart: they fit the Intel Xeon's 12 ways, not the AMD EPYC's 8 (Zen 4:
+    // 4096² products 63-74 -> 75-84 GFLOP/s a core with A packed). Such an A is copied block by block
+    // into MR-row slivers (the same sums, in the same order).
+    long rowBytes = ars * (long)sizeof(float);
+    int packA = ct || (rowMajor && m > 12 && (((MR > 12 || direct) && rowBytes % 2048 == 0)
+                                              || (rowBytes % 4096 == 0 && MR > l1d_ways())));
     long mcMax = m < DG_MC ? (m + MR - 1) / MR * MR : DG_MC;
     // Direct convolutions pack only one edge panel at a time, and keep a table of B's row offsets.
     long bFloats = prepacked ? 0 : direct ? kcMax * 32 + kcMax * 2 : kcMax * ncMax;

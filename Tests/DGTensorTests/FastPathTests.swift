@@ -36,6 +36,8 @@ extension KernelTests {
             (50, 15, 40, true, false, 2, 0.5, true, 1),     // narrow: 16-wide panels, 24-row tiles
             (200, 130, 70, false, false, 1, 0, true, 0),    // large enough to run on several threads
             (30, 300, 513, true, true, 1, 0, false, 5),
+            (40, 70, 1024, false, false, 1, 0, true, 0),    // rows 4 KB apart: packed where the L1 has < 12 ways
+            (50, 20, 512, false, false, 1, 0.5, false, 0),  // rows 2 KB apart, 24-row tiles: packed
             (7, 64, 0, false, false, 1, 0.5, true, 0),      // k = 0: beta C + biases
         ]
         try forEachGEMMPath { path in
