@@ -72,6 +72,18 @@ extension KernelTests {
             }
             assertClose(gx, viaGEMM.floats.map(Double.init), "winograd conv dx, bf16 weight")
         }
+        // Any other stored type (an f16 file's weights) goes to the filter transform as f32: the f32
+        // result, bit for bit, forward and input gradient.
+        let w16f = w.t.converted(to: .f16), widened = w16f.converted(to: .f32)
+        withWinograd(tiles: 1) {
+            XCTAssertTrue(Kernels.conv2d(x.t, w16f, b.t, stride: 1, padding: 1).floats
+                          == Kernels.conv2d(x.t, widened, b.t, stride: 1, padding: 1).floats, "winograd conv, f16 weight")
+            let r = random([2, 36, 7, 10])
+            func dx(_ weight: Tensor) -> [Float] {
+                Kernels.conv2dBackward(r.t, x: x.t, w: weight, stride: 1, padding: 1, needInput: true, needWeight: false, needBias: false).x!.floats
+            }
+            XCTAssertTrue(dx(w16f) == dx(widened), "winograd conv dx, f16 weight")
+        }
         // The rule: too few tiles, too few channels or another geometry: the GEMM route.
         XCTAssertFalse(withWinograd(tiles: 1000) { Kernels.usesWinograd(x: x.shape, weight: w.t, stride: 1, padding: 1) })
         XCTAssertFalse(withWinograd(tiles: 1) { Kernels.usesWinograd(x: [1, 16, 8, 8], weight: random([32, 16, 3, 3]).t, stride: 1, padding: 1) })

@@ -88,9 +88,7 @@ extension Kernels {
 
     public static func conv2d(_ x: Tensor, _ w: Tensor, _ bias: Tensor?, stride: Int, padding: Int, paddingEnd: Int = 0) -> Tensor {
         let g = ConvGeometry(x: x.shape, w: w.shape, stride: stride, padding: padding, paddingEnd: paddingEnd)
-        // Winograd reads a bf16 weight as stored (its filter transform widens it, or keeps it bf16 for
-        // the bf16 products); the GEMM route as its products read it.
-        let xc = f32(x), wc = winograd(g) ? w.contiguous() : productWeight(w), bc = bias.map(f32)
+        let xc = f32(x), wc = winograd(g) ? winogradWeight(w) : productWeight(w), bc = bias.map(f32)
         if let bc, bc.count != g.cout { fatalError("conv2d: bias has \(bc.count) values for \(g.cout) channels") }
         let out = Tensor(uninitialized: [g.n, g.cout, g.hout, g.wout])
         defer { withExtendedLifetime((xc, wc, bc, out)) {} }
@@ -160,6 +158,10 @@ extension Kernels {
         get { let v = dg_setting(Int32(DG_SETTING_WINOGRAD_BAND)); return v > 0 ? v : 32 << 20 }
         set { dg_set_setting(Int32(DG_SETTING_WINOGRAD_BAND), Swift.max(0, newValue)) }
     }
+
+    /// A weight as Winograd's filter transform reads it: a bf16 weight as stored (the transform widens
+    /// it, or keeps U in bf16 for the bf16 products), anything else as f32.
+    static func winogradWeight(_ w: Tensor) -> Tensor { w.dtype == .bf16 ? w.contiguous() : f32(w) }
 
     /// Bytes of transformed filter per block of the stored weight's rows (at least one row): the
     /// transformed filter is 16/9 of the weight (210 MB for SD 1.5's 1280 x 2560 convolutions in f32),
@@ -308,7 +310,7 @@ extension Kernels {
             ? ConvGeometry(x: [g.n, g.cout, g.hout, g.wout], w: [g.cin, g.cout, g.kh, g.kw], stride: 1, padding: g.kh - 1 - g.padding)
             : nil
         let winogradInput = needInput && h.map(winograd) == true
-        let wc = needInput ? (winogradInput ? w.contiguous() : f32(w)) : w
+        let wc = needInput ? (winogradInput ? winogradWeight(w) : f32(w)) : w
         let dx = needInput ? Tensor(uninitialized: x.shape) : nil
         let dw = needWeight ? Tensor(uninitialized: w.shape) : nil
         let db = needBias ? Tensor(uninitialized: [g.cout]) : nil
