@@ -12,4 +12,11 @@ TGT static inline __mmask16 lanes(long left) {
     return left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
 }
 
+// f32 bits rounded to nearest even at bit 16: the bf16 value in the high half (finite normal values;
+// callers that may see others mask them).
+TGT static inline __m512i bf16_rounded_bits(__m512i x) {
+    return _mm512_add_epi32(x, _mm512_add_epi32(_mm512_set1_epi32(0x7FFF),
+                                                _mm512_and_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(1))));
+}
+
 #endif

@@ -785,10 +785,7 @@ TGT static float max_row(const float *row, long n) {
 // Two vectors of positive finite f32 rounded to bf16 (to nearest even, as vcvtne2ps2bf16; no NaN or
 // denormal to care for) as pairs: lane l = lo[l] | hi[l] << 16. Integer AVX-512F only.
 TGT static inline __m512i positive_pairs(__m512 lo, __m512 hi) {
-    const __m512i half = _mm512_set1_epi32(0x7FFF), one = _mm512_set1_epi32(1);
-    __m512i a = _mm512_castps_si512(lo), b = _mm512_castps_si512(hi);
-    a = _mm512_add_epi32(a, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(a, 16), one)));
-    b = _mm512_add_epi32(b, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(b, 16), one)));
+    __m512i a = bf16_rounded_bits(_mm512_castps_si512(lo)), b = bf16_rounded_bits(_mm512_castps_si512(hi));
     return _mm512_or_si512(_mm512_srli_epi32(a, 16), _mm512_and_si512(b, _mm512_set1_epi32((int)0xFFFF0000u)));
 }
 

@@ -23,8 +23,7 @@ TGT static inline __m512 load_row(const float *r, long s, long w) {
 TGT static inline __m256i bf16_of(__m512 v) {
     const __m512i x = _mm512_castps_si512(v), high = _mm512_srli_epi32(x, 16);
     const __m512i exponent = _mm512_and_si512(x, _mm512_set1_epi32(0x7F800000));
-    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(x, _mm512_set1_epi32(0x7FFF)),
-                                                   _mm512_and_si512(high, _mm512_set1_epi32(1))), 16);
+    __m512i r = _mm512_srli_epi32(bf16_rounded_bits(x), 16);
     r = _mm512_mask_mov_epi32(r, _mm512_cmpeq_epi32_mask(exponent, _mm512_setzero_si512()),
                               _mm512_and_si512(high, _mm512_set1_epi32(0x8000)));
     __mmask16 nan = _mm512_cmpeq_epi32_mask(exponent, _mm512_set1_epi32(0x7F800000))

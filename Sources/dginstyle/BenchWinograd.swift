@@ -27,7 +27,7 @@ extension Bench.Sgemm {
         var rows: [String] = []
         for (what, cout, cin, side, n) in shapes where only.map({ "\(what) \(cout) x \(cin) x \(side)²".contains($0) }) ?? true {
             let x = randomWeights([n, cin, side, side], seed: 3, std: 1)
-            let w = bf16 ? randomWeights([cout, cin, 3, 3], seed: 4).converted(to: .bf16) : randomWeights([cout, cin, 3, 3], seed: 4)
+            let w32 = randomWeights([cout, cin, 3, 3], seed: 4), w = bf16 ? w32.converted(to: .bf16) : w32
             let b = randomWeights([cout], seed: 5), gy = randomWeights([n, cout, side, side], seed: 6, std: 1)
             let flops = 2.0 * Double(n * cout * cin * 9 * side * side)
             func forward(_ on: Bool) -> Tensor {

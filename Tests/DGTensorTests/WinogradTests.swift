@@ -24,6 +24,7 @@ extension KernelTests {
             (1, 32, 5, 7, 40, 0, 0), (2, 33, 6, 35, 32, 0, 0), (1, 48, 9, 1, 32, 0, 0), (1, 32, 1, 1, 36, 0, 0),
             (1, 40, 2, 64, 33, 0, 0), (2, 32, 11, 13, 32, 64 * 64 * 7 * 2, 0), (1, 34, 8, 33, 35, 1, 0),
             (2, 37, 9, 12, 41, 0, 16 * 10 * 41 * 4), (2, 32, 11, 13, 36, 64 * 68 * 7 * 2, 1),
+            (1, 40, 6, 9, 37, 0, 16 * 8 * 40 * 4),   // one sample in one band: its input transform kept for every block
         ]
         for (ci, c) in cases.enumerated() {
             let (n, cin, h, wd, cout, band, filter) = c

@@ -206,16 +206,21 @@ extension Kernels {
                 }
             }
         }
-        // body(y, ty0, ty1, tiles) for each sample and band of tile rows, after the band's input transform.
+        // body(y, ty0, ty1, tiles) for each sample and band of tile rows, after the band's input transform
+        // (kept in v: a call with one band in all transforms it once for every block of the filter).
+        var transformed: (sample: Int, ty0: Int)? = nil
         func forEachBand(_ body: (UnsafeMutablePointer<Float>, Int, Int, Int) -> Void) {
             for s in 0..<g.n {
                 let x = xp + s * g.cin * g.h * g.w, y = op + s * g.cout * g.h * g.w
                 for ty0 in stride(from: 0, to: th, by: bandRows) {
                     let ty1 = Swift.min(th, ty0 + bandRows), t = (ty1 - ty0) * tw
-                    Profiler.measure("conv2d: winograd input") {
-                        Parallel.forEach(k, minimumChunk: grain(t * 64)) { r in
-                            dg_winograd_input(x, g.h, g.w, r.lowerBound, r.upperBound, ty0, ty1, vp, k * t, t)
+                    if transformed?.sample != s || transformed?.ty0 != ty0 {
+                        Profiler.measure("conv2d: winograd input") {
+                            Parallel.forEach(k, minimumChunk: grain(t * 64)) { r in
+                                dg_winograd_input(x, g.h, g.w, r.lowerBound, r.upperBound, ty0, ty1, vp, k * t, t)
+                            }
                         }
+                        transformed = (s, ty0)
                     }
                     body(y, ty0, ty1, t)
                 }
