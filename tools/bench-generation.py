@@ -1,9 +1,10 @@
-"""The parts `dginstyle bench generation` times, in PyTorch (diffusers, float32, CPU): SD 1.5 UNet,
-a 20-channel ControlNet made from it, and the VAE, random weights, built from the manifest's configs.
+"""The parts `dginstyle bench generation` times, in PyTorch (diffusers, CPU): SD 1.5 UNet, a
+20-channel ControlNet made from it, and the VAE, random weights, built from the manifest's configs;
+float32, or with --dtype autocast every part under torch.autocast("cpu", bfloat16) (its bf16).
 
-    python tools/bench-generation.py --resolution 512 --steps 20
+    python tools/bench-generation.py --resolution 512 --steps 20 [--dtype autocast]
 """
-import argparse, json, os, time
+import argparse, contextlib, json, os, time
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 
@@ -13,7 +14,9 @@ p.add_argument("--resolution", type=int, default=512)
 p.add_argument("--steps", type=int, default=20)
 p.add_argument("--stride", type=int, default=16)
 p.add_argument("--window-batch", type=int, default=4)
+p.add_argument("--dtype", choices=["f32", "autocast"], default="f32")
 a = p.parse_args()
+compute = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.dtype == "autocast" else contextlib.nullcontext
 torch.set_grad_enabled(False)
 configs = json.load(open(a.manifest))["configs"]
 clean = lambda c: {k: v for k, v in c.items() if not k.startswith("_")}
@@ -40,7 +43,10 @@ def noise(latents, n):
 def timed(label, f, repeats=1):
     best = float("inf")
     for _ in range(repeats):
-        t0 = time.time(); f(); best = min(best, time.time() - t0)
+        t0 = time.time()
+        with compute():
+            f()
+        best = min(best, time.time() - t0)
     print(f"{label}: {best:.2f} s", flush=True)
     return best
 
@@ -59,5 +65,5 @@ n = len(range(0, 2 * l - l + 1, stride)) + (0 if (2 * l - l) % stride == 0 else 
 per_step = n * n / wb * batch
 plain = a.steps * step + decode
 mrlf = plain + encode2x + a.steps * per_step + decode2x
-print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {a.dtype}")
 print(f"DDIM-{a.steps} ControlNet image: {plain:.0f} s; MRLF image: {mrlf:.0f} s (MRLF step: {n * n} windows, {per_step:.2f} s)")

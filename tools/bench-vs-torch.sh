@@ -8,7 +8,9 @@
 # bf16: our weights, or a training step's frozen UNet, in bf16, against PyTorch's f32 and, for a
 # forward, also against PyTorch's bf16 autocast; 8bit: a training step with 8-bit AdamW state, ours
 # against bitsandbytes' AdamW8bit and against torch.optim.AdamW)
-# SKIP="generation sgemm convert" leaves sections out; RUNS=N sets the timed runs per workload.
+# SKIP="models generation sgemm convert" leaves sections out; RUNS=N sets the timed runs per workload.
+# GENERATION_DTYPE=bf16 times the generated images with our weights in bf16, against PyTorch's f32
+# and its bf16 autocast (default f32: both sides f32).
 # BENCH_DIR=DIR is the conversion benchmark's scratch folder (default /tmp/dginstyle-bench, ~18 GB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +31,7 @@ workloads=("$@")
 [ ${#workloads[@]} -gt 0 ] || workloads=(unet:256:1 unet:512:1 unet:512:2 controlnet:512:1 controlnet-train-step:256:1 \
     controlnet-train-step:256:1:ckpt unet-train-step:256:1 lora-train-step:256:1 unet-train-step:512:1 lora-train-step:512:1 \
     vae-encode:512:1 vae-decode:512:1)
+[[ $skip != *" models "* ]] || workloads=()
 field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
 row() {  # row NOTE [bench_torch.py arguments]: PyTorch's side of the current workload, and its table row
     local note="$1"; shift
@@ -65,23 +68,29 @@ for w in "${workloads[@]}"; do
 done
 
 if [[ $skip != *" generation "* ]]; then
+    gdtype=${GENERATION_DTYPE:-f32}
     echo
-    echo "### Generation (issue 5): one 512 px image from its timed parts"
+    echo "### Generation (issue 5): one 512 px image from its timed parts, our weights in $gdtype"
     echo
-    ours=$($bin bench generation --manifest Tests/Fixtures/sd15-manifest.json 2>/dev/null)
-    theirs=$("$venv/bin/python" tools/bench-generation.py 2>/dev/null)
+    ours=$($bin bench generation --manifest Tests/Fixtures/sd15-manifest.json --dtype "$gdtype" 2>/dev/null)
     total() { grep -m1 "$1" | grep -oE '[0-9]+(\.[0-9]+)?' | tail -1; }
     op=$(echo "$ours" | total "DDIM-20 ControlNet image"); om=$(echo "$ours" | total "MRLF image")
     # PyTorch's summary line: "DDIM-20 ControlNet image: 202 s; MRLF image: 5306 s (MRLF step: ...)".
     first_after() { grep -oE "$1 [0-9]+(\.[0-9]+)?" | head -1 | grep -oE '[0-9]+(\.[0-9]+)?$'; }
-    tp=$(echo "$theirs" | first_after "ControlNet image:"); tm=$(echo "$theirs" | first_after "MRLF image:")
-    echo "| image | dginstyle | PyTorch | ratio |"
+    echo "| image | dginstyle ($gdtype) | PyTorch | ratio |"
     echo "|---|---|---|---|"
-    printf "| DDIM-20 ControlNet, guidance 7.5, 512 px | %.0f s | %.0f s | %.2f |\n" "$op" "$tp" "$(echo "$op / $tp" | bc -l)"
-    printf "| MRLF (512 px + 1024 px windows), 20 steps each | %.0f s | %.0f s | %.2f |\n" "$om" "$tm" "$(echo "$om / $tm" | bc -l)"
+    theirs_all=""
+    # bf16 weights are compared with PyTorch's f32 and with its autocast (issue 19's two references).
+    for tdtype in f32 $([ "$gdtype" = bf16 ] && echo autocast); do
+        theirs=$("$venv/bin/python" tools/bench-generation.py --dtype "$tdtype" 2>/dev/null)
+        theirs_all+="$theirs"$'\n'
+        tp=$(echo "$theirs" | first_after "ControlNet image:"); tm=$(echo "$theirs" | first_after "MRLF image:")
+        printf "| DDIM-20 ControlNet, guidance 7.5, 512 px, vs PyTorch %s | %.0f s | %.0f s | %.2f |\n" "$tdtype" "$op" "$tp" "$(echo "$op / $tp" | bc -l)"
+        printf "| MRLF (512 px + 1024 px windows), 20 steps each, vs PyTorch %s | %.0f s | %.0f s | %.2f |\n" "$tdtype" "$om" "$tm" "$(echo "$om / $tm" | bc -l)"
+    done
     echo
     echo "dginstyle parts:"; echo "$ours"
-    echo; echo "PyTorch parts:"; echo "$theirs" | sed 's/^/    /'
+    echo; echo "PyTorch parts:"; echo "$theirs_all" | sed 's/^/    /'
 fi
 
 if [[ $skip != *" sgemm "* ]]; then

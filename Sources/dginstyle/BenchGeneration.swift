@@ -19,7 +19,9 @@ extension Bench {
             weights, then times one guided ControlNet step (batch 2: negative and positive prompt), one VAE decode at \
             the base size, one VAE encode and decode at twice the size, and one batch of MRLF windows at twice the \
             size; totals are steps x step + decode, and for MRLF the low-resolution image + encode + steps x \
-            (windows / batch) x window batch + decode. tools/bench-generation.py times the same parts in PyTorch.
+            (windows / batch) x window batch + decode. --dtype bf16 stores all three models' weights in bf16, as \
+            `sample --dtype bf16` loads them. tools/bench-generation.py times the same parts in PyTorch (--dtype \
+            autocast: its bf16).
             """)
 
         @Option(help: "The parameter manifest (Tests/Fixtures/sd15-manifest.json).")
@@ -37,6 +39,13 @@ extension Bench {
         @Option(help: "Windows per model call (as MRLF runs them).")
         var windowBatch = 4
 
+        @Option(help: "Weights of the UNet, ControlNet and VAE: f32, or bf16 (products in bf16 where the CPU has AVX512-BF16 and it pays).")
+        var dtype: DType = .f32
+
+        func validate() throws {
+            guard [.f32, .bf16].contains(dtype) else { throw ValidationError("--dtype must be f32 or bf16") }
+        }
+
         func run() throws {
             guard let data = FileManager.default.contents(atPath: manifest) else { throw FileError(manifest, "cannot read") }
             let configs = try JSON.parse(bytes: Array(data))["configs"]
@@ -51,6 +60,7 @@ extension Bench {
             controlnet.initializeParameters(seed: 2)
             let vae = try AutoencoderKL(config: config("vae", "AutoencoderKL"))
             vae.initializeParameters(seed: 3)
+            for m: Module in [unet, controlnet, vae] { m.storeParameters(as: dtype) }
 
             let g = NoiseGenerator(seed: 0)
             let r = resolution, l = r / 8
@@ -91,7 +101,7 @@ extension Bench {
             let plain = Double(steps) * step + decode
             let mrlf = plain + encode2x + Double(steps) * perStep + decode2x
             emit("""
-            | \(r) px, \(steps) steps, threads \(Parallel.threads) | seconds |
+            | \(r) px, \(steps) steps, \(dtype.name)\(dtype == .bf16 ? (GEMM.bf16 ? " (bf16 products)" : " (f32 products)") : ""), threads \(Parallel.threads) | seconds |
             |---|---|
             | guided ControlNet step (batch 2) | \(String(format: "%.2f", step)) |
             | VAE decode \(r) | \(String(format: "%.2f", decode)) |

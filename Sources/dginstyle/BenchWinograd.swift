@@ -5,8 +5,9 @@ import Foundation
 /// `dginstyle bench sgemm --winograd`: 3x3 convolutions as Winograd F(2x2, 3x3) against the implicit-GEMM
 /// route, alternated (`alternate`), forward and input gradient, at the shapes of SD 1.5's UNet (both
 /// resolutions), its VAE decoder and the ControlNet's condition embedding: the measurements behind
-/// `Kernels.winograd`'s rule. Rates are the direct convolution's flops over the time, so a Winograd
-/// rate above the CPU's peak is the saving; the error column is max |winograd - gemm| / max |gemm|.
+/// `Kernels.winograd`'s rule; and where the forward's products are f32, F(4x4, 3x3) against F(2x2, 3x3)
+/// (`Kernels.winograd4`'s rule). Rates are the direct convolution's flops over the time, so a Winograd
+/// rate above the CPU's peak is the saving; the error columns are max |winograd - gemm| / max |gemm|.
 extension Bench.Sgemm {
     func runWinograd() {
         let shapes: [(String, Int, Int, Int, Int)] = [   // (what, cout, cin, side, batch)
@@ -21,8 +22,9 @@ extension Bench.Sgemm {
             // the implicit-GEMM route gives each thread whole samples.
             ("segmenter", 32, 32, 64, 8), ("segmenter", 64, 64, 32, 8), ("segmenter", 96, 96, 16, 8),
         ]
-        let rule = Kernels.winogradTiles
-        defer { Kernels.winogradTiles = rule }
+        let rule = Kernels.winogradTiles, rule4 = Kernels.winograd4Tiles
+        defer { Kernels.winogradTiles = rule; Kernels.winograd4Tiles = rule4 }
+        let f4 = !(bf16 && GEMM.bf16)   // F(4x4, 3x3) takes f32 products only
         func f(_ x: Double) -> String { String(format: "%.0f", x) }
         var rows: [String] = []
         for (what, cout, cin, side, n) in shapes where only.map({ "\(what) \(cout) x \(cin) x \(side)²".contains($0) }) ?? true {
@@ -30,8 +32,9 @@ extension Bench.Sgemm {
             let w32 = randomWeights([cout, cin, 3, 3], seed: 4), w = bf16 ? w32.converted(to: .bf16) : w32
             let b = randomWeights([cout], seed: 5), gy = randomWeights([n, cout, side, side], seed: 6, std: 1)
             let flops = 2.0 * Double(n * cout * cin * 9 * side * side)
-            func forward(_ on: Bool) -> Tensor {
+            func forward(_ on: Bool, block4: Bool = false) -> Tensor {
                 Kernels.winogradTiles = on ? 1 : -1
+                Kernels.winograd4Tiles = block4 ? 1 : -1
                 return Kernels.conv2d(x, w, b, stride: 1, padding: 1)
             }
             func inputGradient(_ on: Bool) -> Tensor {
@@ -46,12 +49,18 @@ extension Bench.Sgemm {
             let forwardError = error(forward(true), forward(false)), inputError = error(inputGradient(true), inputGradient(false))
             let (gemmRate, winogradRate) = alternate(flops, { _ = forward(false) }, { _ = forward(true) })
             let (gemmInput, winogradInput) = alternate(flops, { _ = inputGradient(false) }, { _ = inputGradient(true) })
+            // F(4x4) against F(2x2), alternated with each other.
+            let error4 = f4 ? error(forward(true, block4: true), forward(false)) : nil
+            let rates4 = f4 ? alternate(flops, { _ = forward(true) }, { _ = forward(true, block4: true) }) : nil
             Kernels.winogradTiles = rule
-            let chosen = Kernels.usesWinograd(x: x.shape, weight: w, stride: 1, padding: 1) ? "Winograd" : "GEMM"
-            rows.append("| \(what)\(n > 1 ? ", batch \(n)" : "") | \(cout) x \(cin) x \(side)² | \(f(gemmRate)) | \(f(winogradRate)) | \(String(format: "%.2f", winogradRate / gemmRate)) | \(f(gemmInput)) | \(f(winogradInput)) | \(String(format: "%.2f", winogradInput / gemmInput)) | \(String(format: "%.1e", forwardError)) / \(String(format: "%.1e", inputError)) | \(chosen) |")
+            Kernels.winograd4Tiles = rule4
+            let chosen = ["GEMM", "", "F(2x2)", "", "F(4x4)"][Kernels.winogradBlock(x: x.shape, weight: w, stride: 1, padding: 1)]
+            let block4 = rates4.map { "\(f($0.1)) | \(String(format: "%.2f", $0.1 / $0.0))" } ?? "- | -"
+            rows.append("| \(what)\(n > 1 ? ", batch \(n)" : "") | \(cout) x \(cin) x \(side)² | \(f(gemmRate)) | \(f(winogradRate)) | \(String(format: "%.2f", winogradRate / gemmRate)) | \(block4) | \(f(gemmInput)) | \(f(winogradInput)) | \(String(format: "%.2f", winogradInput / gemmInput)) | \(String(format: "%.1e", forwardError)) / \(error4.map { String(format: "%.1e", $0) } ?? "-") / \(String(format: "%.1e", inputError)) | \(chosen) |")
             if json {
                 emit(JSON.object([("what", .string(what)), ("cout", .int(cout)), ("cin", .int(cin)), ("side", .int(side)), ("batch", .int(n)),
                                   ("gemm", .double(gemmRate)), ("winograd", .double(winogradRate)),
+                                  ("winograd4", rates4.map { .double($0.1) } ?? .null), ("winograd4_error", error4.map { .double($0) } ?? .null),
                                   ("input_gradient_gemm", .double(gemmInput)), ("input_gradient_winograd", .double(winogradInput)),
                                   ("error", .double(forwardError)), ("input_gradient_error", .double(inputError)),
                                   ("rule", .string(chosen))]).compact)
@@ -59,9 +68,9 @@ extension Bench.Sgemm {
         }
         if json { return }
         let weights = bf16 ? "bf16 weights, forward products in \(GEMM.bf16 ? "bf16" : "f32 (the bf16 products are off on this CPU)")" : "f32 weights"
-        emit("\(Parallel.threads) threads; \(weights); GFLOP/s of the direct convolution's flops, best of \(repeats), Winograd and GEMM samples alternated; the rule: at least \(rule) tiles and \(Kernels.winogradChannels) channels")
-        emit("| convolution | cout x cin x side² | forward, GEMM | forward, Winograd | ratio | input gradient, GEMM | input gradient, Winograd | ratio | max error, forward / input gradient | rule |")
-        emit("|---|---|---|---|---|---|---|---|---|---|")
+        emit("\(Parallel.threads) threads; \(weights); GFLOP/s of the direct convolution's flops, best of \(repeats), Winograd and GEMM samples alternated (F(4x4) with F(2x2)); the rule: at least \(rule) 2x2 tiles and \(Kernels.winogradChannels) channels, F(4x4) forward with f32 products from \(rule4) 4x4 tiles")
+        emit("| convolution | cout x cin x side² | forward, GEMM | forward, F(2x2) | ratio | forward, F(4x4) | F(4x4) / F(2x2) | input gradient, GEMM | input gradient, F(2x2) | ratio | max error, forward F(2x2) / F(4x4) / input gradient | forward rule |")
+        emit("|---|---|---|---|---|---|---|---|---|---|---|---|")
         emit(rows.joined(separator: "\n"))
     }
 }

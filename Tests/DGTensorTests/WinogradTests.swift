@@ -6,13 +6,86 @@ import XCTest
 /// against the Double reference, across thread counts, with the input gradient against the GEMM
 /// route's, in bands of tile rows, and with a bf16 weight (widened, or with the products in bf16).
 extension KernelTests {
-    func withWinograd<R>(tiles: Int, band: Int = 0, filter: Int = 0, _ body: () -> R) -> R {
-        let saved = (Kernels.winogradTiles, Kernels.winogradBand, Kernels.winogradFilter)
+    /// tiles4: `Kernels.winograd4Tiles` (default never: the F(2x2, 3x3) cases stay F(2x2, 3x3)).
+    func withWinograd<R>(tiles: Int, band: Int = 0, filter: Int = 0, tiles4: Int = -1, _ body: () -> R) -> R {
+        let saved = (Kernels.winogradTiles, Kernels.winogradBand, Kernels.winogradFilter, Kernels.winograd4Tiles)
         Kernels.winogradTiles = tiles
         Kernels.winogradBand = band
         Kernels.winogradFilter = filter
-        defer { Kernels.winogradTiles = saved.0; Kernels.winogradBand = saved.1; Kernels.winogradFilter = saved.2 }
+        Kernels.winograd4Tiles = tiles4
+        defer {
+            Kernels.winogradTiles = saved.0; Kernels.winogradBand = saved.1; Kernels.winogradFilter = saved.2
+            Kernels.winograd4Tiles = saved.3
+        }
         return body()
+    }
+
+    /// Each case (N, Cin, H, W, Cout, band bytes, filter bytes) forced onto Winograd (F(4x4, 3x3) from
+    /// tiles4 4x4 tiles, else F(2x2, 3x3)): the forward against the Double reference, the input gradient
+    /// (F(2x2, 3x3) either way) against the GEMM route's, with 1 and 2 threads, bit-identical across them.
+    func checkWinograd(_ cases: [(Int, Int, Int, Int, Int, Int, Int)], tiles4: Int, _ what: String,
+                       file: StaticString = #filePath, line: UInt = #line) {
+        for (ci, c) in cases.enumerated() {
+            let (n, cin, h, wd, cout, band, filter) = c
+            let x = random([n, cin, h, wd]), w = random([cout, cin, 3, 3], scale: 0.2), b = random([cout])
+            let ref = Self.convRef(x.d, x.shape, w.d, w.shape, b.d, stride: 1, padding: 1)
+            let r = random([n, cout, h, wd])
+            let viaGEMM = withWinograd(tiles: -1) {
+                Kernels.conv2dBackward(r.t, x: x.t, w: w.t, stride: 1, padding: 1, needInput: true, needWeight: false, needBias: false).x!
+            }
+            var outs: [[Float]] = [], grads: [[Float]] = []
+            for threads in [1, 2] {
+                withWinograd(tiles: 1, band: band, filter: filter, tiles4: tiles4) {
+                    XCTAssertEqual(Kernels.winogradBlock(x: x.shape, weight: w.t, stride: 1, padding: 1), tiles4 > 0 ? 4 : 2,
+                                   "\(what) \(ci)", file: file, line: line)
+                    let y = withThreads(threads) { Kernels.conv2d(x.t, w.t, b.t, stride: 1, padding: 1) }
+                    assertClose(y, ref, "\(what) \(ci) threads \(threads)", file: file, line: line)
+                    outs.append(y.floats)
+                    let gx = withThreads(threads) {
+                        Kernels.conv2dBackward(r.t, x: x.t, w: w.t, stride: 1, padding: 1, needInput: true, needWeight: false, needBias: false).x!
+                    }
+                    assertClose(gx, viaGEMM.floats.map(Double.init), "\(what) \(ci) dx threads \(threads)", file: file, line: line)
+                    grads.append(gx.floats)
+                }
+            }
+            XCTAssertTrue(outs[0] == outs[1], "\(what) \(ci): thread count changed the output", file: file, line: line)
+            XCTAssertTrue(grads[0] == grads[1], "\(what) \(ci): thread count changed the input gradient", file: file, line: line)
+        }
+    }
+
+    /// F(4x4, 3x3) forced onto small shapes: against the Double reference at the f32 tolerance (its
+    /// rounding, ~5x F(2x2, 3x3)'s, stays far below it at these channel counts; a transform, pairing or
+    /// edge mistake is O(1)), across thread counts, in bands and filter blocks, from a bf16 weight; the
+    /// input gradient of the same call keeps F(2x2, 3x3) (against the GEMM route's).
+    func testWinogradF4x4() throws {
+        try XCTSkipUnless(GEMM.vectorized, "Winograd runs only on the AVX-512 path (this CPU lacks it)")
+        // (N, Cin, H, W, Cout, band bytes, filter bytes): sides that are and are not multiples of 4, one
+        // pixel, rows of 17 and 18 tiles (past one 16-tile vector; 4 x 16 + 1 and + 5 columns), several
+        // bands of tile rows, the filter in blocks of output channels, alone and with bands.
+        let cases: [(Int, Int, Int, Int, Int, Int, Int)] = [
+            (1, 32, 8, 8, 40, 0, 0), (2, 33, 7, 5, 32, 0, 0), (1, 48, 9, 1, 32, 0, 0), (1, 32, 1, 1, 36, 0, 0),
+            (1, 40, 3, 65, 33, 0, 0), (1, 32, 6, 69, 34, 0, 0), (2, 32, 13, 11, 32, 36 * 64 * 3 * 4, 0),
+            (1, 34, 12, 33, 35, 1, 0), (2, 37, 10, 12, 41, 0, 36 * 10 * 37 * 4), (2, 32, 11, 14, 36, 36 * 68 * 3 * 4, 1),
+        ]
+        checkWinograd(cases, tiles4: 1, "winograd F(4x4) conv")
+        // A bf16 weight where the bf16 products do not run: widened in the filter transform.
+        let saved = GEMM.bf16
+        defer { GEMM.bf16 = saved }
+        GEMM.bf16 = false
+        let x = random([2, 32, 9, 10]), w = random([36, 32, 3, 3], scale: 0.2), b = random([36])
+        let w16 = w.t.converted(to: .bf16)
+        let ref = Self.convRef(x.d, x.shape, w16.floats.map(Double.init), w.shape, b.d, stride: 1, padding: 1)
+        withWinograd(tiles: 1, tiles4: 1) {
+            XCTAssertEqual(Kernels.winogradBlock(x: x.shape, weight: w16, stride: 1, padding: 1), 4)
+            assertClose(Kernels.conv2d(x.t, w16, b.t, stride: 1, padding: 1), ref, "winograd F(4x4) conv, bf16 weight")
+        }
+        // The rule: fewer 4x4 tiles than asked, or bf16 products: F(2x2, 3x3).
+        XCTAssertEqual(withWinograd(tiles: 1, tiles4: 10) { Kernels.winogradBlock(x: x.shape, weight: w.t, stride: 1, padding: 1) }, 2)
+        GEMM.bf16 = true
+        if GEMM.bf16 {
+            XCTAssertEqual(withWinograd(tiles: 1, tiles4: 1) { Kernels.winogradBlock(x: x.shape, weight: w16, stride: 1, padding: 1) }, 2)
+        }
+        XCTAssertEqual(withWinograd(tiles: -1, tiles4: 1) { Kernels.winogradBlock(x: x.shape, weight: w.t, stride: 1, padding: 1) }, 0)
     }
 
     func testWinogradConvolution() throws {
@@ -26,31 +99,7 @@ extension KernelTests {
             (2, 37, 9, 12, 41, 0, 16 * 10 * 41 * 4), (2, 32, 11, 13, 36, 64 * 68 * 7 * 2, 1),
             (1, 40, 6, 9, 37, 0, 16 * 8 * 40 * 4),   // one sample in one band: its input transform kept for every block
         ]
-        for (ci, c) in cases.enumerated() {
-            let (n, cin, h, wd, cout, band, filter) = c
-            let x = random([n, cin, h, wd]), w = random([cout, cin, 3, 3], scale: 0.2), b = random([cout])
-            let ref = Self.convRef(x.d, x.shape, w.d, w.shape, b.d, stride: 1, padding: 1)
-            let r = random([n, cout, h, wd])
-            let viaGEMM = withWinograd(tiles: -1) {
-                Kernels.conv2dBackward(r.t, x: x.t, w: w.t, stride: 1, padding: 1, needInput: true, needWeight: false, needBias: false).x!
-            }
-            var outs: [[Float]] = [], grads: [[Float]] = []
-            for threads in [1, 2] {
-                withWinograd(tiles: 1, band: band, filter: filter) {
-                    XCTAssertTrue(Kernels.usesWinograd(x: x.shape, weight: w.t, stride: 1, padding: 1), "case \(ci)")
-                    let y = withThreads(threads) { Kernels.conv2d(x.t, w.t, b.t, stride: 1, padding: 1) }
-                    assertClose(y, ref, "winograd conv \(ci) threads \(threads)")
-                    outs.append(y.floats)
-                    let gx = withThreads(threads) {
-                        Kernels.conv2dBackward(r.t, x: x.t, w: w.t, stride: 1, padding: 1, needInput: true, needWeight: false, needBias: false).x!
-                    }
-                    assertClose(gx, viaGEMM.floats.map(Double.init), "winograd conv \(ci) dx threads \(threads)")
-                    grads.append(gx.floats)
-                }
-            }
-            XCTAssertTrue(outs[0] == outs[1], "winograd conv \(ci): thread count changed the output")
-            XCTAssertTrue(grads[0] == grads[1], "winograd conv \(ci): thread count changed the input gradient")
-        }
+        checkWinograd(cases, tiles4: -1, "winograd conv")
     }
 
     func testWinogradWithABFloat16Weight() throws {

@@ -94,11 +94,13 @@ void dg_refuse_avx512(const char *who) __attribute__((noreturn, cold));
 /// DG_SETTING_WINOGRAD_TILES: the fewest output tiles per sample a 3x3 convolution goes to Winograd with
 /// (0: the measured default; negative: never). DG_SETTING_WINOGRAD_BAND: bytes of transformed input
 /// and products per band of tile rows (0: the default). DG_SETTING_WINOGRAD_FILTER: bytes of
-/// transformed filter per block of the weight's rows (0: the default).
+/// transformed filter per block of the weight's rows (0: the default). DG_SETTING_WINOGRAD4_TILES: the
+/// fewest 4x4 output tiles per sample a Winograd forward with f32 products takes F(4x4, 3x3) from (0:
+/// the measured default; negative: never).
 enum { DG_SETTING_THREADS = 0, DG_SETTING_SERIAL = 1, DG_SETTING_COLUMN_BUDGET = 2, DG_SETTING_ATTENTION_BLOCK = 3,
        DG_SETTING_FLOPS = 4, DG_SETTING_DIRECT_WEIGHT_GRADIENT = 5, DG_SETTING_ATTENTION_BACKWARD_KEYS = 6,
        DG_SETTING_WINOGRAD_TILES = 7, DG_SETTING_WINOGRAD_BAND = 8, DG_SETTING_WINOGRAD_FILTER = 9,
-       DG_SETTING_COUNT = 10 };
+       DG_SETTING_WINOGRAD4_TILES = 10, DG_SETTING_COUNT = 11 };
 long dg_setting(int which);
 void dg_set_setting(int which, long value);
 /// Adds delta atomically and returns the new value.
@@ -161,23 +163,23 @@ void dg_gemm_conv_t(long m, long n, long k, const float *w, long cin, long kk, l
 void dg_conv3x3_weight_gradient(long n, long cin, long cout, long h, long w, const float *x, const float *gy,
                                 float *dw, long tile0, long tile1);
 
-/// Winograd F(2x2, 3x3) for a 3x3, stride-1, padding-1 convolution (winograd.c): the output's 2x2
-/// blocks ("tiles", ceil(h / 2) x ceil(w / 2) of them, row by row) from 16 products
-/// U[xi] [rows, cols] x V[xi] [cols, tiles], xi < 16.
+/// Winograd F(2x2, 3x3) (side 2) or F(4x4, 3x3) (side 4) for a 3x3, stride-1, padding-1 convolution
+/// (winograd.c): the output's side x side blocks ("tiles", ceil(h / side) x ceil(w / side) of them, row
+/// by row) from (side + 2)² products U[xi] [rows, cols] x V[xi] [cols, tiles].
 /// The filter transform (needs AVX-512): u[xi cout cin + o cin + c] = (G w[o, c] G^T)[xi] for output
-/// channels r0..<r1 of the weight w [cout, cin, 3, 3] (bf16: uint16 bfloat16 values). The input
-/// gradient's convolution (the kernel turned by 180 degrees and transposed) reads the same u:
-/// its U[xi] is the transpose of u's U[perm xi], perm swapping the tile's rows and columns 0 and 3.
-/// out_bf16: u holds bf16 values (rounded to nearest even), for the bf16 products; else floats.
-void dg_winograd_filter(const void *w, int bf16, long cout, long cin, long r0, long r1, void *u, int out_bf16);
+/// channels r0..<r1 of the weight w [cout, cin, 3, 3] (bf16: uint16 bfloat16 values). With side 2, the
+/// input gradient's convolution (the kernel turned by 180 degrees and transposed) reads the same u:
+/// its U[xi] is the transpose of u's U[perm xi], perm swapping the tile's rows and columns 0 and 3; and
+/// out_bf16 asks for u in bf16 (rounded to nearest even), for the bf16 products. Side 4: f32 u only.
+void dg_winograd_filter(const void *w, int bf16, long cout, long cin, long r0, long r1, void *u, int out_bf16, int side);
 /// The input transform (needs AVX-512) of channels c0..<c1 of x [c, h, w] (one sample), tile rows
-/// ty0..<ty1: tile t = (ty - ty0) ceil(w / 2) + tx of channel c goes to v[xi xiStride + c ldv + t].
+/// ty0..<ty1: tile t = (ty - ty0) ceil(w / side) + tx of channel c goes to v[xi xiStride + c ldv + t].
 void dg_winograd_input(const float *x, long h, long w, long c0, long c1, long ty0, long ty1,
-                       float *v, long xiStride, long ldv);
+                       float *v, long xiStride, long ldv, int side);
 /// The output transform (needs AVX-512): channels c0..<c1 of y [c, h, w] (one sample) in tile rows
 /// ty0..<ty1 from m[xi xiStride + c ldm + t] (t as in dg_winograd_input), plus bias[c] (optional).
 void dg_winograd_output(const float *m, long xiStride, long ldm, long c0, long c1, long ty0, long ty1,
-                        long h, long w, const float *bias, float *y);
+                        long h, long w, const float *bias, float *y, int side);
 
 /// dst[j ldd + i] = src[i lds + j] for i < rows, j < cols (AVX-512, 16 x 16 blocks).
 void dg_transpose(const float *src, long rows, long cols, long lds, float *dst, long ldd);

@@ -128,9 +128,22 @@ extension Kernels {
             && g.paddingEnd == 0 && g.hout == g.h && g.wout == g.w
             && Swift.min(g.cin, g.cout) >= winogradChannels && (g.h + 1) / 2 * ((g.w + 1) / 2) >= Swift.max(1, tiles)
     }
+    /// Whether a Winograd convolution (`winograd`) runs as F(4x4, 3x3): a forward with f32 products and at
+    /// least `winograd4Tiles` 4x4 output tiles per sample.
+    static func winograd4(_ g: ConvGeometry, transposed: Bool, bf16Products: Bool) -> Bool {
+        let tiles = winograd4Tiles
+        return !transposed && !bf16Products && tiles >= 0 && (g.h + 3) / 4 * ((g.w + 3) / 4) >= Swift.max(1, tiles)
+    }
     /// Whether `conv2d` of an input of this shape with this weight runs as Winograd (`winograd`).
     public static func usesWinograd(x: [Int], weight w: Tensor, stride: Int, padding: Int) -> Bool {
         winograd(ConvGeometry(x: x, w: w.shape, stride: stride, padding: padding))
+    }
+    /// The output block side a forward `conv2d` of this shape with this weight computes: 4 for Winograd
+    /// F(4x4, 3x3), 2 for F(2x2, 3x3), 0 off Winograd.
+    public static func winogradBlock(x: [Int], weight w: Tensor, stride: Int, padding: Int) -> Int {
+        let g = ConvGeometry(x: x, w: w.shape, stride: stride, padding: padding)
+        guard winograd(g) else { return 0 }
+        return winograd4(g, transposed: false, bf16Products: w.dtype == .bf16 && GEMM.bf16) ? 4 : 2
     }
     /// The fewest output tiles per sample for `winograd` (negative: never). Atomic (tests and
     /// `bench sgemm --winograd` change it).
@@ -152,6 +165,27 @@ extension Kernels {
         return measured
     }()
     public static let winogradChannels = 32
+
+    /// The fewest 4x4 output tiles per sample from which a Winograd forward with f32 products runs as
+    /// F(4x4, 3x3) (4x fewer multiply-adds than direct, against F(2x2, 3x3)'s 2.25x; its sums round
+    /// ~5x more: docs/PERFORMANCE.md, "F(4x4, 3x3)"); negative: never. DGINSTYLE_WINOGRAD4 says "on" (64
+    /// tiles on any CPU), "off" or a number of tiles. Atomic (tests and `bench sgemm --winograd` change it).
+    public static var winograd4Tiles: Int {
+        get { let v = dg_setting(Int32(DG_SETTING_WINOGRAD4_TILES)); return v == 0 ? defaultWinograd4Tiles : v }
+        set { dg_set_setting(Int32(DG_SETTING_WINOGRAD4_TILES), newValue) }
+    }
+    /// Measured on the AMD EPYC (Zen 4): from 32 x 32 outputs (64 tiles) F(4x4) runs the UNet's and
+    /// VAE's convolutions 1.3-1.7x faster than F(2x2), at 16 x 16 0.5-0.9x. Not measured yet on the
+    /// Intel Xeon, which keeps F(2x2) until it is (`dginstyle bench sgemm --winograd` prints both).
+    static let defaultWinograd4Tiles: Int = {
+        let measured = dg_cpu_is_amd() != 0 ? 64 : -1
+        guard let v = ProcessInfo.processInfo.environment["DGINSTYLE_WINOGRAD4"] else { return measured }
+        if v == "on" { return 64 }
+        if v == "off" { return -1 }
+        if let n = Int(v), n > 0 { return n }
+        FileHandle.standardError.write(Data("dginstyle: DGINSTYLE_WINOGRAD4=\(v) is not \"on\", \"off\" or a positive number of tiles; using the default (\(measured))\n".utf8))
+        return measured
+    }()
     /// Bytes of transformed input and products (16 (cin + cout) floats a tile) per band of tile rows
     /// (at least one row). Atomic (tests change it).
     static var winogradBand: Int {
@@ -184,16 +218,18 @@ extension Kernels {
     /// thread count.
     static func winogradConvolve(_ g: ConvGeometry, _ xp: UnsafePointer<Float>, _ w: Tensor, transposed: Bool,
                                  _ bias: UnsafePointer<Float>?, _ op: UnsafeMutablePointer<Float>) {
-        let m = g.cout, k = g.cin, th = (g.h + 1) / 2, tw = (g.w + 1) / 2
-        let fitting = Swift.max(1, Swift.min(th, winogradBand / Swift.max(1, 64 * (m + k) * tw)))
-        let bandRows = (th + (th + fitting - 1) / fitting - 1) / ((th + fitting - 1) / fitting)   // even bands
         let bf16Products = !transposed && w.dtype == .bf16 && GEMM.bf16
+        let f4 = winograd4(g, transposed: transposed, bf16Products: bf16Products)
+        let side = f4 ? 4 : 2, xis = (side + 2) * (side + 2)   // output block side; products per block
+        let m = g.cout, k = g.cin, th = (g.h + side - 1) / side, tw = (g.w + side - 1) / side
+        let fitting = Swift.max(1, Swift.min(th, winogradBand / Swift.max(1, 4 * xis * (m + k) * tw)))
+        let bandRows = (th + (th + fitting - 1) / fitting - 1) / ((th + fitting - 1) / fitting)   // even bands
         let (wout, win) = transposed ? (k, m) : (m, k)   // the stored weight's channels
         let uSize = bf16Products ? 2 : 4
-        let blocks = Swift.min(wout, Swift.max(1, (16 * wout * win * uSize + winogradFilter - 1) / winogradFilter))
+        let blocks = Swift.min(wout, Swift.max(1, (xis * wout * win * uSize + winogradFilter - 1) / winogradFilter))
         let blockRows = (wout + blocks - 1) / blocks
-        let u = Tensor(uninitialized: [16 * blockRows * win], dtype: bf16Products ? .bf16 : .f32)
-        let v = Tensor(uninitialized: [16 * k * bandRows * tw]), products = Tensor(uninitialized: [16 * m * bandRows * tw])
+        let u = Tensor(uninitialized: [xis * blockRows * win], dtype: bf16Products ? .bf16 : .f32)
+        let v = Tensor(uninitialized: [xis * k * bandRows * tw]), products = Tensor(uninitialized: [xis * m * bandRows * tw])
         defer { withExtendedLifetime((u, v, products, w)) {} }
         let up = u.rawPointer, vp = pointer(v), mp = pointer(products)
         let wp = UnsafeRawPointer(w.rawPointer), bf16: Int32 = w.dtype == .bf16 ? 1 : 0
@@ -201,8 +237,8 @@ extension Kernels {
         func transformFilter(_ r0: Int, _ r1: Int) {
             Profiler.measure("conv2d: winograd filter") {
                 let rows = wp + r0 * win * 9 * w.dtype.byteSize
-                Parallel.forEach(r1 - r0, minimumChunk: grain(win * 64)) { r in
-                    dg_winograd_filter(rows, bf16, r1 - r0, win, r.lowerBound, r.upperBound, up, bf16Products ? 1 : 0)
+                Parallel.forEach(r1 - r0, minimumChunk: grain(win * 4 * xis)) { r in
+                    dg_winograd_filter(rows, bf16, r1 - r0, win, r.lowerBound, r.upperBound, up, bf16Products ? 1 : 0, Int32(side))
                 }
             }
         }
@@ -216,8 +252,8 @@ extension Kernels {
                     let ty1 = Swift.min(th, ty0 + bandRows), t = (ty1 - ty0) * tw
                     if transformed?.sample != s || transformed?.ty0 != ty0 {
                         Profiler.measure("conv2d: winograd input") {
-                            Parallel.forEach(k, minimumChunk: grain(t * 64)) { r in
-                                dg_winograd_input(x, g.h, g.w, r.lowerBound, r.upperBound, ty0, ty1, vp, k * t, t)
+                            Parallel.forEach(k, minimumChunk: grain(t * 4 * xis)) { r in
+                                dg_winograd_input(x, g.h, g.w, r.lowerBound, r.upperBound, ty0, ty1, vp, k * t, t, Int32(side))
                             }
                         }
                         transformed = (s, ty0)
@@ -228,8 +264,8 @@ extension Kernels {
         }
         func transformOutput(_ y: UnsafeMutablePointer<Float>, _ c0: Int, _ c1: Int, _ ty0: Int, _ ty1: Int, _ t: Int) {
             Profiler.measure("conv2d: winograd output") {
-                Parallel.forEach(c1 - c0, minimumChunk: grain(t * 64)) { r in
-                    dg_winograd_output(mp, m * t, t, c0 + r.lowerBound, c0 + r.upperBound, ty0, ty1, g.h, g.w, bias, y)
+                Parallel.forEach(c1 - c0, minimumChunk: grain(t * 4 * xis)) { r in
+                    dg_winograd_output(mp, m * t, t, c0 + r.lowerBound, c0 + r.upperBound, ty0, ty1, g.h, g.w, bias, y, Int32(side))
                 }
             }
         }
@@ -239,7 +275,7 @@ extension Kernels {
                 let r1 = Swift.min(m, r0 + blockRows), rows = r1 - r0
                 transformFilter(r0, r1)
                 forEachBand { y, ty0, ty1, t in
-                    for xi in 0..<16 {
+                    for xi in 0..<xis {
                         let b = GEMM.matrix(vp + xi * k * t, rowStride: t, columnStride: 1), c = mp + xi * m * t + r0 * t
                         if bf16Products {
                             GEMM.gemmBF16(m: rows, n: t, k: k, a: UnsafeRawPointer(up) + 2 * xi * rows * k, aBF16: true,
@@ -255,6 +291,7 @@ extension Kernels {
         }
         // The input gradient: every band's products summed over the blocks of k (the filter transformed
         // once when it is one block, else per band).
+        precondition(!f4, "winogradConvolve: F(4x4, 3x3) has no transposed reading")
         let swap = [3, 1, 2, 0]
         if blocks == 1 { transformFilter(0, k) }
         forEachBand { y, ty0, ty1, t in
