@@ -118,7 +118,8 @@ extension Kernels {
         }
     }
 
-    /// Whether a convolution runs as Winograd F(2x2, 3x3) (`winogradConvolve`): 3x3, stride 1, padding 1,
+    /// Whether a convolution runs as Winograd (`winogradConvolve`; F(2x2, 3x3), or F(4x4, 3x3) where
+    /// `winograd4` says): 3x3, stride 1, padding 1,
     /// on our kernels, with at least `winogradTiles` 2x2 output tiles per sample and `winogradChannels`
     /// channels in and out; its products in bf16 where a forward's weight is bf16 and `GEMM.bf16` runs.
     /// Measured with `dginstyle bench sgemm --winograd [--bf16]` (docs/PERFORMANCE.md, "Winograd").
@@ -205,16 +206,16 @@ extension Kernels {
         set { dg_set_setting(Int32(DG_SETTING_WINOGRAD_FILTER), Swift.max(0, newValue)) }
     }
 
-    /// out = conv(x, w) + bias through Winograd F(2x2, 3x3) (see Sources/CDGKernels/winograd.c): per
-    /// sample and band of tile rows the input transform, 16 products U[xi] [cout, cin] x V[xi] [cin,
-    /// tiles] and the output transform, with the filter transformed in blocks of the stored weight's
-    /// rows (`winogradFilter`). transposed: `w` is the forward weight [cout', cin', 3, 3] of the
-    /// convolution whose input gradient this computes (g: the geometry of that gradient's convolution,
-    /// cin = cout', cout = cin'); its U[xi] is then the transpose of the forward's U[perm xi] (G turned
-    /// by 180 degrees is G with rows 0 and 3 swapped), read in place, and a block of the weight's rows
-    /// is a block of the products' k, summed over blocks. A forward's bf16 weight where `GEMM.bf16`
-    /// runs: U rounded to bf16 and the products in bf16 (V rounded at the product's input), as the
-    /// GEMM route's bf16 kernel. Every split is fixed by the shape: results do not depend on the
+    /// out = conv(x, w) + bias through Winograd F(2x2, 3x3), or F(4x4, 3x3) where `winograd4` says (see
+    /// Sources/CDGKernels/winograd.c): per sample and band of tile rows the input transform, 16 (36)
+    /// products U[xi] [cout, cin] x V[xi] [cin, tiles] and the output transform, with the filter
+    /// transformed in blocks of the stored weight's rows (`winogradFilter`). transposed (F(2x2) only):
+    /// `w` is the forward weight [cout', cin', 3, 3] of the convolution whose input gradient this
+    /// computes (g: the geometry of that gradient's convolution, cin = cout', cout = cin'); its U[xi]
+    /// is then the transpose of the forward's U[perm xi] (G turned by 180 degrees is G with rows 0 and
+    /// 3 swapped), read in place, and a block of the weight's rows is a block of the products' k,
+    /// summed over blocks. A forward's bf16 weight where `GEMM.bf16` runs (F(2x2) only): U rounded to
+    /// bf16 and the products in bf16 (V rounded at the product's input), as the GEMM route's bf16 kernel. Every split is fixed by the shape: results do not depend on the
     /// thread count.
     static func winogradConvolve(_ g: ConvGeometry, _ xp: UnsafePointer<Float>, _ w: Tensor, transposed: Bool,
                                  _ bias: UnsafePointer<Float>?, _ op: UnsafeMutablePointer<Float>) {
