@@ -236,7 +236,6 @@ int dg_cpu_is_amd(void) {
     return __get_cpuid(0, &a, &b, &c, &d) && b == 0x68747541u && d == 0x69746E65u && c == 0x444D4163u;
 }
 
-
 // One MR x (16 NV) tile of C over kc values of k, from a panel b (kc x 16 NV floats).
 // first: C = alpha acc [+ beta C] [+ biases]; else C += alpha acc. cols: valid columns of the panel.
 // ROWMAJOR: A(i, p) = a[i ars + p]; else A(i, p) = a[i + p aks].

@@ -92,6 +92,51 @@ TGT static void filter_avx512(const void *w, int bf16, long cout, long cin, long
         for (long q0 = 0; q0 < cin; q0 += 16) filter16(w, bf16, cout, cin, r, q0, u, out_bf16);
 }
 
+// MARK: F(4x4, 3x3)
+//
+// 4x4 output blocks from 6x6 input tiles (stride 4): 36 products per (output, input) channel pair
+// for 16 outputs instead of 144, 4x fewer multiply-adds (F(2x2, 3x3): 2.25x), and less transformed
+// data per output. The interpolation points 0, 1, -1, 1/2, -2 (and infinity) keep the transforms'
+// coefficients small (simulated in f32 against Double, their max error is ~3x below Lavin's 0, +-1,
+// +-2; docs/PERFORMANCE.md, "F(4x4, 3x3)"); still the sums round ~5x more than F(2x2, 3x3)'s, so
+// only f32 forward products take it (see Conv.swift). Each transform applies a 1-D one to rows, then to columns:
+//   G (6x3):   [1 0 0; 1/3 1/3 1/3; -1/3 1/3 -1/3; -16/15 -8/15 -4/15; 1/15 -2/15 4/15; 0 0 1]
+//   B^T (6x6): [1 -3/2 -2 3/2 1 0; 0 -1 1/2 5/2 1 0; 0 1 -5/2 1/2 1 0; 0 -2 -1 2 1 0;
+//               0 1/2 -1 -1/2 1 0; 0 1 -3/2 -2 3/2 1]
+//   A^T (4x6): [1 1 1 1 1 0; 0 1 -1 1/2 -2 0; 0 1 1 1/4 4 0; 0 1 -1 1/8 -8 1]
+
+TGT static inline __attribute__((always_inline)) void g6(__m512 g0, __m512 g1, __m512 g2, __m512 o[6]) {
+    const __m512 third = _mm512_set1_ps(1.0f / 3), fifteenth = _mm512_set1_ps(1.0f / 15);
+    __m512 s02 = _mm512_add_ps(g0, g2);
+    o[0] = g0;
+    o[1] = _mm512_mul_ps(third, _mm512_add_ps(s02, g1));
+    o[2] = _mm512_mul_ps(third, _mm512_sub_ps(g1, s02));
+    // -(16 g0 + 8 g1 + 4 g2) / 15 and (g0 - 2 g1 + 4 g2) / 15
+    o[3] = _mm512_mul_ps(_mm512_set1_ps(-4.0f / 15),
+                         _mm512_fmadd_ps(_mm512_set1_ps(4), g0, _mm512_fmadd_ps(_mm512_set1_ps(2), g1, g2)));
+    o[4] = _mm512_mul_ps(fifteenth, _mm512_fmadd_ps(_mm512_set1_ps(-2), g1, _mm512_fmadd_ps(_mm512_set1_ps(4), g2, g0)));
+    o[5] = g2;
+}
+
+TGT static inline __attribute__((always_inline)) void bt6(const __m512 d[6], __m512 t[6]) {
+    const __m512 half = _mm512_set1_ps(0.5f), one5 = _mm512_set1_ps(1.5f), two = _mm512_set1_ps(2), two5 = _mm512_set1_ps(2.5f);
+    __m512 d31 = _mm512_sub_ps(d[3], d[1]), d42 = _mm512_sub_ps(d[4], d[2]);
+    t[0] = _mm512_fmadd_ps(one5, d31, _mm512_fnmadd_ps(two, d[2], _mm512_add_ps(d[0], d[4])));
+    t[1] = _mm512_fmadd_ps(two5, d[3], _mm512_fmadd_ps(half, d[2], _mm512_sub_ps(d[4], d[1])));
+    t[2] = _mm512_fmadd_ps(half, d[3], _mm512_fnmadd_ps(two5, d[2], _mm512_add_ps(d[4], d[1])));
+    t[3] = _mm512_fmadd_ps(two, d31, d42);
+    t[4] = _mm512_fnmadd_ps(half, d31, d42);
+    t[5] = _mm512_fmadd_ps(one5, d42, _mm512_fnmadd_ps(two, d[3], _mm512_add_ps(d[1], d[5])));
+}
+
+TGT static inline __attribute__((always_inline)) void at4(const __m512 m[6], __m512 y[4]) {
+    __m512 s12 = _mm512_add_ps(m[1], m[2]), d12 = _mm512_sub_ps(m[1], m[2]);
+    y[0] = _mm512_add_ps(_mm512_add_ps(s12, m[0]), _mm512_add_ps(m[3], m[4]));
+    y[1] = _mm512_fmadd_ps(_mm512_set1_ps(-2), m[4], _mm512_fmadd_ps(_mm512_set1_ps(0.5f), m[3], d12));
+    y[2] = _mm512_fmadd_ps(_mm512_set1_ps(4), m[4], _mm512_fmadd_ps(_mm512_set1_ps(0.25f), m[3], s12));
+    y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(-8), m[4], _mm512_fmadd_ps(_mm512_set1_ps(0.125f), m[3], d12)), m[5]);
+}
+
 // Row iy of 16 tiles of side + 2 columns from column s on (0 outside the image): d[b] lane l =
 // x[iy, s + side l + b], b < side + 2.
 TGT static inline __attribute__((always_inline)) void tile_row(const float *xc, long h, long w, long iy, long s,
@@ -127,9 +172,7 @@ TGT static inline __attribute__((always_inline)) void tile_row(const float *xc, 
     d[5] = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_alignr_epi32(r4i, r4i, 1), _mm512_castps_si512(d[1]), 1));
 }
 
-TGT static inline __attribute__((always_inline)) void bt6(const __m512 d[6], __m512 t[6]);
-
-// The input transform of F(side x side, 3x3), side 2 or 4 (see dg_winograd_input and dg_winograd4_input).
+// The input transform of F(side x side, 3x3), side 2 or 4 (see dg_winograd_input).
 TGT static inline __attribute__((always_inline)) void input_tiles(const float *x, long h, long w, long c0, long c1,
                                                                   long ty0, long ty1, float *v, long xiStride,
                                                                   long ldv, int side) {
@@ -185,8 +228,6 @@ TGT static void input4_avx512(const float *x, long h, long w, long c0, long c1, 
                               float *v, long xiStride, long ldv) {
     input_tiles(x, h, w, c0, c1, ty0, ty1, v, xiStride, ldv, 4);
 }
-
-TGT static inline __attribute__((always_inline)) void at4(const __m512 m[6], __m512 y[4]);
 
 // The output transform of F(side x side, 3x3), side 2 or 4 (see dg_winograd_output).
 TGT static inline __attribute__((always_inline)) void output_tiles(const float *mm, long xiStride, long ldm, long c0, long c1,
@@ -265,51 +306,6 @@ TGT static void output4_avx512(const float *mm, long xiStride, long ldm, long c0
     output_tiles(mm, xiStride, ldm, c0, c1, ty0, ty1, h, w, bias, y, 4);
 }
 
-// MARK: F(4x4, 3x3)
-//
-// 4x4 output blocks from 6x6 input tiles (stride 4): 36 products per (output, input) channel pair
-// for 16 outputs instead of 144, 4x fewer multiply-adds (F(2x2, 3x3): 2.25x), and less transformed
-// data per output. The interpolation points 0, 1, -1, 1/2, -2 (and infinity) keep the transforms'
-// coefficients small (the error analysis of Barabasz et al.: these points round ~3x less than
-// 0, +-1, +-2); still the sums round ~5x more than F(2x2, 3x3)'s, so only f32 forward products take
-// it (see Conv.swift). Each transform applies a 1-D one to rows, then to columns:
-//   G (6x3):   [1 0 0; 1/3 1/3 1/3; -1/3 1/3 -1/3; -16/15 -8/15 -4/15; 1/15 -2/15 4/15; 0 0 1]
-//   B^T (6x6): [1 -3/2 -2 3/2 1 0; 0 -1 1/2 5/2 1 0; 0 1 -5/2 1/2 1 0; 0 -2 -1 2 1 0;
-//               0 1/2 -1 -1/2 1 0; 0 1 -3/2 -2 3/2 1]
-//   A^T (4x6): [1 1 1 1 1 0; 0 1 -1 1/2 -2 0; 0 1 1 1/4 4 0; 0 1 -1 1/8 -8 1]
-
-TGT static inline __attribute__((always_inline)) void g6(__m512 g0, __m512 g1, __m512 g2, __m512 o[6]) {
-    const __m512 third = _mm512_set1_ps(1.0f / 3), fifteenth = _mm512_set1_ps(1.0f / 15);
-    __m512 s02 = _mm512_add_ps(g0, g2);
-    o[0] = g0;
-    o[1] = _mm512_mul_ps(third, _mm512_add_ps(s02, g1));
-    o[2] = _mm512_mul_ps(third, _mm512_sub_ps(g1, s02));
-    // -(16 g0 + 8 g1 + 4 g2) / 15 and (g0 - 2 g1 + 4 g2) / 15
-    o[3] = _mm512_mul_ps(_mm512_set1_ps(-4.0f / 15),
-                         _mm512_fmadd_ps(_mm512_set1_ps(4), g0, _mm512_fmadd_ps(_mm512_set1_ps(2), g1, g2)));
-    o[4] = _mm512_mul_ps(fifteenth, _mm512_fmadd_ps(_mm512_set1_ps(-2), g1, _mm512_fmadd_ps(_mm512_set1_ps(4), g2, g0)));
-    o[5] = g2;
-}
-
-TGT static inline __attribute__((always_inline)) void bt6(const __m512 d[6], __m512 t[6]) {
-    const __m512 half = _mm512_set1_ps(0.5f), one5 = _mm512_set1_ps(1.5f), two = _mm512_set1_ps(2), two5 = _mm512_set1_ps(2.5f);
-    __m512 d31 = _mm512_sub_ps(d[3], d[1]), d42 = _mm512_sub_ps(d[4], d[2]);
-    t[0] = _mm512_fmadd_ps(one5, d31, _mm512_fnmadd_ps(two, d[2], _mm512_add_ps(d[0], d[4])));
-    t[1] = _mm512_fmadd_ps(two5, d[3], _mm512_fmadd_ps(half, d[2], _mm512_sub_ps(d[4], d[1])));
-    t[2] = _mm512_fmadd_ps(half, d[3], _mm512_fnmadd_ps(two5, d[2], _mm512_add_ps(d[4], d[1])));
-    t[3] = _mm512_fmadd_ps(two, d31, d42);
-    t[4] = _mm512_fnmadd_ps(half, d31, d42);
-    t[5] = _mm512_fmadd_ps(one5, d42, _mm512_fnmadd_ps(two, d[3], _mm512_add_ps(d[1], d[5])));
-}
-
-TGT static inline __attribute__((always_inline)) void at4(const __m512 m[6], __m512 y[4]) {
-    __m512 s12 = _mm512_add_ps(m[1], m[2]), d12 = _mm512_sub_ps(m[1], m[2]);
-    y[0] = _mm512_add_ps(_mm512_add_ps(s12, m[0]), _mm512_add_ps(m[3], m[4]));
-    y[1] = _mm512_fmadd_ps(_mm512_set1_ps(-2), m[4], _mm512_fmadd_ps(_mm512_set1_ps(0.5f), m[3], d12));
-    y[2] = _mm512_fmadd_ps(_mm512_set1_ps(4), m[4], _mm512_fmadd_ps(_mm512_set1_ps(0.25f), m[3], s12));
-    y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(-8), m[4], _mm512_fmadd_ps(_mm512_set1_ps(0.125f), m[3], d12)), m[5]);
-}
-
 TGT static void filter4_avx512(const void *w, int bf16, long cout, long cin, long r0, long r1, float *u) {
     const long plane = cout * cin;
     float gt[9][16] __attribute__((aligned(64)));
@@ -332,7 +328,6 @@ TGT static void filter4_avx512(const void *w, int bf16, long cout, long cin, lon
             }
         }
 }
-
 
 void dg_winograd_filter(const void *w, int bf16, long cout, long cin, long r0, long r1, void *u, int out_bf16, int side) {
     DG_REQUIRE_AVX512("dg_winograd_filter");

@@ -119,9 +119,9 @@ extension Kernels {
     }
 
     /// Whether a convolution runs as Winograd (`winogradConvolve`; F(2x2, 3x3), or F(4x4, 3x3) where
-    /// `winograd4` says): 3x3, stride 1, padding 1,
-    /// on our kernels, with at least `winogradTiles` 2x2 output tiles per sample and `winogradChannels`
-    /// channels in and out; its products in bf16 where a forward's weight is bf16 and `GEMM.bf16` runs.
+    /// `winograd4` says): 3x3, stride 1, padding 1, on our kernels, with at least `winogradTiles` 2x2
+    /// output tiles per sample and `winogradChannels` channels in and out; its products in bf16 where
+    /// `winogradBF16Products`.
     /// Measured with `dginstyle bench sgemm --winograd [--bf16]` (docs/PERFORMANCE.md, "Winograd").
     static func winograd(_ g: ConvGeometry) -> Bool {
         let tiles = winogradTiles
@@ -135,6 +135,8 @@ extension Kernels {
         let tiles = winograd4Tiles
         return !transposed && !bf16Products && tiles >= 0 && (g.h + 3) / 4 * ((g.w + 3) / 4) >= Swift.max(1, tiles)
     }
+    /// Whether Winograd's products run in bf16: a forward's bf16 weight where `GEMM.bf16` runs.
+    static func winogradBF16Products(_ w: Tensor, transposed: Bool) -> Bool { !transposed && w.dtype == .bf16 && GEMM.bf16 }
     /// Whether `conv2d` of an input of this shape with this weight runs as Winograd (`winograd`).
     public static func usesWinograd(x: [Int], weight w: Tensor, stride: Int, padding: Int) -> Bool {
         winograd(ConvGeometry(x: x, w: w.shape, stride: stride, padding: padding))
@@ -144,7 +146,7 @@ extension Kernels {
     public static func winogradBlock(x: [Int], weight w: Tensor, stride: Int, padding: Int) -> Int {
         let g = ConvGeometry(x: x, w: w.shape, stride: stride, padding: padding)
         guard winograd(g) else { return 0 }
-        return winograd4(g, transposed: false, bf16Products: w.dtype == .bf16 && GEMM.bf16) ? 4 : 2
+        return winograd4(g, transposed: false, bf16Products: winogradBF16Products(w, transposed: false)) ? 4 : 2
     }
     /// The fewest output tiles per sample for `winograd` (negative: never). Atomic (tests and
     /// `bench sgemm --winograd` change it).
@@ -157,14 +159,17 @@ extension Kernels {
     /// gradients gain 1.5-1.8x there), elsewhere 256 (32 x 32 outputs: on the Intel Xeon the 16 x 16
     /// input gradients tie) — unless DGINSTYLE_WINOGRAD says "off" (-1) or a number of tiles ("on":
     /// the default; anything else is named on stderr once and ignored).
-    static let defaultWinogradTiles: Int = {
-        let measured = dg_cpu_is_amd() != 0 ? 64 : 256
-        guard let v = ProcessInfo.processInfo.environment["DGINSTYLE_WINOGRAD"], v != "on" else { return measured }
+    static let defaultWinogradTiles = tiles(from: "DGINSTYLE_WINOGRAD", measured: dg_cpu_is_amd() != 0 ? 64 : 256)
+    /// A tile threshold from the environment variable `name`: "off" (-1), "on" (`on`), a positive
+    /// number of tiles, or unset (`measured`); anything else is named on stderr once and ignored.
+    static func tiles(from name: String, measured: Int, on: Int? = nil) -> Int {
+        guard let v = ProcessInfo.processInfo.environment[name] else { return measured }
+        if v == "on" { return on ?? measured }
         if v == "off" { return -1 }
         if let n = Int(v), n > 0 { return n }
-        FileHandle.standardError.write(Data("dginstyle: DGINSTYLE_WINOGRAD=\(v) is not \"on\", \"off\" or a positive number of tiles; using the default (\(measured))\n".utf8))
+        FileHandle.standardError.write(Data("dginstyle: \(name)=\(v) is not \"on\", \"off\" or a positive number of tiles; using the default (\(measured))\n".utf8))
         return measured
-    }()
+    }
     public static let winogradChannels = 32
 
     /// The fewest 4x4 output tiles per sample from which a Winograd forward with f32 products runs as
@@ -178,16 +183,8 @@ extension Kernels {
     /// Measured on the AMD EPYC (Zen 4): from 32 x 32 outputs (64 tiles) F(4x4) runs the UNet's and
     /// VAE's convolutions 1.3-1.7x faster than F(2x2), at 16 x 16 0.5-0.9x. Not measured yet on the
     /// Intel Xeon, which keeps F(2x2) until it is (`dginstyle bench sgemm --winograd` prints both).
-    static let defaultWinograd4Tiles: Int = {
-        let measured = dg_cpu_is_amd() != 0 ? 64 : -1
-        guard let v = ProcessInfo.processInfo.environment["DGINSTYLE_WINOGRAD4"] else { return measured }
-        if v == "on" { return 64 }
-        if v == "off" { return -1 }
-        if let n = Int(v), n > 0 { return n }
-        FileHandle.standardError.write(Data("dginstyle: DGINSTYLE_WINOGRAD4=\(v) is not \"on\", \"off\" or a positive number of tiles; using the default (\(measured))\n".utf8))
-        return measured
-    }()
-    /// Bytes of transformed input and products (16 (cin + cout) floats a tile) per band of tile rows
+    static let defaultWinograd4Tiles = tiles(from: "DGINSTYLE_WINOGRAD4", measured: dg_cpu_is_amd() != 0 ? 64 : -1, on: 64)
+    /// Bytes of transformed input and products ((side + 2)² (cin + cout) floats a tile) per band of tile rows
     /// (at least one row). Atomic (tests change it).
     static var winogradBand: Int {
         get { let v = dg_setting(Int32(DG_SETTING_WINOGRAD_BAND)); return v > 0 ? v : 32 << 20 }
@@ -199,7 +196,8 @@ extension Kernels {
     static func winogradWeight(_ w: Tensor) -> Tensor { w.dtype == .bf16 ? w.contiguous() : f32(w) }
 
     /// Bytes of transformed filter per block of the stored weight's rows (at least one row): the
-    /// transformed filter is 16/9 of the weight (210 MB for SD 1.5's 1280 x 2560 convolutions in f32),
+    /// transformed filter is 16/9 of the weight (36/9 with F(4x4); 210 MB for SD 1.5's 1280 x 2560
+    /// convolutions in f32 with F(2x2)),
     /// so larger ones go in blocks. Atomic (tests change it).
     static var winogradFilter: Int {
         get { let v = dg_setting(Int32(DG_SETTING_WINOGRAD_FILTER)); return v > 0 ? v : 64 << 20 }
@@ -214,12 +212,12 @@ extension Kernels {
     /// computes (g: the geometry of that gradient's convolution, cin = cout', cout = cin'); its U[xi]
     /// is then the transpose of the forward's U[perm xi] (G turned by 180 degrees is G with rows 0 and
     /// 3 swapped), read in place, and a block of the weight's rows is a block of the products' k,
-    /// summed over blocks. A forward's bf16 weight where `GEMM.bf16` runs (F(2x2) only): U rounded to
-    /// bf16 and the products in bf16 (V rounded at the product's input), as the GEMM route's bf16 kernel. Every split is fixed by the shape: results do not depend on the
-    /// thread count.
+    /// summed over blocks. Where `winogradBF16Products` (F(2x2) only): U rounded to bf16 and the
+    /// products in bf16 (V rounded at the product's input), as the GEMM route's bf16 kernel. Every
+    /// split is fixed by the shape: results do not depend on the thread count.
     static func winogradConvolve(_ g: ConvGeometry, _ xp: UnsafePointer<Float>, _ w: Tensor, transposed: Bool,
                                  _ bias: UnsafePointer<Float>?, _ op: UnsafeMutablePointer<Float>) {
-        let bf16Products = !transposed && w.dtype == .bf16 && GEMM.bf16
+        let bf16Products = winogradBF16Products(w, transposed: transposed)
         let f4 = winograd4(g, transposed: transposed, bf16Products: bf16Products)
         let side = f4 ? 4 : 2, xis = (side + 2) * (side + 2)   // output block side; products per block
         let m = g.cout, k = g.cin, th = (g.h + side - 1) / side, tw = (g.w + side - 1) / side
@@ -271,7 +269,7 @@ extension Kernels {
             }
         }
         if !transposed {
-            // A block of output channels at a time: its rows of the 16 products, then of the output.
+            // A block of output channels at a time: its rows of the products, then of the output.
             for r0 in stride(from: 0, to: m, by: blockRows) {
                 let r1 = Swift.min(m, r0 + blockRows), rows = r1 - r0
                 transformFilter(r0, r1)
