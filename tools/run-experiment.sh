@@ -29,8 +29,9 @@ usage: tools/run-experiment.sh [--quick] [--out DIR] [--seeds "1 2 3"] [--gen-se
   --pipeline, --unet-source, --controlnet
                  the models (default: the shipped weights/tiny-*.dginstyle)
   --bin PATH     a built dginstyle binary (default: tools/build.sh, then its binary)
-Sizes can be changed with environment variables: N_REF, N_SRC, N_GEN, N_ORACLE, N_TEST, GEN_STEPS,
-RESOLUTION, SEG_STEPS, JUDGE_STEPS, SIZE, MRLF_STRIDE (see docs/EXPERIMENT.md).
+Sizes and sampling can be changed with environment variables: N_REF, N_SRC, N_GEN, N_ORACLE, N_TEST,
+GEN_STEPS, GUIDANCE, CONDITIONING_SCALE, RESOLUTION, SEG_STEPS, JUDGE_STEPS, SIZE, MRLF_STRIDE
+(see docs/EXPERIMENT.md).
 EOF
 }
 
@@ -70,7 +71,7 @@ else
   SEEDS="${SEEDS:-1 2 3}"
   OUT="${OUT:-out/experiment}"
 fi
-: "${RESOLUTION:=128}" "${SIZE:=256x128}" "${MRLF_STRIDE:=16}"
+: "${RESOLUTION:=128}" "${SIZE:=256x128}" "${MRLF_STRIDE:=16}" "${GUIDANCE:=3}" "${CONDITIONING_SCALE:=1}"
 # Synth seeds of the experiment's data, kept apart from every seed the recipes train on:
 # the style references, the game source data (whose masks the generators draw from), the
 # photo data the judging segmenter trains on, and the held-out photo test set.
@@ -153,7 +154,8 @@ generate() {  # generate GEN_SEED NAME [extra generate arguments]: one variant o
   local out="$OUT/gen/$seed/$name" unet=() ins=(--in "$PIPELINE" --in "$CONTROLNET" --in "$OUT/data/game-source")
   if [ "$name" = a-source-unet ]; then ins+=(--in "$UNET_SOURCE"); fi
   cached "$out" "${ins[@]}" -- dg generate --pipeline "$PIPELINE" --controlnet "$CONTROLNET" --labels "$OUT/data/game-source" \
-    --out "$out" --count "$N_GEN" --seed "$seed" --steps "$GEN_STEPS" --resolution "$RESOLUTION" "$@" --quiet
+    --out "$out" --count "$N_GEN" --seed "$seed" --steps "$GEN_STEPS" --guidance "$GUIDANCE" \
+    --conditioning-scale "$CONDITIONING_SCALE" --resolution "$RESOLUTION" "$@" --quiet
 }
 masks() {  # masks DIR NAME: mask R² of a folder
   cached "$OUT/measure/masks-$2.json" --in "$1" -- to "$OUT/measure/masks-$2.json" dg measure masks --images "$1" --json
@@ -285,8 +287,8 @@ list() {  # list FILE...: a JSON list of the existing files' contents
 }
 {
   echo "{"
-  printf '  "settings": {"quick": %s, "n_ref": %s, "n_src": %s, "n_gen": %s, "n_oracle": %s, "n_test": %s, "gen_steps": %s, ' \
-    "$([ "$QUICK" = 1 ] && echo true || echo false)" "$N_REF" "$N_SRC" "$N_GEN" "$N_ORACLE" "$N_TEST" "$GEN_STEPS"
+  printf '  "settings": {"quick": %s, "n_ref": %s, "n_src": %s, "n_gen": %s, "n_oracle": %s, "n_test": %s, "gen_steps": %s, "guidance": %s, "conditioning_scale": %s, ' \
+    "$([ "$QUICK" = 1 ] && echo true || echo false)" "$N_REF" "$N_SRC" "$N_GEN" "$N_ORACLE" "$N_TEST" "$GEN_STEPS" "$GUIDANCE" "$CONDITIONING_SCALE"
   printf '"resolution": %s, "size": "%s", "mrlf_stride": %s, "seg_steps": %s, "judge_steps": %s, "seeds": "%s", "gen_seeds": "%s", "pipeline": "%s", "unet_source": "%s", "controlnet": "%s"},\n' \
     "$RESOLUTION" "$SIZE" "$MRLF_STRIDE" "$SEG_STEPS" "$JUDGE_STEPS" "$SEEDS" "$GEN_SEEDS" "$PIPELINE" "$UNET_SOURCE" "$CONTROLNET"
   printf '  "provenance": {"command": "%s", "finished": "%s", "wall_s": %s, "outputs_made": %s, "outputs_reused": %s, "machine": "%s", "commit": "%s"},\n' \

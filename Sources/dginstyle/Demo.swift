@@ -66,7 +66,7 @@ struct Demo: ParsableCommand {
     @Option(help: "The semantic ControlNet (20 condition channels).")
     var controlnet = Demo.defaultControlNet
 
-    @OptionGroup var sampling: SamplingArguments
+    @OptionGroup var sampling: SamplingArguments<MiniatureSampling>
 
     @Option(help: "Crop side in pixels (a multiple of 64); MRLF's second pass runs at twice this.")
     var resolution = 128
