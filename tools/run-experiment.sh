@@ -71,6 +71,7 @@ else
   SEEDS="${SEEDS:-1 2 3}"
   OUT="${OUT:-out/experiment}"
 fi
+# GUIDANCE: the miniature's scale, as `dginstyle demo` samples it (MiniatureSampling in the code).
 : "${RESOLUTION:=128}" "${SIZE:=256x128}" "${MRLF_STRIDE:=16}" "${GUIDANCE:=3}" "${CONDITIONING_SCALE:=1}"
 # Synth seeds of the experiment's data, kept apart from every seed the recipes train on:
 # the style references, the game source data (whose masks the generators draw from), the

@@ -28,9 +28,10 @@ enum StableDiffusionSampling: SamplingDefaults {
     static let guidance: Float = 7.5
 }
 
-/// Measured on the miniature (docs/EXPERIMENT.md, "The demo's quality target"): at 3 its Style Swap
-/// images are more photo-like, follow their masks better and are rated higher by the photo-trained
-/// judge than at 7.5, which over-saturates these tiny models.
+/// Measured on the miniature (docs/EXPERIMENT.md, "The retrained chain and its sampling"): at 3 its
+/// Style Swap images are more photo-like, follow their masks better and are rated higher by the
+/// photo-trained judge than at 7.5, which over-saturates these tiny models. tools/run-experiment.sh's
+/// GUIDANCE default is the same decision and changes with it.
 enum MiniatureSampling: SamplingDefaults {
     static let guidance: Float = 3
 }
