@@ -38,18 +38,20 @@ TGT static inline void store_u(void *u, int out_bf16, long off, __mmask16 m, __m
     else _mm512_mask_storeu_ps((float *)u + off, m, v);
 }
 
-// The 9 taps of output channel r, input channels q0..<q0 + n (n <= 16) into gt[t][lane] (0 past n).
-static inline void gather_taps(const void *w, int bf16, long cin, long r, long q0, long n, float gt[9][16]) {
+// The 9 taps of output channel r, input channels q0..<q0 + n (n <= 16) into gt[t][lane] (0 past n),
+// the kernel turned by 180 degrees where flipped (tap t read from 8 - t).
+static inline void gather_taps(const void *w, int bf16, long cin, long r, long q0, long n, int flipped, float gt[9][16]) {
     for (long l = 0; l < 16; l++) {
         long base = (r * cin + q0 + l) * 9;
         for (int t = 0; t < 9; t++) {
             float v = 0;
+            long tap = base + (flipped ? 8 - t : t);
             if (l < n) {
                 if (bf16) {
-                    unsigned bits = (unsigned)((const unsigned short *)w)[base + t] << 16;
+                    unsigned bits = (unsigned)((const unsigned short *)w)[tap] << 16;
                     __builtin_memcpy(&v, &bits, 4);
                 } else {
-                    v = ((const float *)w)[base + t];
+                    v = ((const float *)w)[tap];
                 }
             }
             gt[t][l] = v;
@@ -60,12 +62,12 @@ static inline void gather_taps(const void *w, int bf16, long cin, long r, long q
 // The filter transform of output channel r, input channels q0..<q0 + 16 (fewer at the end): each
 // one's 9 taps gathered into gt[t][lane], then G g G^T on 16 lanes and 16 contiguous stores (one per xi).
 TGT static inline __attribute__((always_inline)) void filter16(const void *w, int bf16, long cout, long cin,
-                                                               long r, long q0, void *u, int out_bf16) {
+                                                               long r, long q0, int flipped, void *u, int out_bf16) {
     const long plane = cout * cin;
     const __m512 half = _mm512_set1_ps(0.5f);
     long n = cin - q0 < 16 ? cin - q0 : 16;
     float gt[9][16] __attribute__((aligned(64)));
-    gather_taps(w, bf16, cin, r, q0, n, gt);
+    gather_taps(w, bf16, cin, r, q0, n, flipped, gt);
     // G g G^T, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]: first the rows of g, then the columns.
     __m512 a[4][3];
     for (int j = 0; j < 3; j++) {
@@ -87,9 +89,9 @@ TGT static inline __attribute__((always_inline)) void filter16(const void *w, in
     }
 }
 
-TGT static void filter_avx512(const void *w, int bf16, long cout, long cin, long r0, long r1, void *u, int out_bf16) {
+TGT static void filter_avx512(const void *w, int bf16, long cout, long cin, long r0, long r1, int flipped, void *u, int out_bf16) {
     for (long r = r0; r < r1; r++)
-        for (long q0 = 0; q0 < cin; q0 += 16) filter16(w, bf16, cout, cin, r, q0, u, out_bf16);
+        for (long q0 = 0; q0 < cin; q0 += 16) filter16(w, bf16, cout, cin, r, q0, flipped, u, out_bf16);
 }
 
 // MARK: F(4x4, 3x3)
@@ -306,13 +308,13 @@ TGT static void output4_avx512(const float *mm, long xiStride, long ldm, long c0
     output_tiles(mm, xiStride, ldm, c0, c1, ty0, ty1, h, w, bias, y, 4);
 }
 
-TGT static void filter4_avx512(const void *w, int bf16, long cout, long cin, long r0, long r1, float *u) {
+TGT static void filter4_avx512(const void *w, int bf16, long cout, long cin, long r0, long r1, int flipped, float *u) {
     const long plane = cout * cin;
     float gt[9][16] __attribute__((aligned(64)));
     for (long r = r0; r < r1; r++)
         for (long q0 = 0; q0 < cin; q0 += 16) {
             long n = cin - q0 < 16 ? cin - q0 : 16;
-            gather_taps(w, bf16, cin, r, q0, n, gt);
+            gather_taps(w, bf16, cin, r, q0, n, flipped, gt);
             __m512 a[6][3];   // G applied down the kernel's rows, column by column
             for (int j = 0; j < 3; j++) {
                 __m512 o[6];
@@ -329,10 +331,10 @@ TGT static void filter4_avx512(const void *w, int bf16, long cout, long cin, lon
         }
 }
 
-void dg_winograd_filter(const void *w, int bf16, long cout, long cin, long r0, long r1, void *u, int out_bf16, int side) {
+void dg_winograd_filter(const void *w, int bf16, long cout, long cin, long r0, long r1, int flipped, void *u, int out_bf16, int side) {
     DG_REQUIRE_AVX512("dg_winograd_filter");
-    if (side == 4) filter4_avx512(w, bf16, cout, cin, r0, r1, (float *)u);
-    else filter_avx512(w, bf16, cout, cin, r0, r1, u, out_bf16);
+    if (side == 4) filter4_avx512(w, bf16, cout, cin, r0, r1, flipped, (float *)u);
+    else filter_avx512(w, bf16, cout, cin, r0, r1, flipped, u, out_bf16);
 }
 
 void dg_winograd_input(const float *x, long h, long w, long c0, long c1, long ty0, long ty1,
@@ -351,8 +353,8 @@ void dg_winograd_output(const float *m, long xiStride, long ldm, long c0, long c
 
 #else
 
-void dg_winograd_filter(const void *w, int bf16, long cout, long cin, long r0, long r1, void *u, int out_bf16, int side) {
-    (void)w; (void)bf16; (void)cout; (void)cin; (void)r0; (void)r1; (void)u; (void)out_bf16; (void)side;
+void dg_winograd_filter(const void *w, int bf16, long cout, long cin, long r0, long r1, int flipped, void *u, int out_bf16, int side) {
+    (void)w; (void)bf16; (void)cout; (void)cin; (void)r0; (void)r1; (void)flipped; (void)u; (void)out_bf16; (void)side;
     dg_refuse_avx512(__func__);
 }
 void dg_winograd_input(const float *x, long h, long w, long c0, long c1, long ty0, long ty1,

@@ -221,7 +221,7 @@ extension Bench {
         @Option(help: "With --backends: only the product classes whose name contains this (e.g. \"small n\"); with --winograd: only the convolutions whose row contains it (e.g. \"16²\").")
         var only: String?
 
-        @Flag(help: "Instead: 3x3 convolutions as Winograd F(2x2, 3x3) against implicit GEMM (forward and input gradient), and F(4x4, 3x3) against F(2x2, 3x3) (forward, f32 products), at SD 1.5's shapes: the measurements behind the Winograd rules.")
+        @Flag(help: "Instead: 3x3 convolutions as Winograd F(2x2, 3x3) against implicit GEMM (forward and input gradient), and F(4x4, 3x3) against F(2x2, 3x3) (forward with f32 products, and input gradient), at SD 1.5's shapes: the measurements behind the Winograd rules.")
         var winograd = false
 
         @Flag(help: "With --winograd: the weights in bf16 (where the bf16 products run, the forward in bf16 on both routes).")

@@ -22,7 +22,7 @@ extension KernelTests {
 
     /// Each case (N, Cin, H, W, Cout, band bytes, filter bytes) forced onto Winograd (F(4x4, 3x3) from
     /// tiles4 4x4 tiles, else F(2x2, 3x3)): the forward against the Double reference, the input gradient
-    /// (F(2x2, 3x3) either way) against the GEMM route's, with 1 and 2 threads, bit-identical across them.
+    /// (the same block size) against the GEMM route's, with 1 and 2 threads, bit-identical across them.
     func checkWinograd(_ cases: [(Int, Int, Int, Int, Int, Int, Int)], tiles4: Int, _ what: String,
                        file: StaticString = #filePath, line: UInt = #line) {
         for (ci, c) in cases.enumerated() {
@@ -53,10 +53,26 @@ extension KernelTests {
         }
     }
 
+    /// A bf16 weight through the Winograd route the settings choose: the forward against `ref` (Double sums
+    /// over the weight's bf16 values); the input gradient, which reads the weight as stored, against the
+    /// GEMM route's on its f32 copy.
+    func checkBF16Weight(_ x: Tensor, _ w16: Tensor, _ b: Tensor, _ ref: [Double], _ what: String,
+                         file: StaticString = #filePath, line: UInt = #line) {
+        assertClose(Kernels.conv2d(x, w16, b, stride: 1, padding: 1), ref, what, file: file, line: line)
+        let r = random([x.shape[0], w16.shape[0], x.shape[2], x.shape[3]])
+        let gx = Kernels.conv2dBackward(r.t, x: x, w: w16, stride: 1, padding: 1, needInput: true, needWeight: false, needBias: false).x!
+        let viaGEMM = withWinograd(tiles: -1) {
+            Kernels.conv2dBackward(r.t, x: x, w: w16.converted(to: .f32), stride: 1, padding: 1,
+                                   needInput: true, needWeight: false, needBias: false).x!
+        }
+        assertClose(gx, viaGEMM.floats.map(Double.init), "\(what), dx", file: file, line: line)
+    }
+
     /// F(4x4, 3x3) forced onto small shapes: against the Double reference at the f32 tolerance (its
     /// rounding, ~5x F(2x2, 3x3)'s, stays far below it at these channel counts; a transform, pairing or
-    /// edge mistake is O(1)), across thread counts, in bands and filter blocks, from a bf16 weight; the
-    /// input gradient of the same call keeps F(2x2, 3x3) (against the GEMM route's).
+    /// edge mistake is O(1)), across thread counts, in bands and filter blocks (of the products' k in the
+    /// input gradient), from a bf16 weight; the input gradient (the kernels turned in the filter
+    /// transform) against the GEMM route's.
     func testWinogradF4x4() throws {
         try XCTSkipUnless(GEMM.vectorized, "Winograd runs only on the AVX-512 path (this CPU lacks it)")
         // (N, Cin, H, W, Cout, band bytes, filter bytes): sides that are and are not multiples of 4, one
@@ -77,7 +93,7 @@ extension KernelTests {
         let ref = Self.convRef(x.d, x.shape, w16.floats.map(Double.init), w.shape, b.d, stride: 1, padding: 1)
         withWinograd(tiles: 1, tiles4: 1) {
             XCTAssertEqual(Kernels.winogradBlock(x: x.shape, weight: w16, stride: 1, padding: 1), 4)
-            assertClose(Kernels.conv2d(x.t, w16, b.t, stride: 1, padding: 1), ref, "winograd F(4x4) conv, bf16 weight")
+            checkBF16Weight(x.t, w16, b.t, ref, "winograd F(4x4) conv, bf16 weight")
         }
         // The rule: fewer 4x4 tiles than asked, or bf16 products: F(2x2, 3x3).
         XCTAssertEqual(withWinograd(tiles: 1, tiles4: 10) { Kernels.winogradBlock(x: x.shape, weight: w.t, stride: 1, padding: 1) }, 2)
@@ -112,15 +128,7 @@ extension KernelTests {
         let ref = Self.convRef(x.d, x.shape, w16.floats.map(Double.init), w.shape, b.d, stride: 1, padding: 1)
         withWinograd(tiles: 1) {
             XCTAssertTrue(Kernels.usesWinograd(x: x.shape, weight: w16, stride: 1, padding: 1))
-            assertClose(Kernels.conv2d(x.t, w16, b.t, stride: 1, padding: 1), ref, "winograd conv, bf16 weight")
-            // The input gradient reads the bf16 weight as stored: as the GEMM route on its f32 copy.
-            let r = random([2, 36, 7, 10])
-            let gx = Kernels.conv2dBackward(r.t, x: x.t, w: w16, stride: 1, padding: 1, needInput: true, needWeight: false, needBias: false).x!
-            let viaGEMM = withWinograd(tiles: -1) {
-                Kernels.conv2dBackward(r.t, x: x.t, w: w16.converted(to: .f32), stride: 1, padding: 1,
-                                       needInput: true, needWeight: false, needBias: false).x!
-            }
-            assertClose(gx, viaGEMM.floats.map(Double.init), "winograd conv dx, bf16 weight")
+            checkBF16Weight(x.t, w16, b.t, ref, "winograd conv, bf16 weight")
         }
         // Any other stored type (an f16 file's weights) goes to the filter transform as f32: the f32
         // result, bit for bit, forward and input gradient.

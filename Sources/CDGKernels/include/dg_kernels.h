@@ -167,11 +167,11 @@ void dg_conv3x3_weight_gradient(long n, long cin, long cout, long h, long w, con
 /// (winograd.c): the output's side x side blocks ("tiles", ceil(h / side) x ceil(w / side) of them, row
 /// by row) from (side + 2)² products U[xi] [rows, cols] x V[xi] [cols, tiles].
 /// The filter transform (needs AVX-512): u[xi cout cin + o cin + c] = (G w[o, c] G^T)[xi] for output
-/// channels r0..<r1 of the weight w [cout, cin, 3, 3] (bf16: uint16 bfloat16 values). With side 2, the
-/// input gradient's convolution (the kernel turned by 180 degrees and transposed) reads the same u:
-/// its U[xi] is the transpose of u's U[perm xi], perm swapping the tile's rows and columns 0 and 3; and
-/// out_bf16 asks for u in bf16 (rounded to nearest even), for the bf16 products. Side 4: f32 u only.
-void dg_winograd_filter(const void *w, int bf16, long cout, long cin, long r0, long r1, void *u, int out_bf16, int side);
+/// channels r0..<r1 of the weight w [cout, cin, 3, 3] (bf16: uint16 bfloat16 values), each w[o, c]
+/// turned by 180 degrees where flipped: the input gradient's convolution (the kernel turned and
+/// transposed) reads that u transposed. With side 2, out_bf16 asks for u in bf16 (rounded to nearest
+/// even), for the bf16 products; side 4: f32 u only.
+void dg_winograd_filter(const void *w, int bf16, long cout, long cin, long r0, long r1, int flipped, void *u, int out_bf16, int side);
 /// The input transform (needs AVX-512) of channels c0..<c1 of x [c, h, w] (one sample), tile rows
 /// ty0..<ty1: tile t = (ty - ty0) ceil(w / side) + tx of channel c goes to v[xi xiStride + c ldv + t].
 void dg_winograd_input(const float *x, long h, long w, long c0, long c1, long ty0, long ty1,

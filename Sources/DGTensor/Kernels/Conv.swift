@@ -129,11 +129,11 @@ extension Kernels {
             && g.paddingEnd == 0 && g.hout == g.h && g.wout == g.w
             && Swift.min(g.cin, g.cout) >= winogradChannels && (g.h + 1) / 2 * ((g.w + 1) / 2) >= Swift.max(1, tiles)
     }
-    /// Whether a Winograd convolution (`winograd`) runs as F(4x4, 3x3): a forward with f32 products and at
-    /// least `winograd4Tiles` 4x4 output tiles per sample.
-    static func winograd4(_ g: ConvGeometry, transposed: Bool, bf16Products: Bool) -> Bool {
+    /// Whether a Winograd convolution (`winograd`) runs as F(4x4, 3x3): f32 products and at least
+    /// `winograd4Tiles` 4x4 output tiles per sample.
+    static func winograd4(_ g: ConvGeometry, bf16Products: Bool) -> Bool {
         let tiles = winograd4Tiles
-        return !transposed && !bf16Products && tiles >= 0 && (g.h + 3) / 4 * ((g.w + 3) / 4) >= Swift.max(1, tiles)
+        return !bf16Products && tiles >= 0 && (g.h + 3) / 4 * ((g.w + 3) / 4) >= Swift.max(1, tiles)
     }
     /// Whether Winograd's products run in bf16: a forward's bf16 weight where `GEMM.bf16` runs.
     static func winogradBF16Products(_ w: Tensor, transposed: Bool) -> Bool { !transposed && w.dtype == .bf16 && GEMM.bf16 }
@@ -146,7 +146,7 @@ extension Kernels {
     public static func winogradBlock(x: [Int], weight w: Tensor, stride: Int, padding: Int) -> Int {
         let g = ConvGeometry(x: x, w: w.shape, stride: stride, padding: padding)
         guard winograd(g) else { return 0 }
-        return winograd4(g, transposed: false, bf16Products: winogradBF16Products(w, transposed: false)) ? 4 : 2
+        return winograd4(g, bf16Products: winogradBF16Products(w, transposed: false)) ? 4 : 2
     }
     /// The fewest output tiles per sample for `winograd` (negative: never). Atomic (tests and
     /// `bench sgemm --winograd` change it).
@@ -172,17 +172,19 @@ extension Kernels {
     }
     public static let winogradChannels = 32
 
-    /// The fewest 4x4 output tiles per sample from which a Winograd forward with f32 products runs as
-    /// F(4x4, 3x3) (4x fewer multiply-adds than direct, against F(2x2, 3x3)'s 2.25x; its sums round
-    /// ~5x more: docs/PERFORMANCE.md, "F(4x4, 3x3)"); negative: never. DGINSTYLE_WINOGRAD4 says "on" (64
-    /// tiles on any CPU), "off" or a number of tiles. Atomic (tests and `bench sgemm --winograd` change it).
+    /// The fewest 4x4 output tiles per sample from which a Winograd convolution with f32 products (a
+    /// forward or an input gradient) runs as F(4x4, 3x3) (4x fewer multiply-adds than direct, against
+    /// F(2x2, 3x3)'s 2.25x; its sums round ~5x more: docs/PERFORMANCE.md, "F(4x4, 3x3)"); negative: never.
+    /// DGINSTYLE_WINOGRAD4 says "on" (64 tiles on any CPU), "off" or a number of tiles. Atomic (tests and
+    /// `bench sgemm --winograd` change it).
     public static var winograd4Tiles: Int {
         get { let v = dg_setting(Int32(DG_SETTING_WINOGRAD4_TILES)); return v == 0 ? defaultWinograd4Tiles : v }
         set { dg_set_setting(Int32(DG_SETTING_WINOGRAD4_TILES), newValue) }
     }
     /// Measured on the AMD EPYC (Zen 4): from 32 x 32 outputs (64 tiles) F(4x4) runs the UNet's and
-    /// VAE's convolutions 1.3-1.7x faster than F(2x2), at 16 x 16 0.5-0.9x. Not measured yet on the
-    /// Intel Xeon, which keeps F(2x2) until it is (`dginstyle bench sgemm --winograd` prints both).
+    /// VAE's convolutions 1.3-1.7x faster than F(2x2), their input gradients 1.25-1.65x; at 16 x 16
+    /// 0.4-0.96x. Not measured yet on the Intel Xeon, which keeps F(2x2) until it is (`dginstyle bench
+    /// sgemm --winograd` prints both).
     static let defaultWinograd4Tiles = tiles(from: "DGINSTYLE_WINOGRAD4", measured: dg_cpu_is_amd() != 0 ? 64 : -1, on: 64)
     /// Bytes of transformed input and products ((side + 2)² (cin + cout) floats a tile) per band of tile rows
     /// (at least one row). Atomic (tests change it).
@@ -207,18 +209,17 @@ extension Kernels {
     /// out = conv(x, w) + bias through Winograd F(2x2, 3x3), or F(4x4, 3x3) where `winograd4` says (see
     /// Sources/CDGKernels/winograd.c): per sample and band of tile rows the input transform, 16 (36)
     /// products U[xi] [cout, cin] x V[xi] [cin, tiles] and the output transform, with the filter
-    /// transformed in blocks of the stored weight's rows (`winogradFilter`). transposed (F(2x2) only):
-    /// `w` is the forward weight [cout', cin', 3, 3] of the convolution whose input gradient this
-    /// computes (g: the geometry of that gradient's convolution, cin = cout', cout = cin'); its U[xi]
-    /// is then the transpose of the forward's U[perm xi] (G turned by 180 degrees is G with rows 0 and
-    /// 3 swapped), read in place, and a block of the weight's rows is a block of the products' k,
-    /// summed over blocks. Where `winogradBF16Products` (F(2x2) only): U rounded to bf16 and the
+    /// transformed in blocks of the stored weight's rows (`winogradFilter`). transposed: `w` is the
+    /// forward weight [cout', cin', 3, 3] of the convolution whose input gradient this computes (g: the
+    /// geometry of that gradient's convolution, cin = cout', cout = cin'); the filter transform turns
+    /// each kernel by 180 degrees, its U[xi] is read transposed, and a block of the weight's rows is a
+    /// block of the products' k, summed over blocks. Where `winogradBF16Products` (F(2x2) only): U rounded to bf16 and the
     /// products in bf16 (V rounded at the product's input), as the GEMM route's bf16 kernel. Every
     /// split is fixed by the shape: results do not depend on the thread count.
     static func winogradConvolve(_ g: ConvGeometry, _ xp: UnsafePointer<Float>, _ w: Tensor, transposed: Bool,
                                  _ bias: UnsafePointer<Float>?, _ op: UnsafeMutablePointer<Float>) {
         let bf16Products = winogradBF16Products(w, transposed: transposed)
-        let f4 = winograd4(g, transposed: transposed, bf16Products: bf16Products)
+        let f4 = winograd4(g, bf16Products: bf16Products)
         let side = f4 ? 4 : 2, xis = (side + 2) * (side + 2)   // output block side; products per block
         let m = g.cout, k = g.cin, th = (g.h + side - 1) / side, tw = (g.w + side - 1) / side
         let fitting = Swift.max(1, Swift.min(th, winogradBand / Swift.max(1, 4 * xis * (m + k) * tw)))
@@ -237,7 +238,8 @@ extension Kernels {
             Profiler.measure("conv2d: winograd filter") {
                 let rows = wp + r0 * win * 9 * w.dtype.byteSize
                 Parallel.forEach(r1 - r0, minimumChunk: grain(win * 4 * xis)) { r in
-                    dg_winograd_filter(rows, bf16, r1 - r0, win, r.lowerBound, r.upperBound, up, bf16Products ? 1 : 0, Int32(side))
+                    dg_winograd_filter(rows, bf16, r1 - r0, win, r.lowerBound, r.upperBound, transposed ? 1 : 0, up,
+                                       bf16Products ? 1 : 0, Int32(side))
                 }
             }
         }
@@ -290,16 +292,13 @@ extension Kernels {
         }
         // The input gradient: every band's products summed over the blocks of k (the filter transformed
         // once when it is one block, else per band).
-        precondition(!f4, "winogradConvolve: F(4x4, 3x3) has no transposed reading")
-        let swap = [3, 1, 2, 0]
         if blocks == 1 { transformFilter(0, k) }
         forEachBand { y, ty0, ty1, t in
             for q0 in stride(from: 0, to: k, by: blockRows) {
                 let q1 = Swift.min(k, q0 + blockRows), rows = q1 - q0
                 if blocks > 1 { transformFilter(q0, q1) }
-                for xi in 0..<16 {
-                    let a = pointer(u) + (4 * swap[xi / 4] + swap[xi % 4]) * rows * m
-                    GEMM.gemm(m: m, n: t, k: rows, a: a, ars: 1, aks: m,
+                for xi in 0..<xis {
+                    GEMM.gemm(m: m, n: t, k: rows, a: pointer(u) + xi * rows * m, ars: 1, aks: m,
                               b: GEMM.matrix(vp + xi * k * t + q0 * t, rowStride: t, columnStride: 1),
                               beta: q0 == 0 ? 0 : 1, c: mp + xi * m * t, ldc: t)
                 }
