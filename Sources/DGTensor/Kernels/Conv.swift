@@ -213,9 +213,9 @@ extension Kernels {
     /// forward weight [cout', cin', 3, 3] of the convolution whose input gradient this computes (g: the
     /// geometry of that gradient's convolution, cin = cout', cout = cin'); the filter transform turns
     /// each kernel by 180 degrees, its U[xi] is read transposed, and a block of the weight's rows is a
-    /// block of the products' k, summed over blocks. Where `winogradBF16Products` (F(2x2) only): U rounded to bf16 and the
-    /// products in bf16 (V rounded at the product's input), as the GEMM route's bf16 kernel. Every
-    /// split is fixed by the shape: results do not depend on the thread count.
+    /// block of the products' k, summed over blocks. Where `winogradBF16Products` (F(2x2) only): U
+    /// rounded to bf16 and the products in bf16 (V rounded at the product's input), as the GEMM route's
+    /// bf16 kernel. Every split is fixed by the shape: results do not depend on the thread count.
     static func winogradConvolve(_ g: ConvGeometry, _ xp: UnsafePointer<Float>, _ w: Tensor, transposed: Bool,
                                  _ bias: UnsafePointer<Float>?, _ op: UnsafeMutablePointer<Float>) {
         let bf16Products = winogradBF16Products(w, transposed: transposed)
